@@ -1,0 +1,51 @@
+"""The ``cxpulse`` command: one subcommand per module, imported only when used.
+
+    cxpulse up          local stack: broker, workers, simulated traffic, Prometheus
+    cxpulse broker      the embedded test broker (Tansu) with the topics created
+    cxpulse worker      one stream worker serving /metrics
+    cxpulse simulate    storefront traffic to Kafka or to a file
+    cxpulse render      regenerate docs/metrics.md, rules and dashboards from the catalog
+
+Each module named below offers ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("streams.stack", "run the local stack: broker, workers, simulated traffic, Prometheus"),
+    "broker": ("streams.broker", "run the embedded Tansu broker on loopback with the topics created"),
+    "worker": ("streams.worker", "run a stream worker that serves /metrics"),
+    "simulate": ("streams.simulate", "generate storefront traffic to Kafka or to a file"),
+    "render": ("streams.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cxpulse", description="Live customer-experience KPIs from Kafka events.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = argv[0] if argv and argv[0] in COMMANDS else None
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # import only the module that runs
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(run=module.run)
+    args = parser.parse_args(argv)
+    from streams.errors import ConfigError
+
+    try:
+        return int(args.run(args) or 0)
+    except ConfigError as exc:
+        print(f"cxpulse {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

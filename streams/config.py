@@ -1,0 +1,177 @@
+"""Settings: read once at start-up from the environment, validated, frozen.
+
+Every setting has an environment variable ``CXPULSE_<NAME>`` (upper case) and a
+default that suits the local stack. A wrong value fails start-up with a
+``ConfigError`` naming the variable and what it accepts.
+
+    >>> Settings.from_env({"CXPULSE_GRACE": "90s"}).grace_ms
+    90000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from streams.contract import DEADLETTER_TOPIC, DEFAULT_TOPICS, Family
+from streams.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """'90s' -> 90000. Units: ms, s, m, h, d.
+
+        >>> parse_duration_ms("5m")
+        300000
+    """
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError("a duration like 500ms, 90s, 5m, 2h or 30d")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    """300000 -> '5m' (the largest unit that divides it)."""
+    for unit in ("d", "h", "m", "s"):
+        if ms % _UNIT_MS[unit] == 0 and ms >= _UNIT_MS[unit]:
+            return f"{ms // _UNIT_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka connection (production points these at its own cluster)
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # Topics
+    topic_sessions: str = DEFAULT_TOPICS["session"]
+    topic_orders: str = DEFAULT_TOPICS["order"]
+    topic_tickets: str = DEFAULT_TOPICS["ticket"]
+    topic_surveys: str = DEFAULT_TOPICS["survey"]
+    topic_deadletter: str = DEADLETTER_TOPIC
+    topic_state: str = "cxpulse.state"
+    partitions: int = 4  # per source topic; the most workers that can share the load
+    app_id: str = "cxpulse"
+    # Serving
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9400
+    web_port: int = 6066  # Faust needs a port per worker even with its web server off
+    # Windows (event time)
+    window_ms: int = 60_000
+    views_ms: tuple[int, ...] = (60_000, 300_000, 900_000, 3_600_000)
+    # Grace is 2 min because mobile apps send their queued events in batches.
+    grace_ms: int = 120_000
+    retention_ms: int = 7_200_000
+    dedupe_horizon_ms: int = 600_000
+    ticket_ttl_ms: int = 30 * 86_400_000
+    max_clock_skew_ms: int = 300_000
+    idle_partition_ms: int = 30_000
+    # Hot path
+    batch_max: int = 2000
+    batch_wait_s: float = 0.1
+    max_message_bytes: int = 1_048_576
+    max_batch_events: int = 10_000
+
+    @property
+    def topics(self) -> dict[Family, str]:
+        return {
+            "session": self.topic_sessions,
+            "order": self.topic_orders,
+            "ticket": self.topic_tickets,
+            "survey": self.topic_surveys,
+        }
+
+    def kafka_security(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by kafka-python clients."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                options[name] = getattr(self, name)
+        return options
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build from ``CXPULSE_*`` variables (then ``overrides``); validate."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            var = f"CXPULSE_{f.name.upper()}"
+            alias = f"CXPULSE_{f.name.upper().removesuffix('_MS')}"
+            text = env.get(var, env.get(alias))
+            if text is None:
+                continue
+            values[f.name] = _parse(f.name, var if var in env else alias, text, f.type)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        def fail(name: str, accepts: str) -> None:
+            raise ConfigError(f"CXPULSE_{name.upper()}={getattr(self, name)!r} is not valid: it accepts {accepts}")
+
+        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            fail("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                fail("sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when security_protocol is SASL_*")
+            if not self.sasl_username or not self.sasl_password:
+                raise ConfigError("CXPULSE_SASL_USERNAME and CXPULSE_SASL_PASSWORD are required with SASL")
+        elif self.sasl_mechanism:
+            fail("sasl_mechanism", "nothing unless CXPULSE_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                fail(name, "the path of a readable PEM file")
+        if not self.bootstrap_servers.strip():
+            fail("bootstrap_servers", "host:port[,host:port...]")
+        for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events"):
+            if getattr(self, name) < 1:
+                fail(name, "a positive integer")
+        if self.window_ms < 1000:
+            fail("window_ms", "a duration of at least 1s")
+        for view in self.views_ms:
+            if view % self.window_ms:
+                fail("views_ms", f"durations that are whole multiples of the base window ({format_duration(self.window_ms)})")
+        if self.grace_ms < 0:
+            fail("grace_ms", "a duration >= 0")
+        if self.retention_ms < max(self.views_ms) + self.grace_ms + self.window_ms:
+            fail("retention_ms", "a duration of at least the longest view + grace + one base window")
+        if self.dedupe_horizon_ms < self.grace_ms + self.window_ms:
+            fail("dedupe_horizon_ms", "a duration of at least grace + one base window")
+
+
+def _parse(name: str, var: str, text: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if name == "views_ms":
+            return tuple(parse_duration_ms(part) for part in text.split(",") if part.strip())
+        if name.endswith("_ms"):
+            return parse_duration_ms(text) if not text.strip().isdigit() else int(text)
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        return text or None
+    except ValueError as exc:
+        raise ConfigError(f"{var}={text!r} is not valid: it accepts {exc if 'duration' in str(exc) else kind}") from None

@@ -1,0 +1,161 @@
+"""The event contract: every event type, its family, its fields and its key.
+
+This is the first stop of the data path (bytes -> decode -> validate -> window
+-> expose): the JSON Schemas in ``schemas/`` publish the same contract for
+producers in any language, and ``tests/unit/test_schemas.py`` proves the two
+agree on every example. Field checks are data here, so the decoder can compile
+them into a fast validator and the docs can list them.
+
+    >>> EVENT_TYPES["order.placed"].family
+    'order'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SCHEMA_VERSION = 1
+
+Family = Literal["session", "order", "ticket", "survey"]
+FAMILIES: tuple[Family, ...] = ("session", "order", "ticket", "survey")
+
+# The id of the entity whose events must stay in one partition: the key of a
+# message. A ticket's replies follow its creation; a session's funnel stays whole.
+FAMILY_KEY: dict[Family, str] = {
+    "session": "session_id",
+    "order": "order_id",
+    "ticket": "ticket_id",
+    "survey": "response_id",
+}
+
+DEVICES = ("desktop", "mobile", "tablet", "other")
+SUPPORT_CHANNELS = ("email", "chat", "sms", "phone", "social")
+AUTHORS = ("agent", "customer", "bot")
+SURVEY_KINDS = ("nps", "csat", "ces")
+SCORE_RANGE: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+
+# Patterns shared with schemas/ (the JSON Schemas repeat them verbatim).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+LABEL_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+TIMESTAMP_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+\-]\d{2}:\d{2})$"
+)
+MAX_MINOR = 10**12  # 10 billion in a two-decimal currency: far above any order
+
+Kind = Literal["id", "label", "enum", "int", "bool", "currency", "minor", "timestamp", "version"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an event: its JSON kind, whether it is required, its limits."""
+
+    name: str
+    kind: Kind
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    family: Family
+    fields: tuple[Field, ...]
+    doc: str = ""
+    names: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(f.name for f in self.fields))
+
+
+ENVELOPE: tuple[Field, ...] = (
+    Field("event_id", "id", doc="Unique id of this event; a resend keeps it (dedupe)."),
+    Field("type", "enum", doc="One of the event types below, e.g. order.placed."),
+    Field("schema_version", "version", doc=f"Contract version; this is version {SCHEMA_VERSION}."),
+    Field("occurred_at", "timestamp", doc="When it happened: RFC 3339 with an offset."),
+    Field("storefront", "label", doc="The store, a short lowercase label (a metric label)."),
+)
+
+_channel = Field("channel", "label", doc="Marketing/sales channel, e.g. web, app, social, marketplace.")
+_device = Field("device", "enum", choices=DEVICES, doc="Device class of the visitor.")
+_session = Field("session_id", "id", doc="The visitor's session (message key).")
+_opt_channel = Field("channel", "label", required=False, doc="Channel of the session, when known.")
+_opt_device = Field("device", "enum", required=False, choices=DEVICES, doc="Device of the session, when known.")
+_support = Field("support_channel", "enum", choices=SUPPORT_CHANNELS, doc="Where the customer reached support.")
+_opt_support = Field("support_channel", "enum", required=False, choices=SUPPORT_CHANNELS,
+                     doc="Support channel; taken from ticket.created when absent.")
+_ticket = Field("ticket_id", "id", doc="The support ticket (message key).")
+_order = Field("order_id", "id", doc="The order (message key for order events).")
+_customer = Field("customer_id", "id", doc="The customer; never exported as a label.")
+
+_types = [
+    EventType("session.started", "session", (
+        _session, Field("visitor_id", "id", doc="Anonymous visitor id."), _channel, _device,
+        Field("source", "label", required=False, doc="Traffic source, e.g. organic, paid, email."),
+    ), "A visitor session starts (the CVR and RPV denominator)."),
+    EventType("session.product_viewed", "session", (
+        _session, _channel, _device, Field("product_id", "id", required=False, doc="Product viewed."),
+    ), "A product page was viewed."),
+    EventType("session.cart_added", "session", (
+        _session, _channel, _device, Field("product_id", "id", required=False, doc="Product added."),
+    ), "A product was added to the cart."),
+    EventType("session.checkout_started", "session", (
+        _session, _channel, _device,
+    ), "Checkout started (the cart-abandonment denominator)."),
+    EventType("order.placed", "order", (
+        _order, _customer, Field("session_id", "id", required=False, doc="Session of the order, when known."),
+        Field("total_minor", "minor", doc="Order total in minor units of the currency (cents)."),
+        Field("currency", "currency", doc="ISO 4217 code, e.g. EUR."),
+        Field("first_order", "bool", doc="True for the customer's first order."),
+        _opt_channel, _opt_device,
+    ), "An order was placed (CVR numerator, revenue)."),
+    EventType("order.refunded", "order", (
+        _order, Field("amount_minor", "minor", doc="Refunded amount in minor units."),
+        Field("currency", "currency", doc="ISO 4217 code."), _opt_channel, _opt_device,
+    ), "An order was (partly) refunded."),
+    EventType("order.returned", "order", (
+        _order, Field("amount_minor", "minor", required=False, doc="Value returned, minor units."),
+        Field("currency", "currency", required=False, doc="ISO 4217 code; required with amount_minor."),
+        _opt_channel, _opt_device,
+    ), "Goods of an order were returned."),
+    EventType("ticket.created", "ticket", (
+        _ticket, _support, Field("customer_id", "id", required=False, doc="The customer, when known."),
+        Field("order_id", "id", required=False, doc="The order it is about, when known."),
+    ), "A support ticket was opened."),
+    EventType("ticket.replied", "ticket", (
+        _ticket, Field("author", "enum", choices=AUTHORS, doc="Who wrote: agent, customer or bot."),
+        Field("public", "bool", doc="False for an internal note."), _opt_support,
+    ), "A reply or note was added to a ticket."),
+    EventType("ticket.resolved", "ticket", (_ticket, _opt_support), "A ticket was resolved."),
+    EventType("ticket.reopened", "ticket", (_ticket, _opt_support), "A resolved ticket was reopened."),
+    EventType("survey.answered", "survey", (
+        Field("response_id", "id", doc="The survey response (message key)."),
+        Field("kind", "enum", choices=SURVEY_KINDS, doc="nps (0-10), csat (1-5) or ces (1-7)."),
+        Field("score", "int", doc="The answer, in the range of its kind."),
+        _opt_channel,
+        Field("ticket_id", "id", required=False, doc="The ticket it rates, when any."),
+        Field("order_id", "id", required=False, doc="The order it rates, when any."),
+        Field("customer_id", "id", required=False, doc="The customer; never a label."),
+    ), "A customer answered a survey."),
+]
+
+EVENT_TYPES: dict[str, EventType] = {t.name: t for t in _types}
+
+DEFAULT_TOPICS: dict[Family, str] = {
+    "session": "cx.sessions",
+    "order": "cx.orders",
+    "ticket": "cx.tickets",
+    "survey": "cx.surveys",
+}
+DEADLETTER_TOPIC = "cx.deadletter"
+
+
+def message_key(event: dict) -> str:
+    """The Kafka message key of an event: the id its family is keyed by.
+
+        >>> message_key({"type": "ticket.replied", "ticket_id": "T-1"})
+        'T-1'
+    """
+    return event[FAMILY_KEY[EVENT_TYPES[event["type"]].family]]
