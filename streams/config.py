@@ -76,7 +76,7 @@ class Settings:
     # Grace is 2 min because mobile apps send their queued events in batches.
     grace_ms: int = 120_000
     retention_ms: int = 7_200_000
-    dedupe_horizon_ms: int = 600_000
+    dedupe_horizon_ms: int = 300_000
     ticket_ttl_ms: int = 30 * 86_400_000
     max_clock_skew_ms: int = 300_000
     idle_partition_ms: int = 30_000

@@ -1,0 +1,287 @@
+"""Faust wiring: the app, the source topics, one agent, and rebalance hooks.
+
+Faust does what it is good at here: the consumer group, partition assignment,
+the agent loop and offset commits. State is ours (``state.py``), written to a
+changelog topic we read back to the Fetch high-water mark (``changelog.py``),
+because Faust's tables route a changelog record by the partition of the event
+being processed and recover to ListOffsets' end (wrong on Tansu), and its
+windowed tables expire by wall clock (ENVIRONMENT.md).
+
+The agent works per batch, and the batch reads like the flow:
+
+    decode every message -> group by source partition -> apply to window state
+    -> write changelog records and dead letters, wait for the broker -> publish
+
+Faust acks a ``take_events`` batch only after this loop body returns, so no
+offset is committed before the state that holds its effect is on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+import time
+from bisect import bisect_left
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import faust
+from faust.types import TP
+
+from streams.changelog import ChangelogReader
+from streams.collector import FRESHNESS_BUCKETS, Published, Publisher
+from streams.config import Settings
+from streams.contract import Family
+from streams.decode import decode_message
+from streams.state import Message, PartitionState, state_partition
+
+log = logging.getLogger("cxpulse.worker")
+
+Key = tuple[Family, int]
+
+
+@dataclass
+class Kept:
+    """State of a partition we no longer own, kept in case it comes back."""
+
+    state: PartitionState
+    changelog_end: int  # the changelog offset after our last write or read
+
+
+class Runtime:
+    """The worker's partitions, their state, and what it publishes to scrapes."""
+
+    def __init__(self, app: faust.App, settings: Settings, publisher: Publisher) -> None:
+        self.app = app
+        self.settings = settings
+        self.publisher = publisher
+        self.topic_family: dict[str, Family] = {name: family for family, name in settings.topics.items()}
+        self.states: dict[Key, PartitionState] = {}
+        self.changelog_end: dict[Key, int] = {}
+        self.kept: dict[Key, Kept] = {}
+        self.recovering: dict[Key, asyncio.Future] = {}
+        self.assigned: set[Key] = set()
+        self.lock = asyncio.Lock()
+        self.reader = ChangelogReader(settings)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxpulse-recovery")
+        self.freshness = [0] * (len(FRESHNESS_BUCKETS) + 1)
+        self.freshness_sum = 0.0
+        self.recovered_records = 0
+        self.recovery_seconds = 0.0
+
+    # ------------------------------------------------------------ rebalance
+    def _keys(self, tps) -> set[Key]:
+        return {(self.topic_family[tp.topic], tp.partition) for tp in tps if tp.topic in self.topic_family}
+
+    async def on_assigned(self, sender, assigned: set[TP], **_) -> None:
+        keys = self._keys(assigned)
+        async with self.lock:
+            self.assigned = keys
+            for key in sorted(keys):
+                self._start_recovery(key)
+            self._publish(set())
+        log.info("event=partitions_assigned partitions=%s", _describe(keys))
+
+    async def on_revoked(self, sender, revoked: set[TP], **_) -> None:
+        keys = self._keys(revoked)
+        async with self.lock:
+            for key in keys:
+                state = self.states.pop(key, None)
+                if state is not None:
+                    self.kept[key] = Kept(state, self.changelog_end.pop(key))
+                self.recovering.pop(key, None)
+            self.assigned -= keys
+            self._publish(set())
+        log.info("event=partitions_revoked partitions=%s", _describe(keys))
+
+    def _start_recovery(self, key: Key) -> asyncio.Future:
+        future = self.recovering.get(key)
+        if future is None and key not in self.states:
+            future = self.recovering[key] = asyncio.ensure_future(self._recover(key))
+        return future
+
+    async def _recover(self, key: Key) -> PartitionState:
+        family, partition = key
+        kept = self.kept.pop(key, None)
+        state = kept.state if kept else PartitionState(family, partition, self.settings)
+        start = kept.changelog_end if kept else 0
+        began = time.monotonic()
+        loop = asyncio.get_running_loop()
+        records, end = await loop.run_in_executor(
+            self.executor, self.reader.read, state_partition(family, partition, self.settings.partitions), start)
+        applied = state.restore(records)
+        elapsed = time.monotonic() - began
+        self.states[key] = state
+        self.changelog_end[key] = end
+        self.recovering.pop(key, None)
+        self.recovered_records += len(records)
+        self.recovery_seconds = elapsed
+        self._publish({key})
+        log.info("event=state_recovered family=%s partition=%d records=%d applied=%d from_offset=%d to_offset=%d "
+                 "incremental=%s next_source_offset=%d seconds=%.3f", family, partition, len(records), applied,
+                 start, end, kept is not None, state.meta.through, elapsed)
+        return state
+
+    async def _state(self, key: Key) -> PartitionState:
+        state = self.states.get(key)
+        if state is not None:
+            return state
+        return await self._start_recovery(key)
+
+    # ---------------------------------------------------------------- batch
+    async def process(self, events) -> None:
+        settings = self.settings
+        now_ms = int(time.time() * 1000)
+        not_after = now_ms + settings.max_clock_skew_ms
+        async with self.lock:
+            batches: dict[Key, list[Message]] = defaultdict(list)
+            sources: dict[Key, str] = {}
+            for event in events:
+                message = event.message
+                family = self.topic_family[message.topic]
+                key = (family, message.partition)
+                if key not in self.assigned:
+                    continue  # buffered before a revoke: its new owner reads it again
+                decoded, rejected = decode_message(
+                    message.value, family, max_bytes=settings.max_message_bytes,
+                    max_events=settings.max_batch_events, not_after_ms=not_after)
+                batches[key].append(Message(message.offset, decoded, rejected, int(message.timestamp * 1000)))
+                sources[key] = message.topic
+            producer = self.app.producer
+            pending: list[tuple[Key | None, asyncio.Future]] = []
+            for key, messages in batches.items():
+                state = await self._state(key)
+                applied = state.apply(messages)
+                family, partition = key
+                target = state_partition(family, partition, settings.partitions)
+                for record_key, value in applied.records:
+                    future = await producer.send(settings.topic_state, record_key, value, target, None, None)
+                    pending.append((key, future))
+                for parked in applied.parked:
+                    headers = [
+                        ("cx-reason", parked.reason.encode()), ("cx-detail", parked.detail.encode()),
+                        ("cx-source-topic", sources[key].encode()), ("cx-source-partition", str(partition).encode()),
+                        ("cx-source-offset", str(parked.offset).encode()),
+                        ("cx-batch-index", b"" if parked.index is None else str(parked.index).encode()),
+                    ]
+                    future = await producer.send(settings.topic_deadletter, None, parked.raw, partition, None, headers)
+                    pending.append((None, future))
+                if applied.parked:
+                    _log_parked(family, partition, applied.parked)
+            for key, future in pending:
+                metadata = await future  # the broker has it: only now may Faust ack the batch
+                if key is not None:
+                    self.changelog_end[key] = max(self.changelog_end.get(key, 0), metadata.offset + 1)
+            self._publish(set(batches))
+            published_at = time.time()
+            for messages in batches.values():
+                for message in messages:
+                    delay = max(0.0, published_at - message.timestamp_ms / 1000.0)
+                    self.freshness[bisect_left(FRESHNESS_BUCKETS, delay)] += 1
+                    self.freshness_sum += delay
+
+    # -------------------------------------------------------------- publish
+    def _publish(self, touched: set[Key]) -> None:
+        previous = self.publisher.current
+        snapshots = {key: snap for key, snap in previous.snapshots.items() if key in self.states}
+        for key in touched:
+            state = self.states.get(key)
+            if state is not None:
+                snapshots[key] = state.snapshot(previous.snapshots.get(key))
+        lag = {}
+        consumer = self.app.consumer if self.app.consumer is not None else None
+        for key, state in self.states.items():
+            family, partition = key
+            try:
+                highwater = consumer.highwater(TP(self.settings.topics[family], partition)) if consumer else None
+            except Exception:  # noqa: BLE001 - lag is best effort before the first fetch
+                highwater = None
+            if highwater is not None:
+                lag[key] = max(0, highwater - state.meta.through)
+        self.publisher.current = replace(
+            previous,
+            snapshots=snapshots,
+            ready=bool(self.assigned) and all(key in self.states for key in self.assigned),
+            consumer_lag=lag,
+            freshness_counts=tuple(self.freshness),
+            freshness_sum=self.freshness_sum,
+            recovery_seconds=self.recovery_seconds,
+            recovered_records=self.recovered_records,
+        )
+
+
+_parked_logged: dict[str, float] = {}
+
+
+def _log_parked(family: str, partition: int, parked) -> None:
+    """One log line per reason and partition at most every 10 s, with the count."""
+    counts: dict[str, int] = defaultdict(int)
+    for item in parked:
+        counts[item.reason] += 1
+    now = time.monotonic()
+    for reason, n in counts.items():
+        key = f"{family}|{partition}|{reason}"
+        if now - _parked_logged.get(key, -math.inf) >= 10:
+            _parked_logged[key] = now
+            first = next(p for p in parked if p.reason == reason)
+            log.warning("event=parked family=%s partition=%d reason=%s count=%d first_offset=%d detail=%r",
+                        family, partition, reason, n, first.offset, first.detail)
+
+
+def _describe(keys: set[Key]) -> str:
+    by_family: dict[str, list[int]] = defaultdict(list)
+    for family, partition in sorted(keys):
+        by_family[family].append(partition)
+    return ",".join(f"{family}:{'+'.join(map(str, parts))}" for family, parts in by_family.items()) or "none"
+
+
+def build_app(settings: Settings, publisher: Publisher) -> tuple[faust.App, Runtime]:
+    """The Faust app with its one agent; nothing runs until a worker starts it."""
+    options = dict(
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        web_enabled=False,
+        web_port=settings.web_port,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        # Tansu answers JoinGroup after half the session timeout (ENVIRONMENT.md).
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=10,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        table_standby_replicas=0,
+    )
+    credentials = _credentials(settings)
+    if credentials is not None:
+        options["broker_credentials"] = credentials
+    app = faust.App(settings.app_id, **options)
+    runtime = Runtime(app, settings, publisher)
+    source = app.topic(*settings.topics.values(), value_serializer="raw", key_serializer="raw")
+
+    @app.agent(source, name="cxpulse.windows")
+    async def windows(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_wait_s):
+            await runtime.process(events)
+
+    app.on_partitions_assigned.connect(runtime.on_assigned)
+    app.on_partitions_revoked.connect(runtime.on_revoked)
+    return app, runtime
+
+
+def _credentials(settings: Settings):
+    context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None

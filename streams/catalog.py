@@ -1,0 +1,212 @@
+"""Every metric and KPI, defined once.
+
+The collector exports from this list; ``cxpulse render`` writes
+``docs/metrics.md``, the Prometheus recording and alert rules and the Grafana
+dashboards from it. A metric name appears here in full, so grepping a dashboard
+query finds its definition.
+
+Three kinds of series:
+
+* **Counters** (``_total``) and **histograms**: cumulative since the state began,
+  one series per source partition (label ``partition``), so a partition moving
+  between workers never looks like a counter reset. Use ``rate()``/``increase()``.
+* **Window gauges** (``cxpulse_window_*``): the same components for the last
+  closed and the current event-time window of each view (1m, 5m, 15m, 1h),
+  summed over the worker's partitions, so ``sum()`` over workers is the total.
+* **Pipeline health**: events processed, rejected, late, duplicate; watermark;
+  freshness; state size; readiness.
+
+    >>> COUNTERS_BY_FIELD["order", "revenue_minor"].name
+    'cxpulse_order_revenue_total'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streams.contract import Family
+from streams.state import SEGMENT_LABELS
+
+Unit = Literal["count", "currency", "seconds", "ratio", "score", "percent"]
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A cumulative count or exact money sum kept per window and segment."""
+
+    name: str
+    family: Family
+    field: str
+    help: str
+    money: bool = False
+
+    @property
+    def window_name(self) -> str:
+        return "cxpulse_window_" + self.name.removeprefix("cxpulse_").removesuffix("_total")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return SEGMENT_LABELS[self.family]
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A duration distribution (seconds) kept as a mergeable sketch."""
+
+    name: str
+    family: Family
+    field: str
+    help: str
+    window_count_name: str  # the window gauge with the number of observations
+
+    @property
+    def window_name(self) -> str:
+        return "cxpulse_window_" + self.name.removeprefix("cxpulse_")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return SEGMENT_LABELS[self.family]
+
+
+COUNTERS: tuple[Counter, ...] = (
+    Counter("cxpulse_sessions_started_total", "session", "sessions_started",
+            "Visitor sessions started (session.started)."),
+    Counter("cxpulse_product_views_total", "session", "product_views", "Product pages viewed."),
+    Counter("cxpulse_carts_added_total", "session", "carts_added", "Products added to a cart."),
+    Counter("cxpulse_checkouts_started_total", "session", "checkouts_started", "Checkouts started."),
+    Counter("cxpulse_orders_placed_total", "order", "orders_placed", "Orders placed (order.placed)."),
+    Counter("cxpulse_order_revenue_total", "order", "revenue_minor",
+            "Revenue of placed orders, in major units of the currency label (never summed across currencies).",
+            money=True),
+    Counter("cxpulse_orders_first_total", "order", "first_orders", "Orders that were the customer's first."),
+    Counter("cxpulse_refunds_total", "order", "refunds", "Refunds (order.refunded)."),
+    Counter("cxpulse_refund_amount_total", "order", "refund_minor", "Amount refunded, in major units.", money=True),
+    Counter("cxpulse_returns_total", "order", "returns", "Returns (order.returned)."),
+    Counter("cxpulse_return_amount_total", "order", "return_minor", "Value returned, in major units.", money=True),
+    Counter("cxpulse_tickets_created_total", "ticket", "tickets_created", "Support tickets created."),
+    Counter("cxpulse_tickets_resolved_one_touch_total", "ticket", "tickets_resolved_one_touch",
+            "Resolutions of tickets with at most one public agent reply and never reopened (FCR numerator)."),
+    Counter("cxpulse_tickets_reopened_total", "ticket", "tickets_reopened", "Tickets reopened."),
+    Counter("cxpulse_tickets_resolved_unmatched_total", "ticket", "resolved_unmatched",
+            "Resolutions of tickets whose creation this pipeline never saw (no resolution time)."),
+    Counter("cxpulse_nps_responses_total", "survey", "nps_responses", "NPS answers (0-10)."),
+    Counter("cxpulse_nps_promoters_total", "survey", "nps_promoters", "NPS answers of 9 or 10."),
+    Counter("cxpulse_nps_detractors_total", "survey", "nps_detractors", "NPS answers of 0 to 6."),
+    Counter("cxpulse_nps_score_sum_total", "survey", "nps_score_sum", "Sum of NPS answers (for the mean)."),
+    Counter("cxpulse_csat_responses_total", "survey", "csat_responses", "CSAT answers (1-5)."),
+    Counter("cxpulse_csat_satisfied_total", "survey", "csat_satisfied", "CSAT answers of 4 or 5."),
+    Counter("cxpulse_csat_score_sum_total", "survey", "csat_score_sum", "Sum of CSAT answers (for the mean)."),
+    Counter("cxpulse_ces_responses_total", "survey", "ces_responses", "CES answers (1-7)."),
+    Counter("cxpulse_ces_score_sum_total", "survey", "ces_score_sum", "Sum of CES answers (for the mean)."),
+)
+
+HISTOGRAMS: tuple[Histogram, ...] = (
+    Histogram("cxpulse_ticket_first_response_seconds", "ticket", "first_response",
+              "First-response time: ticket created -> first public agent reply (bots, customers and internal "
+              "notes excluded), recorded in the window of that reply.", "cxpulse_window_ticket_first_responses"),
+    Histogram("cxpulse_ticket_resolution_seconds", "ticket", "resolution",
+              "Resolution time: ticket created -> resolved, recorded at each resolve (a reopened ticket is "
+              "measured again from creation to its last resolve).", "cxpulse_window_tickets_resolved"),
+)
+
+COUNTERS_BY_FIELD = {(c.family, c.field): c for c in COUNTERS}
+HISTOGRAMS_BY_FIELD = {(h.family, h.field): h for h in HISTOGRAMS}
+WINDOW_QUANTILES = (0.5, 0.9)
+
+# Minor-unit digits per currency where they are not 2 (ISO 4217).
+CURRENCY_EXPONENT: dict[str, int] = {
+    **{code: 0 for code in ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX",
+                            "VND", "VUV", "XAF", "XOF", "XPF", "XXX")},
+    **{code: 3 for code in ("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND")},
+}
+
+
+def major_units(amount_minor: int, currency: str) -> float:
+    """Minor units -> the currency's major unit (cents -> euros).
+
+        >>> major_units(1999, "EUR"), major_units(500, "JPY")
+        (19.99, 500.0)
+    """
+    return amount_minor / 10 ** CURRENCY_EXPONENT.get(currency, 2)
+
+
+# Pipeline health: names written in full; the collector builds them.
+PIPELINE: dict[str, str] = {
+    "cxpulse_events_total": "Valid, first-seen, on-time events counted into windows, per source partition.",
+    "cxpulse_messages_total": "Kafka messages read (a batched message carries many events), per source partition.",
+    "cxpulse_events_rejected_total": "Events refused by the decoder and parked in the dead-letter topic, by reason.",
+    "cxpulse_events_late_total": "Events older than their window's grace period: counted, parked, not in windows.",
+    "cxpulse_events_duplicate_total": "Events whose event_id was already counted within the dedupe horizon.",
+    "cxpulse_watermark_timestamp_seconds": "Largest event time seen on the source partition (Unix seconds).",
+    "cxpulse_watermark_lag_seconds": "Wall clock minus the watermark of the source partition.",
+    "cxpulse_consumer_lag_messages": "Messages in the source partition not yet applied (high-water mark - next offset).",
+    "cxpulse_event_freshness_seconds": "Message timestamp -> its effect visible on /metrics.",
+    "cxpulse_state_windows": "Base windows held in state.",
+    "cxpulse_state_tickets": "Open tickets followed in state.",
+    "cxpulse_state_seen_ids": "Event ids held for dedupe.",
+    "cxpulse_assigned_partitions": "Source partitions this worker owns.",
+    "cxpulse_worker_ready": "1 once the worker owns partitions and has recovered their state, else 0.",
+    "cxpulse_state_recovery_seconds": "Duration of the last state recovery from the changelog.",
+    "cxpulse_state_recovered_records_total": "State changelog records read during recoveries.",
+    "cxpulse_window_end_timestamp_seconds": "End of the window the window gauges describe (Unix seconds).",
+}
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """A KPI of the brief, computed in PromQL from exported components."""
+
+    key: str  # used in recording-rule names: storefront:cxpulse_<key>:...
+    title: str
+    unit: Unit
+    formula: str
+    family: Family
+    numerator: tuple[str, ...] = ()  # counter names (summed)
+    denominator: str = ""  # counter name
+    shape: Literal["ratio", "one_minus", "nps", "quantile"] = "ratio"
+    histogram: str = ""  # for quantiles
+    quantile: float = 0.0
+    by: tuple[str, ...] = ("storefront",)
+    higher_is_better: bool = True
+
+
+KPIS: tuple[Kpi, ...] = (
+    Kpi("conversion", "Conversion rate (CVR)", "ratio", "orders placed / sessions started", "order",
+        ("cxpulse_orders_placed_total",), "cxpulse_sessions_started_total"),
+    Kpi("average_order_value", "Average order value (AOV)", "currency", "revenue / orders placed", "order",
+        ("cxpulse_order_revenue_total",), "cxpulse_orders_placed_total", by=("storefront", "currency")),
+    Kpi("revenue_per_visitor", "Revenue per visitor (RPV)", "currency", "revenue / sessions started (= AOV x CVR)",
+        "order", ("cxpulse_order_revenue_total",), "cxpulse_sessions_started_total", by=("storefront", "currency")),
+    Kpi("cart_abandonment", "Cart abandonment", "ratio",
+        "1 - orders placed / checkouts started (checkouts that did not end in an order)", "session",
+        ("cxpulse_orders_placed_total",), "cxpulse_checkouts_started_total", shape="one_minus",
+        higher_is_better=False),
+    Kpi("refund_return_rate", "Refund & return rate", "ratio", "(refunds + returns) / orders placed", "order",
+        ("cxpulse_refunds_total", "cxpulse_returns_total"), "cxpulse_orders_placed_total", higher_is_better=False),
+    Kpi("repeat_purchase", "Repeat purchase rate", "ratio", "1 - first orders / orders placed", "order",
+        ("cxpulse_orders_first_total",), "cxpulse_orders_placed_total", shape="one_minus"),
+    Kpi("ticket_to_order", "Ticket-to-order rate", "ratio", "tickets created / orders placed", "ticket",
+        ("cxpulse_tickets_created_total",), "cxpulse_orders_placed_total", higher_is_better=False),
+    Kpi("first_response_p50", "First-response time, median", "seconds", "median of first-response times", "ticket",
+        shape="quantile", histogram="cxpulse_ticket_first_response_seconds", quantile=0.5, higher_is_better=False),
+    Kpi("first_response_p90", "First-response time, p90", "seconds", "90th percentile of first-response times",
+        "ticket", shape="quantile", histogram="cxpulse_ticket_first_response_seconds", quantile=0.9,
+        higher_is_better=False),
+    Kpi("resolution_p50", "Resolution time, median", "seconds", "median of resolution times", "ticket",
+        shape="quantile", histogram="cxpulse_ticket_resolution_seconds", quantile=0.5, higher_is_better=False),
+    Kpi("resolution_p90", "Resolution time, p90", "seconds", "90th percentile of resolution times", "ticket",
+        shape="quantile", histogram="cxpulse_ticket_resolution_seconds", quantile=0.9, higher_is_better=False),
+    Kpi("first_contact_resolution", "First-contact resolution (FCR)", "ratio",
+        "one-touch resolutions / resolutions", "ticket",
+        ("cxpulse_tickets_resolved_one_touch_total",), "cxpulse_ticket_resolution_seconds_count"),
+    Kpi("nps", "Net Promoter Score (NPS)", "score", "100 x (promoters - detractors) / responses, on -100..100",
+        "survey", ("cxpulse_nps_promoters_total", "cxpulse_nps_detractors_total"), "cxpulse_nps_responses_total",
+        shape="nps"),
+    Kpi("csat", "Customer satisfaction (CSAT)", "ratio", "answers of 4-5 / answers (1-5 scale)", "survey",
+        ("cxpulse_csat_satisfied_total",), "cxpulse_csat_responses_total"),
+    Kpi("csat_mean", "CSAT mean score", "score", "sum of CSAT answers / answers", "survey",
+        ("cxpulse_csat_score_sum_total",), "cxpulse_csat_responses_total"),
+    Kpi("ces", "Customer effort score (CES)", "score", "mean of CES answers (1-7)", "survey",
+        ("cxpulse_ces_score_sum_total",), "cxpulse_ces_responses_total", higher_is_better=False),
+)

@@ -1,0 +1,240 @@
+"""The Prometheus collector: metric families computed at scrape time.
+
+Last stop of the flow. The worker publishes an immutable ``Published`` view
+after every batch (one reference swap); ``collect()`` reads only that view,
+never live state, builds fresh metric families and keeps nothing between
+scrapes (as client_python's own ``gc_collector`` does). It never raises: a bug
+here is logged and the scrape still gets the pipeline-health families.
+
+    >>> registry = CollectorRegistry()
+    >>> registry.register(CxCollector(Publisher(), Settings()))
+    >>> registry.get_sample_value("cxpulse_worker_ready")
+    0.0
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry  # noqa: F401  (doctest)
+
+from streams.aggregates import Cell, LogHistogram, Segment, merge_cells
+from streams.catalog import (
+    COUNTERS,
+    HISTOGRAMS,
+    PIPELINE,
+    WINDOW_QUANTILES,
+    major_units,
+)
+from streams.config import Settings, format_duration
+from streams.contract import FAMILIES, Family
+from streams.state import SEGMENT_LABELS, PartitionSnapshot
+from streams.windows import base_starts, last_closed_start, window_start
+
+log = logging.getLogger("cxpulse.collector")
+
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True)
+class Published:
+    """Everything a scrape may read, frozen at the end of a batch."""
+
+    snapshots: dict[tuple[Family, int], PartitionSnapshot] = field(default_factory=dict)
+    ready: bool = False
+    consumer_lag: dict[tuple[Family, int], int] = field(default_factory=dict)
+    freshness_counts: tuple[int, ...] = (0,) * (len(FRESHNESS_BUCKETS) + 1)
+    freshness_sum: float = 0.0
+    recovery_seconds: float = 0.0
+    recovered_records: int = 0
+
+
+class Publisher:
+    """Holds the latest ``Published`` view; the worker swaps it, scrapes read it."""
+
+    def __init__(self) -> None:
+        self.current = Published()
+
+
+class CxCollector(Collector):
+    def __init__(self, publisher: Publisher, settings: Settings) -> None:
+        self.publisher = publisher
+        self.settings = settings
+        self._closed_cache: dict[tuple, dict[Segment, Cell]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.publisher.current
+        yield from self._pipeline(view)
+        try:
+            metrics = list(self._kpi_components(view))
+        except Exception:  # noqa: BLE001 - a scrape must not fail; the log says why
+            log.exception("event=collect_failed")
+            return
+        yield from metrics
+
+    # ------------------------------------------------------------ pipeline
+    def _pipeline(self, view: Published) -> Iterator[Metric]:
+        now = time.time()
+        ready = GaugeMetricFamily("cxpulse_worker_ready", PIPELINE["cxpulse_worker_ready"])
+        ready.add_metric([], 1.0 if view.ready else 0.0)
+        yield ready
+        assigned = GaugeMetricFamily("cxpulse_assigned_partitions", PIPELINE["cxpulse_assigned_partitions"],
+                                     labels=["family"])
+        for family in FAMILIES:
+            assigned.add_metric([family], sum(1 for f, _ in view.snapshots if f == family))
+        yield assigned
+        per_tp = ["family", "partition"]
+        events = CounterMetricFamily("cxpulse_events_total", PIPELINE["cxpulse_events_total"], labels=per_tp)
+        messages = CounterMetricFamily("cxpulse_messages_total", PIPELINE["cxpulse_messages_total"], labels=per_tp)
+        late = CounterMetricFamily("cxpulse_events_late_total", PIPELINE["cxpulse_events_late_total"], labels=per_tp)
+        dups = CounterMetricFamily("cxpulse_events_duplicate_total", PIPELINE["cxpulse_events_duplicate_total"],
+                                   labels=per_tp)
+        rejected = CounterMetricFamily("cxpulse_events_rejected_total", PIPELINE["cxpulse_events_rejected_total"],
+                                       labels=[*per_tp, "reason"])
+        watermark = GaugeMetricFamily("cxpulse_watermark_timestamp_seconds",
+                                      PIPELINE["cxpulse_watermark_timestamp_seconds"], labels=per_tp)
+        wm_lag = GaugeMetricFamily("cxpulse_watermark_lag_seconds", PIPELINE["cxpulse_watermark_lag_seconds"],
+                                   labels=per_tp)
+        lag = GaugeMetricFamily("cxpulse_consumer_lag_messages", PIPELINE["cxpulse_consumer_lag_messages"],
+                                labels=per_tp)
+        windows = GaugeMetricFamily("cxpulse_state_windows", PIPELINE["cxpulse_state_windows"], labels=per_tp)
+        tickets = GaugeMetricFamily("cxpulse_state_tickets", PIPELINE["cxpulse_state_tickets"], labels=per_tp)
+        seen = GaugeMetricFamily("cxpulse_state_seen_ids", PIPELINE["cxpulse_state_seen_ids"], labels=per_tp)
+        for (family, partition), snap in sorted(view.snapshots.items()):
+            labels = [family, str(partition)]
+            meta = snap.meta
+            events.add_metric(labels, meta.events)
+            messages.add_metric(labels, meta.messages)
+            late.add_metric(labels, meta.late)
+            dups.add_metric(labels, meta.duplicates)
+            for reason, n in sorted(meta.rejected.items()):
+                rejected.add_metric([*labels, reason], n)
+            if meta.watermark_ms is not None:
+                watermark.add_metric(labels, meta.watermark_ms / 1000.0)
+                wm_lag.add_metric(labels, max(0.0, now - meta.watermark_ms / 1000.0))
+            if (family, partition) in view.consumer_lag:
+                lag.add_metric(labels, view.consumer_lag[family, partition])
+            windows.add_metric(labels, len(snap.windows))
+            tickets.add_metric(labels, snap.tickets)
+            seen.add_metric(labels, snap.seen_ids)
+        yield from (events, messages, late, dups, rejected, watermark, wm_lag, lag, windows, tickets, seen)
+        fresh = HistogramMetricFamily("cxpulse_event_freshness_seconds", PIPELINE["cxpulse_event_freshness_seconds"])
+        running, buckets = 0, []
+        for bound, n in zip((*FRESHNESS_BUCKETS, math.inf), view.freshness_counts):
+            running += n
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
+        fresh.add_metric([], buckets, sum_value=view.freshness_sum)
+        yield fresh
+        recovery = GaugeMetricFamily("cxpulse_state_recovery_seconds", PIPELINE["cxpulse_state_recovery_seconds"])
+        recovery.add_metric([], view.recovery_seconds)
+        yield recovery
+        recovered = CounterMetricFamily("cxpulse_state_recovered_records_total",
+                                        PIPELINE["cxpulse_state_recovered_records_total"])
+        recovered.add_metric([], view.recovered_records)
+        yield recovered
+
+    # ------------------------------------------------------ KPI components
+    def _kpi_components(self, view: Published) -> Iterator[Metric]:
+        by_family: dict[Family, list[PartitionSnapshot]] = {f: [] for f in FAMILIES}
+        for (family, _), snap in sorted(view.snapshots.items()):
+            by_family[family].append(snap)
+        window_end = GaugeMetricFamily("cxpulse_window_end_timestamp_seconds",
+                                       PIPELINE["cxpulse_window_end_timestamp_seconds"],
+                                       labels=["family", "view", "state"])
+        for family in FAMILIES:
+            snaps = by_family[family]
+            yield from self._cumulative(family, snaps)
+            windows = self._windows(family, snaps)
+            yield from self._window_gauges(family, windows)
+            for view_name, state, end_ms, _ in windows:
+                window_end.add_metric([family, view_name, state], end_ms / 1000.0)
+        yield window_end
+
+    def _cumulative(self, family: Family, snaps: list[PartitionSnapshot]) -> Iterator[Metric]:
+        labels = [*SEGMENT_LABELS[family], "partition"]
+        for counter in (c for c in COUNTERS if c.family == family):
+            metric = CounterMetricFamily(counter.name, counter.help, labels=labels)
+            for snap in snaps:
+                for segment, cell in sorted(snap.totals.items()):
+                    metric.add_metric([*segment, str(snap.partition)], _value(counter, segment, cell))
+            yield metric
+        for hist in (h for h in HISTOGRAMS if h.family == family):
+            metric = HistogramMetricFamily(hist.name, hist.help, labels=labels)
+            for snap in snaps:
+                for segment, cell in sorted(snap.totals.items()):
+                    sketch = cell.hists.get(hist.field)
+                    if sketch is None:
+                        buckets = [("+Inf" if math.isinf(b) else repr(float(b)), 0) for b, _ in _EMPTY_LE]
+                        metric.add_metric([*segment, str(snap.partition)], buckets, sum_value=0.0)
+                        continue
+                    buckets = [("+Inf" if math.isinf(b) else repr(float(b)), n) for b, n in sketch.cumulative_le()]
+                    metric.add_metric([*segment, str(snap.partition)], buckets, sum_value=sketch.sum_ms / 1000.0)
+            yield metric
+
+    def _windows(self, family: Family, snaps: list[PartitionSnapshot]):
+        """[(view name, 'closed'|'open', window end ms, {segment: cell})] for this worker."""
+        watermarks = [s.meta.watermark_ms for s in snaps if s.meta.watermark_ms is not None]
+        if not watermarks:
+            return []
+        settings = self.settings
+        closed_wm, open_wm = min(watermarks), max(watermarks)
+        partitions = tuple(s.partition for s in snaps)
+        out = []
+        for view_ms in settings.views_ms:
+            name = format_duration(view_ms)
+            closed = last_closed_start(view_ms, closed_wm, settings.grace_ms)
+            key = (family, view_ms, closed, partitions)
+            cells = self._closed_cache.get(key)
+            if cells is None:
+                cells = self._sum(snaps, closed, view_ms)
+                if len(self._closed_cache) > 256:
+                    self._closed_cache.clear()
+                self._closed_cache[key] = cells
+            out.append((name, "closed", closed + view_ms, cells))
+            current = window_start(open_wm, view_ms)
+            out.append((name, "open", current + view_ms, self._sum(snaps, current, view_ms)))
+        return out
+
+    def _sum(self, snaps: list[PartitionSnapshot], start: int, view_ms: int) -> dict[Segment, Cell]:
+        starts = base_starts(start, view_ms, self.settings.window_ms)
+        return merge_cells(snap.windows[s] for snap in snaps for s in starts if s in snap.windows)
+
+    def _window_gauges(self, family: Family, windows) -> Iterator[Metric]:
+        labels = ["view", "state", *SEGMENT_LABELS[family]]
+        for counter in (c for c in COUNTERS if c.family == family):
+            metric = GaugeMetricFamily(counter.window_name, f"Window sum: {counter.help}", labels=labels)
+            for view_name, state, _, cells in windows:
+                for segment, cell in sorted(cells.items()):
+                    metric.add_metric([view_name, state, *segment], _value(counter, segment, cell))
+            yield metric
+        for hist in (h for h in HISTOGRAMS if h.family == family):
+            quantiles = GaugeMetricFamily(
+                hist.window_name, f"Window quantile (relative error 1%, per worker): {hist.help}",
+                labels=[*labels, "quantile"])
+            count = GaugeMetricFamily(hist.window_count_name, f"Window count of observations: {hist.help}",
+                                      labels=labels)
+            for view_name, state, _, cells in windows:
+                for segment, cell in sorted(cells.items()):
+                    sketch = cell.hists.get(hist.field)
+                    count.add_metric([view_name, state, *segment], sketch.count if sketch else 0)
+                    if sketch is None or sketch.count == 0:
+                        continue
+                    for q in WINDOW_QUANTILES:
+                        quantiles.add_metric([view_name, state, *segment, repr(q)], sketch.quantile(q))
+            yield quantiles
+            yield count
+
+
+def _value(counter, segment: Segment, cell: Cell) -> float:
+    amount = cell.counts.get(counter.field, 0)
+    if counter.money:
+        return major_units(amount, segment[-1])
+    return float(amount)
+
+
+_EMPTY_LE = LogHistogram().cumulative_le()

@@ -1,0 +1,455 @@
+"""Window state of one source partition, applied exactly once by Kafka offset.
+
+Third stop of the flow (decode -> **apply to window state** -> expose). Each
+source topic-partition (a family and a partition number) owns one
+``PartitionState``: its base windows (segment -> ``Cell``), running totals, the
+tickets it follows, the event ids it has seen, and a meta record (the next
+offset it will read, its watermark, its pipeline counters). Nothing here knows
+Kafka clients or Faust: the worker feeds batches in offset order and writes the
+records ``apply`` returns to the state changelog, in the order returned.
+
+Exactness under at-least-once delivery rests on three rules:
+
+1. Every state record carries ``through``: the offset after the last message
+   whose effect it holds. A replayed message at ``offset < through`` is already
+   in that record and is skipped *for that record only*.
+2. Records of one batch are written in a fixed order to one changelog partition
+   (windows, totals, tickets, seen-ids, then meta). Kafka keeps that order, so
+   a persisted meta record proves the whole batch persisted: messages below
+   ``meta.through`` are skipped outright.
+3. A duplicate is an event whose ``event_id`` was first seen at another
+   (offset, index) within the dedupe horizon; seeing the *same* (offset, index)
+   again is a replay, not a duplicate.
+
+    >>> state = PartitionState("survey", 0, Settings())
+    >>> state.meta.through
+    0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+from streams.aggregates import Cell, Segment
+from streams.config import Settings
+from streams.contract import FAMILIES, Family
+from streams.decode import Event, Rejection
+from streams.windows import is_late, window_start
+
+UNKNOWN = "unknown"
+NO_CURRENCY = "XXX"  # ISO 4217's code for "no currency": a return without an amount
+
+# Label names of each family's segment, in the order of the segment tuple.
+SEGMENT_LABELS: dict[Family, tuple[str, ...]] = {
+    "session": ("storefront", "channel", "device"),
+    "order": ("storefront", "channel", "device", "currency"),
+    "ticket": ("storefront", "support_channel"),
+    "survey": ("storefront", "channel"),
+}
+
+
+@dataclass
+class Slot:
+    """One state record's cells (a base window, or the running totals)."""
+
+    through: int = 0
+    cells: dict[Segment, Cell] = field(default_factory=dict)
+
+    def cell(self, segment: Segment) -> Cell:
+        found = self.cells.get(segment)
+        if found is None:
+            found = self.cells[segment] = Cell()
+        return found
+
+    def to_json(self) -> bytes:
+        return orjson.dumps([self.through, [[list(s), c.to_json()] for s, c in self.cells.items()]])
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Slot":
+        through, cells = orjson.loads(data)
+        return cls(through, {tuple(s): Cell.from_json(c) for s, c in cells})
+
+
+@dataclass
+class Ticket:
+    """What a partition remembers of one open ticket (never exported)."""
+
+    through: int = 0
+    created_ms: int | None = None
+    channel: str | None = None
+    storefront: str = UNKNOWN
+    first_reply_ms: int | None = None  # earliest public agent reply seen
+    frt_recorded: bool = False
+    agent_replies: int = 0
+    reopened: bool = False
+    last_ms: int = 0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps([self.through, self.created_ms, self.channel, self.storefront, self.first_reply_ms,
+                             self.frt_recorded, self.agent_replies, self.reopened, self.last_ms])
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Ticket":
+        return cls(*orjson.loads(data))
+
+
+@dataclass
+class Meta:
+    """Position and pipeline counters of the partition (written last per batch)."""
+
+    through: int = 0
+    watermark_ms: int | None = None
+    events: int = 0  # valid, first-seen, on-time events counted into windows
+    late: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps([self.through, self.watermark_ms, self.events, self.late, self.duplicates, self.rejected,
+                             self.messages])
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Meta":
+        return cls(*orjson.loads(data))
+
+
+@dataclass(frozen=True)
+class Message:
+    """One decoded Kafka message of this partition."""
+
+    offset: int
+    events: Sequence[Event]
+    rejections: Sequence[Rejection]
+    timestamp_ms: int = 0  # broker/producer timestamp, for freshness
+
+
+@dataclass
+class Parked:
+    """A rejected or late event to write to the dead-letter topic."""
+
+    offset: int
+    reason: str
+    detail: str
+    index: int | None
+    raw: bytes
+
+
+@dataclass
+class Applied:
+    """What one batch produced: changelog records (in write order) and parked events."""
+
+    records: list[tuple[bytes, bytes | None]]
+    parked: list[Parked]
+    counted: int
+
+
+def state_partition(family: Family, partition: int, partitions: int) -> int:
+    """The changelog partition that holds one source partition's state."""
+    return FAMILIES.index(family) * partitions + partition
+
+
+class PartitionState:
+    """Window state of one (family, partition); see the module docstring."""
+
+    def __init__(self, family: Family, partition: int, settings: Settings) -> None:
+        self.family = family
+        self.partition = partition
+        self.window_ms = settings.window_ms
+        self.grace_ms = settings.grace_ms
+        self.retention_ms = settings.retention_ms
+        self.horizon_ms = settings.dedupe_horizon_ms
+        self.ticket_ttl_ms = settings.ticket_ttl_ms
+        self.meta = Meta()
+        self.windows: dict[int, Slot] = {}
+        self.totals = Slot()
+        self.tickets: dict[str, Ticket] = {}
+        self.seen: dict[str, tuple[int, int, int]] = {}  # event_id -> (bucket, offset, index)
+        self.seen_records: dict[int, int] = {}  # first offset of a seen-ids record -> its newest bucket
+        self._evicted_below = 0  # watermark bucket up to which eviction ran
+        self._dirty_windows: set[int] = set()  # changed since the last snapshot
+        self._prefix = f"{family}|{partition}|".encode()
+        self._apply_event = getattr(self, f"_apply_{family}")
+
+    # ----------------------------------------------------------------- apply
+    def apply(self, messages: Iterable[Message]) -> Applied:
+        """Apply a batch of messages in offset order; return what to persist."""
+        parked: list[Parked] = []
+        touched_windows: set[int] = set()
+        touched_tickets: set[str] = set()
+        new_seen: list[list[Any]] = []
+        meta, window_ms, grace_ms = self.meta, self.window_ms, self.grace_ms
+        first_offset = last_offset = None
+        counted = 0
+        totals_touched = False
+        for message in messages:
+            offset = message.offset
+            if offset < meta.through:
+                continue  # fully persisted before: a replay after a crash or rebalance
+            if first_offset is None:
+                first_offset = offset
+            last_offset = offset
+            meta.messages += 1
+            for rejection in message.rejections:
+                meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
+                parked.append(Parked(offset, rejection.reason, rejection.detail, rejection.index, rejection.raw))
+            for event in message.events:
+                body, ts_ms = event.body, event.ts_ms
+                event_id = body["event_id"]
+                first = self.seen.get(event_id)
+                if first is not None and (first[1], first[2]) != (offset, event.index):
+                    meta.duplicates += 1
+                    continue
+                watermark = meta.watermark_ms
+                if watermark is not None and is_late(ts_ms, watermark, window_ms, grace_ms):
+                    meta.late += 1
+                    parked.append(Parked(offset, "late", f"event time is older than its window's grace "
+                                         f"({watermark - ts_ms} ms behind the watermark)", event.index,
+                                         orjson.dumps(body)))
+                    continue
+                if first is None:
+                    bucket = window_start(ts_ms, window_ms)
+                    self.seen[event_id] = (bucket, offset, event.index)
+                    new_seen.append([event_id, bucket, offset, event.index])
+                if watermark is None or ts_ms > watermark:
+                    meta.watermark_ms = ts_ms
+                meta.events += 1
+                counted += 1
+                for start, segment, name, amount, duration in self._apply_event(body, ts_ms, offset, touched_tickets):
+                    slot = self.windows.get(start)
+                    if slot is None:
+                        slot = self.windows[start] = Slot()
+                    if offset >= slot.through:
+                        touched_windows.add(start)
+                        cell = slot.cell(segment)
+                        if duration is None:
+                            cell.add(name, amount)
+                        else:
+                            cell.observe(name, duration)
+                    if offset >= self.totals.through:
+                        totals_touched = True
+                        cell = self.totals.cell(segment)
+                        if duration is None:
+                            cell.add(name, amount)
+                        else:
+                            cell.observe(name, duration)
+        if last_offset is None:
+            return Applied([], parked, 0)
+        end = last_offset + 1
+        records: list[tuple[bytes, bytes | None]] = []
+        self._dirty_windows.update(touched_windows)
+        for start in sorted(touched_windows):
+            slot = self.windows[start]
+            slot.through = end
+            records.append((self._key(b"w", start), slot.to_json()))
+        if totals_touched:
+            self.totals.through = end
+            records.append((self._key(b"c", 0), self.totals.to_json()))
+        for ticket_id in sorted(touched_tickets):
+            ticket = self.tickets[ticket_id]
+            ticket.through = end
+            records.append((self._key(b"t", ticket_id), ticket.to_json()))
+        if new_seen:
+            self.seen_records[first_offset] = max(item[1] for item in new_seen)
+            records.append((self._key(b"d", first_offset), orjson.dumps(new_seen)))
+        records.extend(self._evict())
+        meta.through = end
+        records.append((self._key(b"m", 0), meta.to_json()))
+        return Applied(records, parked, counted)
+
+    # One generator per family: yields (window start, segment, field, amount, duration_ms or None).
+    def _apply_session(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
+        segment = (body["storefront"], body["channel"], body["device"])
+        yield window_start(ts_ms, self.window_ms), segment, _SESSION_FIELD[body["type"]], 1, None
+
+    def _apply_order(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
+        segment = (body["storefront"], body.get("channel") or UNKNOWN, body.get("device") or UNKNOWN,
+                   body.get("currency") or NO_CURRENCY)
+        start = window_start(ts_ms, self.window_ms)
+        kind = body["type"]
+        if kind == "order.placed":
+            yield start, segment, "orders_placed", 1, None
+            yield start, segment, "revenue_minor", body["total_minor"], None
+            if body["first_order"]:
+                yield start, segment, "first_orders", 1, None
+        elif kind == "order.refunded":
+            yield start, segment, "refunds", 1, None
+            yield start, segment, "refund_minor", body["amount_minor"], None
+        else:
+            yield start, segment, "returns", 1, None
+            yield start, segment, "return_minor", body.get("amount_minor") or 0, None
+
+    def _apply_survey(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
+        segment = (body["storefront"], body.get("channel") or UNKNOWN)
+        start = window_start(ts_ms, self.window_ms)
+        kind, score = body["kind"], body["score"]
+        yield start, segment, f"{kind}_responses", 1, None
+        yield start, segment, f"{kind}_score_sum", score, None
+        if kind == "nps":
+            if score >= 9:
+                yield start, segment, "nps_promoters", 1, None
+            elif score <= 6:
+                yield start, segment, "nps_detractors", 1, None
+        elif kind == "csat" and score >= 4:
+            yield start, segment, "csat_satisfied", 1, None
+
+    def _apply_ticket(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
+        ticket_id = body["ticket_id"]
+        ticket = self.tickets.get(ticket_id)
+        if ticket is None:
+            ticket = self.tickets[ticket_id] = Ticket()
+        if offset < ticket.through:
+            # This ticket's record already holds the event; so do the windows
+            # its observations went to (they are written before tickets).
+            return
+        touched.add(ticket_id)
+        ticket.storefront = body["storefront"]
+        ticket.last_ms = max(ticket.last_ms, ts_ms)
+        if ticket.channel is None and body.get("support_channel"):
+            ticket.channel = body["support_channel"]
+        kind = body["type"]
+        segment = (ticket.storefront, ticket.channel or UNKNOWN)
+        if kind == "ticket.created":
+            ticket.created_ms = ts_ms
+            ticket.channel = body["support_channel"]
+            segment = (ticket.storefront, ticket.channel)
+            yield window_start(ts_ms, self.window_ms), segment, "tickets_created", 1, None
+        elif kind == "ticket.replied":
+            if body["author"] == "agent" and body["public"]:
+                ticket.agent_replies += 1
+                if ticket.first_reply_ms is None or ts_ms < ticket.first_reply_ms:
+                    ticket.first_reply_ms = ts_ms
+        elif kind == "ticket.reopened":
+            ticket.reopened = True
+            yield window_start(ts_ms, self.window_ms), segment, "tickets_reopened", 1, None
+        elif kind == "ticket.resolved" and ticket.created_ms is not None:
+            start = window_start(ts_ms, self.window_ms)
+            yield start, segment, "resolution", 1, ts_ms - ticket.created_ms
+            if ticket.agent_replies <= 1 and not ticket.reopened:
+                yield start, segment, "tickets_resolved_one_touch", 1, None
+        elif kind == "ticket.resolved":
+            yield window_start(ts_ms, self.window_ms), segment, "resolved_unmatched", 1, None
+        if not ticket.frt_recorded and ticket.created_ms is not None and ticket.first_reply_ms is not None:
+            ticket.frt_recorded = True
+            start = window_start(ticket.first_reply_ms, self.window_ms)
+            yield start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms
+
+    # ----------------------------------------------------------------- evict
+    def _evict(self) -> list[tuple[bytes, None]]:
+        """Drop what fell out of retention; return tombstones for the changelog."""
+        watermark = self.meta.watermark_ms
+        if watermark is None or window_start(watermark, self.window_ms) <= self._evicted_below:
+            return []
+        self._evicted_below = window_start(watermark, self.window_ms)
+        tombstones: list[tuple[bytes, None]] = []
+        for start in [s for s in self.windows if s < watermark - self.retention_ms]:
+            del self.windows[start]
+            self._dirty_windows.add(start)
+            tombstones.append((self._key(b"w", start), None))
+        horizon = watermark - self.horizon_ms
+        if any(bucket < horizon for bucket, _, _ in self.seen.values()):
+            self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
+        for first, newest in [(f, b) for f, b in self.seen_records.items() if b < horizon]:
+            del self.seen_records[first]
+            tombstones.append((self._key(b"d", first), None))
+        for ticket_id in [t for t, tk in self.tickets.items() if tk.last_ms < watermark - self.ticket_ttl_ms]:
+            del self.tickets[ticket_id]
+            tombstones.append((self._key(b"t", ticket_id), None))
+        return tombstones
+
+    # --------------------------------------------------------------- restore
+    def _key(self, kind: bytes, ident: int | str) -> bytes:
+        return self._prefix + kind + b"|" + str(ident).encode()
+
+    def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Apply changelog records (oldest first) on top of this state.
+
+        Works from empty (full recovery) and on a state kept from an earlier
+        assignment (incremental: only the records written since). Records of
+        other partitions are ignored; returns how many were applied.
+        """
+        applied = 0
+        prefix, size = self._prefix, len(self._prefix)
+        for key, value in records:
+            if not key.startswith(prefix):
+                continue
+            applied += 1
+            kind, _, ident = key[size:].partition(b"|")
+            if kind == b"w":
+                if value is None:
+                    self.windows.pop(int(ident), None)
+                else:
+                    self.windows[int(ident)] = Slot.from_json(value)
+            elif kind == b"c":
+                self.totals = Slot() if value is None else Slot.from_json(value)
+            elif kind == b"t":
+                if value is None:
+                    self.tickets.pop(ident.decode(), None)
+                else:
+                    self.tickets[ident.decode()] = Ticket.from_json(value)
+            elif kind == b"d":
+                if value is None:
+                    self.seen_records.pop(int(ident), None)
+                    continue
+                items = orjson.loads(value)
+                for event_id, bucket, offset, index in items:
+                    self.seen.setdefault(event_id, (bucket, offset, index))
+                if items:
+                    self.seen_records[int(ident)] = max(item[1] for item in items)
+            elif kind == b"m":
+                self.meta = Meta() if value is None else Meta.from_json(value)
+        if self.meta.watermark_ms is not None:
+            self._evicted_below = window_start(self.meta.watermark_ms, self.window_ms)
+            horizon = self.meta.watermark_ms - self.horizon_ms
+            self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
+        self._dirty_windows.update(self.windows)
+        return applied
+
+    # -------------------------------------------------------------- snapshot
+    def snapshot(self, previous: "PartitionSnapshot | None") -> "PartitionSnapshot":
+        """An immutable copy for the scrape thread; copies only what changed."""
+        windows = dict(previous.windows) if previous is not None else {}
+        for start in self._dirty_windows:
+            slot = self.windows.get(start)
+            if slot is None:
+                windows.pop(start, None)
+            else:
+                windows[start] = {segment: cell.copy() for segment, cell in slot.cells.items()}
+        if previous is None:
+            windows = {start: {seg: c.copy() for seg, c in slot.cells.items()} for start, slot in self.windows.items()}
+        self._dirty_windows.clear()
+        meta = self.meta
+        return PartitionSnapshot(
+            family=self.family,
+            partition=self.partition,
+            meta=Meta(meta.through, meta.watermark_ms, meta.events, meta.late, meta.duplicates, dict(meta.rejected),
+                      meta.messages),
+            totals={segment: cell.copy() for segment, cell in self.totals.cells.items()},
+            windows=windows,
+            tickets=len(self.tickets),
+            seen_ids=len(self.seen),
+        )
+
+
+@dataclass(frozen=True)
+class PartitionSnapshot:
+    """What the scrape reads of one partition: never mutated after creation."""
+
+    family: Family
+    partition: int
+    meta: Meta
+    totals: dict[Segment, Cell]
+    windows: dict[int, dict[Segment, Cell]]
+    tickets: int
+    seen_ids: int
+
+
+_SESSION_FIELD = {
+    "session.started": "sessions_started",
+    "session.product_viewed": "product_views",
+    "session.cart_added": "carts_added",
+    "session.checkout_started": "checkouts_started",
+}
