@@ -1,0 +1,66 @@
+"""Fixtures: one Tansu broker per test session, and per-test settings with topics of their own.
+
+Every test gets unique topic names (``t<8 hex>.`` before each default name,
+dead-letter and state included), its own ``app_id`` and free metrics/web
+ports, so tests share one broker without seeing each other's records or
+consumer groups. A test that kills or restarts a broker starts its own
+``LocalBroker``: the session broker keeps memory storage, and a restart would
+wipe every other test's topics.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from streams.broker import LocalBroker, create_topics
+from streams.config import Settings
+from tests.helpers import free_port
+
+__all__ = ["free_port"]  # importable from here too, as well as from tests.helpers
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A started Tansu broker on a free loopback port, stopped at the end of the session."""
+    log_path: Path = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with LocalBroker(log_path=log_path) as started:
+        yield started
+
+
+@pytest.fixture
+def make_settings(broker: LocalBroker) -> Callable[..., Settings]:
+    """A factory: ``make_settings(**overrides)`` -> Settings on the session broker, topics created.
+
+    Each call gets a fresh prefix; ``overrides`` win over the test defaults
+    (``partitions=4``, unique topics and app_id, free ports). The environment's
+    ``CXPULSE_*`` variables are ignored, so a developer's shell cannot change a test.
+    """
+
+    def make(**overrides: Any) -> Settings:
+        prefix = f"t{uuid.uuid4().hex[:8]}."
+        defaults = Settings()
+        values: dict[str, Any] = {
+            "bootstrap_servers": broker.bootstrap,
+            "partitions": 4,
+            "app_id": f"{prefix}{defaults.app_id}",
+            "metrics_port": free_port(),
+            "web_port": free_port(),
+        }
+        for name in ("topic_sessions", "topic_orders", "topic_tickets", "topic_surveys", "topic_deadletter", "topic_state"):
+            values[name] = prefix + getattr(defaults, name)
+        values.update(overrides)
+        settings = Settings.from_env({}, **values)
+        create_topics(settings)
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Settings pointed at the session broker, with this test's own topics (4 partitions) created."""
+    return make_settings()

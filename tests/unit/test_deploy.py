@@ -1,0 +1,495 @@
+"""The deploy stacks, checked without a container engine.
+
+Docker and Kubernetes are not available where these tests run, so each file is
+checked against the schema its tool uses: compose.yaml against the Compose
+Specification (vendored by check-jsonschema), Kubernetes objects against the
+Kubernetes OpenAPI schemas (kubernetes-validate, offline), Prometheus and
+Alertmanager configs with promtool/amtool when installed. The image, CI and the
+stacks must use the shipped files, never copies: one install step
+(deploy/install.sh + requirements.lock), the rendered rules and dashboards
+mounted or embedded unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_DIR = ROOT / "deploy/compose"
+K8S_DIR = ROOT / "deploy/kubernetes"
+RULES = ROOT / "deploy/prometheus/rules/cxpulse.rules.yml"
+DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
+K8S_VERSIONS = ("1.29.0", "1.37.0")  # an older supported cluster and the newest schemas shipped
+
+NOT_RENDERED = "deploy/prometheus/rules/cxpulse.rules.yml is not rendered yet (cxpulse render)"
+NO_DASHBOARDS = "grafana/dashboards/*.json are not rendered yet (cxpulse render)"
+
+
+def _load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _render_module():
+    spec = importlib.util.spec_from_file_location("cxpulse_k8s_render", K8S_DIR / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- one install source -----------------------------------------------------
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"requirements.lock: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _runtime_closure() -> dict[str, str]:
+    """Installed name -> version for pyproject's dependencies and everything they need."""
+    direct = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    seen: dict[str, str] = {}
+    todo = [Requirement(r) for r in direct]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen[name] = importlib.metadata.version(req.name)
+        todo += [Requirement(r) for r in importlib.metadata.requires(req.name) or []]
+    return seen
+
+
+def test_lock_pins_exactly_the_runtime_closure():
+    assert _lock() == _runtime_closure()
+
+
+def test_lock_agrees_with_pyproject_pins():
+    lock = _lock()
+    for text in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(text)
+        assert req.specifier.contains(lock[canonicalize_name(req.name)]), f"{text} vs requirements.lock"
+
+
+def test_dockerfile_installs_through_deploy_install_sh():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runs = [line for line in dockerfile.splitlines() if line.startswith("RUN")]
+    assert any("sh deploy/install.sh" in line for line in runs)
+    assert "pip install" not in dockerfile, "the image installs only through deploy/install.sh"
+    assert re.search(r"^COPY requirements\.lock ", dockerfile, re.M)
+    assert re.search(r"^COPY deploy/install\.sh ", dockerfile, re.M)
+    install = (ROOT / "deploy/install.sh").read_text()
+    assert '-r "$root/requirements.lock"' in install
+    assert '--no-deps "$root"' in install
+
+
+def test_ci_installs_through_deploy_install_sh():
+    # CI runs .ci/run, which runs `./dev test`; `./dev` holds the install step.
+    scripts = [p for p in (ROOT / ".ci/run", ROOT / "dev") if p.is_file()]
+    if not scripts:
+        pytest.skip(".ci/run and ./dev do not exist yet")
+    assert any("deploy/install.sh" in p.read_text() for p in scripts), (
+        "CI must install with deploy/install.sh --dev, as the Dockerfile installs with deploy/install.sh"
+    )
+
+
+def test_dockerfile_runs_non_root_with_a_ready_healthcheck():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["python:3.11-slim-bookworm"] * 2
+    user = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert user and not user[-1].startswith(("0", "root"))
+    health = re.search(r"^HEALTHCHECK .*\n(.*)", dockerfile, re.M)
+    assert health and "urllib.request" in health.group(1) and "/ready" in health.group(1)
+
+
+def test_dockerignore_lets_in_what_the_dockerfile_copies():
+    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", (ROOT / "Dockerfile").read_text(), re.M)
+    for sources in copied:
+        for source in sources.split():
+            assert source.rstrip("/") in allowed, source
+            assert (ROOT / source).exists(), source
+
+
+# --- compose ----------------------------------------------------------------
+
+
+def _compose() -> dict[str, Any]:
+    return _load(COMPOSE_DIR / "compose.yaml")
+
+
+def test_compose_matches_the_compose_specification():
+    # Read as data, not imported: check-jsonschema's CLI needs a newer click than Faust allows.
+    dist = importlib.metadata.distribution("check-jsonschema")
+    schema_file = Path(dist.locate_file("check_jsonschema/builtin_schemas/vendor/compose-spec.json"))
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(_compose())]
+    assert not errors
+
+
+def test_compose_workers_scale_and_are_scraped_by_dns():
+    services = _compose()["services"]
+    worker = services["worker"]
+    assert worker["deploy"]["replicas"] >= 1
+    assert "ports" not in worker and "container_name" not in worker, "`--scale worker=N` needs neither"
+    assert worker["environment"]["CXPULSE_METRICS_HOST"] == "0.0.0.0"
+    assert services["simulator"]["profiles"] == ["simulator"]
+    assert services["topic-init"]["restart"] == "no"
+    assert worker["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
+    job = next(j for j in _load(COMPOSE_DIR / "prometheus.yml")["scrape_configs"] if j["job_name"] == "cxpulse")
+    assert job["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 9400, "refresh_interval": "15s"}]
+
+
+def test_compose_topic_init_creates_every_topic_with_documented_counts():
+    command = _compose()["services"]["topic-init"]["command"][0]
+    for topic in ("cx.sessions", "cx.orders", "cx.tickets", "cx.surveys", "cx.deadletter"):
+        assert topic in command
+    assert '--partitions "$$((PARTITIONS * 4))"' in command and "cleanup.policy=compact" in command
+    assert _compose()["services"]["topic-init"]["environment"]["PARTITIONS"] == "${PARTITIONS:-8}"
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of a service's relative bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[target] = (COMPOSE_DIR / source).resolve()
+    return mounts
+
+
+def test_compose_mounts_the_shipped_rules_dashboards_and_provisioning():
+    services = _compose()["services"]
+    prometheus = _bind_mounts(services["prometheus"])
+    assert prometheus["/etc/prometheus/rules/cxpulse.rules.yml"] == RULES
+    grafana = _bind_mounts(services["grafana"])
+    assert grafana["/etc/grafana/provisioning"] == ROOT / "grafana/provisioning"
+    assert grafana["/var/lib/grafana/dashboards"] == ROOT / "grafana/dashboards"
+    provider = _load(ROOT / "grafana/provisioning/dashboards/cxpulse.yml")["providers"][0]
+    assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    rendered = {RULES, ROOT / "grafana/dashboards"}  # written by `cxpulse render`; checked below
+    for service in services.values():
+        for host in _bind_mounts(service).values():
+            assert host in rendered or host.exists(), host
+
+
+def test_compose_rules_mount_source_exists():
+    if not RULES.is_file():
+        pytest.skip(NOT_RENDERED)
+    assert RULES.is_file()
+
+
+def test_grafana_datasource_has_the_uid_the_dashboards_use():
+    (source,) = _load(ROOT / "grafana/provisioning/datasources/cxpulse.yml")["datasources"]
+    assert source["uid"] == "prometheus" and source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+
+
+# --- Prometheus and Alertmanager configs ------------------------------------
+
+PROMETHEUS_CONFIGS = [ROOT / "deploy/prometheus/prometheus.yml", COMPOSE_DIR / "prometheus.yml"]
+
+
+@pytest.mark.parametrize("path", PROMETHEUS_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_prometheus_config_parses(path: Path):
+    config = _load(path)
+    assert {j["job_name"] for j in config["scrape_configs"]} >= {"cxpulse"}
+    assert config["rule_files"]
+
+
+@pytest.mark.parametrize("path", PROMETHEUS_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_promtool_accepts_prometheus_config(path: Path):
+    if not shutil.which("promtool"):
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    result = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_plain_prometheus_config_loads_the_shipped_rules():
+    (pattern,) = _load(ROOT / "deploy/prometheus/prometheus.yml")["rule_files"]
+    assert RULES.match(str(ROOT / "deploy/prometheus" / pattern))
+
+
+def test_amtool_accepts_alertmanager_config():
+    config = _load(COMPOSE_DIR / "alertmanager.yml")
+    (receiver,) = config["receivers"]
+    assert receiver["webhook_configs"][0]["url"].startswith("http://127.0.0.1:")
+    if not shutil.which("amtool"):
+        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
+    result = subprocess.run(["amtool", "check-config", str(COMPOSE_DIR / "alertmanager.yml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Kubernetes -------------------------------------------------------------
+
+
+def _kustomize_resources(folder: Path) -> list[Path]:
+    """Every manifest file a kustomization pulls in, following sub-folders."""
+    files = []
+    for entry in _load(folder / "kustomization.yaml").get("resources", []):
+        path = folder / entry
+        assert path.exists(), f"{folder / 'kustomization.yaml'} names missing {entry}"
+        files += _kustomize_resources(path) if path.is_dir() else [path]
+    return files
+
+
+def _k8s_objects() -> list[tuple[str, dict[str, Any]]]:
+    objects = []
+    for path in _kustomize_resources(K8S_DIR):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                objects.append((str(path.relative_to(ROOT)), doc))
+    return objects
+
+
+def _by_kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in _k8s_objects() if doc["kind"] == kind]
+
+
+# The Prometheus Operator's CRDs are not in kubernetes-validate; these hold the
+# fields we use to the operator's monitoring.coreos.com/v1 schema.
+_METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
+}
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "PodMonitor": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["selector", "podMetricsEndpoints"],
+                "properties": {
+                    "selector": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+                    },
+                    "podMetricsEndpoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["port"],
+                            "properties": {
+                                "port": {"type": "string"},
+                                "path": {"type": "string"},
+                                "interval": {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "groups": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "rules"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "interval": {"type": "string"},
+                                "rules": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["expr"],
+                                        "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
+                                        "properties": {
+                                            "expr": {"type": ["string", "integer"]},
+                                            "for": {"type": "string"},
+                                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    }
+                },
+            },
+        },
+    },
+}
+
+
+def test_every_kubernetes_object_matches_its_schema():
+    import kubernetes_validate
+
+    objects = _k8s_objects()
+    assert {doc["kind"] for _, doc in objects} >= {"Namespace", "ConfigMap", "Secret", "Deployment", "PodMonitor"}
+    for source, doc in objects:
+        if doc["kind"] in CRD_SCHEMAS:
+            jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
+            continue
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{source} ({doc['kind']}) against Kubernetes {version}: {exc.message}")
+
+
+def test_kubernetes_example_secret_holds_only_placeholders():
+    (secret,) = _by_kind("Secret")
+    assert set(secret["stringData"].values()) <= {"REPLACE_ME"} | {
+        v for v in secret["stringData"].values() if v.startswith("REPLACE_ME")
+    }
+
+
+def test_deployment_fits_partitions_and_probes_the_worker():
+    (deployment,) = _by_kind("Deployment")
+    settings = next(c for c in _by_kind("ConfigMap") if c["metadata"]["name"] == "cxpulse-settings")["data"]
+    assert 1 <= deployment["spec"]["replicas"] <= int(settings["CXPULSE_PARTITIONS"])
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"requests", "limits"} <= set(container["resources"])
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == int(settings["CXPULSE_METRICS_PORT"])
+    assert settings["CXPULSE_METRICS_HOST"] == "0.0.0.0"
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    (secret,) = _by_kind("Secret")
+    for var in ("CXPULSE_SASL_USERNAME", "CXPULSE_SASL_PASSWORD"):
+        assert env[var]["name"] == secret["metadata"]["name"] and env[var]["key"] in secret["stringData"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    tls = next(v for v in pod["volumes"] if v["name"] == "kafka-tls")["secret"]
+    assert settings["CXPULSE_SSL_CAFILE"] == f"{mounts['kafka-tls']}/{tls['items'][0]['path']}"
+
+
+def test_podmonitor_selects_the_worker_pods_port():
+    (deployment,) = _by_kind("Deployment")
+    (monitor,) = _by_kind("PodMonitor")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    port_names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= port_names
+
+
+# --- generated from the shipped files ----------------------------------------
+
+
+def test_kubernetes_generated_folder_is_up_to_date():
+    stale = _render_module().stale(ROOT)
+    assert not stale, f"run `python deploy/kubernetes/render.py`: stale {stale}"
+
+
+def test_prometheusrule_carries_the_shipped_rules():
+    if not RULES.is_file():
+        pytest.skip(NOT_RENDERED)
+    (rule,) = _by_kind("PrometheusRule")
+    assert rule["spec"] == _load(RULES)
+
+
+def test_prometheusrule_passes_promtool(tmp_path: Path):
+    if not RULES.is_file():
+        pytest.skip(NOT_RENDERED)
+    if not shutil.which("promtool"):
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    (rule,) = _by_kind("PrometheusRule")
+    extracted = tmp_path / "rules.yml"
+    extracted.write_text(yaml.safe_dump(rule["spec"]))
+    result = subprocess.run(["promtool", "check", "rules", str(extracted)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_configmaps_carry_the_shipped_dashboards_byte_for_byte():
+    if not DASHBOARDS:
+        pytest.skip(NO_DASHBOARDS)
+    embedded = {}
+    for configmap in _by_kind("ConfigMap"):
+        if configmap["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
+            embedded.update(configmap["data"])
+    assert len(embedded) == len(DASHBOARDS)
+    for path in DASHBOARDS:
+        key = re.sub(r"[^-._a-zA-Z0-9]", "-", path.name)
+        assert embedded[key].encode() == path.read_bytes(), path.name
+
+
+def test_render_embeds_rules_and_dashboards_unchanged(tmp_path: Path):
+    """The mechanism itself, on sample sources (runs before the real ones exist)."""
+    rules_text = (
+        "# Generated\ngroups:\n  - name: cxpulse\n    rules:\n"
+        "      - record: storefront:cxpulse_conversion:ratio_rate5m\n"
+        "        expr: |\n          sum(rate(a_total[5m]))\n            / sum(rate(b_total[5m]))\n"
+    )
+    dashboard_text = '{\n  "title": "CX",  \n\t"panels": []\n}\n'  # trailing spaces and a tab
+    (tmp_path / "deploy/prometheus/rules").mkdir(parents=True)
+    (tmp_path / "deploy/prometheus/rules/cxpulse.rules.yml").write_text(rules_text)
+    (tmp_path / "grafana/dashboards").mkdir(parents=True)
+    (tmp_path / "grafana/dashboards/CX Overview.json").write_text(dashboard_text)
+    render = _render_module()
+    files = render.render(tmp_path)
+    assert yaml.safe_load(files["kustomization.yaml"])["resources"] == ["dashboard-cx-overview.yaml", "prometheusrule.yaml"]
+    assert yaml.safe_load(files["prometheusrule.yaml"])["spec"] == yaml.safe_load(rules_text)
+    configmap = yaml.safe_load(files["dashboard-cx-overview.yaml"])
+    assert configmap["metadata"]["name"] == "cxpulse-dashboard-cx-overview"
+    assert configmap["data"] == {"CX-Overview.json": dashboard_text}
+    assert all(text.startswith("# Generated by deploy/kubernetes/render.py") for text in files.values())
+    assert render.write(tmp_path) == sorted(files)
+    assert render.stale(tmp_path) == [] and render.write(tmp_path) == []
+    (tmp_path / "grafana/dashboards/CX Overview.json").unlink()
+    assert render.stale(tmp_path) == ["dashboard-cx-overview.yaml", "kustomization.yaml"]
+
+
+def test_kustomize_build_gives_valid_objects_in_the_namespace():
+    """What `kubectl apply -k` would send, built by kubectl's own kustomize (offline)."""
+    import kubernetes_validate
+
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl is not installed (it carries kustomize)")
+    result = subprocess.run(["kubectl", "kustomize", str(K8S_DIR)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert len(built) == len(_k8s_objects())
+    for doc in built:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "cxpulse"
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "cxpulse", doc["kind"]
+        if doc["kind"] in CRD_SCHEMAS:
+            jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+    (deployment,) = [d for d in built if d["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "cxpulse:0.1.0"
