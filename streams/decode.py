@@ -41,10 +41,11 @@ DEFAULT_MAX_BATCH_EVENTS = 10_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
-_id_ok = re.compile(ID_PATTERN).match
-_label_ok = re.compile(LABEL_PATTERN).match
-_currency_ok = re.compile(CURRENCY_PATTERN).match
-_timestamp_ok = re.compile(TIMESTAMP_PATTERN).match
+# fullmatch: the patterns end in `$`, which Python lets match before a final newline
+_id_ok = re.compile(ID_PATTERN).fullmatch
+_label_ok = re.compile(LABEL_PATTERN).fullmatch
+_currency_ok = re.compile(CURRENCY_PATTERN).fullmatch
+_timestamp_ok = re.compile(TIMESTAMP_PATTERN).fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,7 @@ def check_event(obj: Any, family: Family | None = None) -> int:
         low, high = SCORE_RANGE[obj["kind"]]
         if not low <= obj["score"] <= high:
             raise _Invalid("out_of_range", f"a {obj['kind']} score must be {low}..{high}, got {obj['score']}")
-    elif type_name == "order.returned" and ("amount_minor" in obj) != ("currency" in obj):
+    elif type_name == "order.returned" and (obj.get("amount_minor") is None) != (obj.get("currency") is None):
         raise _Invalid("missing_field", "order.returned needs currency with amount_minor")
     return parse_timestamp_ms(obj["occurred_at"])
 

@@ -17,7 +17,7 @@ from typing import Literal, get_args
 Reason = Literal[
     "oversized",        # message larger than max_message_bytes
     "not_utf8",         # bytes are not valid UTF-8
-    "not_json",         # not parseable JSON (NaN, Infinity and >64-bit ints included)
+    "not_json",         # not parseable JSON (NaN and Infinity included; orjson reads huge ints as floats)
     "not_object",       # an event that is not a JSON object (or a batch that is not an array of them)
     "empty_batch",      # a JSON array with no events
     "too_many_events",  # a batch over max_batch_events

@@ -1,0 +1,277 @@
+"""``cxpulse up``: the local stack, and the process handles the tests share.
+
+Starts the embedded broker, N workers (metrics on consecutive ports from 9400),
+the traffic simulator and Prometheus loaded with the project's rules; prints
+the URLs; shows progress; Ctrl-C stops everything, workers first so their last
+batch is committed. The e2e tests drive the same classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "cxpulse.rules.yml"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process see ``settings``."""
+    env = {}
+    for name, value in vars(settings).items():
+        if value is None:
+            continue
+        var = f"CXPULSE_{name.upper()}"
+        if name == "views_ms":
+            env[var] = ",".join(f"{v}ms" for v in value)
+        else:
+            env[var] = str(value)
+    return env
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+@dataclass
+class WorkerProcess:
+    """One ``cxpulse worker`` child process."""
+
+    settings: Settings
+    index: int = 0
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def metrics_port(self) -> int:
+        return self.settings.metrics_port
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.settings.metrics_host}:{self.settings.metrics_port}/metrics"
+
+    def start(self) -> "WorkerProcess":
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=ROOT,
+                                        stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def ready(self) -> bool:
+        try:
+            status, _ = http_get(f"http://{self.settings.metrics_host}:{self.settings.metrics_port}/ready", 1.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def wait_ready(self, timeout_s: float = 60.0) -> "WorkerProcess":
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.index} exited with {self.process.returncode}; see {self.log_path}")
+            if self.ready():
+                return self
+            time.sleep(0.25)
+        raise TimeoutError(f"worker {self.index} not ready after {timeout_s:.0f}s; see {self.log_path}")
+
+    def scrape(self) -> str:
+        return http_get(self.metrics_url, 5.0)[1]
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait: the worker finishes its batch and commits."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit (a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Settings of the index-th local worker: the next metrics and web ports."""
+    from dataclasses import replace
+
+    return replace(settings, metrics_port=settings.metrics_port + index, web_port=settings.web_port + index)
+
+
+@dataclass
+class PrometheusProcess:
+    """A real Prometheus on loopback scraping the given targets, with our rules."""
+
+    targets: list[str]
+    port: int = 9090
+    scrape_interval: str = "5s"
+    rules: list[Path] = field(default_factory=lambda: [RULES_FILE])
+    workdir: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        rules = "".join(f"\n  - {path}" for path in self.rules if path.exists())
+        targets = ", ".join(f"'{t}'" for t in self.targets)
+        return (
+            f"global:\n  scrape_interval: {self.scrape_interval}\n  evaluation_interval: {self.scrape_interval}\n"
+            f"rule_files:{rules or ' []'}\n"
+            "scrape_configs:\n  - job_name: cxpulse\n"
+            f"    static_configs:\n      - targets: [{targets}]\n"
+        )
+
+    def start(self) -> "PrometheusProcess":
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus is not installed: run ./dev setup (Debian: apt-get install prometheus)")
+        self.workdir = self.workdir or Path(tempfile.mkdtemp(prefix="cxpulse-prometheus-"))
+        config = self.workdir / "prometheus.yml"
+        config.write_text(self.config())
+        log = open(self.workdir / "prometheus.log", "ab")
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http_get(f"{self.url}/-/ready", 1.0)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited; see {self.workdir / 'prometheus.log'}")
+            time.sleep(0.2)
+        raise TimeoutError("prometheus not ready after 30s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+# ------------------------------------------------------------------ cxpulse up
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--rate", type=float, default=200.0, help="simulated events per second (default 200)")
+    parser.add_argument("--scenario", default="none", choices=["none", "checkout-broken", "support-understaffed"],
+                        help="replay an incident so an alert fires within minutes")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--broker-port", type=int, default=9092)
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "run", help="logs and Prometheus data (default ./run)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.broker import LocalBroker, create_topics
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    base = Settings.from_env()
+    say = lambda text: print(f"[up] {text}", flush=True)  # noqa: E731
+    broker = LocalBroker(port=args.broker_port, log_path=args.workdir / "broker.log")
+    workers: list[WorkerProcess] = []
+    prometheus = None
+    simulator = None
+    stopping = False
+
+    def stop_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop_signal)
+    try:
+        broker.start()
+        settings = Settings.from_env(bootstrap_servers=broker.bootstrap)
+        create_topics(settings)
+        say(f"broker      {broker.bootstrap} (Tansu, in memory: a restart starts empty)")
+        for index in range(args.workers):
+            worker = WorkerProcess(worker_settings(settings, index), index,
+                                   args.workdir / f"worker-{index}.log").start()
+            workers.append(worker)
+        if not args.no_prometheus:
+            targets = [f"127.0.0.1:{w.metrics_port}" for w in workers]
+            prometheus = PrometheusProcess(targets, port=args.prometheus_port, scrape_interval="5s",
+                                           workdir=args.workdir / "prometheus")
+            shutil.rmtree(prometheus.workdir / "data", ignore_errors=True)
+            prometheus.start()
+        simulator = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "simulate", "--kafka", "--bootstrap", broker.bootstrap,
+             "--rate", str(args.rate), "--seed", str(args.seed), "--scenario", args.scenario],
+            cwd=ROOT, env=dict(os.environ), stderr=open(args.workdir / "simulator.log", "ab"))
+        say("waiting for the workers to join and recover (about 10 s on the test broker)...")
+        for worker in workers:
+            worker.wait_ready(90)
+        for worker in workers:
+            say(f"worker {worker.index}    {worker.metrics_url}  (log {worker.log_path})")
+        if prometheus:
+            say(f"prometheus  {prometheus.url}  (rules: {RULES_FILE.relative_to(ROOT)}; alerts: {prometheus.url}/alerts)")
+        say(f"simulator   {args.rate:g} events/s, scenario {args.scenario} (log {args.workdir / 'simulator.log'})")
+        say("Ctrl-C stops everything.")
+        began = time.monotonic()
+        while not stopping and (args.duration <= 0 or time.monotonic() - began < args.duration):
+            time.sleep(5)
+            say(_progress(workers))
+            if simulator.poll() is not None:
+                say(f"simulator exited with {simulator.returncode}; see {args.workdir / 'simulator.log'}")
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        say("stopping: simulator, workers (flush and commit), Prometheus, broker")
+        if simulator is not None and simulator.poll() is None:
+            simulator.terminate()
+            simulator.wait(15)
+        for worker in workers:
+            worker.stop()
+        if prometheus:
+            prometheus.stop()
+        broker.stop()
+        say("stopped")
+    return 0
+
+
+def _progress(workers: list[WorkerProcess]) -> str:
+    events = late = rejected = 0.0
+    ready = 0
+    for worker in workers:
+        try:
+            text = worker.scrape()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("cxpulse_events_total{"):
+                events += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("cxpulse_events_late_total{"):
+                late += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("cxpulse_events_rejected_total{"):
+                rejected += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("cxpulse_worker_ready "):
+                ready += float(line.rsplit(" ", 1)[1])
+    return f"events counted {events:,.0f}  late {late:,.0f}  rejected {rejected:,.0f}  workers ready {ready:.0f}/{len(workers)}"

@@ -1,0 +1,206 @@
+"""The producer library against a real broker, and kcat as a second producer.
+
+Events sent one per message and in batches come back from Kafka byte-exact
+through ``decode_message``; a batch only holds events whose own key maps to
+its partition; kcat produces a valid event when told to use Kafka's murmur2
+partitioner (librdkafka's default, CRC32, puts keys elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import zlib
+from collections import defaultdict
+from typing import Any, Callable
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.config import Settings
+from streams.contract import EVENT_TYPES, FAMILIES, message_key
+from streams.decode import decode_message
+from streams.producer import Producer, partition_for
+
+
+def _session(i: int) -> dict[str, Any]:
+    steps = ["session.started", "session.product_viewed", "session.cart_added", "session.checkout_started"]
+    event = {"type": steps[i % 4], "session_id": f"sess-{i // 4:04d}", "channel": "web", "device": "mobile"}
+    if i % 4 == 0:
+        event["visitor_id"] = f"vis-{i // 4:04d}"
+    return event
+
+
+def _order(i: int) -> dict[str, Any]:
+    order_id = f"ord-{i // 3:04d}"
+    return [
+        {"type": "order.placed", "order_id": order_id, "customer_id": f"cus-{i % 7}", "total_minor": 1000 + i,
+         "currency": "EUR", "first_order": i % 2 == 0},
+        {"type": "order.refunded", "order_id": order_id, "amount_minor": 500, "currency": "EUR"},
+        {"type": "order.returned", "order_id": order_id},
+    ][i % 3]
+
+
+def _ticket(i: int) -> dict[str, Any]:
+    ticket_id = f"tkt-{i // 4:04d}"
+    return [
+        {"type": "ticket.created", "ticket_id": ticket_id, "support_channel": "chat"},
+        {"type": "ticket.replied", "ticket_id": ticket_id, "author": "agent", "public": True},
+        {"type": "ticket.resolved", "ticket_id": ticket_id},
+        {"type": "ticket.reopened", "ticket_id": ticket_id},
+    ][i % 4]
+
+
+def _survey(i: int) -> dict[str, Any]:
+    return {"type": "survey.answered", "response_id": f"resp-{i:04d}", "kind": "nps", "score": i % 11}
+
+
+FACTORIES: dict[str, Callable[[int], dict[str, Any]]] = {
+    "session": _session, "order": _order, "ticket": _ticket, "survey": _survey,
+}
+N_EVENTS = 60
+
+
+def _consume(settings: Settings, topic: str, enough: Callable[[list], bool], timeout_s: float = 20) -> list:
+    """Every record of ``topic`` from the beginning, until ``enough(records)``."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers.split(","), enable_auto_commit=False,
+        **settings.kafka_security(),
+    )
+    partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not enough(records):
+            assert time.monotonic() < deadline, f"only {len(records)} records on {topic}"
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+def _decoded(records: list, family: str) -> list[tuple[Any, list[dict]]]:
+    out = []
+    for record in records:
+        events, rejections = decode_message(record.value, family)
+        assert rejections == []
+        out.append((record, [e.body for e in events]))
+    return out
+
+
+def _event_count(family: str) -> Callable[[list], bool]:
+    return lambda records: sum(len(decode_message(r.value, family)[0]) for r in records) >= N_EVENTS
+
+
+@pytest.mark.parametrize("batch_events", [1, 8])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_events_round_trip(settings: Settings, family: str, batch_events: int) -> None:
+    with Producer(settings, batch_events=batch_events, linger_ms=200, storefront="shop-test") as producer:
+        sent = [orjson.loads(orjson.dumps(producer_event)) for producer_event in
+                (FACTORIES[family](i) for i in range(N_EVENTS))]
+        ids = producer.send_many(sent)
+    topic = settings.topics[family]
+    decoded = _decoded(_consume(settings, topic, _event_count(family)), family)
+    received = {e["event_id"]: e for _, events in decoded for e in events}
+    assert list(received) and set(received) == set(ids)
+    for event_id, original in zip(ids, sent):
+        assert {k: v for k, v in received[event_id].items() if k in original} == original
+    per_key: dict[str, list[str]] = defaultdict(list)
+    for record, events in decoded:
+        for event in events:
+            assert partition_for(message_key(event), settings.partitions) == record.partition
+            per_key[message_key(event)].append(event["event_id"])
+        if batch_events == 1:
+            assert orjson.loads(record.value) == events[0]
+            assert record.key == message_key(events[0]).encode()
+        else:
+            assert len(events) <= batch_events
+    by_key: dict[str, list[str]] = defaultdict(list)
+    for event_id, original in zip(ids, sent):
+        by_key[message_key(original)].append(event_id)
+    assert per_key == by_key  # each key's events arrive in the order they were sent
+    if batch_events > 1:
+        assert any(len(events) > 1 for _, events in decoded), "expected some batched messages"
+
+
+def test_every_method_sends_a_valid_event(settings: Settings) -> None:
+    with Producer(settings, batch_events=1, storefront="shop-test") as producer:
+        producer.session_started(session_id="sess-m1", visitor_id="vis-m1", channel="app", device="tablet", source="email")
+        producer.product_viewed(session_id="sess-m1", channel="app", device="tablet", product_id="sku-1")
+        producer.cart_added(session_id="sess-m1", channel="app", device="tablet")
+        producer.checkout_started(session_id="sess-m1", channel="app", device="tablet")
+        producer.order_placed(order_id="ord-m1", customer_id="cus-m1", total_minor=12999, currency="USD",
+                              first_order=False, session_id="sess-m1")
+        producer.order_refunded(order_id="ord-m1", amount_minor=2999, currency="USD")
+        producer.order_returned(order_id="ord-m1", amount_minor=2999, currency="USD")
+        producer.ticket_created(ticket_id="tkt-m1", support_channel="sms", order_id="ord-m1")
+        producer.ticket_replied(ticket_id="tkt-m1", author="bot", public=True)
+        producer.ticket_resolved(ticket_id="tkt-m1")
+        producer.ticket_reopened(ticket_id="tkt-m1", support_channel="phone")
+        producer.survey_answered(response_id="resp-m1", kind="csat", score=5, ticket_id="tkt-m1")
+    seen: set[str] = set()
+    for family in FAMILIES:
+        want = sum(t.family == family for t in EVENT_TYPES.values())
+        records = _consume(settings, settings.topics[family], lambda r, want=want: len(r) >= want)
+        for _, events in _decoded(records, family):
+            seen.update(e["type"] for e in events)
+    assert seen == set(EVENT_TYPES)
+
+
+# ---------------------------------------------------------------- kcat
+
+KCAT = shutil.which("kcat") or shutil.which("kafkacat")
+KCAT_KEYS = [f"tkt-kcat-{i:03d}" for i in range(24)]
+# Debian's kcat 1.7.1 links librdkafka 2.0.2, which cannot parse Tansu 0.6.0's
+# ApiVersions v3 reply ("Read underflow"); a newer librdkafka works (seen: 2.16.1
+# from the confluent-kafka wheel). Point KCAT_LD_LIBRARY_PATH at a directory with
+# a newer librdkafka.so.1 to run these tests on the dev broker. Real Kafka is fine.
+KCAT_ENV = {**os.environ, **({"LD_LIBRARY_PATH": os.environ["KCAT_LD_LIBRARY_PATH"]}
+                            if os.environ.get("KCAT_LD_LIBRARY_PATH") else {})}
+
+
+@pytest.fixture
+def kcat(settings: Settings) -> str:
+    if KCAT is None:
+        pytest.skip("kcat not installed (apt-get install kcat)")
+    probe = subprocess.run([KCAT, "-b", settings.bootstrap_servers, "-L", "-m", "5"], env=KCAT_ENV,
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        detail = "Read underflow" if "underflow" in probe.stderr else probe.stderr.strip()[-200:]
+        pytest.skip(f"kcat cannot talk to this broker ({detail}); set KCAT_LD_LIBRARY_PATH to a newer librdkafka")
+    return KCAT
+
+
+def _kcat_produce(kcat: str, settings: Settings, lines: list[str], *extra: str) -> None:
+    command = [kcat, "-b", settings.bootstrap_servers, "-t", settings.topic_tickets, "-P", "-K", "|", *extra]
+    subprocess.run(command, input="\n".join(lines) + "\n", text=True, check=True, timeout=30, env=KCAT_ENV)
+
+
+def _ticket_line(key: str) -> str:
+    event = {"event_id": f"evt-{key}", "type": "ticket.created", "schema_version": 1,
+             "occurred_at": "2025-03-15T08:02:00+01:00", "storefront": "shop-test",
+             "ticket_id": key, "support_channel": "email"}
+    return f"{key}|{orjson.dumps(event).decode()}"
+
+
+def test_kcat_with_murmur2_partitioner_matches_the_library(kcat: str, settings: Settings) -> None:
+    _kcat_produce(kcat, settings, [_ticket_line(k) for k in KCAT_KEYS], "-X", "partitioner=murmur2_random")
+    records = _consume(settings, settings.topic_tickets, lambda r: len(r) >= len(KCAT_KEYS))
+    for record, events in _decoded(records, "ticket"):
+        assert events and record.key.decode() == events[0]["ticket_id"]
+        assert record.partition == partition_for(record.key.decode(), settings.partitions)
+
+
+def test_kcat_default_partitioner_is_not_kafkas(kcat: str, settings: Settings) -> None:
+    # librdkafka's default is consistent_random: CRC32 of the key, not murmur2.
+    _kcat_produce(kcat, settings, [_ticket_line(k) for k in KCAT_KEYS])
+    records = _consume(settings, settings.topic_tickets, lambda r: len(r) >= len(KCAT_KEYS))
+    n = settings.partitions
+    assert all(r.partition == zlib.crc32(r.key) % n for r in records)
+    assert any(r.partition != partition_for(r.key.decode(), n) for r in records)
