@@ -14,6 +14,7 @@ import subprocess
 import time
 import zlib
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import orjson
@@ -157,29 +158,38 @@ def test_every_method_sends_a_valid_event(settings: Settings) -> None:
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 KCAT_KEYS = [f"tkt-kcat-{i:03d}" for i in range(24)]
-# Debian's kcat 1.7.1 links librdkafka 2.0.2, which cannot parse Tansu 0.6.0's
-# ApiVersions v3 reply ("Read underflow"); a newer librdkafka works (seen: 2.16.1
-# from the confluent-kafka wheel). Point KCAT_LD_LIBRARY_PATH at a directory with
-# a newer librdkafka.so.1 to run these tests on the dev broker. Real Kafka is fine.
-KCAT_ENV = {**os.environ, **({"LD_LIBRARY_PATH": os.environ["KCAT_LD_LIBRARY_PATH"]}
-                            if os.environ.get("KCAT_LD_LIBRARY_PATH") else {})}
+
+
+@pytest.fixture(scope="session")
+def kcat_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """kcat's environment, with a librdkafka new enough for the dev broker.
+
+    Debian's kcat 1.7.1 links librdkafka 2.0.2, which cannot parse Tansu 0.6.0's
+    ApiVersions v3 reply ("Read underflow"). The confluent-kafka wheel (a dev
+    dependency, also the benchmark ceiling) bundles librdkafka 2.16, which can:
+    kcat loads it through LD_LIBRARY_PATH. Real Kafka works with either.
+    """
+    import confluent_kafka
+
+    bundled = sorted(Path(confluent_kafka.__file__).parent.parent.glob("confluent_kafka.libs/librdkafka*.so*"))
+    assert bundled, "the confluent-kafka wheel bundles no librdkafka: reinstall the dev extra"
+    libdir = tmp_path_factory.mktemp("librdkafka")
+    (libdir / "librdkafka.so.1").symlink_to(bundled[0])
+    return {**os.environ, "LD_LIBRARY_PATH": str(libdir)}
 
 
 @pytest.fixture
-def kcat(settings: Settings) -> str:
-    if KCAT is None:
-        pytest.skip("kcat not installed (apt-get install kcat)")
-    probe = subprocess.run([KCAT, "-b", settings.bootstrap_servers, "-L", "-m", "5"], env=KCAT_ENV,
+def kcat(settings: Settings, kcat_env: dict[str, str]) -> str:
+    assert KCAT is not None, "kcat is not installed: ./dev setup installs it (Debian package kcat)"
+    probe = subprocess.run([KCAT, "-b", settings.bootstrap_servers, "-L", "-m", "5"], env=kcat_env,
                            capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        detail = "Read underflow" if "underflow" in probe.stderr else probe.stderr.strip()[-200:]
-        pytest.skip(f"kcat cannot talk to this broker ({detail}); set KCAT_LD_LIBRARY_PATH to a newer librdkafka")
+    assert probe.returncode == 0, f"kcat cannot talk to the broker: {probe.stderr.strip()[-300:]}"
     return KCAT
 
 
-def _kcat_produce(kcat: str, settings: Settings, lines: list[str], *extra: str) -> None:
+def _kcat_produce(kcat: str, settings: Settings, lines: list[str], *extra: str, env: dict[str, str]) -> None:
     command = [kcat, "-b", settings.bootstrap_servers, "-t", settings.topic_tickets, "-P", "-K", "|", *extra]
-    subprocess.run(command, input="\n".join(lines) + "\n", text=True, check=True, timeout=30, env=KCAT_ENV)
+    subprocess.run(command, input="\n".join(lines) + "\n", text=True, check=True, timeout=30, env=env)
 
 
 def _ticket_line(key: str) -> str:
@@ -189,17 +199,19 @@ def _ticket_line(key: str) -> str:
     return f"{key}|{orjson.dumps(event).decode()}"
 
 
-def test_kcat_with_murmur2_partitioner_matches_the_library(kcat: str, settings: Settings) -> None:
-    _kcat_produce(kcat, settings, [_ticket_line(k) for k in KCAT_KEYS], "-X", "partitioner=murmur2_random")
+def test_kcat_with_murmur2_partitioner_matches_the_library(kcat: str, settings: Settings,
+                                                          kcat_env: dict[str, str]) -> None:
+    _kcat_produce(kcat, settings, [_ticket_line(k) for k in KCAT_KEYS], "-X", "partitioner=murmur2_random",
+                  env=kcat_env)
     records = _consume(settings, settings.topic_tickets, lambda r: len(r) >= len(KCAT_KEYS))
     for record, events in _decoded(records, "ticket"):
         assert events and record.key.decode() == events[0]["ticket_id"]
         assert record.partition == partition_for(record.key.decode(), settings.partitions)
 
 
-def test_kcat_default_partitioner_is_not_kafkas(kcat: str, settings: Settings) -> None:
+def test_kcat_default_partitioner_is_not_kafkas(kcat: str, settings: Settings, kcat_env: dict[str, str]) -> None:
     # librdkafka's default is consistent_random: CRC32 of the key, not murmur2.
-    _kcat_produce(kcat, settings, [_ticket_line(k) for k in KCAT_KEYS])
+    _kcat_produce(kcat, settings, [_ticket_line(k) for k in KCAT_KEYS], env=kcat_env)
     records = _consume(settings, settings.topic_tickets, lambda r: len(r) >= len(KCAT_KEYS))
     n = settings.partitions
     assert all(r.partition == zlib.crc32(r.key) % n for r in records)
