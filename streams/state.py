@@ -199,21 +199,25 @@ class PartitionState:
             for event in message.events:
                 body, ts_ms = event.body, event.ts_ms
                 event_id = body["event_id"]
+                watermark = meta.watermark_ms
                 first = self.seen.get(event_id)
-                if first is not None and (first[1], first[2]) != (offset, event.index):
+                # Within the horizon of this watermark only, whenever eviction last ran:
+                # the verdict must not depend on where batches happened to be cut.
+                if (first is not None and (first[1], first[2]) != (offset, event.index)
+                        and (watermark is None or first[0] >= watermark - self.horizon_ms)):
                     meta.duplicates += 1
                     continue
-                watermark = meta.watermark_ms
                 if watermark is not None and is_late(ts_ms, watermark, window_ms, grace_ms):
                     meta.late += 1
                     parked.append(Parked(offset, "late", f"event time is older than its window's grace "
                                          f"({watermark - ts_ms} ms behind the watermark)", event.index,
                                          orjson.dumps(body)))
                     continue
-                if first is None:
-                    bucket = window_start(ts_ms, window_ms)
-                    self.seen[event_id] = (bucket, offset, event.index)
-                    new_seen.append([event_id, bucket, offset, event.index])
+                # Record the first sight, also when replaying it: this batch's seen-ids
+                # record may replace one written under the same key before a crash.
+                bucket = window_start(ts_ms, window_ms)
+                self.seen[event_id] = (bucket, offset, event.index)
+                new_seen.append([event_id, bucket, offset, event.index])
                 if watermark is None or ts_ms > watermark:
                     meta.watermark_ms = ts_ms
                 meta.events += 1
@@ -396,7 +400,8 @@ class PartitionState:
                     continue
                 items = orjson.loads(value)
                 for event_id, bucket, offset, index in items:
-                    self.seen.setdefault(event_id, (bucket, offset, index))
+                    # later records win: an id may be seen anew once the horizon forgot it
+                    self.seen[event_id] = (bucket, offset, index)
                 if items:
                     self.seen_records[int(ident)] = max(item[1] for item in items)
             elif kind == b"m":

@@ -1,0 +1,276 @@
+"""The traffic simulator: reproducible, contract-valid, and statistically what it claims.
+
+Statistical checks compare observed rates with the configured ones; every
+tolerance is 4 standard errors of the estimate (sampling error of the run), so
+a correct generator fails by chance about once in 15,000 runs, and the seeds
+are fixed anyway. Runs use 20 events/s so 200k events span ~2.8 h of event
+time: long enough for tickets and funnels to finish inside the run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.cli import main
+from streams.decode import parse_timestamp_ms, validate_event
+from streams.simulate import CHANNELS, SimConfig, generate
+
+START = "2024-05-14T12:00:00Z"
+START_MS = 1_715_688_000_000
+MIN = 60_000
+RATE = 20.0
+N = 200_000
+SPAN_MS = int(N * 1000 / RATE)
+N_INCIDENT = 150_000  # incident runs start only what they measure, so fewer events do
+SPAN_INCIDENT_MS = int(N_INCIDENT * 1000 / RATE)
+
+
+def _run(cfg: SimConfig, n: int = N) -> list[dict[str, Any]]:
+    return list(itertools.islice(generate(cfg), n))
+
+
+def _unique(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """First sending of each event_id, with its event time in ms."""
+    seen: set[str] = set()
+    out = []
+    for e in events:
+        if e["event_id"] not in seen:
+            seen.add(e["event_id"])
+            out.append((parse_timestamp_ms(e["occurred_at"]), e))
+    return out
+
+
+def _within(observed: float, expected: float, se: float, what: str) -> None:
+    assert abs(observed - expected) <= 4 * se, f"{what}: {observed:.4f} vs {expected:.4f} (4 SE = {4 * se:.4f})"
+
+
+@pytest.fixture(scope="module")
+def messy() -> tuple[SimConfig, list[dict[str, Any]]]:
+    cfg = SimConfig(seed=11, start_ms=START_MS, rate_per_s=RATE, ooo_share=0.03, late_share=0.01, dup_share=0.02)
+    return cfg, _run(cfg)
+
+
+@pytest.fixture(scope="module")
+def unique(messy) -> list[tuple[int, dict[str, Any]]]:
+    return _unique(messy[1])
+
+
+# -- reproducibility ---------------------------------------------------------------
+
+def _cli_file(tmp_path, name: str, *extra: str) -> bytes:
+    path = tmp_path / name
+    argv = ["simulate", "--events", "5000", "--start", START, "--out", str(path),
+            "--ooo-share", "0.05", "--late-share", "0.01", "--dup-share", "0.02", *extra]
+    assert main(argv) == 0
+    return path.read_bytes()
+
+
+def test_same_seed_gives_identical_bytes(tmp_path):
+    first = _cli_file(tmp_path, "a.jsonl", "--seed", "42")
+    second = _cli_file(tmp_path, "b.jsonl", "--seed", "42")
+    assert first == second
+    assert first.count(b"\n") == 5000
+
+
+def test_another_seed_gives_other_events(tmp_path):
+    assert _cli_file(tmp_path, "a.jsonl", "--seed", "42") != _cli_file(tmp_path, "b.jsonl", "--seed", "43")
+
+
+def test_file_holds_exactly_what_was_sent_to_kafka(tmp_path, monkeypatch):
+    sent: list[dict[str, Any]] = []
+
+    class FakeProducer:
+        send = sent.append
+
+        def close(self) -> None:
+            sent.append({"closed": True})
+
+    monkeypatch.setattr("streams.simulate._open_producer", lambda args: FakeProducer())
+    path = tmp_path / "log.jsonl"
+    argv = ["simulate", "--kafka", "--no-pace", "--events", "3000", "--start", START,
+            "--dup-share", "0.05", "--out", str(path)]
+    assert main(argv) == 0
+    assert sent.pop() == {"closed": True}
+    assert [orjson.loads(line) for line in path.read_bytes().splitlines()] == sent
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--events", "10"],  # no sink
+    ["simulate", "--out", "x.jsonl"],  # file-only without a bound
+    ["simulate", "--events", "10", "--out", "x.jsonl", "--storefronts", "99"],
+])
+def test_bad_command_lines_fail_as_configuration_errors(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+
+
+# -- the contract and internal consistency --------------------------------------------
+
+def test_every_event_passes_the_contract(messy):
+    _, events = messy
+    for event in events:
+        validate_event(dict(event))
+    assert {e["type"] for e in events} >= {
+        "session.started", "session.product_viewed", "session.cart_added", "session.checkout_started",
+        "order.placed", "order.refunded", "order.returned", "ticket.created", "ticket.replied",
+        "ticket.resolved", "ticket.reopened", "survey.answered"}
+
+
+def test_first_order_is_true_exactly_for_each_customers_first_order(unique):
+    orders = sorted((ts, e["event_id"], e) for ts, e in unique if e["type"] == "order.placed")
+    seen: set[str] = set()
+    repeat = 0
+    for _, _, order in orders:
+        assert order["first_order"] is (order["customer_id"] not in seen)
+        repeat += order["customer_id"] in seen
+        seen.add(order["customer_id"])
+    assert 0.15 < repeat / len(orders) < 0.35  # pool warms up from empty, then ~30 %
+
+
+def test_ticket_events_follow_their_creation_in_event_time(unique):
+    created: dict[str, int] = {}
+    for ts, e in sorted(unique, key=lambda pair: pair[0]):
+        if e["type"] == "ticket.created":
+            created[e["ticket_id"]] = ts
+        elif e["type"].startswith("ticket."):
+            assert e["ticket_id"] in created and created[e["ticket_id"]] <= ts
+
+
+# -- statistics: the configured rates come out ----------------------------------------------
+
+def test_conversion_per_channel_matches_the_targets(messy, unique):
+    cfg = messy[0]
+    cutoff = START_MS + SPAN_MS - 30 * MIN  # a funnel takes at most ~15 min to order
+    sessions: dict[str, str] = {}
+    orders: set[str] = set()
+    for ts, e in unique:
+        if e["type"] == "session.started" and ts < cutoff:
+            sessions[e["session_id"]] = e["channel"]
+        elif e["type"] == "order.placed":
+            orders.add(e["session_id"])
+    by_channel = Counter(sessions.values())
+    converted = Counter(channel for sid, channel in sessions.items() if sid in orders)
+    for channel, profile in cfg.channels.items():
+        n, p = by_channel[channel], profile.cvr
+        _within(converted[channel] / n, p, math.sqrt(p * (1 - p) / n), f"CVR {channel}")
+
+
+def test_average_order_value_per_storefront_matches(messy, unique):
+    cfg = messy[0]
+    totals: dict[str, list[int]] = defaultdict(list)
+    currencies: dict[str, set[str]] = defaultdict(set)
+    for _, e in unique:
+        if e["type"] == "order.placed":
+            totals[e["storefront"]].append(e["total_minor"])
+            currencies[e["storefront"]].add(e["currency"])
+    cv = math.sqrt(math.exp(cfg.order_total_sigma ** 2) - 1)  # lognormal: sd / mean
+    for store in cfg.storefronts:
+        values = totals[store.name]
+        assert currencies[store.name] == {store.currency}
+        _within(statistics.fmean(values), store.aov_minor, store.aov_minor * cv / math.sqrt(len(values)),
+                f"AOV {store.name}")
+
+
+def test_nps_mix_matches(messy, unique):
+    cfg = messy[0]
+    scores = [e["score"] for _, e in unique if e["type"] == "survey.answered" and e["kind"] == "nps"]
+    n = len(scores)
+    observed = (sum(s >= 9 for s in scores) / n, sum(7 <= s <= 8 for s in scores) / n, sum(s <= 6 for s in scores) / n)
+    for name, seen, want in zip(("promoter", "passive", "detractor"), observed, cfg.nps_mix):
+        _within(seen, want, math.sqrt(want * (1 - want) / n), f"NPS {name} share")
+
+
+def test_duplicate_late_and_out_of_order_shares_match(messy):
+    cfg, events = messy
+    # Only events that every delay has released before the run ends.
+    cutoff = START_MS + SPAN_MS - cfg.late_delay_ms - 2 * MIN
+    seen: set[str] = set()
+    newest = 0
+    originals = dups = late = ooo = 0
+    for e in events:
+        ts = parse_timestamp_ms(e["occurred_at"])
+        lag, newest = newest - ts, max(newest, ts)
+        if ts >= cutoff:
+            continue
+        if e["event_id"] in seen:
+            dups += 1
+            continue
+        seen.add(e["event_id"])
+        originals += 1
+        if lag >= cfg.late_delay_ms:
+            late += 1
+        elif lag > 0:
+            ooo += 1
+            assert lag <= 10_000
+    for name, count, want in (("dup", dups, cfg.dup_share), ("late", late, cfg.late_share), ("ooo", ooo, cfg.ooo_share)):
+        _within(count / originals, want, math.sqrt(want * (1 - want) / originals), f"{name} share")
+
+
+# -- incidents --------------------------------------------------------------------------
+
+def test_checkout_broken_cuts_conversion_by_80_percent():
+    incident = SPAN_INCIDENT_MS * 9 // 20
+    cfg = SimConfig(seed=5, start_ms=START_MS, rate_per_s=RATE, scenario="checkout-broken",
+                    incident_after_ms=incident, standalone_ticket_weight=0.0, standalone_survey_weight=0.0)
+    before: set[str] = set()
+    after: set[str] = set()
+    orders: set[str] = set()
+    for e in _run(cfg, N_INCIDENT):
+        if e["type"] == "session.started":
+            ts = parse_timestamp_ms(e["occurred_at"]) - START_MS
+            if ts < incident - 20 * MIN:  # ordered (or not) before the incident
+                before.add(e["session_id"])
+            elif incident <= ts < SPAN_INCIDENT_MS - 30 * MIN:  # checked out after it
+                after.add(e["session_id"])
+        elif e["type"] == "order.placed":
+            orders.add(e["session_id"])
+    k_before, k_after = len(before & orders), len(after & orders)
+    ratio = (k_after / len(after)) / (k_before / len(before))
+    # Relative SE of a ratio of two binomial rates ~ sqrt(1/k1 + 1/k2).
+    se = ratio * math.sqrt(1 / k_before + 1 / k_after)
+    _within(ratio, 1 - cfg.checkout_broken_drop, se, "CVR after / before")
+
+
+def _median_with_halfwidth(values: list[float]) -> tuple[float, float]:
+    """Median and a distribution-free 4-SE half-width of its log (order statistics)."""
+    values = sorted(values)
+    n = len(values)
+    mid, spread = n // 2, int(2 * math.sqrt(n)) + 1  # rank SE of the median is sqrt(n)/2
+    return values[mid], (math.log(values[mid + spread]) - math.log(values[mid - spread])) / 2
+
+
+def test_support_understaffed_multiplies_first_response_time_by_five():
+    incident = SPAN_INCIDENT_MS // 4
+    cfg = SimConfig(seed=9, start_ms=START_MS, rate_per_s=RATE, scenario="support-understaffed",
+                    incident_after_ms=incident, support_time_scale=0.2, standalone_ticket_weight=0.3)
+    created: dict[str, int] = {}
+    first_reply: dict[str, int] = {}
+    for e in _run(cfg, N_INCIDENT):
+        if e["type"] == "ticket.created":
+            created[e["ticket_id"]] = parse_timestamp_ms(e["occurred_at"]) - START_MS
+        elif e["type"] == "ticket.replied" and e["author"] == "agent" and e["public"]:
+            if e["ticket_id"] not in first_reply:
+                first_reply[e["ticket_id"]] = parse_timestamp_ms(e["occurred_at"]) - START_MS
+    # Unanswered tickets count as infinitely slow: right-censoring cannot lower a median.
+    frt = {t: first_reply.get(t, math.inf) - c for t, c in created.items()}
+    normal = [v for t, v in frt.items() if created[t] < incident]
+    slow = [v for t, v in frt.items() if incident <= created[t] < SPAN_INCIDENT_MS - 60 * MIN]
+    (m_normal, hw_normal), (m_slow, hw_slow) = _median_with_halfwidth(normal), _median_with_halfwidth(slow)
+    log_ratio = math.log(m_slow / m_normal)
+    assert abs(log_ratio - math.log(cfg.understaffed_factor)) <= math.hypot(hw_normal, hw_slow), (
+        f"FRT median {m_normal / 1000:.0f}s -> {m_slow / 1000:.0f}s (n={len(normal)}, {len(slow)})")
+
+
+def test_config_defaults_keep_funnel_probabilities_valid():
+    SimConfig().validate()
+    broken = replace(SimConfig(), channels={**CHANNELS, "web": replace(CHANNELS["web"], cvr=0.5)})
+    with pytest.raises(Exception, match="channels"):
+        broken.validate()

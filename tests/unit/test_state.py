@@ -1,0 +1,203 @@
+"""Partition state: exactly-once effect under replays and partial changelog writes.
+
+The property: however a run is cut by crashes — any prefix of a batch's
+changelog records on the broker, replay from any offset at or before the last
+commit — the recovered state ends equal to a run without crashes.
+"""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from streams.config import Settings
+from streams.decode import decode_message
+from streams.state import Message, PartitionState
+
+SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000)
+T0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000
+
+
+def _iso(ms: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def ticket_events(rng: random.Random, n: int) -> list[bytes]:
+    """Messages (some batched) of ticket events with replays of ids, disorder and lateness."""
+    messages, sent = [], []
+    clock = T0
+    for i in range(n):
+        clock += rng.randint(0, 20_000)
+        ticket = f"t-{rng.randint(0, 12)}"
+        kind = rng.choice(["ticket.created", "ticket.replied", "ticket.replied", "ticket.resolved", "ticket.reopened"])
+        ts = clock - (rng.randint(0, 400_000) if rng.random() < 0.1 else rng.randint(0, 5_000))
+        body = {"event_id": f"e-{i}", "type": kind, "schema_version": 1, "occurred_at": _iso(ts),
+                "storefront": rng.choice(["north", "south"]), "ticket_id": ticket}
+        if kind == "ticket.created":
+            body["support_channel"] = rng.choice(["email", "chat"])
+        if kind == "ticket.replied":
+            body["author"] = rng.choice(["agent", "agent", "bot", "customer"])
+            body["public"] = rng.random() < 0.8
+        if sent and rng.random() < 0.08:
+            body = rng.choice(sent)  # a resend: same event_id
+        sent.append(body)
+        messages.append(body)
+    out: list[bytes] = []
+    i = 0
+    while i < len(messages):
+        size = rng.choice([1, 1, 1, 3])
+        group = messages[i:i + size]
+        out.append(orjson.dumps(group if size > 1 else group[0]))
+        i += size
+    if len(out) > 3:
+        out.insert(rng.randint(0, len(out)), b"{not json")
+    return out
+
+
+def session_order_events(rng: random.Random, n: int, family: str) -> list[bytes]:
+    out, clock = [], T0
+    for i in range(n):
+        clock += rng.randint(0, 15_000)
+        ts = clock - (rng.randint(0, 400_000) if rng.random() < 0.1 else rng.randint(0, 5_000))
+        if family == "session":
+            body = {"type": rng.choice(["session.started", "session.checkout_started"]), "session_id": f"s{i}",
+                    "visitor_id": "v1", "channel": rng.choice(["web", "app"]), "device": "mobile"}
+        else:
+            body = {"type": "order.placed", "order_id": f"o{i}", "customer_id": "c1",
+                    "total_minor": rng.randint(100, 50_000), "currency": rng.choice(["EUR", "USD"]),
+                    "first_order": rng.random() < 0.5}
+        body.update(event_id=f"e-{rng.randint(0, n)}", schema_version=1, occurred_at=_iso(ts), storefront="north")
+        out.append(orjson.dumps(body))
+    return out
+
+
+def decode_all(family: str, payloads: list[bytes]) -> list[Message]:
+    messages = []
+    for offset, payload in enumerate(payloads):
+        events, rejections = decode_message(payload, family)
+        messages.append(Message(offset, events, rejections))
+    return messages
+
+
+def fingerprint(state: PartitionState) -> dict:
+    """Everything a scrape can see, in comparable form."""
+    return {
+        "meta": orjson.loads(state.meta.to_json()),
+        "totals": sorted((seg, c.to_json()) for seg, c in state.totals.cells.items()),
+        "windows": {s: sorted((seg, c.to_json()) for seg, c in slot.cells.items()) for s, slot in state.windows.items()},
+    }
+
+
+def run_clean(family: str, messages: list[Message]) -> PartitionState:
+    state = PartitionState(family, 0, SETTINGS)
+    for start in range(0, len(messages), 7):
+        state.apply(messages[start:start + 7])
+    return state
+
+
+def run_with_crashes(family: str, messages: list[Message], rng: random.Random, crashes: int) -> PartitionState:
+    """Apply in random batches; at each crash keep a random prefix of the batch's
+    records, rebuild from the changelog and replay from the last commit, which
+    lags behind the persisted state by a random amount."""
+    changelog: list[tuple[bytes, bytes | None]] = []
+    state = PartitionState(family, 0, SETTINGS)
+    committed = 0  # the consumer's committed offset: never past a fully persisted batch
+    position = 0
+    crash_points = set(rng.sample(range(len(messages)), k=min(crashes, len(messages))))
+    while position < len(messages):
+        size = rng.randint(1, 9)
+        batch = messages[position:position + size]
+        applied = state.apply(batch)
+        if any(m.offset in crash_points for m in batch):
+            crash_points -= {m.offset for m in batch}
+            changelog.extend(applied.records[:rng.randint(0, len(applied.records))])
+            state = PartitionState(family, 0, SETTINGS)
+            state.restore(changelog)
+            position = committed  # the consumer restarts at its last committed offset
+            continue
+        changelog.extend(applied.records)
+        position += size
+        committed = rng.randint(committed, position)  # commits lag behind
+    return state
+
+
+@pytest.mark.parametrize("family", ["ticket", "session", "order"])
+@pytest.mark.parametrize("seed", range(12))
+def test_crashes_and_replays_leave_the_state_of_a_clean_run(family: str, seed: int) -> None:
+    rng = random.Random(seed)
+    payloads = ticket_events(rng, 150) if family == "ticket" else session_order_events(rng, 150, family)
+    messages = decode_all(family, payloads)
+    clean = fingerprint(run_clean(family, messages))
+    crashed = fingerprint(run_with_crashes(family, messages, rng, crashes=6))
+    assert crashed == clean
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32), crashes=st.integers(1, 15))
+def test_crash_schedules_property(seed: int, crashes: int) -> None:
+    rng = random.Random(seed)
+    messages = decode_all("ticket", ticket_events(rng, 80))
+    assert fingerprint(run_with_crashes("ticket", messages, rng, crashes)) == fingerprint(run_clean("ticket", messages))
+
+
+def test_restore_from_changelog_equals_live_state() -> None:
+    rng = random.Random(3)
+    messages = decode_all("ticket", ticket_events(rng, 200))
+    state, changelog = PartitionState("ticket", 0, SETTINGS), []
+    for start in range(0, len(messages), 5):
+        changelog.extend(state.apply(messages[start:start + 5]).records)
+    restored = PartitionState("ticket", 0, SETTINGS)
+    restored.restore(changelog)
+    assert fingerprint(restored) == fingerprint(state)
+    assert restored.tickets == state.tickets
+    assert restored.seen == state.seen
+
+
+def _event(i: int, ts_ms: int, event_id: str | None = None) -> dict:
+    return {"event_id": event_id or f"e{i}", "type": "session.started", "schema_version": 1,
+            "occurred_at": _iso(ts_ms), "storefront": "north", "session_id": f"s{i}", "visitor_id": "v",
+            "channel": "web", "device": "mobile"}
+
+
+def test_late_duplicate_and_rejected_are_counted_and_parked() -> None:
+    state = PartitionState("session", 0, SETTINGS)
+    payloads = [
+        orjson.dumps(_event(0, T0 + 10 * 60_000)),              # pushes the watermark
+        orjson.dumps(_event(1, T0)),                            # its window closed long ago: late
+        orjson.dumps(_event(2, T0 + 10 * 60_000 - 1_000)),      # out of order, within grace: counted
+        orjson.dumps(_event(3, T0 + 10 * 60_000, "e0")),        # same event_id as the first: duplicate
+        b"\xff",                                                 # not UTF-8
+    ]
+    applied = state.apply(decode_all("session", payloads))
+    assert (state.meta.events, state.meta.late, state.meta.duplicates) == (2, 1, 1)
+    assert state.meta.rejected == {"not_utf8": 1}
+    assert sorted(p.reason for p in applied.parked) == ["late", "not_utf8"]
+    late = next(p for p in applied.parked if p.reason == "late")
+    assert orjson.loads(late.raw)["event_id"] == "e1" and late.offset == 1
+
+
+def test_replaying_a_persisted_batch_is_not_a_duplicate() -> None:
+    messages = decode_all("session", [orjson.dumps(_event(i, T0 + i * 1000)) for i in range(5)])
+    state = PartitionState("session", 0, SETTINGS)
+    records = state.apply(messages).records
+    restored = PartitionState("session", 0, SETTINGS)
+    restored.restore(records[:-1])  # everything but the meta record reached the broker
+    restored.apply(messages)
+    assert restored.meta.duplicates == 0
+    assert restored.totals.cells[("north", "web", "mobile")].counts == {"sessions_started": 5}
+
+
+def test_windows_beyond_retention_are_evicted_with_tombstones() -> None:
+    state = PartitionState("session", 0, SETTINGS)
+    state.apply(decode_all("session", [orjson.dumps(_event(0, T0))]))
+    later = Message(1, decode_message(orjson.dumps(_event(1, T0 + SETTINGS.retention_ms + 120_000)), "session")[0], [])
+    applied = state.apply([later])
+    assert T0 not in state.windows
+    assert any(key.endswith(f"w|{T0}".encode()) and value is None for key, value in applied.records)
+    # the running totals keep both
+    assert state.totals.cells[("north", "web", "mobile")].counts["sessions_started"] == 2
