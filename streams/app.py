@@ -80,8 +80,7 @@ class Runtime:
         keys = self._keys(assigned)
         async with self.lock:
             self.assigned = keys
-            for key in sorted(keys):
-                self._start_recovery(key)
+            self._start_recovery(keys)
             self._publish(set())
         log.info("event=partitions_assigned partitions=%s", _describe(keys))
 
@@ -97,39 +96,51 @@ class Runtime:
             self._publish(set())
         log.info("event=partitions_revoked partitions=%s", _describe(keys))
 
-    def _start_recovery(self, key: Key) -> asyncio.Future:
-        future = self.recovering.get(key)
-        if future is None and key not in self.states:
-            future = self.recovering[key] = asyncio.ensure_future(self._recover(key))
-        return future
+    def _start_recovery(self, keys: set[Key]) -> None:
+        """Recover every key not yet recovered, in one pass over the changelog."""
+        wanted = {k for k in keys if k not in self.states and k not in self.recovering}
+        if wanted:
+            future = asyncio.ensure_future(self._recover(wanted))
+            for key in wanted:
+                self.recovering[key] = future
 
-    async def _recover(self, key: Key) -> PartitionState:
-        family, partition = key
-        kept = self.kept.pop(key, None)
-        state = kept.state if kept else PartitionState(family, partition, self.settings)
-        start = kept.changelog_end if kept else 0
+    async def _recover(self, keys: set[Key]) -> None:
+        settings = self.settings
+        starting: dict[Key, tuple[PartitionState, int, bool]] = {}
+        for key in keys:
+            kept = self.kept.pop(key, None)
+            state = kept.state if kept else PartitionState(key[0], key[1], settings)
+            starting[key] = (state, kept.changelog_end if kept else 0, kept is not None)
         began = time.monotonic()
         loop = asyncio.get_running_loop()
-        records, end = await loop.run_in_executor(
-            self.executor, self.reader.read, state_partition(family, partition, self.settings.partitions), start)
-        applied = state.restore(records)
+        partition_of = {key: state_partition(key[0], key[1], settings.partitions) for key in keys}
+        read = await loop.run_in_executor(
+            self.executor, self.reader.read, {partition_of[k]: starting[k][1] for k in keys})
         elapsed = time.monotonic() - began
-        self.states[key] = state
-        self.changelog_end[key] = end
-        self.recovering.pop(key, None)
-        self.recovered_records += len(records)
+        for key in sorted(keys):
+            if self.recovering.get(key) is None:
+                continue  # revoked while we read: keep nothing half-done
+            state, start, incremental = starting[key]
+            records, end = read[partition_of[key]]
+            state.restore(records)
+            self.states[key] = state
+            self.changelog_end[key] = end
+            del self.recovering[key]
+            self.recovered_records += len(records)
+            log.info("event=state_recovered family=%s partition=%d records=%d from_offset=%d to_offset=%d "
+                     "incremental=%s next_source_offset=%d", key[0], key[1], len(records), start, end,
+                     incremental, state.meta.through)
         self.recovery_seconds = elapsed
-        self._publish({key})
-        log.info("event=state_recovered family=%s partition=%d records=%d applied=%d from_offset=%d to_offset=%d "
-                 "incremental=%s next_source_offset=%d seconds=%.3f", family, partition, len(records), applied,
-                 start, end, kept is not None, state.meta.through, elapsed)
-        return state
+        self._publish(set(keys) & set(self.states))
+        log.info("event=recovery_done partitions=%s seconds=%.3f", _describe(keys), elapsed)
 
     async def _state(self, key: Key) -> PartitionState:
         state = self.states.get(key)
         if state is not None:
             return state
-        return await self._start_recovery(key)
+        self._start_recovery({key})
+        await self.recovering[key]
+        return self.states[key]
 
     # ---------------------------------------------------------------- batch
     async def process(self, events) -> None:

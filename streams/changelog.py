@@ -37,33 +37,40 @@ class ChangelogReader:
                 group_id=None,
                 enable_auto_commit=False,
                 max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_max_wait_ms=20,  # an empty partition answers at once: recovery is not a tail
                 fetch_max_bytes=32 * 1024 * 1024,
                 **self.settings.kafka_security(),
             )
         return self._consumer
 
-    def read(self, partition: int, start: int = 0) -> tuple[list[tuple[bytes, bytes | None]], int]:
-        """Records of one changelog partition from ``start`` to its end; and that end.
+    def read(self, starts: dict[int, int]) -> dict[int, tuple[list[tuple[bytes, bytes | None]], int]]:
+        """Records of changelog partitions from their start offsets to their ends.
 
-        The end is the Fetch high-water mark, read after the last record.
+        ``starts`` maps partition -> first offset to read. Returns partition ->
+        (records, end), the end being the Fetch high-water mark read after the
+        last record. All partitions are fetched together, in one pass.
         """
         consumer = self._client()
-        tp = TopicPartition(self.settings.topic_state, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        records: list[tuple[bytes, bytes | None]] = []
+        tps = {TopicPartition(self.settings.topic_state, p): p for p in starts}
+        consumer.assign(list(tps))
+        for tp, partition in tps.items():
+            consumer.seek(tp, starts[partition])
+        records: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in starts}
+        pending = set(tps)
         deadline = time.monotonic() + self.timeout_s
-        while True:
-            for record in consumer.poll(timeout_ms=200, max_records=50_000).get(tp, ()):
-                records.append((record.key, record.value))
-            highwater = consumer.highwater(tp)
-            position = consumer.position(tp)
-            if highwater is not None and position >= highwater:
-                return records, position
-            if time.monotonic() > deadline:
+        while pending:
+            for tp, batch in consumer.poll(timeout_ms=100, max_records=50_000).items():
+                records[tps[tp]].extend((record.key, record.value) for record in batch)
+            for tp in list(pending):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and consumer.position(tp) >= highwater:
+                    pending.discard(tp)
+            if pending and time.monotonic() > deadline:
+                late = {tp.partition: (consumer.position(tp), consumer.highwater(tp)) for tp in pending}
                 raise StateRecoveryError(
-                    f"state changelog {tp.topic}[{partition}] not read to its end within {self.timeout_s:.0f}s "
-                    f"(at offset {position}, high-water mark {highwater})")
+                    f"state changelog {self.settings.topic_state} not read to its end within {self.timeout_s:.0f}s "
+                    f"(partition: (offset, high-water mark) {late})")
+        return {partition: (records[partition], consumer.position(tp)) for tp, partition in tps.items()}
 
     def close(self) -> None:
         if self._consumer is not None:

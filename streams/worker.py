@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
              settings.window_ms, settings.grace_ms)
     import faust
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    # Our log format and levels stay (override_logging=False); no terminal spinner in logs.
+    worker = faust.Worker(app, loglevel=args.log_level, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     finally:
