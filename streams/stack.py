@@ -147,6 +147,7 @@ class PrometheusProcess:
         if binary is None:
             raise RuntimeError("prometheus is not installed: run ./dev setup (Debian: apt-get install prometheus)")
         self.workdir = self.workdir or Path(tempfile.mkdtemp(prefix="cxpulse-prometheus-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(self.config())
         log = open(self.workdir / "prometheus.log", "ab")
