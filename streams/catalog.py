@@ -138,6 +138,8 @@ PIPELINE: dict[str, str] = {
     "cxpulse_events_rejected_total": "Events refused by the decoder and parked in the dead-letter topic, by reason.",
     "cxpulse_events_late_total": "Events older than their window's grace period: counted, parked, not in windows.",
     "cxpulse_events_duplicate_total": "Events whose event_id was already counted within the dedupe horizon.",
+    "cxpulse_label_overflow_total": "Events whose label value went to `other` (allow-list or cap), by label; "
+                                    "label=segment when the family's segment cap was reached.",
     "cxpulse_watermark_timestamp_seconds": "Largest event time seen on the source partition (Unix seconds).",
     "cxpulse_watermark_lag_seconds": "Wall clock minus the watermark of the source partition.",
     "cxpulse_consumer_lag_messages": "Messages in the source partition not yet applied (high-water mark - next offset).",

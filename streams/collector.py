@@ -96,6 +96,8 @@ class CxCollector(Collector):
                                    labels=per_tp)
         rejected = CounterMetricFamily("cxpulse_events_rejected_total", PIPELINE["cxpulse_events_rejected_total"],
                                        labels=[*per_tp, "reason"])
+        overflow = CounterMetricFamily("cxpulse_label_overflow_total", PIPELINE["cxpulse_label_overflow_total"],
+                                       labels=[*per_tp, "label"])
         watermark = GaugeMetricFamily("cxpulse_watermark_timestamp_seconds",
                                       PIPELINE["cxpulse_watermark_timestamp_seconds"], labels=per_tp)
         wm_lag = GaugeMetricFamily("cxpulse_watermark_lag_seconds", PIPELINE["cxpulse_watermark_lag_seconds"],
@@ -114,6 +116,8 @@ class CxCollector(Collector):
             dups.add_metric(labels, meta.duplicates)
             for reason, n in sorted(meta.rejected.items()):
                 rejected.add_metric([*labels, reason], n)
+            for label, n in sorted(meta.overflow.items()):
+                overflow.add_metric([*labels, label], n)
             if meta.watermark_ms is not None:
                 watermark.add_metric(labels, meta.watermark_ms / 1000.0)
                 wm_lag.add_metric(labels, max(0.0, now - meta.watermark_ms / 1000.0))
@@ -122,7 +126,7 @@ class CxCollector(Collector):
             windows.add_metric(labels, len(snap.windows))
             tickets.add_metric(labels, snap.tickets)
             seen.add_metric(labels, snap.seen_ids)
-        yield from (events, messages, late, dups, rejected, watermark, wm_lag, lag, windows, tickets, seen)
+        yield from (events, messages, late, dups, rejected, overflow, watermark, wm_lag, lag, windows, tickets, seen)
         fresh = HistogramMetricFamily("cxpulse_event_freshness_seconds", PIPELINE["cxpulse_event_freshness_seconds"])
         running, buckets = 0, []
         for bound, n in zip((*FRESHNESS_BUCKETS, math.inf), view.freshness_counts):

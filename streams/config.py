@@ -80,6 +80,14 @@ class Settings:
     ticket_ttl_ms: int = 30 * 86_400_000
     max_clock_skew_ms: int = 300_000
     idle_partition_ms: int = 30_000
+    # Cardinality budget: label values outside an allow-list (comma-separated; empty
+    # allows any) or beyond label_cap distinct values per partition go to `other`;
+    # at most segment_cap label combinations per family and partition.
+    allowed_storefronts: str = ""
+    allowed_channels: str = ""
+    allowed_currencies: str = ""
+    label_cap: int = 50
+    segment_cap: int = 500
     # Hot path
     batch_max: int = 2000
     batch_wait_s: float = 0.1
@@ -108,6 +116,17 @@ class Settings:
             if getattr(self, name):
                 options[name] = getattr(self, name)
         return options
+
+    def allowed_values(self, label: str) -> frozenset[str] | None:
+        """The allow-list of a segment label, or None when any value may pass (up to the cap)."""
+        text = {"storefront": self.allowed_storefronts, "channel": self.allowed_channels,
+                "currency": self.allowed_currencies}.get(label, "")
+        values = frozenset(v.strip() for v in text.split(",") if v.strip())
+        return values or None
+
+    def series_budget(self) -> int:
+        """Upper bound of segment series per family: segments x partitions (see docs/operations.md)."""
+        return self.segment_cap * self.partitions
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -145,7 +164,8 @@ class Settings:
                 fail(name, "the path of a readable PEM file")
         if not self.bootstrap_servers.strip():
             fail("bootstrap_servers", "host:port[,host:port...]")
-        for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events"):
+        for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events",
+                     "label_cap", "segment_cap"):
             if getattr(self, name) < 1:
                 fail(name, "a positive integer")
         if self.window_ms < 1000:
@@ -170,8 +190,11 @@ def _parse(name: str, var: str, text: str, annotation: Any) -> Any:
             return parse_duration_ms(text) if not text.strip().isdigit() else int(text)
         if kind == "int":
             return int(text)
+        if kind == "str":
+            return text
         if kind == "float":
             return float(text)
         return text or None
     except ValueError as exc:
-        raise ConfigError(f"{var}={text!r} is not valid: it accepts {exc if 'duration' in str(exc) else kind}") from None
+        accepts = {"int": "an integer", "float": "a number"}.get(kind, kind)
+        raise ConfigError(f"{var}={text!r} is not valid: it accepts {exc if 'duration' in str(exc) else accepts}") from None

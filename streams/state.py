@@ -40,6 +40,8 @@ from streams.decode import Event, Rejection
 from streams.windows import is_late, window_start
 
 UNKNOWN = "unknown"
+OTHER = "other"  # where label values beyond the allow-list or the cap go
+_CAPPED = ("storefront", "channel", "currency")  # free-form labels; device and support_channel are enums
 NO_CURRENCY = "XXX"  # ISO 4217's code for "no currency": a return without an amount
 
 # Label names of each family's segment, in the order of the segment tuple.
@@ -107,10 +109,16 @@ class Meta:
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     messages: int = 0
+    admitted: dict[str, list[str]] = field(default_factory=dict)  # label -> values given their own series
+    overflow: dict[str, int] = field(default_factory=dict)  # label (or "segment") -> events sent to `other`
 
     def to_json(self) -> bytes:
         return orjson.dumps([self.through, self.watermark_ms, self.events, self.late, self.duplicates, self.rejected,
-                             self.messages])
+                             self.messages, self.admitted, self.overflow])
+
+    def copy(self) -> "Meta":
+        return Meta(self.through, self.watermark_ms, self.events, self.late, self.duplicates, dict(self.rejected),
+                    self.messages, {k: list(v) for k, v in self.admitted.items()}, dict(self.overflow))
 
     @classmethod
     def from_json(cls, data: bytes) -> "Meta":
@@ -173,6 +181,11 @@ class PartitionState:
         self._dirty_windows: set[int] = set()  # changed since the last snapshot
         self._prefix = f"{family}|{partition}|".encode()
         self._apply_event = getattr(self, f"_apply_{family}")
+        self._labels = SEGMENT_LABELS[family]
+        self._allowed = {name: settings.allowed_values(name) for name in self._labels if name in _CAPPED}
+        self._label_cap = settings.label_cap
+        self._segment_cap = settings.segment_cap
+        self._bounded: dict[Segment, Segment] = {}  # memo of _bound, dropped on restore
 
     # ----------------------------------------------------------------- apply
     def apply(self, messages: Iterable[Message]) -> Applied:
@@ -184,6 +197,7 @@ class PartitionState:
         meta, window_ms, grace_ms = self.meta, self.window_ms, self.grace_ms
         first_offset = last_offset = None
         counted = 0
+        overflow_event = -1
         totals_touched = False
         for message in messages:
             offset = message.offset
@@ -222,7 +236,15 @@ class PartitionState:
                     meta.watermark_ms = ts_ms
                 meta.events += 1
                 counted += 1
-                for start, segment, name, amount, duration in self._apply_event(body, ts_ms, offset, touched_tickets):
+                self._admit(body)
+                for start, raw_segment, name, amount, duration in self._apply_event(body, ts_ms, offset,
+                                                                                     touched_tickets):
+                    segment = self._bounded.get(raw_segment)
+                    if segment is None:
+                        segment = self._bound(raw_segment)
+                    if segment is not raw_segment and segment != raw_segment and overflow_event != counted:
+                        overflow_event = counted  # count an event once, not once per field it adds
+                        self._count_overflow(raw_segment, segment)
                     slot = self.windows.get(start)
                     if slot is None:
                         slot = self.windows[start] = Slot()
@@ -341,6 +363,56 @@ class PartitionState:
             start = window_start(ticket.first_reply_ms, self.window_ms)
             yield start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms
 
+    # ----------------------------------------------------------- cardinality
+    def _bound(self, segment: Segment) -> Segment:
+        """Map label values outside the allow-list or over the cap to ``other``.
+
+        The first ``label_cap`` values of a label seen on this partition keep
+        their own series, and at most ``segment_cap`` segments exist; the choice
+        lives in the meta record, so a replay decides the same way. Overflow is
+        counted per label in ``meta.overflow``.
+        """
+        admitted = self.meta.admitted
+        values = list(segment)
+        for i, (label, value) in enumerate(zip(self._labels, segment)):
+            if label not in _CAPPED or value in (UNKNOWN, NO_CURRENCY, OTHER):
+                continue
+            allowed = self._allowed[label]
+            if (value not in allowed) if allowed is not None else (value not in admitted.get(label, ())):
+                values[i] = OTHER
+        bounded = tuple(values)
+        if bounded not in self.totals.cells and len(self.totals.cells) >= self._segment_cap:
+            bounded = (OTHER,) * len(bounded)
+        if len(self._bounded) < 4 * self._segment_cap:  # bounded memo: an attack cannot grow it
+            self._bounded[segment] = bounded
+        return bounded
+
+    def _admit(self, body: dict) -> None:
+        """Give the event's free-form label values a series while the cap allows.
+
+        Decided once per counted event, from the event alone, so a replay (which
+        may skip the event for some records) admits in the same order.
+        """
+        admitted = self.meta.admitted
+        for label in _CAPPED:
+            if self._allowed.get(label, 1) is not None:  # allow-listed, or not this family's label
+                continue
+            value = body.get(label)
+            if value is None:
+                continue
+            values = admitted.setdefault(label, [])
+            if value not in values and len(values) < self._label_cap:
+                values.append(value)
+
+    def _count_overflow(self, raw: Segment, bounded: Segment) -> None:
+        overflow = self.meta.overflow
+        if all(value == OTHER for value in bounded) and any(value != OTHER for value in raw):
+            overflow["segment"] = overflow.get("segment", 0) + 1
+            return
+        for label, before, after in zip(self._labels, raw, bounded):
+            if before != after:
+                overflow[label] = overflow.get(label, 0) + 1
+
     # ----------------------------------------------------------------- evict
     def _evict(self) -> list[tuple[bytes, None]]:
         """Drop what fell out of retention; return tombstones for the changelog."""
@@ -406,6 +478,7 @@ class PartitionState:
                     self.seen_records[int(ident)] = max(item[1] for item in items)
             elif kind == b"m":
                 self.meta = Meta() if value is None else Meta.from_json(value)
+        self._bounded = {}
         if self.meta.watermark_ms is not None:
             self._evicted_below = window_start(self.meta.watermark_ms, self.window_ms)
             horizon = self.meta.watermark_ms - self.horizon_ms
@@ -430,8 +503,7 @@ class PartitionState:
         return PartitionSnapshot(
             family=self.family,
             partition=self.partition,
-            meta=Meta(meta.through, meta.watermark_ms, meta.events, meta.late, meta.duplicates, dict(meta.rejected),
-                      meta.messages),
+            meta=meta.copy(),
             totals={segment: cell.copy() for segment, cell in self.totals.cells.items()},
             windows=windows,
             tickets=len(self.tickets),

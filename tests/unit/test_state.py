@@ -76,9 +76,9 @@ def session_order_events(rng: random.Random, n: int, family: str) -> list[bytes]
     return out
 
 
-def decode_all(family: str, payloads: list[bytes]) -> list[Message]:
+def decode_all(family: str, payloads: list[bytes], first_offset: int = 0) -> list[Message]:
     messages = []
-    for offset, payload in enumerate(payloads):
+    for offset, payload in enumerate(payloads, start=first_offset):
         events, rejections = decode_message(payload, family)
         messages.append(Message(offset, events, rejections))
     return messages
@@ -100,12 +100,13 @@ def run_clean(family: str, messages: list[Message]) -> PartitionState:
     return state
 
 
-def run_with_crashes(family: str, messages: list[Message], rng: random.Random, crashes: int) -> PartitionState:
+def run_with_crashes(family: str, messages: list[Message], rng: random.Random, crashes: int,
+                     settings: Settings = SETTINGS) -> PartitionState:
     """Apply in random batches; at each crash keep a random prefix of the batch's
     records, rebuild from the changelog and replay from the last commit, which
     lags behind the persisted state by a random amount."""
     changelog: list[tuple[bytes, bytes | None]] = []
-    state = PartitionState(family, 0, SETTINGS)
+    state = PartitionState(family, 0, settings)
     committed = 0  # the consumer's committed offset: never past a fully persisted batch
     position = 0
     crash_points = set(rng.sample(range(len(messages)), k=min(crashes, len(messages))))
@@ -116,7 +117,7 @@ def run_with_crashes(family: str, messages: list[Message], rng: random.Random, c
         if any(m.offset in crash_points for m in batch):
             crash_points -= {m.offset for m in batch}
             changelog.extend(applied.records[:rng.randint(0, len(applied.records))])
-            state = PartitionState(family, 0, SETTINGS)
+            state = PartitionState(family, 0, settings)
             state.restore(changelog)
             position = committed  # the consumer restarts at its last committed offset
             continue
@@ -201,3 +202,67 @@ def test_windows_beyond_retention_are_evicted_with_tombstones() -> None:
     assert any(key.endswith(f"w|{T0}".encode()) and value is None for key, value in applied.records)
     # the running totals keep both
     assert state.totals.cells[("north", "web", "mobile")].counts["sessions_started"] == 2
+
+
+# ------------------------------------------------------------ cardinality budget
+def _order(i: int, storefront: str, channel: str, currency: str = "EUR") -> bytes:
+    return orjson.dumps({"event_id": f"e{i}", "type": "order.placed", "schema_version": 1,
+                         "occurred_at": _iso(T0 + i), "storefront": storefront, "order_id": f"o{i}",
+                         "customer_id": "c1", "total_minor": 100, "currency": currency, "first_order": False,
+                         "channel": channel, "device": "mobile"})
+
+
+def test_label_values_beyond_the_cap_go_to_other_and_are_counted() -> None:
+    from dataclasses import replace
+
+    state = PartitionState("order", 0, replace(SETTINGS, label_cap=3, segment_cap=1000))
+    payloads = [_order(i, f"shop-{i % 10}", "web") for i in range(100)]
+    state.apply(decode_all("order", payloads))
+    storefronts = {segment[0] for segment in state.totals.cells}
+    assert storefronts == {"shop-0", "shop-1", "shop-2", "other"}
+    assert state.meta.overflow == {"storefront": 70}
+    assert state.totals.cells[("other", "web", "mobile", "EUR")].counts["orders_placed"] == 70
+
+
+def test_allow_list_sends_every_other_value_to_other() -> None:
+    from dataclasses import replace
+
+    state = PartitionState("order", 0, replace(SETTINGS, allowed_channels="web,app"))
+    state.apply(decode_all("order", [_order(0, "north", "web"), _order(1, "north", "tiktok"), _order(2, "north", "app")]))
+    assert {segment[1] for segment in state.totals.cells} == {"web", "app", "other"}
+    assert state.meta.overflow == {"channel": 1}
+
+
+def test_segment_cap_bounds_series_under_attack() -> None:
+    from dataclasses import replace
+
+    budget = replace(SETTINGS, label_cap=20, segment_cap=50)
+    state = PartitionState("order", 0, budget)
+    # 100k distinct storefront/channel/currency values
+    payloads = [_order(i, f"s{i}", f"c{i}", "".join(chr(65 + (i // 26 ** k) % 26) for k in range(3)))
+                for i in range(100_000)]
+    for start in range(0, len(payloads), 2000):
+        state.apply(decode_all("order", payloads[start:start + 2000], first_offset=start))
+    assert len(state.totals.cells) <= budget.segment_cap + 1
+    assert all(len(values) <= budget.label_cap for values in state.meta.admitted.values())
+    total = sum(c.counts["orders_placed"] for c in state.totals.cells.values())
+    assert total == 100_000, "overflow must re-label events, never drop them"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_capped_labels_decide_the_same_after_crashes(seed: int) -> None:
+    from dataclasses import replace
+
+    capped = replace(SETTINGS, label_cap=2, segment_cap=4)
+    rng = random.Random(seed)
+    payloads = [_order(i, f"shop-{rng.randint(0, 5)}", rng.choice(["web", "app", "x", "y"])) for i in range(120)]
+    messages = decode_all("order", payloads)
+
+    def clean() -> PartitionState:
+        state = PartitionState("order", 0, capped)
+        state.apply(messages)
+        return state
+
+    crashed = run_with_crashes("order", messages, rng, crashes=5, settings=capped)
+    assert fingerprint(crashed) == fingerprint(clean())
+    assert crashed.meta.admitted == clean().meta.admitted

@@ -1,0 +1,303 @@
+"""End to end: real broker, real worker processes, simulated messy traffic; every number exact.
+
+The simulator's log of what it sent is fed to ``tests/reference.py`` (written from
+docs/metrics.md alone), and the workers' /metrics must equal it: every cumulative counter and
+histogram bucket per segment and partition (money exactly), late / duplicate / rejected counts,
+watermarks, and each worker's closed window gauges for the partitions it owns (quantiles within
+the documented 1%). The same holds after a SIGKILL mid-stream and across rebalances.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
+
+import orjson
+from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_QUANTILES
+from streams.config import Settings
+from streams.stack import WorkerProcess
+from tests.helpers import wait_until
+from tests.reference import SEGMENT_LABELS, Params, Reference
+
+Sample = tuple[str, dict[str, str], float]
+RANK_ERROR = 0.01  # docs/metrics.md rule 9: sketches within 1% relative error
+JOIN_S = 90.0
+
+
+# ------------------------------------------------------------------ scraping
+def scrape(worker: WorkerProcess) -> list[Sample]:
+    return [(s.name, dict(s.labels), s.value)
+            for family in text_string_to_metric_families(worker.scrape()) for s in family.samples]
+
+
+def segment(family: str, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((label, labels[label]) for label in SEGMENT_LABELS[family])
+
+
+def per_source(samples: Iterable[Sample], name: str) -> dict[tuple[str, int], float]:
+    found: dict[tuple[str, int], float] = defaultdict(float)
+    for sample_name, labels, value in samples:
+        if sample_name == name:
+            found[labels["family"], int(labels["partition"])] += value
+    return dict(found)
+
+
+def owned(samples: list[Sample]) -> set[tuple[str, int]]:
+    """The (family, partition) sources a worker exports, from its ``cxpulse_events_total`` series."""
+    return set(per_source(samples, "cxpulse_events_total"))
+
+
+# ------------------------------------------------------------------ traffic helpers
+def send_malformed(settings: Settings) -> Counter[str]:
+    """Messages the decoder must park, one per reason; returns the expected rejected counts."""
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    good = {"event_id": "bad-1", "type": "session.started", "schema_version": 1, "occurred_at": future,
+            "storefront": "harbor-tea", "session_id": "bad-s-1", "visitor_id": "bad-v-1", "channel": "web",
+            "device": "mobile"}
+    messages = [
+        (settings.topic_sessions, b"\xff\xfe{", "not_utf8"),
+        (settings.topic_sessions, b"{not json", "not_json"),
+        (settings.topic_sessions, b"[]", "empty_batch"),
+        (settings.topic_sessions, b"42", "not_object"),
+        (settings.topic_sessions, orjson.dumps(good), "future_timestamp"),
+        (settings.topic_sessions, orjson.dumps({**good, "event_id": "bad-2", "occurred_at": "2020-01-01T00:00:00Z",
+                                                "visitor_id": None}), "missing_field"),
+        (settings.topic_orders, orjson.dumps({**good, "event_id": "bad-3", "occurred_at": "2020-01-01T00:00:00Z"}),
+         "wrong_topic"),
+        (settings.topic_sessions, orjson.dumps({**good, "event_id": "bad-4", "schema_version": 2}),
+         "unsupported_version"),
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    for topic, value, _ in messages:
+        producer.send(topic, value, partition=1)
+    producer.flush()
+    producer.close()
+    return Counter(reason for *_, reason in messages)
+
+
+# ------------------------------------------------------------------ waiting
+def wait_settled(live: list[WorkerProcess], ref: Reference, rejected: Counter[str], timeout_s: float = 90.0) -> dict:
+    """Scrape until every sent event is accounted for (counted + late + duplicate per source, rejected
+    by reason) and the numbers stop moving; return the last scrape per worker."""
+    expected = {source: ref.counted.get(source, 0) + ref.late.get(source, 0) + ref.duplicate.get(source, 0)
+                for source in set(ref.counted) | set(ref.late) | set(ref.duplicate)}
+    deadline = time.monotonic() + timeout_s
+    last: tuple | None = None
+    while True:
+        scrapes = {w.index: scrape(w) for w in live}
+        seen: dict[tuple[str, int], float] = defaultdict(float)
+        reasons: Counter[str] = Counter()
+        for samples in scrapes.values():
+            for name in ("cxpulse_events_total", "cxpulse_events_late_total", "cxpulse_events_duplicate_total"):
+                for source, value in per_source(samples, name).items():
+                    seen[source] += value
+            for name, labels, value in samples:
+                if name == "cxpulse_events_rejected_total":
+                    reasons[labels["reason"]] += int(value)
+        state = (dict(seen), dict(reasons))
+        done = all(seen.get(s, 0) >= n for s, n in expected.items()) and all(
+            reasons[r] >= n for r, n in rejected.items())
+        if done and state == last:
+            return scrapes
+        if time.monotonic() > deadline:
+            return scrapes  # the comparison says what is missing
+        last = state
+        time.sleep(1.0)
+
+
+# ------------------------------------------------------------------ comparing
+def close(a: float, b: float, rel: float = 1e-9) -> bool:
+    return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+
+
+def compare_fleet(scrapes: dict[int, list[Sample]], ref: Reference, rejected: Counter[str]) -> list[str]:
+    """Every cumulative number, summed over the live workers, against the reference."""
+    problems: list[str] = []
+    sources = set(ref.counted) | set(ref.late) | set(ref.duplicate)
+    owners: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for index, samples in scrapes.items():
+        for source in owned(samples):
+            owners[source].append(index)
+    for source in sorted(sources | set(owners)):
+        if len(owners.get(source, [])) != 1:
+            problems.append(f"partition {source} exported by workers {owners.get(source, [])}, expected exactly one")
+    every = [s for samples in scrapes.values() for s in samples]
+    for name, table in (("cxpulse_events_total", ref.counted), ("cxpulse_events_late_total", ref.late),
+                        ("cxpulse_events_duplicate_total", ref.duplicate)):
+        got = per_source(every, name)
+        for source in sorted(set(got) | set(table)):
+            if got.get(source, 0) != table.get(source, 0):
+                problems.append(f"{name}{source}: expected {table.get(source, 0)}, got {got.get(source, 0)}")
+    got_wm = per_source(every, "cxpulse_watermark_timestamp_seconds")
+    for source, wm_ms in ref.watermark_ms.items():
+        if not close(got_wm.get(source, math.nan), wm_ms / 1000, 1e-12):
+            problems.append(f"cxpulse_watermark_timestamp_seconds{source}: expected {wm_ms / 1000}, "
+                            f"got {got_wm.get(source)}")
+    reasons: Counter[str] = Counter()
+    for name, labels, value in every:
+        if name == "cxpulse_events_rejected_total":
+            reasons[labels["reason"]] += int(value)
+    if +reasons != +rejected:
+        problems.append(f"cxpulse_events_rejected_total by reason: expected {dict(rejected)}, got {dict(+reasons)}")
+
+    # counters: per segment and partition, so money compares exactly (no float sums across partitions)
+    for spec in COUNTERS:
+        got: dict[tuple, float] = defaultdict(float)
+        for name, labels, value in every:
+            if name == spec.name:
+                got[segment(spec.family, labels), int(labels["partition"])] += value
+        expected: dict[tuple, Any] = {}
+        for partition in ref.partitions_of_family(spec.family):
+            for seg, value in ref.counter(spec.name, [partition]).items():
+                expected[seg, partition] = value
+        for key in set(got) | set(expected):
+            want, have = expected.get(key, 0), got.get(key, 0.0)
+            if float(want) != have:
+                problems.append(f"{spec.name} {dict(key[0])} partition {key[1]}: expected {want}, got {have}")
+    for spec in HISTOGRAMS:
+        got_h: dict[tuple, dict[str, float]] = defaultdict(dict)
+        for name, labels, value in every:
+            if name.startswith(spec.name + "_"):
+                suffix = name.removeprefix(spec.name + "_")
+                if suffix == "bucket":
+                    suffix = "+Inf" if labels["le"] == "+Inf" else str(float(labels["le"]))
+                got_h[segment(spec.family, labels), int(labels["partition"])][suffix] = value
+        expected_h: dict[tuple, dict[str, float]] = {}
+        for partition in ref.partitions_of_family(spec.family):
+            for seg, buckets in ref.histogram(spec.name, [partition]).items():
+                expected_h[seg, partition] = buckets
+        for key in set(got_h) | set(expected_h):
+            want_h, have_h = expected_h.get(key, {}), got_h.get(key, {})
+            if not want_h and not have_h.get("count"):
+                continue
+            for bucket in set(want_h) | set(have_h):
+                ok = (close(want_h.get(bucket, 0), have_h.get(bucket, 0), 1e-9) if bucket == "sum"
+                      else want_h.get(bucket, 0) == have_h.get(bucket, 0))
+                if not ok:
+                    problems.append(f"{spec.name} {bucket} {dict(key[0])} partition {key[1]}: "
+                                    f"expected {want_h.get(bucket, 0)}, got {have_h.get(bucket)}")
+    return problems
+
+
+def compare_windows(index: int, samples: list[Sample], ref: Reference, params: Params) -> list[str]:
+    """One worker's closed window gauges against the reference restricted to the partitions it owns."""
+    problems: list[str] = []
+    mine = owned(samples)
+    ends = {(labels["family"], labels["view"]): value for name, labels, value in samples
+            if name == "cxpulse_window_end_timestamp_seconds" and labels["state"] == "closed"}
+    view_names = {ms: label for label, ms in (("1m", 60_000), ("5m", 300_000), ("15m", 900_000), ("1h", 3_600_000))}
+    for family in sorted({f for f, _ in mine}):
+        partitions = sorted(p for f, p in mine if f == family)
+        low_wm = min(ref.watermark_ms[family, p] for p in partitions if (family, p) in ref.watermark_ms)
+        for view_ms in params.views_ms:
+            view = view_names.get(view_ms, f"{view_ms}ms")
+            where = f"worker {index} {family} view={view} state=closed partitions={partitions}"
+            # rule 10: the last view window closed on every owned partition (end + grace <= smallest watermark)
+            want_end_ms = (low_wm - params.grace_ms) // view_ms * view_ms
+            if (family, view) not in ends:
+                problems.append(f"{where}: no cxpulse_window_end_timestamp_seconds (expected end {want_end_ms / 1000})")
+                continue
+            end_ms = round(ends[family, view] * 1000)
+            if end_ms != want_end_ms:
+                problems.append(f"{where}: window end expected {want_end_ms / 1000}, got {end_ms / 1000}")
+            expected = ref.view(family, end_ms - view_ms, view_ms, partitions)
+            got: dict[str, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
+            quantiles: dict[tuple, float] = {}
+            for name, labels, value in samples:
+                if name in expected and labels.get("view") == view and labels.get("state") == "closed":
+                    if "quantile" in labels:
+                        quantiles[name, segment(family, labels), float(labels["quantile"])] = value
+                    else:
+                        got[name][segment(family, labels)] += value
+            for name, want in expected.items():
+                if want and isinstance(next(iter(want.values())), list):  # quantile gauge: sorted observations
+                    for seg, values in want.items():
+                        for q in WINDOW_QUANTILES:
+                            exact = values[max(1, math.ceil(q * len(values))) - 1]
+                            have = quantiles.get((name, seg, q))
+                            if have is None or abs(have - exact) > RANK_ERROR * abs(exact):
+                                problems.append(f"{where} {name}{{quantile={q}}} {dict(seg)}: exact {exact} "
+                                                f"(n={len(values)}), got {have}")
+                    continue
+                for seg in set(want) | set(got[name]):
+                    if float(want.get(seg, 0)) != got[name].get(seg, 0.0):
+                        problems.append(f"{where} {name} {dict(seg)}: expected {want.get(seg, 0)}, "
+                                        f"got {got[name].get(seg, 0.0)}")
+    return problems
+
+
+def assert_exact(live: list[WorkerProcess], events: list[dict], settings: Settings, rejected: Counter[str]) -> None:
+    params = Params.of(settings)
+    ref = Reference.compute(events, params)
+    decisions = Counter(ref.decisions)
+    assert decisions["late"] and decisions["duplicate"], f"traffic not messy enough to test anything: {decisions}"
+    scrapes = wait_settled(live, ref, rejected)
+    problems = compare_fleet(scrapes, ref, rejected)
+    for worker in live:
+        problems += compare_windows(worker.index, scrapes[worker.index], ref, params)
+    assert not problems, (f"{len(problems)} mismatches with the reference ({len(events)} events sent: "
+                          f"{dict(decisions)}):\n" + "\n".join(problems[:60]))
+
+
+def processed(worker: WorkerProcess) -> float:
+    try:
+        return sum(per_source(scrape(worker), "cxpulse_events_total").values())
+    except OSError:
+        return 0.0
+
+
+# ------------------------------------------------------------------ the tests
+def test_steady_one_worker_equals_reference(make_settings: Callable[..., Settings], make_traffic, workers) -> None:
+    settings = make_settings()
+    worker = workers(settings, 0)
+    worker.wait_ready(JOIN_S)
+    rejected = send_malformed(settings)
+    traffic = make_traffic(settings, chunks=1, events=24_000, rate=10.0).start_sending()
+    events = traffic.wait()
+    assert_exact([worker], events, settings, rejected)
+
+
+def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], make_traffic, workers) -> None:
+    settings = make_settings()
+    first = workers(settings, 0)
+    first.wait_ready(JOIN_S)
+    rejected = send_malformed(settings)
+    traffic = make_traffic(settings, chunks=4, events=6000, rate=10.0, pause_s=2.0).start_sending()
+    wait_until(lambda: processed(first) > 3000, timeout_s=60, what="the worker counting the first events")
+    assert traffic.sending, "the simulator finished before the crash: make the traffic longer"
+    first.kill()
+    second = workers(settings, 1)
+    second.wait_ready(JOIN_S)
+    recovered = sum(v for n, _, v in scrape(second) if n == "cxpulse_state_recovered_records_total")
+    assert recovered > 0, "the restarted worker recovered no state: the crash tested nothing"
+    events = traffic.wait()
+    assert_exact([second], events, settings, rejected)
+
+
+def test_rebalance_add_stop_and_kill_workers_stays_exact(make_settings: Callable[..., Settings], make_traffic,
+                                                         workers) -> None:
+    settings = make_settings()
+    w0 = workers(settings, 0)
+    w0.wait_ready(JOIN_S)
+    rejected = send_malformed(settings)
+    traffic = make_traffic(settings, chunks=6, events=4000, rate=10.0, pause_s=3.0).start_sending()
+    wait_until(lambda: processed(w0) > 2000, timeout_s=60, what="worker 0 counting the first events")
+    w1, w2 = workers(settings, 1), workers(settings, 2)
+    w1.wait_ready(JOIN_S)
+    w2.wait_ready(JOIN_S)
+    assert traffic.sending, "the simulator finished before the rebalance: make the traffic longer"
+    w1.stop()
+    w2.kill()
+    w3 = workers(settings, 3)
+    w3.wait_ready(JOIN_S)
+    events = traffic.wait()
+    live = [w0, w3]
+    assert_exact(live, events, settings, rejected)
+    shares = {w.index: owned(scrape(w)) for w in live}
+    assert all(shares.values()), f"after the rebalance every live worker should own partitions: {shares}"

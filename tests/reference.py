@@ -1,0 +1,310 @@
+"""The independent reference calculator: what an analyst computes from the events that were sent.
+
+Written from docs/metrics.md ("How events become numbers") alone, sharing no code with the
+worker beyond the published contract (``streams.contract``), the metric names of
+``streams.catalog`` and its ``CURRENCY_EXPONENT`` table. Partitions come from kafka-python's
+murmur2 partitioner, i.e. Kafka's, not ours. The e2e tests compare the workers' /metrics with it.
+
+Input: the events in send order (the simulator's JSON-lines file), which is per-partition offset
+order when one producer sent them all. Everything is plain dicts and lists, slow and obvious:
+
+    ref = Reference.compute(events, Params(partitions=4))
+    ref.counter("cxpulse_orders_placed_total")   # {segment: value}, summed over partitions
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Iterable
+
+from kafka.partitioner.default import murmur2
+
+from streams.catalog import COUNTERS, CURRENCY_EXPONENT, HISTOGRAMS
+from streams.contract import EVENT_TYPES, FAMILY_KEY
+
+# docs/metrics.md rule 6, in label order.
+SEGMENT_LABELS: dict[str, tuple[str, ...]] = {
+    "session": ("storefront", "channel", "device"),
+    "order": ("storefront", "channel", "device", "currency"),
+    "ticket": ("storefront", "support_channel"),
+    "survey": ("storefront", "channel"),
+}
+# Histogram buckets of docs/metrics.md, in seconds: 15s ... 3d.
+BUCKETS_S: tuple[float, ...] = (
+    15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600, 28800,
+    43200, 57600, 86400, 129600, 172800, 259200,
+)
+MONEY_FIELDS = ("revenue_minor", "refund_minor", "return_minor")
+
+Segment = tuple[tuple[str, str], ...]  # (("storefront", "x"), ("channel", "web"), ...)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The settings the numbers depend on (defaults are the documented ones)."""
+
+    partitions: int = 4
+    window_ms: int = 60_000
+    grace_ms: int = 120_000
+    dedupe_horizon_ms: int = 300_000
+    views_ms: tuple[int, ...] = (60_000, 300_000, 900_000, 3_600_000)
+
+    @classmethod
+    def of(cls, settings: Any) -> "Params":
+        """From any object with these attribute names (e.g. ``streams.config.Settings``)."""
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Kafka's default partition of a message key (the Java client's and kafka-python's)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+\-]\d{2}:\d{2})$")
+
+
+def event_ms(occurred_at: str) -> int:
+    """RFC 3339 with an offset -> Unix ms (read to the microsecond, then floored to ms)."""
+    match = _TS.match(occurred_at)
+    assert match, f"not RFC 3339 with an offset: {occurred_at!r}"
+    base, fraction, offset = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    moment = datetime.fromisoformat(base + ("+00:00" if offset == "Z" else offset))
+    return (int(moment.timestamp()) * 1_000_000 + micros) // 1000
+
+
+def exact_quantile(values: Iterable[float], q: float) -> float:
+    """The smallest value with at least ceil(q x n) values at or below it (rule 9)."""
+    ordered = sorted(values)
+    assert ordered, "no values"
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def major(minor: int, currency: str) -> Decimal:
+    """Exact minor units -> major units of the currency (cents -> euros, JPY as is)."""
+    return Decimal(minor).scaleb(-CURRENCY_EXPONENT.get(currency, 2))
+
+
+@dataclass
+class _Ticket:
+    created_ms: int | None = None
+    channel: str | None = None
+    agent_replies: int = 0
+    earliest_reply_ms: int | None = None
+    first_response_done: bool = False
+    reopened: bool = False
+
+
+@dataclass
+class Reference:
+    """Every number docs/metrics.md says the events make, kept per source partition."""
+
+    params: Params
+    # per (family, partition)
+    watermark_ms: dict[tuple[str, int], int]
+    counted: dict[tuple[str, int], int]
+    late: dict[tuple[str, int], int]
+    duplicate: dict[tuple[str, int], int]
+    # one decision per input event, in input order: "counted" | "late" | "duplicate"
+    decisions: list[str]
+    partitions_of: list[int]
+    # (family, partition, window_start_ms, segment, field) -> int
+    components: dict[tuple[str, int, int, Segment, str], int]
+    # (family, partition, window_start_ms, segment, histogram field) -> [seconds, ...]
+    samples: dict[tuple[str, int, int, Segment, str], list[float]]
+
+    # ------------------------------------------------------------------ computing
+    @classmethod
+    def compute(cls, events: Iterable[dict[str, Any]], params: Params = Params()) -> "Reference":
+        ref = cls(params, {}, defaultdict(int), defaultdict(int), defaultdict(int), [], [],
+                  defaultdict(int), defaultdict(list))
+        seen: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)  # event_id -> its event time
+        tickets: dict[tuple[int, str], _Ticket] = defaultdict(_Ticket)
+        for event in events:
+            family = EVENT_TYPES[event["type"]].family
+            partition = partition_of(event[FAMILY_KEY[family]], params.partitions)
+            source = (family, partition)
+            ts = event_ms(event["occurred_at"])
+            ref.partitions_of.append(partition)
+            watermark = ref.watermark_ms.get(source)
+            remembered = seen[source].get(event["event_id"])
+            if remembered is not None and watermark - remembered < params.dedupe_horizon_ms:
+                ref.duplicate[source] += 1
+                ref.decisions.append("duplicate")
+                continue
+            window_end = ts - ts % params.window_ms + params.window_ms
+            if watermark is not None and watermark >= window_end + params.grace_ms:
+                ref.late[source] += 1
+                ref.decisions.append("late")
+                continue
+            ref.decisions.append("counted")
+            ref.counted[source] += 1
+            seen[source][event["event_id"]] = ts
+            ref.watermark_ms[source] = ts if watermark is None else max(watermark, ts)
+            if family == "ticket":
+                ref._apply_ticket(partition, event, ts, tickets[partition, event["ticket_id"]])
+            else:
+                ref._apply_plain(family, partition, event, ts)
+        return ref
+
+    def _window(self, ts: int) -> int:
+        return ts - ts % self.params.window_ms
+
+    def _add(self, family: str, partition: int, ts: int, segment: dict[str, str], field: str, value: int = 1) -> None:
+        seg = tuple((label, segment[label]) for label in SEGMENT_LABELS[family])
+        self.components[family, partition, self._window(ts), seg, field] += value
+
+    def _apply_plain(self, family: str, partition: int, event: dict[str, Any], ts: int) -> None:
+        kind = event["type"]
+        if family == "session":
+            seg = {"storefront": event["storefront"], "channel": event["channel"], "device": event["device"]}
+            field = {"session.started": "sessions_started", "session.product_viewed": "product_views",
+                     "session.cart_added": "carts_added", "session.checkout_started": "checkouts_started"}[kind]
+            self._add(family, partition, ts, seg, field)
+        elif family == "order":
+            seg = {"storefront": event["storefront"], "channel": event.get("channel") or "unknown",
+                   "device": event.get("device") or "unknown", "currency": event.get("currency") or "XXX"}
+            if kind == "order.placed":
+                self._add(family, partition, ts, seg, "orders_placed")
+                self._add(family, partition, ts, seg, "revenue_minor", event["total_minor"])
+                if event["first_order"]:
+                    self._add(family, partition, ts, seg, "first_orders")
+            elif kind == "order.refunded":
+                self._add(family, partition, ts, seg, "refunds")
+                self._add(family, partition, ts, seg, "refund_minor", event["amount_minor"])
+            else:  # order.returned
+                self._add(family, partition, ts, seg, "returns")
+                self._add(family, partition, ts, seg, "return_minor", event.get("amount_minor") or 0)
+        else:  # survey
+            seg = {"storefront": event["storefront"], "channel": event.get("channel") or "unknown"}
+            kind, score = event["kind"], event["score"]
+            self._add(family, partition, ts, seg, f"{kind}_responses")
+            self._add(family, partition, ts, seg, f"{kind}_score_sum", score)
+            if kind == "nps" and score >= 9:
+                self._add(family, partition, ts, seg, "nps_promoters")
+            if kind == "nps" and score <= 6:
+                self._add(family, partition, ts, seg, "nps_detractors")
+            if kind == "csat" and score >= 4:
+                self._add(family, partition, ts, seg, "csat_satisfied")
+
+    def _apply_ticket(self, partition: int, event: dict[str, Any], ts: int, ticket: _Ticket) -> None:
+        kind = event["type"]
+        if kind == "ticket.created" and ticket.created_ms is None:
+            ticket.created_ms = ts
+            ticket.channel = event["support_channel"]
+        elif ticket.channel is None and event.get("support_channel"):
+            ticket.channel = event["support_channel"]  # until the creation says otherwise
+        seg = {"storefront": event["storefront"], "support_channel": ticket.channel or "unknown"}
+
+        def observe(field: str, at_ms: int, seconds: float) -> None:
+            key = ("ticket", partition, self._window(at_ms),
+                   tuple((label, seg[label]) for label in SEGMENT_LABELS["ticket"]), field)
+            self.samples[key].append(seconds)
+
+        if kind == "ticket.created":
+            self._add("ticket", partition, ts, seg, "tickets_created")
+        elif kind == "ticket.replied" and event["author"] == "agent" and event["public"]:
+            ticket.agent_replies += 1
+            if ticket.earliest_reply_ms is None or ts < ticket.earliest_reply_ms:
+                ticket.earliest_reply_ms = ts
+        elif kind == "ticket.resolved":
+            if ticket.created_ms is None:
+                self._add("ticket", partition, ts, seg, "resolved_unmatched")
+            else:
+                observe("resolution", ts, (ts - ticket.created_ms) / 1000)
+                if ticket.agent_replies <= 1 and not ticket.reopened:
+                    self._add("ticket", partition, ts, seg, "tickets_resolved_one_touch")
+        elif kind == "ticket.reopened":
+            ticket.reopened = True
+            self._add("ticket", partition, ts, seg, "tickets_reopened")
+        if (not ticket.first_response_done and ticket.created_ms is not None
+                and ticket.earliest_reply_ms is not None):
+            ticket.first_response_done = True
+            observe("first_response", ticket.earliest_reply_ms,
+                    (ticket.earliest_reply_ms - ticket.created_ms) / 1000)
+
+    # ------------------------------------------------------------------ reading
+    def families(self) -> set[str]:
+        return {family for family, _ in self.counted} | {family for family, _ in self.late}
+
+    def field_totals(self, family: str, field: str, partitions: Iterable[int] | None = None,
+                     start_ms: int | None = None, end_ms: int | None = None) -> dict[Segment, int]:
+        """Sum of one component per segment, over the given partitions and base windows in [start, end)."""
+        wanted = None if partitions is None else set(partitions)
+        totals: dict[Segment, int] = defaultdict(int)
+        for (fam, partition, window, seg, name), value in self.components.items():
+            if fam != family or name != field or (wanted is not None and partition not in wanted):
+                continue
+            if (start_ms is not None and window < start_ms) or (end_ms is not None and window >= end_ms):
+                continue
+            totals[seg] += value
+        return dict(totals)
+
+    def field_samples(self, field: str, partitions: Iterable[int] | None = None,
+                      start_ms: int | None = None, end_ms: int | None = None) -> dict[Segment, list[float]]:
+        """Observations (seconds) of a histogram field per segment, as ``field_totals`` selects them."""
+        wanted = None if partitions is None else set(partitions)
+        found: dict[Segment, list[float]] = defaultdict(list)
+        for (_, partition, window, seg, name), values in self.samples.items():
+            if name != field or (wanted is not None and partition not in wanted):
+                continue
+            if (start_ms is not None and window < start_ms) or (end_ms is not None and window >= end_ms):
+                continue
+            found[seg].extend(values)
+        return dict(found)
+
+    def counter(self, name: str, partitions: Iterable[int] | None = None) -> dict[Segment, float | int | Decimal]:
+        """Expected value of a cumulative counter of the catalog, per segment, summed over partitions.
+
+        Money counters come back as exact ``Decimal`` major units of the segment's currency.
+        """
+        spec = next(c for c in COUNTERS if c.name == name)
+        totals = self.field_totals(spec.family, spec.field, partitions)
+        if spec.field in MONEY_FIELDS:
+            return {seg: major(value, dict(seg)["currency"]) for seg, value in totals.items()}
+        return totals
+
+    def histogram(self, name: str, partitions: Iterable[int] | None = None) -> dict[Segment, dict[str, float]]:
+        """Expected ``le`` bucket counts (keys like "15.0", "+Inf"), ``count`` and ``sum`` per segment."""
+        spec = next(h for h in HISTOGRAMS if h.name == name)
+        result = {}
+        for seg, values in self.field_samples(spec.field, partitions).items():
+            buckets = {str(float(le)): sum(1 for v in values if v <= le) for le in BUCKETS_S}
+            buckets["+Inf"] = len(values)
+            result[seg] = {**buckets, "count": len(values), "sum": sum(values)}
+        return result
+
+    def view(self, family: str, start_ms: int, view_ms: int,
+             partitions: Iterable[int] | None = None) -> dict[str, dict[Segment, Any]]:
+        """The window gauges of view window [start, start + view), restricted to ``partitions``.
+
+        Keys are window gauge names (``cxpulse_window_*``): counts per segment, money in exact
+        ``Decimal`` major units, and for histograms the sorted observations (list of seconds)
+        under the gauge name of the quantiles.
+        """
+        assert start_ms % view_ms == 0, "views are aligned to the Unix epoch"
+        parts = None if partitions is None else list(partitions)
+        result: dict[str, dict[Segment, Any]] = {}
+        for spec in COUNTERS:
+            if spec.family != family:
+                continue
+            totals = self.field_totals(family, spec.field, parts, start_ms, start_ms + view_ms)
+            if spec.field in MONEY_FIELDS:
+                totals = {seg: major(v, dict(seg)["currency"]) for seg, v in totals.items()}
+            result[spec.window_name] = totals
+        for spec in HISTOGRAMS:
+            if spec.family != family:
+                continue
+            found = self.field_samples(spec.field, parts, start_ms, start_ms + view_ms)
+            result[spec.window_name] = {seg: sorted(values) for seg, values in found.items()}
+            result[spec.window_count_name] = {seg: len(values) for seg, values in found.items()}
+        return result
+
+    def partitions_of_family(self, family: str) -> set[int]:
+        return {p for fam, p in self.watermark_ms if fam == family}
