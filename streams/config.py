@@ -70,6 +70,13 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
     web_port: int = 6066  # Faust needs a port per worker even with its web server off
+    # Optional TLS (and client-certificate check) and basic auth for /metrics;
+    # /healthz and /ready stay open for probes.
+    metrics_certfile: str | None = None
+    metrics_keyfile: str | None = None
+    metrics_client_cafile: str | None = None
+    metrics_basic_auth_username: str | None = None
+    metrics_basic_auth_password: str | None = field(default=None, repr=False)
     # Windows (event time)
     window_ms: int = 60_000
     views_ms: tuple[int, ...] = (60_000, 300_000, 900_000, 3_600_000)
@@ -158,7 +165,19 @@ class Settings:
                 raise ConfigError("CXPULSE_SASL_USERNAME and CXPULSE_SASL_PASSWORD are required with SASL")
         elif self.sasl_mechanism:
             fail("sasl_mechanism", "nothing unless CXPULSE_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL")
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if bool(self.metrics_certfile) != bool(self.metrics_keyfile):
+            raise ConfigError("CXPULSE_METRICS_CERTFILE and CXPULSE_METRICS_KEYFILE go together: set both for TLS "
+                              "on /metrics, or neither")
+        if self.metrics_client_cafile and not self.metrics_certfile:
+            raise ConfigError("CXPULSE_METRICS_CLIENT_CAFILE checks client certificates and needs TLS: "
+                              "set CXPULSE_METRICS_CERTFILE and CXPULSE_METRICS_KEYFILE too")
+        if bool(self.metrics_basic_auth_username) != bool(self.metrics_basic_auth_password):
+            raise ConfigError("CXPULSE_METRICS_BASIC_AUTH_USERNAME and CXPULSE_METRICS_BASIC_AUTH_PASSWORD go "
+                              "together: set both to require basic auth on /metrics, or neither")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError("CXPULSE_SSL_KEYFILE needs CXPULSE_SSL_CERTFILE (the client certificate it belongs to)")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "metrics_certfile", "metrics_keyfile",
+                     "metrics_client_cafile"):
             path = getattr(self, name)
             if path and not os.path.isfile(path):
                 fail(name, "the path of a readable PEM file")

@@ -8,7 +8,13 @@ cleanly: the batch in hand finishes, its state is on the broker, offsets commit.
 from __future__ import annotations
 
 import argparse
+import base64
+import dataclasses
+import hmac
 import logging
+import os
+import socket
+import ssl
 import sys
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -18,6 +24,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from streams.collector import CxCollector, Publisher
 from streams.config import Settings
+from streams.errors import ConfigError
 
 log = logging.getLogger("cxpulse.worker")
 
@@ -31,12 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment and flags. A port nobody chose explicitly moves
+    to the next free one, so a second local worker serves on 9401, a third on 9402."""
     overrides = {}
     for arg, name in (("bootstrap", "bootstrap_servers"), ("metrics_port", "metrics_port"),
                       ("metrics_host", "metrics_host"), ("web_port", "web_port")):
         if getattr(args, arg, None) is not None:
             overrides[name] = getattr(args, arg)
-    return Settings.from_env(**overrides)
+    settings = Settings.from_env(**overrides)
+    moved = {}
+    if "metrics_port" not in overrides and "CXPULSE_METRICS_PORT" not in os.environ:
+        moved["metrics_port"] = free_port_from(settings.metrics_host, settings.metrics_port)
+    if "web_port" not in overrides and "CXPULSE_WEB_PORT" not in os.environ:
+        moved["web_port"] = free_port_from("127.0.0.1", settings.web_port)
+    return dataclasses.replace(settings, **moved) if moved else settings
 
 
 def setup_logging(level: str) -> None:
@@ -53,10 +68,18 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve_metrics(settings: Settings, publisher: Publisher) -> ThreadingWSGIServer:
-    """Serve /metrics, /ready (200 once ready, else 503) and /healthz in a thread."""
+    """Serve /metrics, /ready (200 once ready, else 503) and /healthz in a thread.
+
+    TLS and basic auth protect /metrics when configured (Prometheus scrapes with
+    ``scheme: https``, ``tls_config`` and ``basic_auth``); the probes stay open.
+    """
     registry = CollectorRegistry()
     registry.register(CxCollector(publisher, settings))
     metrics = make_wsgi_app(registry)
+    expected = None
+    if settings.metrics_basic_auth_username:
+        token = f"{settings.metrics_basic_auth_username}:{settings.metrics_basic_auth_password}".encode()
+        expected = b"Basic " + base64.b64encode(token)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
@@ -67,12 +90,40 @@ def serve_metrics(settings: Settings, publisher: Publisher) -> ThreadingWSGIServ
             ready = publisher.current.ready
             start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"ready\n" if ready else b"not ready: no partitions assigned or state still recovering\n"]
+        if expected is not None:
+            given = environ.get("HTTP_AUTHORIZATION", "").encode()
+            if not hmac.compare_digest(given, expected):
+                start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                    ("WWW-Authenticate", 'Basic realm="cxpulse"')])
+                return [b"unauthorized\n"]
         return metrics(environ, start_response)
 
     server = make_server(settings.metrics_host, settings.metrics_port, app, ThreadingWSGIServer,
                          handler_class=_QuietHandler)
+    if settings.metrics_certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.metrics_certfile, settings.metrics_keyfile)
+        if settings.metrics_client_cafile:
+            context.load_verify_locations(cafile=settings.metrics_client_cafile)
+            context.verify_mode = ssl.CERT_REQUIRED
+        # The handshake happens on first read, in the request's own thread: a client
+        # that connects and stays silent cannot hold up the accept loop.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=server.serve_forever, name="cxpulse-metrics", daemon=True).start()
     return server
+
+
+def free_port_from(host: str, port: int, tries: int = 16) -> int:
+    """The first port from ``port`` on that can be bound: local workers take the next ports."""
+    for candidate in range(port, port + tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
+    raise ConfigError(f"ports {port}-{port + tries - 1} on {host} are all in use: set CXPULSE_METRICS_PORT / "
+                      "CXPULSE_WEB_PORT (or --metrics-port / --web-port) to free ones")
 
 
 def run(args: argparse.Namespace) -> int:
