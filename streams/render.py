@@ -184,7 +184,9 @@ def metrics_doc(settings: Settings | None = None) -> str:
 
 def outputs() -> dict[Path, str]:
     """Every generated file and its content."""
-    return {ROOT / "docs" / "metrics.md": metrics_doc()}
+    from streams import rules
+
+    return {ROOT / "docs" / "metrics.md": metrics_doc(), **rules.outputs()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -203,7 +205,23 @@ def run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
         print(f"wrote {path.relative_to(ROOT)}")
+    # The Kubernetes manifests embed the rules and dashboards just written.
+    kubernetes = _kubernetes_renderer()
+    if args.check:
+        stale += [ROOT / "deploy" / "kubernetes" / "generated" / name for name in kubernetes.stale(ROOT)]
+    else:
+        for name in kubernetes.write(ROOT):
+            print(f"wrote deploy/kubernetes/generated/{name}")
     if stale:
         print("out of date (run `cxpulse render`): " + ", ".join(str(p.relative_to(ROOT)) for p in stale))
         return 1
     return 0
+
+
+def _kubernetes_renderer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cxpulse_k8s_render", ROOT / "deploy" / "kubernetes" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

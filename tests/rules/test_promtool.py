@@ -1,0 +1,75 @@
+"""Run promtool over the shipped rules and the rule tests in this folder.
+
+promtool is required (CI installs it with Prometheus): a missing promtool fails,
+it never skips. Every alert of the rules file must have a test case where it
+fires and one where it stays quiet, and every test file must pin the group
+order (promtool otherwise evaluates groups in random order).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streams.rules import RULES_PATH, rules_yaml
+
+HERE = Path(__file__).resolve().parent
+TEST_FILES = sorted(HERE.glob("*.test.yml"))
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool not found: apt-get install -y prometheus (CI installs it)"
+    return path
+
+
+def test_rules_file_is_rendered():
+    assert RULES_PATH.read_text() == rules_yaml(), "run `cxpulse render`"
+
+
+def test_promtool_check_rules():
+    result = subprocess.run([promtool(), "check", "rules", str(RULES_PATH)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_test_rules(path: Path):
+    result = subprocess.run([promtool(), "test", "rules", path.name], cwd=HERE, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _cases() -> list[tuple[str, str, bool]]:
+    """(file, alertname, fires) for every alert test case."""
+    out = []
+    for path in TEST_FILES:
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["tests"]:
+            for case in group.get("alert_rule_test", []):
+                out.append((path.name, case["alertname"], bool(case.get("exp_alerts"))))
+    return out
+
+
+def test_every_alert_fires_and_stays_quiet_somewhere():
+    rules = yaml.safe_load(RULES_PATH.read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    cases = _cases()
+    firing = {name for _, name, fires in cases if fires}
+    quiet = {name for _, name, fires in cases if not fires}
+    assert alerts - firing == set(), "alerts without a firing test case"
+    assert alerts - quiet == set(), "alerts without a quiet test case"
+    assert {name for _, name, _ in cases} <= alerts, "test for an alert that does not exist"
+
+
+def test_every_test_file_pins_the_group_order():
+    rules = yaml.safe_load(RULES_PATH.read_text())
+    groups = [g["name"] for g in rules["groups"]]
+    for path in TEST_FILES:
+        doc = yaml.safe_load(path.read_text())
+        assert doc.get("group_eval_order") == groups, path.name
+        assert doc["rule_files"] == ["../../deploy/prometheus/rules/cxpulse.rules.yml"], path.name
