@@ -48,6 +48,11 @@ JOB = 'job=~"(.+/)?cxpulse"'
 # support queues follow a weekly rhythm, so last week's Tuesday 14:00 is the
 # fair baseline for this Tuesday 14:00 (yesterday or an hour ago is not).
 CONVERSION_DROP = 0.25  # relative fall of CVR vs last week that pages
+# A sudden collapse (checkout broken by a deploy) pages within minutes and needs no
+# history: CVR over the last 2 minutes below half of the 15 minutes before them,
+# when at least 30 orders were expected (Poisson: a real halving is > 2.7 sigma).
+COLLAPSE_FACTOR = 0.5
+COLLAPSE_MIN_EXPECTED_ORDERS = 30
 RPV_DROP = 0.25  # relative fall of revenue per visitor vs last week
 MIN_SESSIONS_PER_HOUR = 200  # below this, one order more or less moves CVR by >0.5 points
 NPS_DROP_POINTS = 15.0  # fall on the -100..100 scale vs last week
@@ -307,6 +312,20 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard_metric
     )
 
 
+def _collapse_expr() -> str:
+    def cvr(range_: str, offset: str = "") -> str:
+        return (f"{_sum_rate('cxpulse_orders_placed_total', ('storefront',), range_, offset)}\n"
+                f"  / {_sum_rate('cxpulse_sessions_started_total', ('storefront',), range_, offset)}")
+
+    before = cvr("15m", "2m")
+    return (
+        f"(\n  {cvr('2m')}\n)\n< {COLLAPSE_FACTOR} * (\n  {before}\n)\n"
+        f"and on (storefront)\n"
+        f"  sum by (storefront) (increase(cxpulse_sessions_started_total[2m]))\n"
+        f"  * (\n    {before}\n  ) >= {COLLAPSE_MIN_EXPECTED_ORDERS}"
+    )
+
+
 def _spike_alert(name: str, key: str, floor_s: int, dashboard: str, what: str) -> Alert:
     kpi = _kpi(key)
     level = kpi_levels(kpi)[0]
@@ -364,6 +383,16 @@ def alerts() -> list[Alert]:
                     "cxpulse_sessions_started_total", MIN_SESSIONS_PER_HOUR,
                     "Conversion (orders / sessions)", "humanizePercentage",
                     "Conversion on {{ $labels.storefront }} dropped"),
+        Alert(
+            name="CxpulseConversionCollapse", expr=_collapse_expr(), for_="1m", severity="critical",
+            summary="Conversion on {{ $labels.storefront }} collapsed to {{ $value | humanizePercentage }} "
+                    "in the last 2 minutes",
+            description=("Orders / sessions over the last 2 minutes is {{ $value | humanizePercentage }}, below "
+                         f"{COLLAPSE_FACTOR:.0%} of the 15 minutes before, with at least "
+                         f"{COLLAPSE_MIN_EXPECTED_ORDERS} orders expected at the earlier rate: a broken checkout, "
+                         "payment provider or deploy, not noise. Needs no history, unlike CxpulseConversionDrop."),
+            dashboard="cx-overview",
+        ),
         _drop_alert("CxpulseRevenuePerVisitorDrop", "revenue_per_visitor", "relative", RPV_DROP,
                     "cxpulse_sessions_started_total", MIN_SESSIONS_PER_HOUR,
                     "Revenue per visitor in {{ $labels.currency }}", 'printf "%.2f"',

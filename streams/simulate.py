@@ -166,6 +166,10 @@ class SimConfig:
     late_share: float = 0.0  # sent late_delay_ms (+0-60 s) late: beyond grace
     late_delay_ms: int = 10 * _MIN
     dup_share: float = 0.0  # sent a second time, same event_id, 0.1-3 s later
+    # Warm start: the simulation begins this long before start_ms and sends nothing
+    # until then, so the first events sent already show steady-state funnels (a cold
+    # start converts almost nothing for minutes: orders come minutes after sessions).
+    warmup_ms: int = 0
     # Incidents
     scenario: Scenario = "none"
     incident_after_ms: int = 3 * _MIN  # from start_ms: shows within minutes of a demo
@@ -254,10 +258,14 @@ class _Simulation:
         cfg, rng = self.cfg, self.rng
         step_ms = 1000.0 / cfg.rate_per_s
         ooo, late = cfg.ooo_share, cfg.ooo_share + cfg.late_share
-        for tick in itertools.count():
+        first_tick = -int(cfg.warmup_ms / step_ms)
+        for tick in itertools.count(first_tick):
             self.clock_ms = now = cfg.start_ms + int(tick * step_ms)
+            warming = now < cfg.start_ms  # simulated, not sent
             if self.held and self.held[0][0] <= now:
-                yield heapq.heappop(self.held)[2]
+                event = heapq.heappop(self.held)[2]
+                if not warming:
+                    yield event
                 continue
             while True:
                 event = self._next_new(now)
@@ -270,7 +278,8 @@ class _Simulation:
                     break
             if rng.random() < cfg.dup_share:
                 self._hold(event, now + rng.randint(100, 3_000))
-            yield event
+            if not warming:
+                yield event
 
     def _hold(self, event: dict[str, Any], release_ms: int) -> None:
         heapq.heappush(self.held, (release_ms, next(self.seq), event))
@@ -546,6 +555,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="SECONDS", help="seconds of event time before the incident (default 180)")
     parser.add_argument("--support-time-scale", type=float, default=1.0, metavar="F",
                         help="multiply support delays (0.1: tickets move 10x faster; default 1)")
+    parser.add_argument("--warmup", type=float, default=0, metavar="SECONDS",
+                        help="simulate this long before --start without sending, so traffic starts in steady "
+                             "state (cxpulse up uses 900)")
     parser.add_argument("--out", metavar="FILE.jsonl", help="write every sent event as a JSON line")
     parser.add_argument("--kafka", action="store_true", help="send to Kafka through the cxpulse producer")
     parser.add_argument("--bootstrap", metavar="HOST:PORT",
@@ -573,6 +585,7 @@ def config_from_args(args: argparse.Namespace, now_ms: int) -> SimConfig:
         scenario=args.scenario,
         incident_after_ms=int(args.incident_after * 1000),
         support_time_scale=args.support_time_scale,
+        warmup_ms=int(args.warmup * 1000),
     )
     cfg.validate()
     return cfg

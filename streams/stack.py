@@ -182,6 +182,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="simulated events per second (default 200)")
     parser.add_argument("--scenario", default="none", choices=["none", "checkout-broken", "support-understaffed"],
                         help="replay an incident so an alert fires within minutes")
+    parser.add_argument("--incident-after", type=float, default=180, metavar="SECONDS",
+                        help="when the --scenario incident starts (default 180)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--broker-port", type=int, default=9092)
     parser.add_argument("--prometheus-port", type=int, default=9090)
@@ -224,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
             prometheus.start()
         simulator = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "simulate", "--kafka", "--bootstrap", broker.bootstrap,
-             "--rate", str(args.rate), "--seed", str(args.seed), "--scenario", args.scenario],
+             "--rate", str(args.rate), "--seed", str(args.seed), "--scenario", args.scenario,
+             "--incident-after", str(args.incident_after), "--warmup", "900"],
             cwd=ROOT, env=dict(os.environ), stderr=open(args.workdir / "simulator.log", "ab"))
         say("waiting for the workers to join and recover (about 10 s on the test broker)...")
         for worker in workers:
@@ -234,6 +237,13 @@ def run(args: argparse.Namespace) -> int:
         if prometheus:
             say(f"prometheus  {prometheus.url}  (rules: {RULES_FILE.relative_to(ROOT)}; alerts: {prometheus.url}/alerts)")
         say(f"simulator   {args.rate:g} events/s, scenario {args.scenario} (log {args.workdir / 'simulator.log'})")
+        if args.scenario != "none" and prometheus:
+            alert = {"checkout-broken": "CxpulseConversionCollapse",
+                     "support-understaffed": "CxpulseFirstResponseSlow"}[args.scenario]
+            say(f"incident    {args.scenario} in {args.incident_after:g} s; watch {prometheus.url}/alerts "
+                f"for {alert}" + (" (about 3 minutes later)" if alert == "CxpulseConversionCollapse" else
+                                  " (it compares with last week: a fresh stack shows the FRT rise on the "
+                                  "Support dashboard instead)"))
         say("Ctrl-C stops everything.")
         began = time.monotonic()
         while not stopping and (args.duration <= 0 or time.monotonic() - began < args.duration):

@@ -274,3 +274,23 @@ def test_config_defaults_keep_funnel_probabilities_valid():
     broken = replace(SimConfig(), channels={**CHANNELS, "web": replace(CHANNELS["web"], cvr=0.5)})
     with pytest.raises(Exception, match="channels"):
         broken.validate()
+
+
+def test_warm_start_sends_steady_state_traffic_from_the_first_event() -> None:
+    """A cold start converts almost nothing for minutes (orders follow sessions by
+    minutes); with --warmup the first minute already converts like later ones."""
+    from dataclasses import replace as _replace
+
+    from streams.simulate import SimConfig, generate
+
+    def cvr(events: list[dict]) -> float:
+        sessions = sum(e["type"] == "session.started" for e in events)
+        return sum(e["type"] == "order.placed" for e in events) / sessions
+
+    base = SimConfig(seed=3, rate_per_s=300)
+    minute = 300 * 60
+    steady = cvr(list(itertools.islice(generate(base), 10 * minute))[8 * minute:])
+    cold = cvr(list(itertools.islice(generate(base), minute)))
+    warm = cvr(list(itertools.islice(generate(_replace(base, warmup_ms=900_000)), minute)))
+    assert cold < 0.3 * steady
+    assert 0.75 * steady < warm < 1.25 * steady
