@@ -71,6 +71,7 @@ class Runtime:
         self.freshness_sum = 0.0
         self.recovered_records = 0
         self.recovery_seconds = 0.0
+        self.resets = 0  # partitions whose source was truncated or recreated
 
     # ------------------------------------------------------------ rebalance
     def _keys(self, tps) -> set[Key]:
@@ -114,8 +115,21 @@ class Runtime:
         began = time.monotonic()
         loop = asyncio.get_running_loop()
         partition_of = {key: state_partition(key[0], key[1], settings.partitions) for key in keys}
+        changelog_ends = await loop.run_in_executor(
+            self.executor, self.reader.highwaters, [(settings.topic_state, partition_of[k]) for k in keys])
+        for key in keys:
+            state, start, incremental = starting[key]
+            if incremental and changelog_ends[settings.topic_state, partition_of[key]] < start:
+                # The changelog is shorter than what we wrote: the broker lost it (a memory
+                # broker restarted, a topic was recreated). What we kept describes a past.
+                log.warning("event=changelog_truncated family=%s partition=%d kept_end=%d broker_end=%d "
+                            "action=recover_from_scratch", key[0], key[1], start,
+                            changelog_ends[settings.topic_state, partition_of[key]])
+                starting[key] = (PartitionState(key[0], key[1], settings), 0, False)
         read = await loop.run_in_executor(
             self.executor, self.reader.read, {partition_of[k]: starting[k][1] for k in keys})
+        source_ends = await loop.run_in_executor(
+            self.executor, self.reader.highwaters, [(settings.topics[k[0]], k[1]) for k in keys])
         elapsed = time.monotonic() - began
         for key in sorted(keys):
             if self.recovering.get(key) is None:
@@ -123,6 +137,19 @@ class Runtime:
             state, start, incremental = starting[key]
             records, end = read[partition_of[key]]
             state.restore(records)
+            source_end = source_ends[settings.topics[key[0]], key[1]]
+            if source_end < state.meta.through:
+                # The source partition holds fewer messages than the state has read: it was
+                # recreated or truncated. Its new offsets would pass for replays and be
+                # skipped; start this partition over, and say so.
+                log.warning("event=source_truncated family=%s partition=%d state_next_offset=%d source_end=%d "
+                            "action=reset_partition_state", key[0], key[1], state.meta.through, source_end)
+                for record_key, value in state.tombstones():
+                    metadata = await (await self.app.producer.send(
+                        settings.topic_state, record_key, value, partition_of[key], None, None))
+                    end = max(end, metadata.offset + 1)
+                state = PartitionState(key[0], key[1], settings)
+                self.resets += 1
             self.states[key] = state
             self.changelog_end[key] = end
             del self.recovering[key]
@@ -159,7 +186,8 @@ class Runtime:
                 decoded, rejected = decode_message(
                     message.value, family, max_bytes=settings.max_message_bytes,
                     max_events=settings.max_batch_events, not_after_ms=not_after)
-                batches[key].append(Message(message.offset, decoded, rejected, int(message.timestamp * 1000)))
+                batches[key].append(Message(message.offset, decoded, rejected, int(message.timestamp * 1000),
+                                            message.value or b""))
                 sources[key] = message.topic
             producer = self.app.producer
             pending: list[tuple[Key | None, asyncio.Future]] = []
@@ -221,6 +249,7 @@ class Runtime:
             freshness_sum=self.freshness_sum,
             recovery_seconds=self.recovery_seconds,
             recovered_records=self.recovered_records,
+            state_resets=self.resets,
         )
 
 

@@ -151,6 +151,9 @@ PIPELINE: dict[str, str] = {
     "cxpulse_worker_ready": "1 once the worker owns partitions and has recovered their state, else 0.",
     "cxpulse_state_recovery_seconds": "Duration of the last state recovery from the changelog.",
     "cxpulse_state_recovered_records_total": "State changelog records read during recoveries.",
+    "cxpulse_state_resets_total": "Partition states started over because their source partition was recreated or "
+                                  "truncated (its end fell below the state's position).",
+    "cxpulse_broker_up": "0 while the worker waits for the Kafka bootstrap servers at start-up, else 1.",
     "cxpulse_window_end_timestamp_seconds": "End of the window the window gauges describe (Unix seconds).",
 }
 

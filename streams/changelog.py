@@ -72,6 +72,20 @@ class ChangelogReader:
                     f"(partition: (offset, high-water mark) {late})")
         return {partition: (records[partition], consumer.position(tp)) for tp, partition in tps.items()}
 
+    def highwaters(self, topic_partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The Fetch high-water mark of each (topic, partition): fetched from near the end."""
+        consumer = self._client()
+        tps = [TopicPartition(topic, partition) for topic, partition in topic_partitions]
+        consumer.assign(tps)
+        consumer.seek_to_end(*tps)  # ListOffsets may stop short (Tansu); the fetch from there tells the truth
+        deadline = time.monotonic() + self.timeout_s
+        while any(consumer.highwater(tp) is None for tp in tps):
+            consumer.poll(timeout_ms=100, max_records=1)
+            if time.monotonic() > deadline:
+                raise StateRecoveryError(f"no high-water mark for {[str(tp) for tp in tps]} within "
+                                         f"{self.timeout_s:.0f}s")
+        return {(tp.topic, tp.partition): consumer.highwater(tp) for tp in tps}
+
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()

@@ -52,6 +52,8 @@ class Published:
     freshness_sum: float = 0.0
     recovery_seconds: float = 0.0
     recovered_records: int = 0
+    state_resets: int = 0
+    broker_up: bool = True
 
 
 class Publisher:
@@ -141,6 +143,12 @@ class CxCollector(Collector):
                                         PIPELINE["cxpulse_state_recovered_records_total"])
         recovered.add_metric([], view.recovered_records)
         yield recovered
+        resets = CounterMetricFamily("cxpulse_state_resets_total", PIPELINE["cxpulse_state_resets_total"])
+        resets.add_metric([], view.state_resets)
+        yield resets
+        broker = GaugeMetricFamily("cxpulse_broker_up", PIPELINE["cxpulse_broker_up"])
+        broker.add_metric([], 1.0 if view.broker_up else 0.0)
+        yield broker
 
     # ------------------------------------------------------ KPI components
     def _kpi_components(self, view: Published) -> Iterator[Metric]:

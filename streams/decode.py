@@ -67,6 +67,24 @@ class Rejection:
     raw: bytes  # the original message, or the re-encoded event of a batch
 
 
+_SAFE_TO_SHOW = re.compile(r"[A-Za-z0-9_.:+\- ]{0,40}").fullmatch
+
+
+def _show(value: str) -> str:
+    """A refused value for a message, unless it might be personal data (an email,
+    a name): the detail goes to logs and dead-letter headers."""
+    return repr(value) if _SAFE_TO_SHOW(value) and " " not in value.strip() else f"a {len(value)}-character string"
+
+
+def reencode(obj: Any, fallback: bytes) -> bytes:
+    """JSON of a parsed event, for the dead-letter topic; ``fallback`` when it cannot be
+    written back (orjson reads 1024 levels of nesting but writes 254)."""
+    try:
+        return orjson.dumps(obj)
+    except (TypeError, orjson.JSONEncodeError):
+        return fallback
+
+
 class _Invalid(Exception):
     def __init__(self, reason: Reason, detail: str) -> None:
         self.reason = reason
@@ -80,11 +98,11 @@ def parse_timestamp_ms(text: str) -> int:
         1500
     """
     if not _timestamp_ok(text):
-        raise _Invalid("bad_timestamp", f"occurred_at {text[:40]!r} is not RFC 3339 with an offset")
+        raise _Invalid("bad_timestamp", f"occurred_at {_show(text)} is not RFC 3339 with an offset")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise _Invalid("bad_timestamp", f"occurred_at {text[:40]!r}: {exc}") from None
+        raise _Invalid("bad_timestamp", f"occurred_at {_show(text)} is not a real date and time") from None
     return (moment - _EPOCH) // _MS
 
 
@@ -105,7 +123,8 @@ def _check_field(f: Field) -> Callable[[Any], Any]:
             if type(value) is not str:
                 raise wrong("a string", value)
             if not pattern(value):
-                raise _Invalid("bad_value", f"{name} must be {what}, got {value[:40]!r}")
+                shown = f"a {len(value)}-character string" if f.kind == "id" else _show(value)  # ids: never echoed
+                raise _Invalid("bad_value", f"{name} must be {what}, got {shown}")
             return value
         return check
     if f.kind == "enum":
@@ -115,7 +134,7 @@ def _check_field(f: Field) -> Callable[[Any], Any]:
             if type(value) is not str:
                 raise wrong("a string", value)
             if value not in choices:
-                raise _Invalid("bad_value", f"{name} must be one of {sorted(choices)}, got {value[:40]!r}")
+                raise _Invalid("bad_value", f"{name} must be one of {sorted(choices)}, got {_show(value)}")
             return value
         return check
     if f.kind == "bool":
@@ -128,6 +147,8 @@ def _check_field(f: Field) -> Callable[[Any], Any]:
         def check(value: Any) -> Any:
             kind = type(value)
             if kind is float and value.is_integer():
+                if abs(value) > 2**53:  # beyond exact integers (and before int() makes it unwritable)
+                    raise _Invalid("out_of_range", f"{name} is too large ({value:.3g})")
                 value = int(value)  # JSON Schema's "integer" admits 5.0; so do we
             elif kind is not int:
                 raise wrong("an integer", value)
@@ -170,7 +191,7 @@ def check_event(obj: Any, family: Family | None = None) -> int:
         raise _Invalid("wrong_type", "type must be a string")
     checks = _CHECKS.get(type_name)
     if checks is None:
-        raise _Invalid("unknown_type", f"type {type_name[:40]!r} is not an event type of the contract")
+        raise _Invalid("unknown_type", f"type {_show(type_name)} is not an event type of the contract")
     event_type = EVENT_TYPES[type_name]
     if family is not None and event_type.family != family:
         raise _Invalid("wrong_topic", f"{type_name} belongs on the {event_type.family} topic, not the {family} one")
@@ -255,7 +276,7 @@ def decode_message(
             rejections.append(Rejection(
                 exc.reason, exc.detail,
                 index if batched else None,
-                orjson.dumps(obj) if batched else raw,
+                reencode(obj, raw) if batched else raw,
             ))
             continue
         events.append(Event(obj, ts_ms, index))

@@ -36,7 +36,7 @@ import orjson
 from streams.aggregates import Cell, Segment
 from streams.config import Settings
 from streams.contract import FAMILIES, Family
-from streams.decode import Event, Rejection
+from streams.decode import Event, Rejection, reencode
 from streams.windows import is_late, window_start
 
 UNKNOWN = "unknown"
@@ -133,6 +133,7 @@ class Message:
     events: Sequence[Event]
     rejections: Sequence[Rejection]
     timestamp_ms: int = 0  # broker/producer timestamp, for freshness
+    value: bytes = b""  # the message as read, parked when an event of it cannot be re-encoded
 
 
 @dataclass
@@ -225,7 +226,7 @@ class PartitionState:
                     meta.late += 1
                     parked.append(Parked(offset, "late", f"event time is older than its window's grace "
                                          f"({watermark - ts_ms} ms behind the watermark)", event.index,
-                                         orjson.dumps(body)))
+                                         reencode(body, message.value)))
                     continue
                 # Record the first sight, also when replaying it: this batch's seen-ids
                 # record may replace one written under the same key before a crash.
@@ -485,6 +486,14 @@ class PartitionState:
             self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
         self._dirty_windows.update(self.windows)
         return applied
+
+    def tombstones(self) -> list[tuple[bytes, None]]:
+        """Delete every record this state has in the changelog (a reset)."""
+        keys = [self._key(b"w", start) for start in self.windows]
+        keys += [self._key(b"t", ticket_id) for ticket_id in self.tickets]
+        keys += [self._key(b"d", first) for first in self.seen_records]
+        keys += [self._key(b"c", 0), self._key(b"m", 0)]
+        return [(key, None) for key in keys]
 
     # -------------------------------------------------------------- snapshot
     def snapshot(self, previous: "PartitionSnapshot | None") -> "PartitionSnapshot":

@@ -113,6 +113,37 @@ def serve_metrics(settings: Settings, publisher: Publisher) -> ThreadingWSGIServ
     return server
 
 
+def wait_for_broker(settings: Settings, publisher: Publisher, max_wait_s: float = 30.0) -> bool:
+    """Block until a bootstrap server accepts a connection, retrying with backoff (1 s,
+    doubling, at most ``max_wait_s``); /metrics serves meanwhile with cxpulse_broker_up 0.
+    False if interrupted. Faust takes over from there (and reconnects by itself later)."""
+    import time
+
+    servers = [server.strip().rsplit(":", 1) for server in settings.bootstrap_servers.split(",")]
+    publisher.current = dataclasses.replace(publisher.current, broker_up=False)
+    delay, attempt = 1.0, 0
+    while True:
+        attempt += 1
+        errors = []
+        for host, port in servers:
+            try:
+                socket.create_connection((host, int(port)), timeout=3).close()
+            except OSError as exc:
+                errors.append(f"{host}:{port} {exc.strerror or exc}")
+                continue
+            publisher.current = dataclasses.replace(publisher.current, broker_up=True)
+            if attempt > 1:
+                log.info("event=broker_available bootstrap=%s attempts=%d", settings.bootstrap_servers, attempt)
+            return True
+        log.warning("event=broker_unavailable bootstrap=%s attempt=%d retry_in_s=%.0f errors=%r",
+                    settings.bootstrap_servers, attempt, delay, "; ".join(errors))
+        try:
+            time.sleep(delay)
+        except KeyboardInterrupt:
+            return False
+        delay = min(delay * 2, max_wait_s)
+
+
 def free_port_from(host: str, port: int, tries: int = 16) -> int:
     """The first port from ``port`` on that can be bound: local workers take the next ports."""
     for candidate in range(port, port + tries):
@@ -133,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
     publisher = Publisher()
     server = serve_metrics(settings, publisher)
+    if not wait_for_broker(settings, publisher):
+        server.shutdown()
+        return 1
     app, _ = build_app(settings, publisher)
     log.info("event=worker_starting bootstrap=%s metrics=http://%s:%d/metrics partitions=%d window=%dms grace=%dms",
              settings.bootstrap_servers, settings.metrics_host, settings.metrics_port, settings.partitions,
