@@ -184,9 +184,9 @@ def metrics_doc(settings: Settings | None = None) -> str:
 
 def outputs() -> dict[Path, str]:
     """Every generated file and its content."""
-    from streams import rules
+    from streams import dashboards, rules
 
-    return {ROOT / "docs" / "metrics.md": metrics_doc(), **rules.outputs()}
+    return {ROOT / "docs" / "metrics.md": metrics_doc(), **rules.outputs(), **dashboards.outputs()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -168,12 +168,13 @@ def _sum_rate(metric: str, by: Level, range_: str, offset: str = "") -> str:
 def _kpi_expr(kpi: Kpi, level: Level, range_: str, component: Any) -> str:
     """KPI expression over components; ``component(metric, level)`` returns the series expr."""
     if kpi.shape == "quantile":
-        return f"histogram_quantile({kpi.quantile}, {component(kpi.histogram + '_bucket', (*level, 'le'))})"
+        # `>= 0` drops the NaN of a segment with no observation in the range
+        return f"histogram_quantile({kpi.quantile}, {component(kpi.histogram + '_bucket', (*level, 'le'))}) >= 0"
     den_metric = kpi.denominator
-    den = component(den_metric, level)
+    den = f"({component(den_metric, level)} > 0)"  # no 0/0 for a segment without volume
     if component_level(den_metric, level) != level:  # revenue per currency / sessions per storefront
         on = ", ".join(component_level(den_metric, level))
-        den = f"on ({on}) group_left\n  {den}"
+        den = f"on ({on}) group_left ()\n  {den}"  # `()`: else the parenthesis reads as a label list
     nums = [component(m, level) for m in kpi.numerator]
     if kpi.shape == "nps":
         return f"100 * (\n  {nums[0]}\n  - {nums[1]}\n)\n/ {den}"
@@ -235,8 +236,11 @@ def recording_groups() -> list[dict[str, Any]]:
 
     pipeline = []
     for metric in PIPELINE_COUNTERS:
-        pipeline.append({"record": rule_name("family", base(metric), "rate5m"),
-                         "expr": _sum_rate(metric, ("family",), "5m")})
+        expr = _sum_rate(metric, ("family",), "5m")
+        if metric == "cxpulse_events_rejected_total":
+            # exported only for reasons seen so far: 0, not "no data", for a family with no bad event
+            expr += "\nor 0 * " + _sum_rate("cxpulse_events_total", ("family",), "5m")
+        pipeline.append({"record": rule_name("family", base(metric), "rate5m"), "expr": expr})
     # A worker exports cxpulse_events_rejected_total only for reasons it has seen: `or 0 * events`
     # keeps the sum (and the late ratio) alive for a family that never had a bad event.
     events = rule_name("family", "cxpulse_events", "rate5m")

@@ -1,0 +1,160 @@
+"""The Grafana dashboards: valid against Grafana's model, described, reading only known series, up to date."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from grafana_foundation_sdk.models import dashboard as dm
+
+from streams import dashboards
+from streams.rules import alerts, catalog_series, recorded_names, series_names
+
+FILES = sorted(dashboards.DASHBOARD_DIR.glob("*.json"))
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool",
+}
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _panels(doc: dict) -> list[dict]:
+    return [p for p in doc["panels"] if p["type"] != "row"]
+
+
+def test_every_dashboard_is_rendered():
+    assert {p.name for p in FILES} == {f"{slug}.json" for slug in dashboards.DASHBOARDS}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_round_trips_through_grafanas_dashboard_model(path: Path):
+    # from_json keeps only the keys Grafana's schema knows: a misspelt or unknown key is lost on the way back.
+    text = path.read_text(encoding="utf-8")
+    model = dm.Dashboard.from_json(json.loads(text))
+    assert dashboards.dashboard_json(model) == text
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_panels_have_the_required_structure(path: Path):
+    doc = _load(path)
+    assert doc["uid"] == path.stem and doc["title"] and doc["description"].startswith(dashboards.GENERATED)
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in _panels(doc):
+        where = f"{path.stem}: {panel.get('title')}"
+        assert panel["type"] and panel["title"], where
+        assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, where
+        assert {"x", "y", "w", "h"} <= panel["gridPos"].keys(), where
+        assert panel["targets"], where
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["refId"], where
+            assert target["datasource"]["uid"] == "prometheus", where
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_panels_do_not_overlap(path: Path):
+    cells: dict[tuple[int, int], str] = {}
+    for panel in _load(path)["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[x, y]}"
+                cells[x, y] = panel["title"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_panel_says_what_its_number_means(path: Path):
+    for panel in _panels(_load(path)):
+        assert len(panel.get("description", "").strip()) >= 40, panel["title"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_queries_use_only_the_dashboards_variables(path: Path):
+    doc = _load(path)
+    defined = {v["name"] for v in doc["templating"]["list"]} | {"__rate_interval", "__interval", "__range"}
+    for panel in _panels(doc):
+        for target in panel["targets"]:
+            used = {a or b for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", target["expr"])}
+            assert used <= defined, f"{panel['title']}: {used - defined}"
+            assert used <= dashboards.TEST_VARIABLES.keys(), f"{panel['title']}: no test value for {used}"
+
+
+def _metric_names(expr: str) -> set[str]:
+    """Every series name a PromQL expression selects (cxpulse or not)."""
+    text = re.sub(r'"[^"]*"', '""', expr)  # string literals: regexes, label_replace arguments
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range selectors
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        rest = text[match.end():].lstrip()
+        word = match.group()
+        if rest.startswith("(") or word in PROMQL_WORDS or re.fullmatch(r"\d+[smhdwy]", word):
+            continue
+        names.add(word)
+    return names
+
+
+def test_queries_read_only_catalog_series_recorded_rules_or_prometheus_series():
+    known = catalog_series() | recorded_names()
+    for dashboard, title, expr in dashboards.panel_queries():
+        query = dashboards.substitute(expr)
+        unknown = series_names(query) - known
+        assert not unknown, f"{dashboard} / {title}: {unknown}"
+        unknown = _metric_names(query) - known - dashboards.PROMETHEUS_SERIES
+        assert not unknown, f"{dashboard} / {title}: {unknown}"
+
+
+def test_the_name_parser_sees_what_it_must():
+    assert _metric_names('sum by (storefront) (rate(cxpulse_orders_placed_total{x="a b"}[5m])) / up') == {
+        "cxpulse_orders_placed_total", "up"}
+    assert _metric_names('label_replace(vector(0), "alertname", "X", "", "") or storefront:cxpulse_nps:ratio_rate5m'
+                         ) == {"storefront:cxpulse_nps:ratio_rate5m"}
+
+
+def test_alert_panels_name_real_alerts():
+    names = {a.name for a in alerts()}
+    for dashboard, title, expr in dashboards.panel_queries():
+        for match in re.findall(r'alertname=~"([^"]+)"', expr):
+            assert set(match.split("|")) <= names, f"{dashboard} / {title}"
+
+
+def test_every_dashboard_shows_alert_state():
+    for dashboard in dashboards.dashboards().values():
+        assert any("ALERTS{" in expr for d, _, expr in dashboards.panel_queries() if d == dashboard.title)
+
+
+def test_prefers_recording_rules_for_kpis():
+    # a KPI is read from its recording rule, never recomputed from the counters it divides
+    for _, title, expr in dashboards.panel_queries():
+        assert "rate(cxpulse_sessions_started_total" not in expr or "device" in expr, title
+
+
+def test_panel_queries_are_valid_promql(tmp_path: Path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    rules = [{"record": f"dashboard:query_{i}:check", "expr": dashboards.substitute(expr)}
+             for i, (_, _, expr) in enumerate(dashboards.panel_queries())]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_substitute_fills_every_variable_form():
+    assert dashboards.substitute('x:ratio_rate${window}_offset1w{a=~"$storefront"}[$__rate_interval]') == (
+        'x:ratio_rate5m_offset1w{a=~".*"}[1m]')
+
+
+def test_regeneration_changes_nothing():
+    for path, text in dashboards.outputs().items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run `cxpulse render`"
