@@ -58,11 +58,14 @@ class Histogram:
     family: Family
     field: str
     help: str
-    window_count_name: str  # the window gauge with the number of observations
-
     @property
     def window_name(self) -> str:
+        """A summary: the window's quantiles, with _count and _sum of its observations."""
         return "cxpulse_window_" + self.name.removeprefix("cxpulse_")
+
+    @property
+    def window_count_name(self) -> str:
+        return self.window_name + "_count"
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -93,21 +96,21 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("cxpulse_nps_responses_total", "survey", "nps_responses", "NPS answers (0-10)."),
     Counter("cxpulse_nps_promoters_total", "survey", "nps_promoters", "NPS answers of 9 or 10."),
     Counter("cxpulse_nps_detractors_total", "survey", "nps_detractors", "NPS answers of 0 to 6."),
-    Counter("cxpulse_nps_score_sum_total", "survey", "nps_score_sum", "Sum of NPS answers (for the mean)."),
+    Counter("cxpulse_nps_score_points_total", "survey", "nps_score_sum", "Sum of NPS answers, in points (for the mean)."),
     Counter("cxpulse_csat_responses_total", "survey", "csat_responses", "CSAT answers (1-5)."),
     Counter("cxpulse_csat_satisfied_total", "survey", "csat_satisfied", "CSAT answers of 4 or 5."),
-    Counter("cxpulse_csat_score_sum_total", "survey", "csat_score_sum", "Sum of CSAT answers (for the mean)."),
+    Counter("cxpulse_csat_score_points_total", "survey", "csat_score_sum", "Sum of CSAT answers, in points (for the mean)."),
     Counter("cxpulse_ces_responses_total", "survey", "ces_responses", "CES answers (1-7)."),
-    Counter("cxpulse_ces_score_sum_total", "survey", "ces_score_sum", "Sum of CES answers (for the mean)."),
+    Counter("cxpulse_ces_score_points_total", "survey", "ces_score_sum", "Sum of CES answers, in points (for the mean)."),
 )
 
 HISTOGRAMS: tuple[Histogram, ...] = (
     Histogram("cxpulse_ticket_first_response_seconds", "ticket", "first_response",
               "First-response time: ticket created -> first public agent reply (bots, customers and internal "
-              "notes excluded), recorded in the window of that reply.", "cxpulse_window_ticket_first_responses"),
+              "notes excluded), recorded in the window of that reply."),
     Histogram("cxpulse_ticket_resolution_seconds", "ticket", "resolution",
               "Resolution time: ticket created -> resolved, recorded at each resolve (a reopened ticket is "
-              "measured again from creation to its last resolve).", "cxpulse_window_tickets_resolved"),
+              "measured again from creation to its last resolve)."),
 )
 
 COUNTERS_BY_FIELD = {(c.family, c.field): c for c in COUNTERS}
@@ -211,7 +214,7 @@ KPIS: tuple[Kpi, ...] = (
     Kpi("csat", "Customer satisfaction (CSAT)", "ratio", "answers of 4-5 / answers (1-5 scale)", "survey",
         ("cxpulse_csat_satisfied_total",), "cxpulse_csat_responses_total"),
     Kpi("csat_mean", "CSAT mean score", "score", "sum of CSAT answers / answers", "survey",
-        ("cxpulse_csat_score_sum_total",), "cxpulse_csat_responses_total"),
+        ("cxpulse_csat_score_points_total",), "cxpulse_csat_responses_total"),
     Kpi("ces", "Customer effort score (CES)", "score", "mean of CES answers (1-7)", "survey",
-        ("cxpulse_ces_score_sum_total",), "cxpulse_ces_responses_total", higher_is_better=False),
+        ("cxpulse_ces_score_points_total",), "cxpulse_ces_responses_total", higher_is_better=False),
 )

@@ -225,21 +225,20 @@ class CxCollector(Collector):
                     metric.add_metric([view_name, state, *segment], _value(counter, segment, cell))
             yield metric
         for hist in (h for h in HISTOGRAMS if h.family == family):
-            quantiles = GaugeMetricFamily(
-                hist.window_name, f"Window quantile (relative error 1%, per worker): {hist.help}",
-                labels=[*labels, "quantile"])
-            count = GaugeMetricFamily(hist.window_count_name, f"Window count of observations: {hist.help}",
-                                      labels=labels)
+            # A summary: quantiles of the window (1% relative error) with its count and sum.
+            summary = Metric(hist.window_name, f"Window quantiles (relative error 1%, per worker): {hist.help}",
+                             "summary")
             for view_name, state, _, cells in windows:
                 for segment, cell in sorted(cells.items()):
+                    labels_of = dict(zip(labels, (view_name, state, *segment)))
                     sketch = cell.hists.get(hist.field)
-                    count.add_metric([view_name, state, *segment], sketch.count if sketch else 0)
-                    if sketch is None or sketch.count == 0:
-                        continue
-                    for q in WINDOW_QUANTILES:
-                        quantiles.add_metric([view_name, state, *segment, repr(q)], sketch.quantile(q))
-            yield quantiles
-            yield count
+                    if sketch is not None and sketch.count > 0:
+                        for q in WINDOW_QUANTILES:
+                            summary.add_sample(hist.window_name, {**labels_of, "quantile": repr(q)},
+                                               sketch.quantile(q))
+                    summary.add_sample(hist.window_name + "_count", labels_of, sketch.count if sketch else 0)
+                    summary.add_sample(hist.window_name + "_sum", labels_of, sketch.sum_ms / 1000.0 if sketch else 0.0)
+            yield summary
 
 
 def _value(counter, segment: Segment, cell: Cell) -> float:

@@ -152,8 +152,8 @@ def metrics_doc(settings: Settings | None = None) -> str:
         unit = "currency units" if counter.money else "count"
         lines.append(f"| `{counter.window_name}` | {unit} | {counter.help} |")
     for hist in HISTOGRAMS:
-        lines.append(f"| `{hist.window_name}` | seconds, label `quantile` ({quantiles}) | {hist.help} |")
-        lines.append(f"| `{hist.window_count_name}` | count | Observations behind `{hist.window_name}`. |")
+        lines.append(f"| `{hist.window_name}` | summary (seconds): label `quantile` ({quantiles}), with `_count` "
+                     f"and `_sum` | {hist.help} |")
     lines += [
         "",
         "## Pipeline health",

@@ -530,7 +530,7 @@ def catalog_series() -> set[str]:
     """Every series name cxpulse exports, as Prometheus sees it (histogram parts included)."""
     names = {c.name for c in COUNTERS} | {c.window_name for c in COUNTERS} | set(PIPELINE)
     for h in HISTOGRAMS:
-        names |= {h.name + s for s in ("_bucket", "_count", "_sum")} | {h.window_name, h.window_count_name}
+        names |= {h.name + s for s in ("_bucket", "_count", "_sum")} | {h.window_name, h.window_count_name, h.window_name + "_sum"}
     names |= {"cxpulse_event_freshness_seconds" + s for s in ("_bucket", "_count", "_sum")}
     return names
 

@@ -147,10 +147,10 @@ def test_surveys_split_by_kind_and_score() -> None:
     assert ref.counter("cxpulse_nps_responses_total") == {app: 1, shop: 4}
     assert ref.counter("cxpulse_nps_promoters_total") == {app: 1, shop: 1}
     assert ref.counter("cxpulse_nps_detractors_total") == {shop: 2}
-    assert ref.counter("cxpulse_nps_score_sum_total") == {app: 10, shop: 22}
+    assert ref.counter("cxpulse_nps_score_points_total") == {app: 10, shop: 22}
     assert ref.counter("cxpulse_csat_satisfied_total") == {shop: 1}
-    assert ref.counter("cxpulse_csat_score_sum_total") == {shop: 7}
-    assert ref.counter("cxpulse_ces_score_sum_total") == {shop: 6}
+    assert ref.counter("cxpulse_csat_score_points_total") == {shop: 7}
+    assert ref.counter("cxpulse_ces_score_points_total") == {shop: 6}
 
 
 # ------------------------------------------------------------------ tickets
