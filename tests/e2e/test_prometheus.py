@@ -111,6 +111,8 @@ def _wait_for_rates(stack) -> None:
     """Rates need a few scrapes of traffic, resolutions and a closed 1m window a little more."""
     prometheus = stack["prometheus"]
     ready = ("storefront:cxpulse_conversion:ratio_rate5m", "storefront:cxpulse_resolution_p90:quantile_rate5m",
+             # the baselines are checked 30 s back: the rarest rule must have had data then
+             "storefront:cxpulse_resolution_p90:quantile_rate5m offset 30s",
              'cxpulse_window_orders_placed{view="1m", state="closed"}')
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
