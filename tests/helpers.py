@@ -25,3 +25,21 @@ def wait_until(check: Callable[[], T], timeout_s: float = 10.0, interval_s: floa
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last value: {value!r})")
         time.sleep(interval_s)
+
+
+def metric_sum(text: str, name: str, by: str | None = None, **match: str) -> "float | dict[str, float]":
+    """Sum the samples called ``name`` in a /metrics text whose labels match ``match``;
+    grouped by the label ``by`` when given.
+
+        metric_sum(worker.scrape(), "cxpulse_events_total", by="family")
+    """
+    from collections import defaultdict
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in match.items()):
+                total[sample.labels.get(by, "") if by else ""] += sample.value
+    return dict(total) if by else total[""]

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.producer import Producer
 from streams.stack import WorkerProcess
-from tests.helpers import wait_until
+from tests.helpers import metric_sum, wait_until
 
 EVENTS = 100_000
 LABEL_CAP, SEGMENT_CAP = 20, 60
@@ -45,8 +45,7 @@ def test_100k_distinct_label_values_stay_within_the_series_budget(make_settings,
         now = datetime.now(timezone.utc)
 
         def counted() -> int:
-            return sum(int(s.value) for f in text_string_to_metric_families(worker.scrape())
-                       for s in f.samples if s.name == "cxpulse_events_total")
+            return int(metric_sum(worker.scrape(), "cxpulse_events_total"))
 
         with Producer(settings, batch_events=500) as producer:
             for event in _events(0, 1_000, now):

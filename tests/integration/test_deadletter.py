@@ -17,11 +17,10 @@ from pathlib import Path
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.contract import FAMILIES
 from streams.stack import WorkerProcess
-from tests.helpers import wait_until
+from tests.helpers import metric_sum, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 MAX_BYTES, MAX_EVENTS = 8192, 20
@@ -105,13 +104,11 @@ def test_bad_messages_are_parked_with_reason_and_valid_ones_counted(make_setting
         assert parked_count == events_in, "a bad batch must park each of its bad events once"
 
         def counted() -> tuple[Counter, Counter]:
-            events, rejected = Counter(), Counter()
-            for metric in text_string_to_metric_families(worker.scrape()):
-                for sample in metric.samples:
-                    if sample.name == "cxpulse_events_total":
-                        events[sample.labels["family"]] += int(sample.value)
-                    elif sample.name == "cxpulse_events_rejected_total":
-                        rejected[sample.labels["reason"]] += int(sample.value)
+            text = worker.scrape()
+            events = Counter({k: int(v) for k, v in metric_sum(text, "cxpulse_events_total", by="family").items()
+                              if v})
+            rejected = Counter({k: int(v) for k, v in
+                                metric_sum(text, "cxpulse_events_rejected_total", by="reason").items()})
             return events, rejected
 
         wait_until(lambda: counted()[0] == valid_events, 30, what="valid events counted on /metrics")
