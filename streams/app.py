@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import ssl
 import time
 from bisect import bisect_left
@@ -304,8 +305,19 @@ def build_app(settings: Settings, publisher: Publisher) -> tuple[faust.App, Runt
 
     @app.agent(source, name="cxpulse.windows")
     async def windows(stream):
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_wait_s):
-            await runtime.process(events)
+        try:
+            async for events in stream.take_events(settings.batch_max, within=settings.batch_wait_s):
+                await runtime.process(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Faust would restart the agent with the failed batch consumed but never applied,
+            # behind a worker that still looks ready. A visible crash is better: the batch's
+            # offsets are not committed, so the restarted worker reads it again.
+            log.critical("event=agent_failed action=exit_process", exc_info=True)
+            publisher.current = replace(publisher.current, ready=False)
+            logging.shutdown()
+            os._exit(70)
 
     app.on_partitions_assigned.connect(runtime.on_assigned)
     app.on_partitions_revoked.connect(runtime.on_revoked)

@@ -279,9 +279,12 @@ class PartitionState:
             ticket = self.tickets[ticket_id]
             ticket.through = end
             records.append((self._key(b"t", ticket_id), ticket.to_json()))
-        if new_seen:
-            self.seen_records[first_offset] = max(item[1] for item in new_seen)
-            records.append((self._key(b"d", first_offset), orjson.dumps(new_seen)))
+        for chunk in _seen_chunks(new_seen):
+            # One record per chunk, cut at message boundaries and keyed by the chunk's
+            # first offset: one record for a whole batch outgrows the broker's message
+            # size limit (2,000 messages x 100 events = 200k ids, ~10 MB).
+            self.seen_records[chunk[0][2]] = max(item[1] for item in chunk)
+            records.append((self._key(b"d", chunk[0][2]), orjson.dumps(chunk)))
         records.extend(self._evict())
         meta.through = end
         records.append((self._key(b"m", 0), meta.to_json()))
@@ -531,6 +534,26 @@ class PartitionSnapshot:
     windows: dict[int, dict[Segment, Cell]]
     tickets: int
     seen_ids: int
+
+
+# Most event ids in one seen-ids changelog record: ~60 bytes each with 32-character
+# ids, so a record stays far below Kafka's 1 MB default message size.
+SEEN_RECORD_ITEMS = 4_000
+
+
+def _seen_chunks(items: list[list[Any]]) -> list[list[list[Any]]]:
+    """Split [event_id, bucket, offset, index] items into chunks of at most
+    ``SEEN_RECORD_ITEMS``, never splitting one message (offset) across chunks."""
+    chunks: list[list[list[Any]]] = []
+    chunk: list[list[Any]] = []
+    for item in items:
+        if len(chunk) >= SEEN_RECORD_ITEMS and item[2] != chunk[-1][2]:
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(item)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 _SESSION_FIELD = {

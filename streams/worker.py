@@ -144,6 +144,44 @@ def wait_for_broker(settings: Settings, publisher: Publisher, max_wait_s: float 
         delay = min(delay * 2, max_wait_s)
 
 
+def check_topics(settings: Settings, max_wait_s: float | None = None) -> None:
+    """Wait for the topics to exist (logged, with backoff; ``max_wait_s`` bounds the
+    backoff for tests), and fail at start-up when their partition counts disagree with
+    CXPULSE_PARTITIONS: state is kept per source partition in changelog partition
+    family x N + p, so the counts must match."""
+    from kafka import KafkaConsumer
+
+    import time
+
+    wanted = {name: settings.partitions for name in settings.topics.values()}
+    wanted[settings.topic_state] = 4 * settings.partitions
+    hint = (f" (CXPULSE_PARTITIONS={settings.partitions}; the state topic needs 4 x that; `cxpulse broker` "
+            "and deploy/ create them; see docs/deploy.md)")
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), **settings.kafka_security())
+    delay = 1.0
+    try:
+        while True:
+            topics = consumer.topics()
+            missing = sorted(name for name in wanted if name not in topics)
+            wrong = [f"topic {name} has {len(consumer.partitions_for_topic(name) or ())} partitions, expected "
+                     f"{count}" for name, count in wanted.items()
+                     if name in topics and len(consumer.partitions_for_topic(name) or ()) != count]
+            if wrong:
+                raise ConfigError("; ".join(wrong) + hint)
+            if not missing:
+                return
+            if max_wait_s is not None and delay > max_wait_s:
+                raise ConfigError(f"topics {', '.join(missing)} do not exist" + hint)
+            log.warning("event=topics_missing topics=%s retry_in_s=%.0f", ",".join(missing), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            consumer.close()
+            consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","),
+                                     **settings.kafka_security())
+    finally:
+        consumer.close()
+
+
 def free_port_from(host: str, port: int, tries: int = 16) -> int:
     """The first port from ``port`` on that can be bound: local workers take the next ports."""
     for candidate in range(port, port + tries):
@@ -167,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if not wait_for_broker(settings, publisher):
         server.shutdown()
         return 1
+    check_topics(settings)
     app, _ = build_app(settings, publisher)
     log.info("event=worker_starting bootstrap=%s metrics=http://%s:%d/metrics partitions=%d window=%dms grace=%dms",
              settings.bootstrap_servers, settings.metrics_host, settings.metrics_port, settings.partitions,

@@ -106,3 +106,16 @@ def test_a_second_local_worker_takes_the_next_port() -> None:
         assert free_port_from("127.0.0.1", first) > first
     finally:
         server.shutdown()
+
+
+def test_a_worker_refuses_topics_that_disagree_with_its_partition_count(make_settings) -> None:
+    from dataclasses import replace
+
+    from streams.worker import check_topics
+
+    settings = make_settings()  # topics with 4 partitions
+    check_topics(settings)
+    with pytest.raises(ConfigError, match="has 4 partitions, expected 8"):
+        check_topics(replace(settings, partitions=8))
+    with pytest.raises(ConfigError, match="do not exist"):
+        check_topics(replace(settings, topic_orders=settings.topic_orders + ".missing"), max_wait_s=2)

@@ -266,3 +266,20 @@ def test_capped_labels_decide_the_same_after_crashes(seed: int) -> None:
     crashed = run_with_crashes("order", messages, rng, crashes=5, settings=capped)
     assert fingerprint(crashed) == fingerprint(clean())
     assert crashed.meta.admitted == clean().meta.admitted
+
+
+def test_seen_ids_records_stay_small_for_huge_batches() -> None:
+    """200k ids in one batch (2,000 messages x 100 events) once made a 10 MB record that
+    the broker refused, which stopped the agent: records are chunked at message bounds."""
+    from streams.state import SEEN_RECORD_ITEMS
+
+    now = T0
+    payloads = [orjson.dumps([_event(m * 100 + i, now) for i in range(100)]) for m in range(120)]
+    state = PartitionState("session", 0, SETTINGS)
+    applied = state.apply(decode_all("session", payloads))
+    seen_records = [value for key, value in applied.records if b"|d|" in key]
+    assert len(seen_records) == -(-12_000 // SEEN_RECORD_ITEMS)
+    assert all(len(orjson.loads(v)) <= SEEN_RECORD_ITEMS + 100 for v in seen_records)
+    restored = PartitionState("session", 0, SETTINGS)
+    restored.restore(applied.records)
+    assert restored.seen == state.seen
