@@ -5,7 +5,7 @@ events). ``decode_message`` never raises for bad input: every problem comes
 back as a ``Rejection`` value that the worker parks in the dead-letter topic.
 Validation is a compiled check per event type built from ``contract.py``; a
 generic JSON Schema engine per event costs several times the decode itself
-(measured in ``bench/decode.py``), so the schemas are for producers and tests.
+(measured by ``python -m bench.layer``; see docs/benchmarks.md), so the schemas are for producers and tests.
 
     >>> ok, bad = decode_message(b'[]', "order")
     >>> bad[0].reason

@@ -1,0 +1,205 @@
+"""Process handles and measurements shared by the bench stages.
+
+A ``cxpulse worker`` is started the way ``streams.stack.WorkerProcess`` starts
+it (same command, same ``CXPULSE_*`` environment), but with its working
+directory in the bench's scratch directory, so Faust's ``<app_id>-data``
+folders do not land in the repository. CPU time and peak RSS come from
+``/proc/<pid>`` (utime + stime of every thread; ``VmHWM``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from streams.broker import free_port
+from streams.config import Settings
+from streams.stack import settings_env
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def rss_bytes(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) in bytes."""
+    now = peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            now = int(line.split()[1]) * 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    return now, peak
+
+
+def http_get(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
+@dataclass
+class Scrape:
+    at: float  # monotonic seconds
+    ready: bool
+    events: float
+    values: dict[str, float]  # every other unlabelled / summed family: name -> sum over series
+    freshness: list[tuple[float, float]]  # (le, cumulative count)
+    seconds: float  # how long the scrape took
+
+
+def parse(text: str, at: float, took: float) -> Scrape:
+    values: dict[str, float] = {}
+    freshness: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        v = float(value)
+        if name == "cxpulse_event_freshness_seconds_bucket":
+            le = name_labels.split('le="', 1)[1].split('"', 1)[0]
+            freshness.append((math.inf if le == "+Inf" else float(le), v))
+        values[name] = values.get(name, 0.0) + v
+    return Scrape(at, values.get("cxpulse_worker_ready", 0.0) >= 1, values.get("cxpulse_events_total", 0.0),
+                  values, freshness, took)
+
+
+class Worker:
+    """One ``cxpulse worker`` child process."""
+
+    def __init__(self, settings: Settings, workdir: Path, name: str) -> None:
+        self.settings = replace(settings, metrics_port=free_port(), web_port=free_port())
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> "Worker":
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--log-level", "WARNING"],
+                                        env=env, cwd=self.workdir, stdout=open(self.log_path, "ab"),
+                                        stderr=subprocess.STDOUT)
+        return self
+
+    def scrape(self) -> Scrape | None:
+        began = time.monotonic()
+        try:
+            text = http_get(f"http://127.0.0.1:{self.settings.metrics_port}/metrics")
+        except OSError:
+            return None
+        return parse(text, began, time.monotonic() - began)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+
+def wait_ready(workers: list[Worker], timeout_s: float = 90.0, interval_s: float = 0.1) -> list[Scrape]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for w in workers:
+            if not w.alive():
+                raise RuntimeError(f"worker exited; see {w.log_path}")
+        scrapes = [w.scrape() for w in workers]
+        if all(s is not None and s.ready for s in scrapes):
+            return scrapes  # type: ignore[return-value]
+        time.sleep(interval_s)
+    raise TimeoutError(f"workers not ready after {timeout_s:.0f}s; see {[str(w.log_path) for w in workers]}")
+
+
+def drive(workers: list[Worker], expected: int, cap_s: float, interval_s: float = 0.25, stall_s: float = 8.0) -> dict:
+    """From the moment every worker is ready until ``expected`` events are counted (or ``cap_s``).
+
+    Events/s is counted events / elapsed between the first ready scrape and the
+    scrape that saw the last event; CPU is every worker's CPU time over that span.
+    """
+    first = wait_ready(workers, interval_s=0.1)
+    t0 = max(s.at for s in first)
+    count0 = sum(s.events for s in first)
+    cpu0 = sum(cpu_seconds(w.pid) for w in workers)
+    last_t, last_count, scrape_s, scrapes = t0, count0, 0.0, 0
+    while True:
+        time.sleep(interval_s)
+        now = [w.scrape() for w in workers]
+        if any(s is None for s in now):
+            raise RuntimeError(f"a worker stopped answering; see {[str(w.log_path) for w in workers]}")
+        count = sum(s.events for s in now)  # type: ignore[union-attr]
+        scrape_s += sum(s.seconds for s in now)  # type: ignore[union-attr]
+        scrapes += 1
+        at = max(s.at for s in now)  # type: ignore[union-attr]
+        if count > last_count:
+            last_t, last_count = at, count
+        if count >= expected or at - t0 > cap_s:
+            stalled = False
+            break
+        if at - last_t > stall_s:
+            stalled = True
+            break
+    cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu0
+    done = last_count - count0
+    rss = [rss_bytes(w.pid) for w in workers]
+    return {
+        "events": done, "counted": last_count, "seconds": last_t - t0, "cpu_s": cpu,
+        "capped": last_count < expected, "ready_s": t0 - min(w.started_at for w in workers),
+        "counted_before_ready": count0, "rss": max(r[0] for r in rss), "rss_peak": max(r[1] for r in rss),
+        "scrape_ms": 1000 * scrape_s / max(scrapes, 1), "last": now,
+        "stalled": stalled, "error": last_error(workers),
+    }
+
+
+def last_error(workers: list[Worker]) -> str | None:
+    """The last exception line of the workers' logs (a dead agent leaves its process running)."""
+    for w in workers:
+        lines = [l for l in w.log_path.read_text(errors="replace").splitlines() if "Error" in l and ":" in l]
+        if lines:
+            return lines[-1].strip()[:300]
+    return None
+
+
+def child_json(cmd: list[str], timeout_s: float, log_path: Path, cwd: Path | None = None,
+               env: dict | None = None) -> dict:
+    """Run a measuring child; its last stdout line is a JSON result."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, timeout=timeout_s, cwd=cwd,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    lines = [line for line in proc.stdout.decode().splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{cmd[1:3]} gave no result (exit {proc.returncode}); see {log_path}")
+    return json.loads(lines[-1])

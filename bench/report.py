@@ -1,0 +1,174 @@
+"""Render a bench result (bench/results/*.json) as docs/benchmarks.md's generated part."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+NAMES = {"ceiling": "bare confluent-kafka loop (ceiling)", "faust": "idiomatic Faust (windowed table per event)",
+         "quix": "Quix Streams (tumbling-window count)", "cxpulse": "cxpulse, 1 worker",
+         "cxpulse_2w": "cxpulse, 2 workers", "bare_window": "cxpulse window layer, bare consumer (no Faust)"}
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, pattern="{:,.0f}"):
+    return "—" if x is None else pattern.format(x)
+
+
+def tables(results: dict) -> tuple[str, dict]:
+    runs = results["throughput"]
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["layout"], r["approach"])].append(r)
+    ratios = defaultdict(list)  # (layout, name) -> per-rep ratio
+    for layout in ("single", "batched"):
+        for rep in {r["rep"] for r in runs}:
+            got = {r["approach"]: r["rate"] for r in runs if r["layout"] == layout and r["rep"] == rep}
+            c = got.get("cxpulse")
+            for other in ("ceiling", "faust", "quix"):
+                if c and got.get(other):
+                    ratios[(layout, f"cxpulse/{other}")].append(c / got[other])
+            if c and got.get("cxpulse_2w"):
+                ratios[(layout, "2 workers/1 worker")].append(got["cxpulse_2w"] / c)
+            if c and got.get("bare_window"):
+                ratios[(layout, "bare window layer/cxpulse")].append(got["bare_window"] / c)
+            if got.get("bare_window") and got.get("ceiling"):
+                ratios[(layout, "bare window layer/ceiling")].append(got["bare_window"] / got["ceiling"])
+    lines = ["| workload | approach | events/s (median) | runs | CPU µs/event (median) | notes |",
+             "|---|---|---:|---|---:|---|"]
+    for layout in ("single", "batched"):
+        for name in NAMES:
+            rs = by.get((layout, name), [])
+            if not rs:
+                continue
+            rates = [r["rate"] for r in rs]
+            cpu = med([1e6 * r["cpu_s"] / r["events"] for r in rs if r.get("events") and r.get("cpu_s") is not None])
+            notes = []
+            if any(r.get("capped") for r in rs):
+                notes.append(f"time-capped at {results['plan']['cap_s']:g} s: rate over the events reached")
+            if any(r.get("stalled") for r in rs):
+                notes.append("STALLED: " + str(next(r.get("error") for r in rs if r.get("stalled")))[:160])
+            if any(r.get("error") and not r.get("stalled") and r.get("approach") not in ("cxpulse", "cxpulse_2w") for r in rs):
+                notes.append("error: " + str(next(r["error"] for r in rs if r.get("error")))[:160])
+            lines.append(f"| {layout} | {NAMES[name]} | {fmt(med(rates))} | {', '.join(fmt(x) for x in rates)} | "
+                         f"{fmt(cpu, '{:,.1f}')} | {'; '.join(notes)} |")
+    rl = ["| workload | ratio | median of per-run ratios | per run |", "|---|---|---:|---|"]
+    for (layout, name), xs in ratios.items():
+        rl.append(f"| {layout} | {name} | {med(xs):.3f} | {', '.join(f'{x:.3f}' for x in xs)} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(rl), {k: med(v) for k, v in ratios.items()}
+
+
+def targets(results: dict, ratios: dict) -> list[str]:
+    def verdict(ok):
+        return "—" if ok is None else ("**met**" if ok else "**not met**")
+
+    rows = ["| target (issue 5) | measured in this run | verdict |", "|---|---|---|"]
+    r = ratios.get(("batched", "cxpulse/ceiling"))
+    rows.append(f"| batched messages: ≥ 50% of the bare-client ceiling | {fmt(r and 100 * r, '{:.0f}')}% | "
+                f"{verdict(None if r is None else r >= 0.5)} |")
+    r = ratios.get(("single", "cxpulse/quix"))
+    rows.append(f"| single-event messages: ≥ Quix Streams | {fmt(r, '{:.2f}')}× Quix | "
+                f"{verdict(None if r is None else r >= 1)} |")
+    f5 = next((f for f in results["freshness"] if f["layout"] == "batched" and f["offered_per_s"] == 5000), None)
+    p99 = f5 and f5["p99_s"]
+    rows.append(f"| freshness p99 ≤ 1 s at 5k events/s | p99 {fmt(p99, '{:.2f}')} s (batched) | "
+                f"{verdict(None if p99 is None else p99 <= 1.0 and not f5['missing'])} |")
+    mem = results["memory_recovery"]
+    if len(mem) >= 2:
+        a, b = mem[0], mem[-1]
+        g = b["rss_peak"] / a["rss_peak"]
+        rows.append(f"| RSS flat in event count | {b['events'] / a['events']:.0f}× events → {g:.2f}× peak RSS | "
+                    f"{verdict(g <= 1.25)} |")
+    cells = results.get("cells") or []
+    if len(cells) >= 2:
+        a, b = cells[0], cells[-1]
+        per = (b["rss_peak"] - a["rss_peak"]) / max(b["cells"] - a["cells"], 1)
+        rows.append(f"| RSS linear in active cells, stated per cell | {b['cells'] / a['cells']:.1f}× cells → "
+                    f"{b['rss_peak'] / a['rss_peak']:.2f}× peak RSS; {per:,.0f} B/cell | stated |")
+    r = ratios.get(("batched", "2 workers/1 worker"))
+    rows.append(f"| 2 workers ≥ 1.7× one worker | {fmt(r, '{:.2f}')}× (batched) | "
+                f"{verdict(None if r is None else r >= 1.7)} |")
+    return rows
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    thr, ratios = tables(results)
+    header = (Path(__file__).parent / "doc_header.md").read_text()
+    footer_path = Path(__file__).parent / "doc_findings.md"
+    out = [header,
+        "<!-- generated by `python -m bench run` from bench/results/*.json; edit bench/report.py, not this part -->",
+        f"## Results ({results['mode']} run)", "",
+        f"- machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Linux {m['kernel']}; broker, "
+        "clients and workers share the cores",
+        f"- date: {m['date']}; command: `{results['command']}`; wall time {results['elapsed_s'] / 60:.1f} min",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}; broker Tansu 0.6.0 (memory storage)",
+        f"- workloads: {results['loaded']}", "",
+        "### Targets", "", *targets(results, ratios), "",
+        "### Throughput (medians of the repetitions; ratios computed within each repetition)", "", thr, "",
+        "### Freshness: produce → visible on /metrics", "",
+        "Events sent with `streams.producer.Producer` (batched: 100 events per message, 50 ms linger; single: one "
+        "event per message) at a paced rate; /metrics polled every 50 ms. Delay = first poll whose "
+        "`cxpulse_events_total` covers the event − the moment `send()` was called (so it includes the "
+        "producer's linger and the poll interval). The worker's own `cxpulse_event_freshness_seconds` "
+        "(Kafka timestamp → snapshot published, per message) is shown beside it.", "",
+        "| layout | offered events/s | achieved send/s | p50 s | p99 s | max s | not visible after 15 s | "
+        "histogram p50 / p99 s |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results["freshness"]:
+        h = r.get("histogram") or {}
+        out.append(f"| {r['layout']} | {r['offered_per_s']:,} | {r['achieved_send_per_s']:,.0f} | "
+                   f"{fmt(r['p50_s'], '{:.3f}')} | {fmt(r['p99_s'], '{:.3f}')} | {fmt(r['max_s'], '{:.3f}')} | "
+                   f"{r['missing']:,} | {fmt(h.get('p50_s'), '{:.3f}')} / {fmt(h.get('p99_s'), '{:.3f}')} |")
+    out += ["", "### Memory and recovery", "",
+            "| events (batched) | counted | peak RSS MiB | windows / tickets / seen ids in state | changelog records "
+            "recovered | restart → ready s | restart → correct /metrics s | changelog read s | RSS after restore MiB |",
+            "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in results["memory_recovery"]:
+        out.append(f"| {r['events']:,} | {r['counted']:,.0f} | {r['rss_peak'] / 2**20:,.0f} | "
+                   f"{fmt(r['state_windows'])} / {fmt(r['state_tickets'])} / {fmt(r['state_seen_ids'])} | "
+                   f"{fmt(r['changelog_records'])} | {fmt(r['restart_ready_s'], '{:.1f}')} | "
+                   f"{fmt(r['restart_correct_s'], '{:.1f}')} | {fmt(r['recovery_read_s'], '{:.2f}')} | "
+                   f"{r['restored_rss'] / 2**20:,.0f} |")
+    if results.get("cells"):
+        out += ["", "| storefronts | events | active cells (window × segment, plus totals) | peak RSS MiB | "
+                "scrape ms |", "|---:|---:|---:|---:|---:|"]
+        for r in results["cells"]:
+            out.append(f"| {r['storefronts']} | {r['events']:,} | {r['cells']:,} | {r['rss_peak'] / 2**20:,.0f} | "
+                       f"{r['scrape_ms']:,.0f} |")
+        a, b = results["cells"][0], results["cells"][-1]
+        if b["cells"] != a["cells"]:
+            per = (b["rss_peak"] - a["rss_peak"]) / (b["cells"] - a["cells"])
+            out.append(f"\nPeak RSS per added cell: **{per:,.0f} bytes** "
+                       f"({b['cells'] / a['cells']:.1f}× cells → {b['rss_peak'] / a['rss_peak']:.2f}× peak RSS).")
+    if results.get("profile"):
+        out += ["", "### Profile of the worker's event-loop thread (py-spy, 200 Hz, --nonblocking)", ""]
+        for layout, p in results["profile"].items():
+            if "inclusive" not in p:
+                out.append(f"- {layout}: {p}")
+                continue
+            inc = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["inclusive"].items() if v >= 0.01)
+            top = ", ".join(f"`{k}` {100 * v:.0f}%" for k, v in p["top_self"][:8])
+            out.append(f"- **{layout}** ({p['samples_loop']} samples; idle in select {100 * p['idle_share']:.0f}%; "
+                       "no scrapes while profiling). "
+                       f"Inclusive: {inc}. Top self time: {top}.")
+    if results.get("layer"):
+        out += ["", "### Window layer in process (no Kafka, no Faust), CPU µs per event", "",
+                *([results["layer_note"] + ".", ""] if results.get("layer_note") else []),
+                "| layout | decode_message | PartitionState.apply (incl. changelog records) | snapshot | "
+                "messages per apply | changelog bytes per event |", "|---|---:|---:|---:|---:|---:|"]
+        for r in results["layer"]:
+            out.append(f"| {r['layout']} | {r['decode_us']:.1f} | {r['apply_us']:.1f} | {r['snapshot_us']:.1f} | "
+                       f"{r['messages_per_apply']} | {r['changelog_bytes_per_event']:.0f} |")
+    if results.get("code"):
+        c = results["code"]
+        out += ["", f"Code measured: commit `{c['commit']}`, streams/*.py sha256 `{c['streams_sha256']}`"
+                + (f", with uncommitted changes in streams/: `{' '.join(c['streams_changes'].split())}`"
+                   if c.get("streams_changes") else "") + "."]
+    if footer_path.exists():
+        out += ["", footer_path.read_text()]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,141 @@
+"""The fixed, seeded workloads every approach of a bench run reads.
+
+Events come from the simulator (``streams.simulate.generate``) with a fixed
+seed and start time, so a workload is byte-identical from run to run. Each
+event goes to its family's topic and to the partition its key maps to
+(``streams.producer.partition_for``), exactly as ``streams.producer.Producer``
+places it. Two layouts:
+
+- ``single``: one keyed JSON object per message (what kcat or a third-party
+  producer sends);
+- ``batched``: a JSON array of up to 100 events per message, per partition in
+  send order (``Producer(batch_events=100)``, the producer library's default).
+
+Loading uses confluent-kafka (the fastest producer here) so loading stays a
+small part of the run; the bytes are the ones ``Producer`` would send.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import orjson
+
+from streams.config import Settings
+from streams.contract import EVENT_TYPES, message_key
+from streams.producer import BATCH_HEADROOM_BYTES, pack_messages, partition_for
+from streams.simulate import STOREFRONTS, SimConfig, Storefront, generate
+
+Layout = Literal["single", "batched"]
+SEED = 20261123
+BATCH_EVENTS = 100
+
+
+@dataclass(frozen=True)
+class Workload:
+    layout: Layout
+    events: int
+    storefronts: int = 4  # up to 6 are the simulator's; more are synthetic ("store-NN")
+    sim_rate_per_s: float = 200.0  # event-time rate: decides how many windows the events span
+
+    @property
+    def name(self) -> str:
+        return f"{self.layout}-{self.events}-s{self.storefronts}"
+
+
+def storefronts(n: int) -> tuple[Storefront, ...]:
+    if n <= len(STOREFRONTS):
+        return STOREFRONTS[:n]
+    currencies = ("EUR", "GBP", "USD")
+    return tuple(Storefront(f"store-{i:02d}", currencies[i % 3], 3_000 + 400 * i, 1.0) for i in range(n))
+
+
+def namespace_settings(base: Settings, tag: str | None = None) -> Settings:
+    """Settings whose topics, state topic and app id are this namespace's own."""
+    prefix = f"b{tag or uuid.uuid4().hex[:8]}."
+    d = Settings()
+    return replace(
+        base,
+        topic_sessions=prefix + d.topic_sessions, topic_orders=prefix + d.topic_orders,
+        topic_tickets=prefix + d.topic_tickets, topic_surveys=prefix + d.topic_surveys,
+        topic_deadletter=prefix + d.topic_deadletter, topic_state=prefix + d.topic_state,
+        app_id=prefix + d.app_id,
+    )
+
+
+def fresh_app(settings: Settings) -> Settings:
+    """Same source topics, a new state topic, dead-letter topic and app id (consumer group)."""
+    from streams.broker import create_topics
+
+    tag = uuid.uuid4().hex[:6]
+    fresh = replace(settings, topic_state=f"{settings.topic_state}.{tag}",
+                    topic_deadletter=f"{settings.topic_deadletter}.{tag}", app_id=f"{settings.app_id}.{tag}")
+    create_topics(fresh)  # explicit: an auto-created state topic would have 1 partition
+    return fresh
+
+
+def messages(workload: Workload, settings: Settings) -> list[tuple[str, int, bytes | None, bytes]]:
+    """(topic, partition, key, value) in send order."""
+    cfg = SimConfig(seed=SEED, rate_per_s=workload.sim_rate_per_s, storefronts=storefronts(workload.storefronts))
+    topics = settings.topics
+    out: list[tuple[str, int, bytes | None, bytes]] = []
+    grouped: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+    for event in itertools.islice(generate(cfg), workload.events):
+        key = message_key(event)
+        topic = topics[EVENT_TYPES[event["type"]].family]
+        partition = partition_for(key, settings.partitions)
+        value = orjson.dumps(event)
+        if workload.layout == "single":
+            out.append((topic, partition, key.encode(), value))
+        else:
+            group = grouped[(topic, partition)]
+            group.append(value)
+            if len(group) == BATCH_EVENTS:
+                out.append((topic, partition, None, b"[" + b",".join(group) + b"]"))
+                group.clear()
+    for (topic, partition), group in grouped.items():
+        for value in pack_messages(group, BATCH_EVENTS, settings.max_message_bytes - BATCH_HEADROOM_BYTES):
+            out.append((topic, partition, None, value))
+    return out
+
+
+def load(workload: Workload, settings: Settings) -> dict:
+    """Create the namespace's topics and produce the workload; return what was loaded."""
+    from confluent_kafka import Producer as Confluent
+
+    from streams.broker import create_topics
+
+    create_topics(settings)
+    began = time.monotonic()
+    batch = messages(workload, settings)
+    generated_s = time.monotonic() - began
+    producer = Confluent({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20, "acks": "all",
+                          "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
+                          "queue.buffering.max.kbytes": 1_048_576, "message.max.bytes": 2_000_000})
+    errors: list[str] = []
+
+    def delivered(err, msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    began = time.monotonic()
+    total_bytes = 0
+    for topic, partition, key, value in batch:
+        total_bytes += len(value)
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, partition=partition, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    left = producer.flush(120)
+    if left or errors:
+        raise RuntimeError(f"loading {workload.name}: {left} undelivered, errors {errors[:3]}")
+    return {"workload": workload.name, "messages": len(batch), "events": workload.events, "bytes": total_bytes,
+            "generate_s": round(generated_s, 2), "load_s": round(time.monotonic() - began, 2)}
