@@ -279,8 +279,30 @@ def _describe(keys: set[Key]) -> str:
     return ",".join(f"{family}:{'+'.join(map(str, parts))}" for family, parts in by_family.items()) or "none"
 
 
+def _limit_fetch_wait(wait_ms: int) -> None:
+    """Cap the fetch wait of the consumer Faust creates (it hard-codes 1500 ms).
+
+    Faust offers no setting for it, so the aiokafka consumer class its driver uses is
+    replaced, in this process only, by one that caps ``fetch_max_wait_ms``.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.aiokafka.AIOKafkaConsumer
+    base = getattr(original, "_cxpulse_original", original)
+
+    class CappedFetchWait(base):  # type: ignore[misc, valid-type]
+        _cxpulse_original = base
+
+        def __init__(self, *args, **kwargs):
+            kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", wait_ms), wait_ms)
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka.AIOKafkaConsumer = CappedFetchWait
+
+
 def build_app(settings: Settings, publisher: Publisher) -> tuple[faust.App, Runtime]:
     """The Faust app with its one agent; nothing runs until a worker starts it."""
+    _limit_fetch_wait(settings.fetch_wait_ms)
     options = dict(
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         web_enabled=False,

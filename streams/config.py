@@ -96,6 +96,10 @@ class Settings:
     label_cap: int = 50
     segment_cap: int = 500
     # Hot path
+    # Longest a fetch may wait for data. Faust hard-codes 1.5 s; a broker that holds a fetch
+    # for the whole wait (Tansu does) then delays every event by up to that (measured:
+    # median 0.36 s at 1.5 s, 2 ms at 100 ms). Real Kafka answers as soon as data arrives.
+    fetch_wait_ms: int = 100
     batch_max: int = 2000
     batch_wait_s: float = 0.1
     max_message_bytes: int = 1_048_576
@@ -184,6 +188,7 @@ class Settings:
         if not self.bootstrap_servers.strip():
             fail("bootstrap_servers", "host:port[,host:port...]")
         for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events",
+                     "fetch_wait_ms",
                      "label_cap", "segment_cap"):
             if getattr(self, name) < 1:
                 fail(name, "a positive integer")
