@@ -131,6 +131,8 @@ class Runtime:
             self.executor, self.reader.read, {partition_of[k]: starting[k][1] for k in keys})
         source_ends = await loop.run_in_executor(
             self.executor, self.reader.highwaters, [(settings.topics[k[0]], k[1]) for k in keys])
+        source_ids = await loop.run_in_executor(
+            self.executor, self.reader.topic_ids, sorted({settings.topics[k[0]] for k in keys}))
         elapsed = time.monotonic() - began
         for key in sorted(keys):
             if self.recovering.get(key) is None:
@@ -139,25 +141,29 @@ class Runtime:
             records, end = read[partition_of[key]]
             state.restore(records)
             source_end = source_ends[settings.topics[key[0]], key[1]]
-            if source_end < state.meta.through:
-                # The source partition holds fewer messages than the state has read: it was
-                # recreated or truncated. Its new offsets would pass for replays and be
-                # skipped; start this partition over, and say so.
+            source_id = source_ids.get(settings.topics[key[0]])
+            recreated = bool(state.meta.source_id and source_id and state.meta.source_id != source_id)
+            if source_end < state.meta.through or recreated:
+                # The source partition is not the one the state has read (a new topic id, or
+                # fewer messages than the state's position): its new offsets would pass for
+                # replays and be skipped. Start this partition over, and say so.
                 log.warning("event=source_truncated family=%s partition=%d state_next_offset=%d source_end=%d "
-                            "action=reset_partition_state", key[0], key[1], state.meta.through, source_end)
+                            "topic_recreated=%s action=reset_partition_state", key[0], key[1],
+                            state.meta.through, source_end, recreated)
                 for record_key, value in state.tombstones():
                     metadata = await (await self.app.producer.send(
                         settings.topic_state, record_key, value, partition_of[key], None, None))
                     end = max(end, metadata.offset + 1)
                 state = PartitionState(key[0], key[1], settings)
                 self.resets += 1
+            state.meta.source_id = source_id  # persisted with the next batch's meta record
             self.states[key] = state
             self.changelog_end[key] = end
             del self.recovering[key]
             self.recovered_records += len(records)
             log.info("event=state_recovered family=%s partition=%d records=%d from_offset=%d to_offset=%d "
-                     "incremental=%s next_source_offset=%d", key[0], key[1], len(records), start, end,
-                     incremental, state.meta.through)
+                     "incremental=%s next_source_offset=%d source_end=%d", key[0], key[1], len(records), start,
+                     end, incremental, state.meta.through, source_end)
         self.recovery_seconds = elapsed
         self._publish(set(keys) & set(self.states))
         log.info("event=recovery_done partitions=%s seconds=%.3f", _describe(keys), elapsed)

@@ -86,6 +86,15 @@ class ChangelogReader:
                                          f"{self.timeout_s:.0f}s")
         return {(tp.topic, tp.partition): consumer.highwater(tp) for tp in tps}
 
+    def topic_ids(self, topics: list[str]) -> dict[str, str | None]:
+        """Kafka's topic id of each topic (None where the broker reports none): a topic
+        deleted and created again, or a restarted memory broker, gets a new id."""
+        consumer = self._client()
+        consumer.topics()  # refreshes the cluster metadata, topic ids included
+        cluster = consumer._client.cluster  # kafka-python keeps topic ids only here
+        ids = {topic: cluster.topic_id(topic) for topic in topics}
+        return {topic: (str(value) if value else None) for topic, value in ids.items()}
+
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()

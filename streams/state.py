@@ -111,14 +111,16 @@ class Meta:
     messages: int = 0
     admitted: dict[str, list[str]] = field(default_factory=dict)  # label -> values given their own series
     overflow: dict[str, int] = field(default_factory=dict)  # label (or "segment") -> events sent to `other`
+    source_id: str | None = None  # Kafka topic id of the source: a recreated topic gets a new one
 
     def to_json(self) -> bytes:
         return orjson.dumps([self.through, self.watermark_ms, self.events, self.late, self.duplicates, self.rejected,
-                             self.messages, self.admitted, self.overflow])
+                             self.messages, self.admitted, self.overflow, self.source_id])
 
     def copy(self) -> "Meta":
         return Meta(self.through, self.watermark_ms, self.events, self.late, self.duplicates, dict(self.rejected),
-                    self.messages, {k: list(v) for k, v in self.admitted.items()}, dict(self.overflow))
+                    self.messages, {k: list(v) for k, v in self.admitted.items()}, dict(self.overflow),
+                    self.source_id)
 
     @classmethod
     def from_json(cls, data: bytes) -> "Meta":
