@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.stack import ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get, worker_settings
 from tests.helpers import free_port
 
-INCIDENT_AFTER_S = 75
+INCIDENT_AFTER_S = 50
 RATE = 600
 
 
