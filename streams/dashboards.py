@@ -779,8 +779,10 @@ def pipeline_health() -> dm.Dashboard:
         _series("Assigned partitions by worker", f"{_help('cxpulse_assigned_partitions')} Summed over families, "
                 "per worker instance; moves when workers join, leave or rebalance.", "short",
                 _targets(("sum by (instance) (cxpulse_assigned_partitions)", "{{instance}}")), span=8),
-        _series("Workers up and ready", f"Workers scraped (up) and workers ready. {_help('cxpulse_worker_ready')}",
-                "short", _targets((f"sum(up{{{rules.JOB}}})", "up"), ("job:cxpulse_workers_ready:sum", "ready")),
+        _series("Workers up and ready", f"Workers scraped (up), workers ready, and workers that reach the "
+                f"broker. {_help('cxpulse_worker_ready')} {_help('cxpulse_broker_up')}",
+                "short", _targets((f"sum(up{{{rules.JOB}}})", "up"), ("job:cxpulse_workers_ready:sum", "ready"),
+                                  ("sum(cxpulse_broker_up)", "broker reachable")),
                 span=8),
         _series("State recovery time by worker", f"{_help('cxpulse_state_recovery_seconds')} Per worker instance: "
                 "how long the worker rebuilt its state from the changelog after its last assignment.", "s",
@@ -789,6 +791,11 @@ def pipeline_health() -> dm.Dashboard:
                 "per worker instance.", "short",
                 _targets((f"sum by (instance) (rate(cxpulse_state_recovered_records_total[{rate}]))", "{{instance}}")),
                 span=12),
+        _series("Partition states started over (last hour)", f"{_help('cxpulse_state_resets_total')} Non-zero "
+                "means a source topic was recreated or the broker lost its data: those partitions' counters "
+                "restarted (docs/operations.md).", "short",
+                _targets(("sum by (instance) (increase(cxpulse_state_resets_total[1h]))", "{{instance}}")),
+                span=24),
     ]
     pipeline_alerts = [a.name for a in rules.alerts() if a.dashboard == "pipeline-health"]
     return _dashboard(
