@@ -1,0 +1,27 @@
+"""Generated files match a fresh render, and the PromQL the docs show is valid."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from streams.catalog import KPIS
+from streams.render import kpi_promql, outputs
+
+
+@pytest.mark.parametrize("path", sorted(outputs()), ids=lambda p: p.name)
+def test_committed_file_equals_a_fresh_render(path) -> None:
+    assert path.read_text() == outputs()[path], f"{path.name} is stale: run `cxpulse render`"
+
+
+def test_every_kpi_expression_in_the_docs_parses(tmp_path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by ./dev setup (Debian package prometheus)"
+    rules = [{"record": f"doc:{kpi.key}:check", "expr": kpi_promql(kpi)} for kpi in KPIS]
+    path = tmp_path / "doc.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
