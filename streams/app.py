@@ -10,7 +10,8 @@ windowed tables expire by wall clock (ENVIRONMENT.md).
 The agent works per batch, and the batch reads like the flow:
 
     decode every message -> group by source partition -> apply to window state
-    -> write changelog records and dead letters, wait for the broker -> publish
+    -> write dead letters and customer facts, wait for the broker
+    -> write changelog records, wait for the broker -> publish
 
 Faust acks a ``take_events`` batch only after this loop body returns, so no
 offset is committed before the state that holds its effect is on the broker.
@@ -32,23 +33,27 @@ from dataclasses import dataclass, replace
 import faust
 from faust.types import TP
 
+import orjson
+
 from streams.changelog import ChangelogReader
 from streams.collector import FRESHNESS_BUCKETS, Published, Publisher
 from streams.config import Settings
-from streams.contract import Family
-from streams.decode import decode_message
+from streams.customers import CustomerState, decode_facts
+from streams.decode import Rejection, decode_message
+from streams.producer import partition_for
 from streams.state import Message, PartitionState, state_partition
 
 log = logging.getLogger("cxpulse.worker")
 
-Key = tuple[Family, int]
+Key = tuple[str, int]  # (event family or "customer", partition)
+FACTS_PER_MESSAGE = 2000  # facts of one customer-topic message (~100 bytes each)
 
 
 @dataclass
 class Kept:
     """State of a partition we no longer own, kept in case it comes back."""
 
-    state: PartitionState
+    state: PartitionState | CustomerState
     changelog_end: int  # the changelog offset after our last write or read
 
 
@@ -59,8 +64,10 @@ class Runtime:
         self.app = app
         self.settings = settings
         self.publisher = publisher
-        self.topic_family: dict[str, Family] = {name: family for family, name in settings.topics.items()}
-        self.states: dict[Key, PartitionState] = {}
+        # What the agent reads: the event topics, and the customer topic the window stage writes.
+        self.sources: dict[str, str] = {**settings.topics, "customer": settings.topic_customers}
+        self.topic_family: dict[str, str] = {name: family for family, name in self.sources.items()}
+        self.states: dict[Key, PartitionState | CustomerState] = {}
         self.changelog_end: dict[Key, int] = {}
         self.kept: dict[Key, Kept] = {}
         self.recovering: dict[Key, asyncio.Future] = {}
@@ -111,7 +118,7 @@ class Runtime:
         starting: dict[Key, tuple[PartitionState, int, bool]] = {}
         for key in keys:
             kept = self.kept.pop(key, None)
-            state = kept.state if kept else PartitionState(key[0], key[1], settings)
+            state = kept.state if kept else self._new_state(key)
             starting[key] = (state, kept.changelog_end if kept else 0, kept is not None)
         began = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -126,13 +133,13 @@ class Runtime:
                 log.warning("event=changelog_truncated family=%s partition=%d kept_end=%d broker_end=%d "
                             "action=recover_from_scratch", key[0], key[1], start,
                             changelog_ends[settings.topic_state, partition_of[key]])
-                starting[key] = (PartitionState(key[0], key[1], settings), 0, False)
+                starting[key] = (self._new_state(key), 0, False)
         read = await loop.run_in_executor(
             self.executor, self.reader.read, {partition_of[k]: starting[k][1] for k in keys})
         source_ends = await loop.run_in_executor(
-            self.executor, self.reader.highwaters, [(settings.topics[k[0]], k[1]) for k in keys])
+            self.executor, self.reader.highwaters, [(self.sources[k[0]], k[1]) for k in keys])
         source_ids = await loop.run_in_executor(
-            self.executor, self.reader.topic_ids, sorted({settings.topics[k[0]] for k in keys}))
+            self.executor, self.reader.topic_ids, sorted({self.sources[k[0]] for k in keys}))
         elapsed = time.monotonic() - began
         for key in sorted(keys):
             if self.recovering.get(key) is None:
@@ -140,8 +147,8 @@ class Runtime:
             state, start, incremental = starting[key]
             records, end = read[partition_of[key]]
             state.restore(records)
-            source_end = source_ends[settings.topics[key[0]], key[1]]
-            source_id = source_ids.get(settings.topics[key[0]])
+            source_end = source_ends[self.sources[key[0]], key[1]]
+            source_id = source_ids.get(self.sources[key[0]])
             recreated = bool(state.meta.source_id and source_id and state.meta.source_id != source_id)
             if source_end < state.meta.through or recreated:
                 # The source partition is not the one the state has read (a new topic id, or
@@ -154,7 +161,7 @@ class Runtime:
                     metadata = await (await self.app.producer.send(
                         settings.topic_state, record_key, value, partition_of[key], None, None))
                     end = max(end, metadata.offset + 1)
-                state = PartitionState(key[0], key[1], settings)
+                state = self._new_state(key)
                 self.resets += 1
             state.meta.source_id = source_id  # persisted with the next batch's meta record
             self.states[key] = state
@@ -168,7 +175,12 @@ class Runtime:
         self._publish(set(keys) & set(self.states))
         log.info("event=recovery_done partitions=%s seconds=%.3f", _describe(keys), elapsed)
 
-    async def _state(self, key: Key) -> PartitionState:
+    def _new_state(self, key: Key) -> PartitionState | CustomerState:
+        if key[0] == "customer":
+            return CustomerState(key[1], self.settings)
+        return PartitionState(key[0], key[1], self.settings)  # type: ignore[arg-type]
+
+    async def _state(self, key: Key) -> PartitionState | CustomerState:
         state = self.states.get(key)
         if state is not None:
             return state
@@ -190,37 +202,53 @@ class Runtime:
                 key = (family, message.partition)
                 if key not in self.assigned:
                     continue  # buffered before a revoke: its new owner reads it again
-                decoded, rejected = decode_message(
-                    message.value, family, max_bytes=settings.max_message_bytes,
-                    max_events=settings.max_batch_events, not_after_ms=not_after)
+                if family == "customer":
+                    decoded, rejected = _facts(message.value)
+                else:
+                    decoded, rejected = decode_message(
+                        message.value, family, max_bytes=settings.max_message_bytes,
+                        max_events=settings.max_batch_events, not_after_ms=not_after)
                 batches[key].append(Message(message.offset, decoded, rejected, int(message.timestamp * 1000),
                                             message.value or b""))
                 sources[key] = message.topic
             producer = self.app.producer
-            pending: list[tuple[Key | None, asyncio.Future]] = []
-            for key, messages in batches.items():
-                state = await self._state(key)
-                applied = state.apply(messages)
-                family, partition = key
-                target = state_partition(family, partition, settings.partitions)
-                for record_key, value in applied.records:
-                    future = await producer.send(settings.topic_state, record_key, value, target, None, None)
-                    pending.append((key, future))
+            results = [(key, (await self._state(key)).apply(messages)) for key, messages in batches.items()]
+            # Order on the broker: what leaves the batch (dead letters, facts for the customer
+            # stage) is acknowledged before the state records that say the batch is done, so a
+            # crash in between replays the batch and sends them again rather than losing them.
+            outgoing: list[asyncio.Future] = []
+            facts: dict[int, list[list]] = defaultdict(list)  # customer-topic partition -> facts
+            for (family, partition), applied in results:
+                for fact in applied.facts:
+                    facts[partition_for(fact[2], settings.partitions)].append(fact)
                 for parked in applied.parked:
                     headers = [
                         ("cx-reason", parked.reason.encode()), ("cx-detail", parked.detail.encode()),
-                        ("cx-source-topic", sources[key].encode()), ("cx-source-partition", str(partition).encode()),
+                        ("cx-source-topic", sources[family, partition].encode()),
+                        ("cx-source-partition", str(partition).encode()),
                         ("cx-source-offset", str(parked.offset).encode()),
                         ("cx-batch-index", b"" if parked.index is None else str(parked.index).encode()),
                     ]
-                    future = await producer.send(settings.topic_deadletter, None, parked.raw, partition, None, headers)
-                    pending.append((None, future))
+                    outgoing.append(await producer.send(settings.topic_deadletter, None, parked.raw, partition,
+                                                        None, headers))
                 if applied.parked:
                     _log_parked(family, partition, applied.parked)
+            for target, items in sorted(facts.items()):
+                # The one re-keying hop (customers.py): a resent fact is ignored by the customer stage.
+                for i in range(0, len(items), FACTS_PER_MESSAGE):
+                    value = orjson.dumps(items[i:i + FACTS_PER_MESSAGE])
+                    outgoing.append(await producer.send(settings.topic_customers, None, value, target, None, None))
+            for future in outgoing:
+                await future
+            pending: list[tuple[Key, asyncio.Future]] = []
+            for key, applied in results:
+                target = state_partition(key[0], key[1], settings.partitions)
+                for record_key, value in applied.records:
+                    pending.append((key, await producer.send(settings.topic_state, record_key, value, target, None,
+                                                             None)))
             for key, future in pending:
                 metadata = await future  # the broker has it: only now may Faust ack the batch
-                if key is not None:
-                    self.changelog_end[key] = max(self.changelog_end.get(key, 0), metadata.offset + 1)
+                self.changelog_end[key] = max(self.changelog_end.get(key, 0), metadata.offset + 1)
             self._publish(set(batches))
             published_at = time.time()
             for messages in batches.values():
@@ -242,7 +270,7 @@ class Runtime:
         for key, state in self.states.items():
             family, partition = key
             try:
-                highwater = consumer.highwater(TP(self.settings.topics[family], partition)) if consumer else None
+                highwater = consumer.highwater(TP(self.sources[family], partition)) if consumer else None
             except Exception:  # noqa: BLE001 - lag is best effort before the first fetch
                 highwater = None
             if highwater is not None:
@@ -276,6 +304,14 @@ def _log_parked(family: str, partition: int, parked) -> None:
             first = next(p for p in parked if p.reason == reason)
             log.warning("event=parked family=%s partition=%d reason=%s count=%d first_offset=%d detail=%r",
                         family, partition, reason, n, first.offset, first.detail)
+
+
+def _facts(value: bytes | None) -> tuple[list, list[Rejection]]:
+    """A customer-topic message; only the window stage writes it, so a bad one is a bug or foreign data."""
+    try:
+        return decode_facts(value), []
+    except ValueError as error:  # orjson.JSONDecodeError is a ValueError
+        return [], [Rejection("malformed_json", f"not a customer-fact message: {error}", None, value or b"")]
 
 
 def _describe(keys: set[Key]) -> str:
@@ -329,7 +365,8 @@ def build_app(settings: Settings, publisher: Publisher) -> tuple[faust.App, Runt
         options["broker_credentials"] = credentials
     app = faust.App(settings.app_id, **options)
     runtime = Runtime(app, settings, publisher)
-    source = app.topic(*settings.topics.values(), value_serializer="raw", key_serializer="raw")
+    source = app.topic(*settings.topics.values(), settings.topic_customers, value_serializer="raw",
+                       key_serializer="raw")
 
     @app.agent(source, name="cxpulse.windows")
     async def windows(stream):

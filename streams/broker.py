@@ -303,18 +303,22 @@ class TopicSpec:
 def topic_plan(settings: Settings) -> list[TopicSpec]:
     """Every topic cxpulse reads or writes, as ``create_topics`` makes them.
 
-        >>> [t.partitions for t in topic_plan(Settings(partitions=2))][-1]
-        8
+        >>> [(t.role, t.partitions) for t in topic_plan(Settings(partitions=2))][-2:]
+        [('state', 10), ('initiatives', 1)]
     """
     # Explicit configs on every topic: Tansu's DescribeConfigs returns only
     # what the topic was created with, and clients such as Quix Streams need retention.ms.
     events = {"cleanup.policy": "delete", "retention.ms": str(SOURCE_RETENTION_MS)}
     specs = [TopicSpec(family, name, settings.partitions, events) for family, name in settings.topics.items()]
     specs.append(TopicSpec("deadletter", settings.topic_deadletter, settings.partitions, events))
-    # The state changelog: compacted (latest value per key), kept forever, and
-    # 4x the source partitions so state keyed by (partition, ...) spreads out.
+    # Facts re-keyed by customer (internal: the window stage writes, the customer stage reads).
+    specs.append(TopicSpec("customers", settings.topic_customers, settings.partitions, events))
+    # The state changelog: compacted (latest value per key), kept forever, and one
+    # partition per source partition: 4 event families and the customer topic.
     state = {"cleanup.policy": "compact", "retention.ms": "-1"}
-    specs.append(TopicSpec("state", settings.topic_state, 4 * settings.partitions, state))
+    specs.append(TopicSpec("state", settings.topic_state, settings.state_partitions, state))
+    # Declared CX initiatives, keyed by name: the latest declaration wins, kept forever.
+    specs.append(TopicSpec("initiatives", settings.topic_initiatives, 1, state))
     return specs
 
 

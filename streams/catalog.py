@@ -218,3 +218,51 @@ KPIS: tuple[Kpi, ...] = (
     Kpi("ces", "Customer effort score (CES)", "score", "mean of CES answers (1-7)", "survey",
         ("cxpulse_ces_score_points_total",), "cxpulse_ces_responses_total", higher_is_better=False),
 )
+
+
+# Customer-level KPIs (customers.py): gauges summed over workers, no `partition` label.
+# Label values are bounded: storefront as everywhere, cohort = the last CXPULSE_COHORT_WEEKS
+# ISO weeks, nps_category 3 values, purchases 1/2/3/4+, horizon 30d/90d.
+CUSTOMER: dict[str, tuple[str, tuple[str, ...], str]] = {
+    # aggregate key kind -> (metric name, labels after storefront, help)
+    "cohort_customers": ("cxpulse_customer_cohort_customers", ("cohort",),
+                         "Customers whose first order fell in the ISO week `cohort` (first-order cohort)."),
+    "cohort_repeat_customers": ("cxpulse_customer_cohort_repeat_customers", ("cohort",),
+                                "Customers of the cohort who ordered again within 90 days of their first order."),
+    "cohort_revenue": ("cxpulse_customer_cohort_revenue", ("cohort", "currency", "horizon"),
+                       "Revenue of the cohort's orders within `horizon` (30d, 90d) of each customer's first order, "
+                       "in major units (LTV = this / cohort customers)."),
+    "nps_customers": ("cxpulse_customer_nps_customers", ("nps_category", "purchases", "horizon"),
+                      "Customers with an NPS answer whose first order is at least `horizon` old, by the category "
+                      "of their latest answer and their orders within 90 days of the first (1, 2, 3, 4+)."),
+    "nps_revenue": ("cxpulse_customer_nps_revenue", ("nps_category", "purchases", "currency", "horizon"),
+                    "Revenue within `horizon` of the first order of those customers, in major units "
+                    "(LTV by NPS category = this / cxpulse_customer_nps_customers)."),
+    "support_customers": ("cxpulse_customer_post_support_customers", ("cohort",),
+                          "Customers who opened a ticket in the ISO week `cohort`."),
+    "support_converted": ("cxpulse_customer_post_support_converted", ("cohort",),
+                          "Of those, customers who ordered within CXPULSE_POST_SUPPORT (default 7d) after that "
+                          "week's first ticket (post-support conversion = this / customers)."),
+}
+CUSTOMER_PIPELINE: dict[str, str] = {
+    "cxpulse_customer_facts_total": "Facts (counted order, ticket and NPS events naming a customer) read from the "
+                                    "customer topic, per its partition.",
+    "cxpulse_state_customers": "Customers held in the customer state, per customer-topic partition.",
+    "cxpulse_customers_evicted_total": "Customers forgotten (their KPI contribution stays): inactive for "
+                                       "CXPULSE_CUSTOMER_TTL, or the least recent beyond CXPULSE_CUSTOMER_MAX.",
+    "cxpulse_customer_facts_skipped_total": "Customer facts not applied, by reason: duplicate (resent after a "
+                                            "crash) or dropped (a customer past 1,000 orders, tickets or answers).",
+}
+
+# CX initiatives (initiatives.py): per worker, summed in the recording rules.
+INITIATIVE: dict[str, str] = {
+    "cxpulse_initiative_sessions": "Sessions started in the arm's segment and days (arm: treated, control).",
+    "cxpulse_initiative_orders": "Orders placed in the initiative's currency in the arm's segment and days.",
+    "cxpulse_initiative_revenue": "Revenue of those orders, in major units of the initiative's currency.",
+    "cxpulse_initiative_revenue_squares": "Sum of squared order values (major units squared), for the interval.",
+    "cxpulse_initiative_investment": "The declared investment, in major units of `currency`.",
+    "cxpulse_initiative_gross_margin_ratio": "The declared gross margin (0-1).",
+    "cxpulse_initiative_start_timestamp_seconds": "First day of the initiative (Unix seconds).",
+    "cxpulse_initiative_end_timestamp_seconds": "End of the initiative's last day (absent while it runs).",
+    "cxpulse_initiative_info": "1 per declared initiative; labels: kpi, treated and control segments.",
+}

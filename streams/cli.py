@@ -4,6 +4,7 @@
     cxpulse broker      the embedded test broker (Tansu) with the topics created
     cxpulse worker      one stream worker serving /metrics
     cxpulse simulate    storefront traffic to Kafka or to a file
+    cxpulse initiative  declare, list or delete CX initiatives (ROI computed live)
     cxpulse render      regenerate docs/metrics.md, rules and dashboards from the catalog
 
 Each module named below offers ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -20,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("streams.broker", "run the embedded Tansu broker on loopback with the topics created"),
     "worker": ("streams.worker", "run a stream worker that serves /metrics"),
     "simulate": ("streams.simulate", "generate storefront traffic to Kafka or to a file"),
+    "initiative": ("streams.initiatives", "declare, list or delete CX initiatives whose ROI the workers compute"),
     "render": ("streams.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
 }
 

@@ -26,7 +26,10 @@ from prometheus_client.registry import Collector, CollectorRegistry  # noqa: F40
 from streams.aggregates import Cell, LogHistogram, Segment, merge_cells
 from streams.catalog import (
     COUNTERS,
+    CUSTOMER,
+    CUSTOMER_PIPELINE,
     HISTOGRAMS,
+    INITIATIVE,
     PIPELINE,
     WINDOW_QUANTILES,
     major_units,
@@ -64,9 +67,10 @@ class Publisher:
 
 
 class CxCollector(Collector):
-    def __init__(self, publisher: Publisher, settings: Settings) -> None:
+    def __init__(self, publisher: Publisher, settings: Settings, initiatives=None) -> None:
         self.publisher = publisher
         self.settings = settings
+        self.initiatives = initiatives  # an initiatives.Registry, or None
         self._closed_cache: dict[tuple, dict[Segment, Cell]] = {}
 
     def collect(self) -> Iterator[Metric]:
@@ -74,6 +78,8 @@ class CxCollector(Collector):
         yield from self._pipeline(view)
         try:
             metrics = list(self._kpi_components(view))
+            metrics += self._customers(view)
+            metrics += self._initiatives(view)
         except Exception:  # noqa: BLE001 - a scrape must not fail; the log says why
             log.exception("event=collect_failed")
             return
@@ -87,7 +93,7 @@ class CxCollector(Collector):
         yield ready
         assigned = GaugeMetricFamily("cxpulse_assigned_partitions", PIPELINE["cxpulse_assigned_partitions"],
                                      labels=["family"])
-        for family in FAMILIES:
+        for family in (*FAMILIES, "customer"):
             assigned.add_metric([family], sum(1 for f, _ in view.snapshots if f == family))
         yield assigned
         per_tp = ["family", "partition"]
@@ -112,10 +118,11 @@ class CxCollector(Collector):
         for (family, partition), snap in sorted(view.snapshots.items()):
             labels = [family, str(partition)]
             meta = snap.meta
-            events.add_metric(labels, meta.events)
             messages.add_metric(labels, meta.messages)
-            late.add_metric(labels, meta.late)
-            dups.add_metric(labels, meta.duplicates)
+            if family != "customer":  # facts are not events: cxpulse_customer_facts_total counts them
+                events.add_metric(labels, meta.events)
+                late.add_metric(labels, meta.late)
+                dups.add_metric(labels, meta.duplicates)
             for reason, n in sorted(meta.rejected.items()):
                 rejected.add_metric([*labels, reason], n)
             for label, n in sorted(meta.overflow.items()):
@@ -125,6 +132,8 @@ class CxCollector(Collector):
                 wm_lag.add_metric(labels, max(0.0, now - meta.watermark_ms / 1000.0))
             if (family, partition) in view.consumer_lag:
                 lag.add_metric(labels, view.consumer_lag[family, partition])
+            if family == "customer":
+                continue
             windows.add_metric(labels, len(snap.windows))
             tickets.add_metric(labels, snap.tickets)
             seen.add_metric(labels, snap.seen_ids)
@@ -154,7 +163,8 @@ class CxCollector(Collector):
     def _kpi_components(self, view: Published) -> Iterator[Metric]:
         by_family: dict[Family, list[PartitionSnapshot]] = {f: [] for f in FAMILIES}
         for (family, _), snap in sorted(view.snapshots.items()):
-            by_family[family].append(snap)
+            if family in by_family:  # the customer stage exports in _customers
+                by_family[family].append(snap)
         window_end = GaugeMetricFamily("cxpulse_window_end_timestamp_seconds",
                                        PIPELINE["cxpulse_window_end_timestamp_seconds"],
                                        labels=["family", "view", "state"])
@@ -166,6 +176,77 @@ class CxCollector(Collector):
             for view_name, state, end_ms, _ in windows:
                 window_end.add_metric([family, view_name, state], end_ms / 1000.0)
         yield window_end
+
+    # ------------------------------------------------------ customer level
+    def _customers(self, view: Published) -> list[Metric]:
+        snaps = [snap for (family, _), snap in sorted(view.snapshots.items()) if family == "customer"]
+        families: dict[str, GaugeMetricFamily] = {
+            kind: GaugeMetricFamily(name, text, labels=["storefront", *labels])
+            for kind, (name, labels, text) in CUSTOMER.items()}
+        sums: dict[tuple, int] = {}
+        for snap in snaps:
+            for key, value in snap.aggregates.items():
+                sums[key] = sums.get(key, 0) + value
+        for key, value in sorted(sums.items()):
+            kind = key[0]
+            if kind not in families:
+                continue
+            labels = list(key[1:])
+            if kind in ("cohort_revenue", "nps_revenue"):
+                amount = major_units(value, labels[-2])  # (..., currency, horizon)
+            else:
+                amount = float(value)
+            families[kind].add_metric(labels, amount)
+        held = GaugeMetricFamily("cxpulse_state_customers", CUSTOMER_PIPELINE["cxpulse_state_customers"],
+                                 labels=["partition"])
+        evicted = CounterMetricFamily("cxpulse_customers_evicted_total",
+                                      CUSTOMER_PIPELINE["cxpulse_customers_evicted_total"], labels=["partition"])
+        skipped = CounterMetricFamily("cxpulse_customer_facts_skipped_total",
+                                      CUSTOMER_PIPELINE["cxpulse_customer_facts_skipped_total"],
+                                      labels=["partition", "reason"])
+        facts = CounterMetricFamily("cxpulse_customer_facts_total", CUSTOMER_PIPELINE["cxpulse_customer_facts_total"],
+                                    labels=["partition"])
+        for snap in snaps:
+            partition = str(snap.partition)
+            facts.add_metric([partition], snap.meta.events)
+            held.add_metric([partition], snap.customers)
+            evicted.add_metric([partition], snap.aggregates.get(("customers_created",), 0) - snap.customers)
+            for reason in ("duplicate", "dropped"):
+                skipped.add_metric([partition, reason], snap.aggregates.get((f"facts_{reason}",), 0))
+        return [*families.values(), facts, held, evicted, skipped]
+
+    # ---------------------------------------------------------- initiatives
+    def _initiatives(self, view: Published) -> list[Metric]:
+        from streams.initiatives import components
+
+        declared = self.initiatives.current if self.initiatives is not None else {}
+        arm = ["initiative", "arm"]
+        out = {name: GaugeMetricFamily(name, text, labels=arm) for name, text in INITIATIVE.items()
+               if name in ("cxpulse_initiative_sessions", "cxpulse_initiative_orders", "cxpulse_initiative_revenue",
+                           "cxpulse_initiative_revenue_squares")}
+        investment = GaugeMetricFamily("cxpulse_initiative_investment", INITIATIVE["cxpulse_initiative_investment"],
+                                       labels=["initiative", "currency"])
+        margin = GaugeMetricFamily("cxpulse_initiative_gross_margin_ratio",
+                                   INITIATIVE["cxpulse_initiative_gross_margin_ratio"], labels=["initiative"])
+        start = GaugeMetricFamily("cxpulse_initiative_start_timestamp_seconds",
+                                  INITIATIVE["cxpulse_initiative_start_timestamp_seconds"], labels=["initiative"])
+        end = GaugeMetricFamily("cxpulse_initiative_end_timestamp_seconds",
+                                INITIATIVE["cxpulse_initiative_end_timestamp_seconds"], labels=["initiative"])
+        info = GaugeMetricFamily("cxpulse_initiative_info", INITIATIVE["cxpulse_initiative_info"],
+                                 labels=["initiative", "kpi", "treated", "control"])
+        snaps = [snap for (family, _), snap in view.snapshots.items() if family in ("session", "order")]
+        for initiative in sorted(declared.values(), key=lambda i: i.name):
+            name = initiative.name
+            investment.add_metric([name, initiative.currency], initiative.investment)
+            margin.add_metric([name], initiative.margin)
+            start.add_metric([name], initiative.start_ms / 1000)
+            if initiative.end_ms is not None:
+                end.add_metric([name], initiative.end_ms / 1000)
+            info.add_metric([name, initiative.kpi, initiative.treated_label, initiative.control_label], 1)
+        for initiative, arm_name, values in components(declared, snaps):
+            for field_name, value in values.items():
+                out[f"cxpulse_initiative_{field_name}"].add_metric([initiative.name, arm_name], value)
+        return [*out.values(), investment, margin, start, end, info]
 
     def _cumulative(self, family: Family, snaps: list[PartitionSnapshot]) -> Iterator[Metric]:
         labels = [*SEGMENT_LABELS[family], "partition"]

@@ -64,6 +64,10 @@ class Settings:
     topic_surveys: str = DEFAULT_TOPICS["survey"]
     topic_deadletter: str = DEADLETTER_TOPIC
     topic_state: str = "cxpulse.state"
+    # Internal: counted events that name a customer, re-keyed by customer id (one hop
+    # for every customer-level KPI), and the declared CX initiatives (compacted).
+    topic_customers: str = "cxpulse.customers"
+    topic_initiatives: str = "cx.initiatives"
     partitions: int = 4  # per source topic; the most workers that can share the load
     app_id: str = "cxpulse"
     # Serving
@@ -87,6 +91,14 @@ class Settings:
     ticket_ttl_ms: int = 30 * 86_400_000
     max_clock_skew_ms: int = 300_000
     idle_partition_ms: int = 30_000
+    # Day totals per segment (sessions, orders, revenue) for initiative ROI: how far back.
+    day_retention_ms: int = 400 * 86_400_000
+    # Customer-level state (never exported): a customer inactive this long is forgotten
+    # (their contribution to the KPIs stays), and at most this many per partition.
+    customer_ttl_ms: int = 400 * 86_400_000
+    customer_max: int = 500_000
+    post_support_ms: int = 7 * 86_400_000  # an order within this long after a ticket converts it
+    cohort_weeks: int = 26  # first-order and ticket weeks exported as cohorts
     # Cardinality budget: label values outside an allow-list (comma-separated; empty
     # allows any) or beyond label_cap distinct values per partition go to `other`;
     # at most segment_cap label combinations per family and partition.
@@ -113,6 +125,11 @@ class Settings:
             "ticket": self.topic_tickets,
             "survey": self.topic_surveys,
         }
+
+    @property
+    def state_partitions(self) -> int:
+        """Partitions of the state changelog: one per partition of the 4 event topics and the customer topic."""
+        return 5 * self.partitions
 
     def kafka_security(self) -> dict[str, Any]:
         """Connection keyword arguments shared by kafka-python clients."""
@@ -203,6 +220,12 @@ class Settings:
             fail("retention_ms", "a duration of at least the longest view + grace + one base window")
         if self.dedupe_horizon_ms < self.grace_ms + self.window_ms:
             fail("dedupe_horizon_ms", "a duration of at least grace + one base window")
+        if self.customer_ttl_ms < 90 * 86_400_000 + self.post_support_ms:
+            fail("customer_ttl_ms", "a duration of at least 90d + the post-support window (LTV looks 90 days ahead)")
+        if self.customer_max < 1:
+            fail("customer_max", "a positive number of customers per partition")
+        if self.cohort_weeks < 1:
+            fail("cohort_weeks", "a positive number of weeks")
 
 
 def _parse(name: str, var: str, text: str, annotation: Any) -> Any:

@@ -14,7 +14,7 @@ Exactness under at-least-once delivery rests on three rules:
    whose effect it holds. A replayed message at ``offset < through`` is already
    in that record and is skipped *for that record only*.
 2. Records of one batch are written in a fixed order to one changelog partition
-   (windows, totals, tickets, seen-ids, then meta). Kafka keeps that order, so
+   (windows, days, totals, tickets, seen-ids, then meta). Kafka keeps that order, so
    a persisted meta record proves the whole batch persisted: messages below
    ``meta.through`` are skipped outright.
 3. A duplicate is an event whose ``event_id`` was first seen at another
@@ -43,6 +43,12 @@ UNKNOWN = "unknown"
 OTHER = "other"  # where label values beyond the allow-list or the cap go
 _CAPPED = ("storefront", "channel", "currency")  # free-form labels; device and support_channel are enums
 NO_CURRENCY = "XXX"  # ISO 4217's code for "no currency": a return without an amount
+
+DAY_MS = 86_400_000
+# Day totals kept per segment (for initiative ROI over months): field -> also kept.
+DAY_FIELDS = frozenset({"sessions_started", "orders_placed", "revenue_minor"})
+# Counted events that name a customer become facts for the customer state (customers.py).
+FACT_KINDS = {"order.placed": "o", "ticket.created": "t", "survey.answered": "n"}
 
 # Label names of each family's segment, in the order of the segment tuple.
 SEGMENT_LABELS: dict[Family, tuple[str, ...]] = {
@@ -151,16 +157,22 @@ class Parked:
 
 @dataclass
 class Applied:
-    """What one batch produced: changelog records (in write order) and parked events."""
+    """What one batch produced: changelog records (in write order), parked events, and the
+    facts for the customer state (``[kind, storefront, customer_id, event_id, ts_ms, ...]``)."""
 
     records: list[tuple[bytes, bytes | None]]
     parked: list[Parked]
     counted: int
+    facts: list[list[Any]] = field(default_factory=list)
 
 
-def state_partition(family: Family, partition: int, partitions: int) -> int:
+# State changelog partitions: one block of N per event family, then the customer state.
+STATE_FAMILIES: tuple[str, ...] = (*FAMILIES, "customer")
+
+
+def state_partition(family: str, partition: int, partitions: int) -> int:
     """The changelog partition that holds one source partition's state."""
-    return FAMILIES.index(family) * partitions + partition
+    return STATE_FAMILIES.index(family) * partitions + partition
 
 
 class PartitionState:
@@ -174,8 +186,12 @@ class PartitionState:
         self.retention_ms = settings.retention_ms
         self.horizon_ms = settings.dedupe_horizon_ms
         self.ticket_ttl_ms = settings.ticket_ttl_ms
+        self.day_retention_ms = settings.day_retention_ms
         self.meta = Meta()
         self.windows: dict[int, Slot] = {}
+        self.days: dict[int, Slot] = {}  # UTC day start -> day totals (sessions and orders only)
+        self._keep_days = family in ("session", "order")
+        self._dirty_days: set[int] = set()
         self.totals = Slot()
         self.tickets: dict[str, Ticket] = {}
         self.seen: dict[str, tuple[int, int, int]] = {}  # event_id -> (bucket, offset, index)
@@ -195,7 +211,10 @@ class PartitionState:
         """Apply a batch of messages in offset order; return what to persist."""
         parked: list[Parked] = []
         touched_windows: set[int] = set()
+        touched_days: set[int] = set()
         touched_tickets: set[str] = set()
+        facts: list[list[Any]] = []
+        keep_days = self._keep_days
         new_seen: list[list[Any]] = []
         meta, window_ms, grace_ms = self.meta, self.window_ms, self.grace_ms
         first_offset = last_offset = None
@@ -240,6 +259,10 @@ class PartitionState:
                 meta.events += 1
                 counted += 1
                 self._admit(body)
+                if "customer_id" in body:
+                    fact = self._fact(body, ts_ms)
+                    if fact is not None:
+                        facts.append(fact)
                 for start, raw_segment, name, amount, duration in self._apply_event(body, ts_ms, offset,
                                                                                      touched_tickets):
                     segment = self._bounded.get(raw_segment)
@@ -258,6 +281,17 @@ class PartitionState:
                             cell.add(name, amount)
                         else:
                             cell.observe(name, duration)
+                    if keep_days and name in DAY_FIELDS:
+                        day = ts_ms - ts_ms % DAY_MS
+                        day_slot = self.days.get(day)
+                        if day_slot is None:
+                            day_slot = self.days[day] = Slot()
+                        if offset >= day_slot.through:
+                            touched_days.add(day)
+                            cell = day_slot.cell(segment)
+                            cell.add(name, amount)
+                            if name == "revenue_minor":  # for the variance of revenue per visitor
+                                cell.add("revenue_sq", float(amount) * amount)
                     if offset >= self.totals.through:
                         totals_touched = True
                         cell = self.totals.cell(segment)
@@ -266,7 +300,7 @@ class PartitionState:
                         else:
                             cell.observe(name, duration)
         if last_offset is None:
-            return Applied([], parked, 0)
+            return Applied([], parked, 0, facts)
         end = last_offset + 1
         records: list[tuple[bytes, bytes | None]] = []
         self._dirty_windows.update(touched_windows)
@@ -274,6 +308,11 @@ class PartitionState:
             slot = self.windows[start]
             slot.through = end
             records.append((self._key(b"w", start), slot.to_json()))
+        self._dirty_days.update(touched_days)
+        for day in sorted(touched_days):
+            slot = self.days[day]
+            slot.through = end
+            records.append((self._key(b"y", day), slot.to_json()))
         if totals_touched:
             self.totals.through = end
             records.append((self._key(b"c", 0), self.totals.to_json()))
@@ -290,7 +329,30 @@ class PartitionState:
         records.extend(self._evict())
         meta.through = end
         records.append((self._key(b"m", 0), meta.to_json()))
-        return Applied(records, parked, counted)
+        return Applied(records, parked, counted, facts)
+
+    def _fact(self, body: dict, ts_ms: int) -> list[Any] | None:
+        """What the customer state needs of a counted event that names a customer.
+
+        Label values are bounded like the segment's (the fact's storefront and currency
+        become labels of customer-level KPIs).
+        """
+        kind = FACT_KINDS.get(body["type"])
+        if kind is None or (kind == "n" and body["kind"] != "nps"):
+            return None
+        fact = [kind, self._bound_value("storefront", body["storefront"]), body["customer_id"], body["event_id"],
+                ts_ms]
+        if kind == "o":
+            fact += [body["total_minor"], self._bound_value("currency", body["currency"])]
+        elif kind == "n":
+            fact.append(body["score"])
+        return fact
+
+    def _bound_value(self, label: str, value: str) -> str:
+        allowed = self._allowed.get(label)
+        if allowed is not None:
+            return value if value in allowed else OTHER
+        return value if value in self.meta.admitted.get(label, ()) else OTHER
 
     # One generator per family: yields (window start, segment, field, amount, duration_ms or None).
     def _apply_session(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
@@ -431,6 +493,10 @@ class PartitionState:
             del self.windows[start]
             self._dirty_windows.add(start)
             tombstones.append((self._key(b"w", start), None))
+        for day in [d for d in self.days if d < watermark - self.day_retention_ms]:
+            del self.days[day]
+            self._dirty_days.add(day)
+            tombstones.append((self._key(b"y", day), None))
         horizon = watermark - self.horizon_ms
         if any(bucket < horizon for bucket, _, _ in self.seen.values()):
             self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
@@ -465,6 +531,11 @@ class PartitionState:
                     self.windows.pop(int(ident), None)
                 else:
                     self.windows[int(ident)] = Slot.from_json(value)
+            elif kind == b"y":
+                if value is None:
+                    self.days.pop(int(ident), None)
+                else:
+                    self.days[int(ident)] = Slot.from_json(value)
             elif kind == b"c":
                 self.totals = Slot() if value is None else Slot.from_json(value)
             elif kind == b"t":
@@ -490,11 +561,13 @@ class PartitionState:
             horizon = self.meta.watermark_ms - self.horizon_ms
             self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
         self._dirty_windows.update(self.windows)
+        self._dirty_days.update(self.days)
         return applied
 
     def tombstones(self) -> list[tuple[bytes, None]]:
         """Delete every record this state has in the changelog (a reset)."""
         keys = [self._key(b"w", start) for start in self.windows]
+        keys += [self._key(b"y", day) for day in self.days]
         keys += [self._key(b"t", ticket_id) for ticket_id in self.tickets]
         keys += [self._key(b"d", first) for first in self.seen_records]
         keys += [self._key(b"c", 0), self._key(b"m", 0)]
@@ -513,6 +586,14 @@ class PartitionState:
         if previous is None:
             windows = {start: {seg: c.copy() for seg, c in slot.cells.items()} for start, slot in self.windows.items()}
         self._dirty_windows.clear()
+        days = dict(previous.days) if previous is not None else {}
+        for day in (self._dirty_days if previous is not None else self.days):
+            slot = self.days.get(day)
+            if slot is None:
+                days.pop(day, None)
+            else:
+                days[day] = {segment: cell.copy() for segment, cell in slot.cells.items()}
+        self._dirty_days.clear()
         meta = self.meta
         return PartitionSnapshot(
             family=self.family,
@@ -520,6 +601,7 @@ class PartitionState:
             meta=meta.copy(),
             totals={segment: cell.copy() for segment, cell in self.totals.cells.items()},
             windows=windows,
+            days=days,
             tickets=len(self.tickets),
             seen_ids=len(self.seen),
         )
@@ -534,6 +616,7 @@ class PartitionSnapshot:
     meta: Meta
     totals: dict[Segment, Cell]
     windows: dict[int, dict[Segment, Cell]]
+    days: dict[int, dict[Segment, Cell]]
     tickets: int
     seen_ids: int
 

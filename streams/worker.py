@@ -67,14 +67,14 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_metrics(settings: Settings, publisher: Publisher) -> ThreadingWSGIServer:
+def serve_metrics(settings: Settings, publisher: Publisher, initiatives=None) -> ThreadingWSGIServer:
     """Serve /metrics, /ready (200 once ready, else 503) and /healthz in a thread.
 
     TLS and basic auth protect /metrics when configured (Prometheus scrapes with
     ``scheme: https``, ``tls_config`` and ``basic_auth``); the probes stay open.
     """
     registry = CollectorRegistry()
-    registry.register(CxCollector(publisher, settings))
+    registry.register(CxCollector(publisher, settings, initiatives))
     metrics = make_wsgi_app(registry)
     expected = None
     if settings.metrics_basic_auth_username:
@@ -153,9 +153,9 @@ def check_topics(settings: Settings, max_wait_s: float | None = None) -> None:
 
     import time
 
-    wanted = {name: settings.partitions for name in settings.topics.values()}
-    wanted[settings.topic_state] = 4 * settings.partitions
-    hint = (f" (CXPULSE_PARTITIONS={settings.partitions}; the state topic needs 4 x that; `cxpulse broker` "
+    wanted = {name: settings.partitions for name in (*settings.topics.values(), settings.topic_customers)}
+    wanted[settings.topic_state] = settings.state_partitions
+    hint = (f" (CXPULSE_PARTITIONS={settings.partitions}; the state topic needs 5 x that; `cxpulse broker` "
             "and deploy/ create them; see docs/deploy.md)")
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), **settings.kafka_security())
     delay = 1.0
@@ -200,12 +200,16 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     from streams.app import build_app  # Faust is heavy to import: only for this command
 
+    from streams.initiatives import Registry
+
     publisher = Publisher()
-    server = serve_metrics(settings, publisher)
+    initiatives = Registry(settings)
+    server = serve_metrics(settings, publisher, initiatives)
     if not wait_for_broker(settings, publisher):
         server.shutdown()
         return 1
     check_topics(settings)
+    initiatives.start()
     app, _ = build_app(settings, publisher)
     log.info("event=worker_starting bootstrap=%s metrics=http://%s:%d/metrics partitions=%d window=%dms grace=%dms",
              settings.bootstrap_servers, settings.metrics_host, settings.metrics_port, settings.partitions,
@@ -218,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         worker.execute_from_commandline()
     finally:
+        initiatives.stop()
         server.shutdown()
         log.info("event=worker_stopped")
     return 0
