@@ -22,8 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_QUANTILES
 from streams.config import Settings
 from streams.stack import WorkerProcess
+from streams.catalog import CUSTOMER
+from tests.customer_reference import customer_kpis
 from tests.helpers import wait_until
-from tests.reference import SEGMENT_LABELS, Params, Reference
+from tests.reference import SEGMENT_LABELS, Params, Reference, major
 
 Sample = tuple[str, dict[str, str], float]
 RANK_ERROR = 0.01  # docs/metrics.md rule 9: sketches within 1% relative error
@@ -232,6 +234,37 @@ def compare_windows(index: int, samples: list[Sample], ref: Reference, params: P
     return problems
 
 
+def compare_customers(live: list[WorkerProcess], events: list[dict], ref: Reference, settings: Settings,
+                      timeout_s: float = 60.0) -> list[str]:
+    """Customer-level gauges, summed over the live workers, against tests/customer_reference.py."""
+    counted = [e for e, decision in zip(events, ref.decisions) if decision == "counted"]
+    expected = customer_kpis(counted, settings.partitions, settings.post_support_ms)
+    facts = sum(1 for e in counted if e.get("customer_id") and (
+        e["type"] in ("order.placed", "ticket.created") or (e["type"] == "survey.answered" and e["kind"] == "nps")))
+    assert facts, "no event named a customer: the customer stage is not tested"
+    by_name = {name: (kind, ("storefront", *labels)) for kind, (name, labels, _) in CUSTOMER.items()}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples = [s for w in live for s in scrape(w)]
+        read = sum(v for n, _, v in samples if n == "cxpulse_customer_facts_total")
+        got: dict[str, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
+        for name, labels, value in samples:
+            if name in by_name:
+                kind, label_names = by_name[name]
+                got[kind][tuple(labels[label] for label in label_names)] += value
+        problems = []
+        for kind in sorted(set(expected) | set(got)):
+            money = kind in ("cohort_revenue", "nps_revenue")
+            want = {k: (float(major(v, k[-2])) if money else float(v)) for k, v in expected.get(kind, {}).items()}
+            for key in sorted(set(want) | set(got[kind])):
+                if not close(want.get(key, 0.0), got[kind].get(key, 0.0)):
+                    problems.append(f"{CUSTOMER[kind][0]} {key}: expected {want.get(key, 0.0)}, "
+                                    f"got {got[kind].get(key, 0.0)}")
+        if (read >= facts and not problems) or time.monotonic() > deadline:
+            return problems + ([] if read >= facts else [f"customer stage read {read} facts of {facts}"])
+        time.sleep(1.0)
+
+
 def assert_exact(live: list[WorkerProcess], events: list[dict], settings: Settings, rejected: Counter[str]) -> None:
     params = Params.of(settings)
     ref = Reference.compute(events, params)
@@ -241,6 +274,7 @@ def assert_exact(live: list[WorkerProcess], events: list[dict], settings: Settin
     problems = compare_fleet(scrapes, ref, rejected)
     for worker in live:
         problems += compare_windows(worker.index, scrapes[worker.index], ref, params)
+    problems += compare_customers(live, events, ref, settings)
     assert not problems, (f"{len(problems)} mismatches with the reference ({len(events)} events sent: "
                           f"{dict(decisions)}):\n" + "\n".join(problems[:60]))
 

@@ -9,7 +9,6 @@ figures come from ``tests/customer_reference.py``, which reads the events only.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
 
 import orjson
 import pytest
@@ -20,50 +19,12 @@ from streams.customers import CustomerState, contribution, iso_week, week_start_
 from streams.decode import decode_message
 from streams.producer import partition_for
 from streams.state import Message, PartitionState
+from tests.customer_events import T0, customer_events
 from tests.customer_reference import customer_kpis
 from tests.reference import Params, Reference, partition_of
 
 DAY = 86_400_000
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SETTINGS = Settings(partitions=3, customer_ttl_ms=400 * DAY, cohort_weeks=60)  # no cohort pruned here
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
-
-
-def customer_events(rng: random.Random, customers: int = 60, days: int = 200) -> list[dict]:
-    """Orders, tickets and NPS answers of repeat customers over ``days``, in time order,
-    with a few resends of the same event (duplicates) and shops in two currencies."""
-    events: list[dict] = []
-    n = 0
-    for c in range(customers):
-        storefront = rng.choice(["shop-a", "shop-b"])
-        currency = "EUR" if storefront == "shop-a" else "USD"
-        first = T0 + rng.randrange(days * DAY)
-        for k in range(rng.choice([1, 1, 2, 3, 5])):
-            ts = first + (0 if k == 0 else rng.randrange(120 * DAY))
-            n += 1
-            events.append({"event_id": f"o{n}", "type": "order.placed", "schema_version": 1,
-                           "occurred_at": _iso(ts), "storefront": storefront, "order_id": f"O{n}",
-                           "customer_id": f"c{c}", "total_minor": rng.randrange(500, 30_000),
-                           "currency": currency, "first_order": k == 0})
-        for _ in range(rng.choice([0, 1, 1, 2])):
-            n += 1
-            ts = first + rng.randrange(-20 * DAY, 100 * DAY)
-            events.append({"event_id": f"t{n}", "type": "ticket.created", "schema_version": 1,
-                           "occurred_at": _iso(ts), "storefront": storefront, "ticket_id": f"T{n}",
-                           "support_channel": "email", "customer_id": f"c{c}"})
-        for _ in range(rng.choice([0, 1, 1, 2])):
-            n += 1
-            ts = first + rng.randrange(60 * DAY)
-            events.append({"event_id": f"n{n}", "type": "survey.answered", "schema_version": 1,
-                           "occurred_at": _iso(ts), "storefront": storefront, "response_id": f"R{n}",
-                           "kind": "nps", "score": rng.randrange(11), "customer_id": f"c{c}"})
-    events.sort(key=lambda e: e["occurred_at"])
-    for i in rng.sample(range(len(events)), k=len(events) // 30):  # resent within seconds
-        events.insert(min(len(events), i + 2), dict(events[i]))
-    return events
 
 
 FAMILY = {"order.placed": "order", "ticket.created": "ticket", "survey.answered": "survey"}
