@@ -163,9 +163,16 @@ def test_compose_workers_scale_and_are_scraped_by_dns():
 
 def test_compose_topic_init_creates_every_topic_with_documented_counts():
     command = _compose()["services"]["topic-init"]["command"][0]
-    for topic in ("cx.sessions", "cx.orders", "cx.tickets", "cx.surveys", "cx.deadletter"):
-        assert topic in command
-    assert '--partitions "$$((PARTITIONS * 4))"' in command and "cleanup.policy=compact" in command
+    from streams.broker import topic_plan
+    from streams.config import Settings
+
+    plan = topic_plan(Settings(partitions=8))
+    for spec in plan:  # every topic `cxpulse broker` creates, with the same count
+        assert spec.name in command, spec.name
+    multiple = {spec.role: spec.partitions // 8 for spec in plan}
+    assert f'--partitions "$$((PARTITIONS * {multiple["state"]}))"' in command
+    assert "--topic cx.initiatives \\\n  --partitions 1" in command
+    assert command.count("cleanup.policy=compact") == 2  # the state changelog and the initiatives
     assert _compose()["services"]["topic-init"]["environment"]["PARTITIONS"] == "${PARTITIONS:-8}"
 
 
