@@ -157,6 +157,76 @@ def _series(title: str, description: str, unit: str, targets: list[prom.Dataquer
     return panel
 
 
+BAND_COLOR, BASELINE_COLOR, SAMPLE_COLOR = "blue", "text", "#8e8e8e"
+
+
+def _band(key: str, span: int = 12, baseline: bool = False, title: str = "") -> timeseries.Panel:
+    """A share or NPS of one storefront (the row repeats per ``$storefront``) with its 95% interval
+    as a band (the upper series filled down to the lower, Grafana's fillBelowTo) and its sample
+    size n as bars on the right axis; ``baseline`` adds last week's line and band, dashed and grey.
+    Legends are fixed names because fillBelowTo pairs series by name."""
+    kpi = _kpi(key)
+    level = _level(kpi)
+    short = _short(kpi)
+    unit = "none" if kpi.shape == "nps" else "percentunit"
+    method = ("adjusted-Wald interval (3/4 of a pseudo-answer added to promoters and to detractors)"
+              if kpi.shape == "nps" else "Wilson score interval")
+    value, lower, upper, sample = short, f"{short} 95% lower", f"{short} 95% upper", "n (sample)"
+    n_rule = rules.denominator_rule(kpi, level, W)
+    specs = [(f"{kpi_series(key)}{{{SF}}}", value),
+             (f"{rules.bound_rule(kpi, level, W, 'lower')}{{{SF}}}", lower),
+             (f"{rules.bound_rule(kpi, level, W, 'upper')}{{{SF}}}", upper),
+             (f"{n_rule}{{{SF}}}", sample)]
+    alert = {"conversion": "CxpulseConversionDrop", "nps": "CxpulseNpsDrop", "csat": "CxpulseCsatDrop"}.get(key)
+    text = (f"{_about(key)} Line: `{kpi_series(key)}`; band: its 95% {method} "
+            f"(`{rules.bound_rule(kpi, level, W, 'lower')}` to `..._upper`), the range the true value lies in "
+            f"given the sample; bars (right axis): the sample "
+            f"size n over $window (`{n_rule}`). A narrow band is a large sample; a move inside the band is noise.")
+    if baseline:
+        was, was_lower, was_upper = "last week", "last week 95% lower", "last week 95% upper"
+        specs += [(f"{kpi_series(key, offset=True)}{{{SF}}}", was),
+                  (f"{rules.bound_rule(kpi, level, W, 'lower', offset=True)}{{{SF}}}", was_lower),
+                  (f"{rules.bound_rule(kpi, level, W, 'upper', offset=True)}{{{SF}}}", was_upper)]
+        text += (" Dashed line and grey band: the same time last week and its interval"
+                 + (f"; {alert} pages only while the two bands are apart (over 1h)." if alert else "."))
+    panel = _series(title or f"{short} with its 95% interval, $storefront", text, unit, _targets(*specs), span=span)
+    panel = panel.fill_opacity(0).legend(
+        common_b.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
+        .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull"]))
+
+    def fixed(color: str) -> dm.DynamicConfigValue:
+        return dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})
+
+    def bound(color: str, fill_to: str = "", opacity: int = 0) -> list[dm.DynamicConfigValue]:
+        props = [fixed(color), dm.DynamicConfigValue(id_val="custom.lineWidth", value=0),
+                 dm.DynamicConfigValue(id_val="custom.fillOpacity", value=opacity)]
+        if fill_to:
+            props.append(dm.DynamicConfigValue(id_val="custom.fillBelowTo", value=fill_to))
+        return props
+
+    panel = (
+        panel.override_by_name(value, [fixed(BAND_COLOR), dm.DynamicConfigValue(id_val="custom.lineWidth", value=2)])
+        .override_by_name(lower, bound(BAND_COLOR))
+        .override_by_name(upper, bound(BAND_COLOR, lower, 25))
+        .override_by_name(sample, [
+            fixed(SAMPLE_COLOR), dm.DynamicConfigValue(id_val="unit", value="short"),
+            dm.DynamicConfigValue(id_val="decimals", value=0),
+            dm.DynamicConfigValue(id_val="custom.drawStyle", value="bars"),
+            dm.DynamicConfigValue(id_val="custom.fillOpacity", value=15),
+            dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+            dm.DynamicConfigValue(id_val="custom.axisLabel", value="sample n"),
+            dm.DynamicConfigValue(id_val="min", value=0)])
+    )
+    if baseline:
+        panel = (
+            panel.override_by_name(was, [fixed(BASELINE_COLOR), dm.DynamicConfigValue(
+                id_val="custom.lineStyle", value={"dash": [10, 10], "fill": "dash"})])
+            .override_by_name(was_lower, bound(BASELINE_COLOR))
+            .override_by_name(was_upper, bound(BASELINE_COLOR, was_lower, 12))
+        )
+    return panel
+
+
 def _funnel(title: str, description: str, targets: list[prom.Dataquery], span: int = 12) -> bargauge.Panel:
     return (
         bargauge.Panel().title(title).description(description).datasource(DATASOURCE).targets(targets)
@@ -249,7 +319,7 @@ def _custom_variable(name: str, values: list[str], default: str, description: st
     )
 
 
-Rows = list[tuple[str, list[Any]]]
+Rows = list[tuple[str, list[Any]] | tuple[str, list[Any], str]]  # (title, panels[, variable to repeat by])
 
 
 def _dashboard(uid: str, title: str, description: str, variables: list[Any], rows: Rows) -> dm.Dashboard:
@@ -260,8 +330,9 @@ def _dashboard(uid: str, title: str, description: str, variables: list[Any], row
         .link(db.DashboardLink("cxpulse").type(dm.DashboardLinkType.DASHBOARDS).tags(TAGS)
               .as_dropdown(True).include_vars(True).keep_time(True))
     )
-    for row_title, panels in rows:
-        builder = builder.with_row(db.Row(row_title))
+    for row_title, panels, *repeat in rows:
+        row = db.Row(row_title)
+        builder = builder.with_row(row.repeat(repeat[0]) if repeat else row)
         for panel in panels:
             builder = builder.with_panel(panel)
     dashboard = builder.build()
@@ -328,7 +399,9 @@ def cx_overview() -> dm.Dashboard:
         alert = {"conversion": "CxpulseConversionDrop", "revenue_per_visitor": "CxpulseRevenuePerVisitorDrop",
                  "nps": "CxpulseNpsDrop", "csat": "CxpulseCsatDrop",
                  "first_response_p90": "CxpulseFirstResponseSlow"}.get(kpi.key)
-        aligned = f" Red where {alert} fires (over 1h, with a volume guard)." if alert else ""
+        aligned = (f" Red where {alert} may fire (over 1h, with a volume guard"
+                   + (", and only when the 95% intervals of the two hours are apart: see the bands below)."
+                      if kpi.key in rules.INTERVAL_KPIS else ").") if alert else "")
         headline.append(_stat(
             f"{short} vs last week", f"{short}, {change_text}; the baseline `{before}` is computed from the raw "
             f"counters with `offset 1w`.{aligned}",
@@ -345,8 +418,11 @@ def cx_overview() -> dm.Dashboard:
                "sample is noise." if guard else ""),
             "short", [_target(f"{sample}{{{SF}}} * 3600", " ".join("{{" + l + "}}" for l in sample_level))],
             _steps((None, "yellow"), (guard, "green")) if guard else NEUTRAL, decimals=0))
+        if kpi.key in rules.INTERVAL_KPIS:
+            trends.append(_band(kpi.key, span=8, baseline=True, title=f"{short}: this week and last week, $storefront"))
+            continue
         trends.append(_series(
-            f"{short}: this week and last week",
+            f"{short}: this week and last week, $storefront",
             f"{_about(kpi.key)} Solid: `{now}`; dashed: the same time last week (`{before}`).",
             spec["unit"], _targets((f"{now}{{{SF}}}", legend), (f"{before}{{{SF}}}", f"{legend} last week")),
             span=8, dashed=".*last week"))
@@ -383,7 +459,7 @@ def cx_overview() -> dm.Dashboard:
             ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseRevenuePerVisitorDrop", "CxpulseNpsDrop",
                                  "CxpulseCsatDrop", "CxpulseFirstResponseSlow", "CxpulseEventsSilent",
                                  "CxpulseNoWorkerReady"])]),
-            ("This week and last week", trends),
+            ("This week and last week: $storefront", trends, "storefront"),
             ("Last closed event-time window ($view)", closed),
         ],
     )
@@ -472,6 +548,9 @@ def revenue_funnel() -> dm.Dashboard:
             ("Conversion", conversion),
             ("Order value (per currency)", value),
             ("After the order", after),
+            ("Shares with their 95% interval (all channels): $storefront",
+             [_band(key, span=6) for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")],
+             "storefront"),
             ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseRevenuePerVisitorDrop", "CxpulseEventsSilent"])]),
         ],
     )
@@ -578,6 +657,8 @@ def support() -> dm.Dashboard:
             ("Support over $window", headline),
             ("Response and resolution times", times),
             ("Volume and quality", volume),
+            ("FCR with its 95% interval (all support channels): $storefront",
+             [_band("first_contact_resolution", span=24)], "storefront"),
             ("Last closed event-time window ($view)", closed),
             ("Alerts", [_alerts(["CxpulseFirstResponseSlow", "CxpulseResolutionSlow", "CxpulseEventsSilent"])]),
         ],
@@ -596,11 +677,12 @@ def voice_of_customer() -> dm.Dashboard:
     responses = f'({summed("cxpulse_nps_responses_total")} > 0)'
     headline = [
         _stat("NPS", f"{_about('nps')} Recording rule `{kpi_series('nps')}`. Bands: below 0 red, 0-30 yellow, "
-              f"30+ green; a fall of {rules.NPS_DROP_POINTS:g} points against last week pages (CxpulseNpsDrop).",
+              f"30+ green; a fall of {rules.NPS_DROP_POINTS:g} points against last week, beyond both hours' 95% "
+              "intervals, pages (CxpulseNpsDrop).",
               "none", [_target(f"{kpi_series('nps')}{{{SF}}}", "{{storefront}}")],
               _steps((None, "red"), (0, "yellow"), (30, "green")), decimals=1, min_max=(-100, 100)),
         _stat("CSAT", f"{_about('csat')} Recording rule `{kpi_series('csat')}`; a fall of {rules.CSAT_DROP:.0%} "
-              "points against last week pages (CxpulseCsatDrop).", "percentunit",
+              "points against last week, beyond both hours' 95% intervals, pages (CxpulseCsatDrop).", "percentunit",
               [_target(f"{kpi_series('csat')}{{{SF}}}", "{{storefront}}")], min_max=(0, 1)),
         _stat("CSAT mean", f"{_about('csat_mean')} On 1-5. Recording rule `{kpi_series('csat_mean')}`.", "none",
               [_target(f"{kpi_series('csat_mean')}{{{SF}}}", "{{storefront}}")], decimals=2, min_max=(1, 5)),
@@ -676,6 +758,8 @@ def voice_of_customer() -> dm.Dashboard:
             ("Scores over $window", headline),
             ("NPS", nps),
             ("CSAT and CES", csat),
+            ("NPS and CSAT with their 95% interval (all channels): $storefront",
+             [_band("nps", span=12, baseline=True), _band("csat", span=12, baseline=True)], "storefront"),
             ("Last closed event-time window ($view)", closed),
             ("Alerts", [_alerts(["CxpulseNpsDrop", "CxpulseCsatDrop", "CxpulseEventsSilent"])]),
         ],

@@ -28,6 +28,52 @@ def kpi_promql(kpi: Kpi, by: tuple[str, ...] | None = None, range_: str = "5m") 
     return " ".join(expr.split())
 
 
+def uncertainty_doc() -> list[str]:
+    """The "Uncertainty" section of docs/metrics.md: which KPIs have an interval, how it is computed."""
+    from streams import intervals, rules
+
+    shares = ", ".join(next(k.title for k in KPIS if k.key == key) for key in rules.PROPORTION_KPIS)
+    example = next(k for k in KPIS if k.key == "conversion")
+    level = rules.kpi_levels(example)[0]
+    return [
+        "## Uncertainty",
+        "",
+        "A KPI over an hour is an estimate from a sample: 12 orders from 600 sessions is 2%, but any true",
+        "rate from 1.1% to 3.5% fits that sample (its 95% interval). So every share and the NPS come with",
+        "their sample size and a 95% interval, recorded for each level and range of the KPI (and for the",
+        "baselines of the alerting KPIs, with `_offset1w`):",
+        "",
+        f"- `{rules.denominator_rule(example, level, '1h')}`: the sample size n, a count over the range",
+        "  (the denominator's rate x the range's seconds, which is what `increase()` returns);",
+        f"- `{rules.bound_rule(example, level, '1h', 'lower')}` and `..._upper`: the interval's bounds.",
+        "",
+        f"**Shares** ({shares}) get the **Wilson score interval**, with z = {intervals.Z95}:",
+        "(n p + z²/2 ± z √(n p (1 - p) + z²/4)) / (n + z²), p the observed share clamped to [0, 1] (orders",
+        "can outnumber the checkouts they came from in a window). Unlike p ± z √(p (1 - p) / n) it stays",
+        "within [0, 1], is not zero-width at 0% or 100%, and covers close to 95% for small samples and rates",
+        "near 0 or 1. A share defined as 1 - x / n (cart abandonment, repeat purchase) gets 1 - the interval",
+        "of x / n with the bounds swapped, which is the same thing: Wilson's interval is symmetric in p and",
+        "1 - p. Ticket-to-order is a ratio, not a share (tickets are not trials of orders), so it has none.",
+        "",
+        "**NPS** gets the **adjusted-Wald interval** for the difference of two shares of one multinomial",
+        f"sample: add {intervals.NPS_PSEUDO_EACH:g} of an answer to the promoters P and to the detractors D and "
+        f"{intervals.NPS_PSEUDO_N:g} to the",
+        "responses n, so n' = n + 3, p_P = (P + 0.75) / n', p_D = (D + 0.75) / n'; then 100 ((p_P - p_D) ±",
+        "z √((p_P + p_D - (p_P - p_D)²) / n')), clipped to -100..100. The plain version (no pseudo-answers)",
+        "is zero-width when every answer is a promoter and covers only ~90% for lopsided samples of 50;",
+        "this one stays at 95-96% (Rocks 2016, *The American Statistician*, found it the best of six",
+        "methods; `tests/unit/test_intervals.py` measures it).",
+        "",
+        "`streams/intervals.py` computes the same in Python (`wilson`, `nps_interval`) for reports;",
+        "`tests/unit/test_intervals.py` checks that the recording rules and it agree, and that the intervals",
+        "cover a known true value 93-97% of the time over thousands of simulated windows. A segment with",
+        "no sample in the range has no KPI and no interval. The intervals count sampling noise only: real",
+        "week-to-week swings (a campaign, the weather) come on top, which is why the drop alerts also keep",
+        "a minimum size of drop (docs/alerts.md).",
+        "",
+    ]
+
+
 def metrics_doc(settings: Settings | None = None) -> str:
     settings = settings or Settings()
     views = ", ".join(format_duration(v) for v in settings.views_ms)
@@ -109,6 +155,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "",
         "Every ratio ships with its denominator series, so a dashboard can tell a real drop from a small sample.",
         "",
+        *uncertainty_doc(),
         "## Cumulative counters",
         "",
         "Monotonic since the state began; one series per source `partition`, which moves with its state",

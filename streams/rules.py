@@ -10,6 +10,8 @@ source ``partition`` per worker:
     storefront:cxpulse_sessions_started:rate5m            a KPI's sample size
     storefront_channel:cxpulse_conversion:ratio_rate1h    a KPI by segment
     storefront:cxpulse_conversion:ratio_rate1h_offset1w   same time last week
+    storefront:cxpulse_conversion:denominator_increase1h  the sample size n (a count)
+    storefront:cxpulse_conversion:ratio_rate1h_lower      its 95% interval (also _upper, _lower_offset1w)
 
 Baselines are computed from the raw counters with ``offset 1w`` (not from the
 recorded series a week ago), so alerts work from the first day the rules are
@@ -30,6 +32,8 @@ from typing import Any, Literal
 import yaml
 
 from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, PIPELINE, Kpi
+from streams.config import parse_duration_ms
+from streams.intervals import NPS_PSEUDO_EACH, NPS_PSEUDO_N, Z95
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_PATH = ROOT / "deploy" / "prometheus" / "rules" / "cxpulse.rules.yml"
@@ -57,7 +61,17 @@ RPV_DROP = 0.25  # relative fall of revenue per visitor vs last week
 MIN_SESSIONS_PER_HOUR = 200  # below this, one order more or less moves CVR by >0.5 points
 NPS_DROP_POINTS = 15.0  # fall on the -100..100 scale vs last week
 CSAT_DROP = 0.10  # fall of the satisfied share (0-1) vs last week
-MIN_SURVEY_RESPONSES_PER_HOUR = 30  # a 30-answer NPS has a ~+-18 point 95% interval already
+MIN_SURVEY_RESPONSES_PER_HOUR = 30  # a 30-answer NPS has a ~+-27 point 95% interval already
+# Beyond the noise: a drop alert on a share or on NPS (conversion, CSAT, NPS) also needs this
+# hour's 95% interval to lie wholly below last week's (this hour's upper bound < last week's lower
+# bound), which implies the value itself is below last week's lower bound too. Two 95% intervals
+# of similar width part only when the values differ by more than 2 x 1.96 SE = 2.77 SE of the
+# difference: by sampling noise alone that happens in ~0.3% of independent hours (one-sided),
+# under 1% while the two hours' volumes are within 10x of each other (docs/alerts.md). `for`
+# and the thresholds above (the smallest drop worth a page, which at high volume is the binding
+# condition) cut that further. The old rule, thresholds alone, paged on noise in ~1 hour in 4 at
+# the volume guard (6 orders expected: 4 or fewer is a 25% drop, P = 0.29).
+INTERVAL_Z = Z95  # every recorded interval is 95%: the bands the dashboards draw, the ones alerts compare
 RESPONSE_SPIKE_FACTOR = 1.5  # p90 this hour vs p90 same hour last week
 FIRST_RESPONSE_P90_FLOOR_S = 900  # no page while the p90 first response stays under 15 min
 RESOLUTION_P90_FLOOR_S = 4 * 3600  # ... or the p90 resolution under 4 h
@@ -81,6 +95,16 @@ FAMILY_ARRIVALS: dict[str, tuple[str, ...]] = {
 BASELINE_KPIS: tuple[str, ...] = (
     "conversion", "average_order_value", "revenue_per_visitor", "first_response_p90", "resolution_p90", "nps", "csat",
 )
+# KPIs that are a share of trials (0-1) and get a Wilson interval (streams/intervals.py); NPS gets
+# its own. Not shares: ticket_to_order (tickets are not trials of orders, it has no upper bound).
+# Conversion, cart abandonment and the refund & return rate are treated as shares of the window's
+# sessions, checkouts or orders although an order may lack a tracked session or checkout and a
+# refund may be of an earlier order: the interval clamps the observed share to [0, 1].
+PROPORTION_KPIS: tuple[str, ...] = (
+    "conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase", "first_contact_resolution", "csat",
+)
+NOT_PROPORTIONS: tuple[str, ...] = ("ticket_to_order",)  # ratio KPIs without an interval, on purpose
+INTERVAL_KPIS: tuple[str, ...] = (*PROPORTION_KPIS, "nps")
 PIPELINE_COUNTERS: tuple[str, ...] = (
     "cxpulse_events_total", "cxpulse_messages_total", "cxpulse_events_rejected_total",
     "cxpulse_events_late_total", "cxpulse_events_duplicate_total",
@@ -143,6 +167,16 @@ def component_rule(metric: str, level: Level, range_: str, offset: str = "") -> 
     return rule_name(component_level(metric, level), base(metric), op)
 
 
+def denominator_rule(kpi: Kpi, level: Level, range_: str, offset: bool = False) -> str:
+    """The KPI's sample size as a count over the range, e.g. ``storefront:cxpulse_csat:denominator_increase1h``."""
+    return rule_name(level, f"cxpulse_{kpi.key}", f"denominator_increase{range_}" + ("_offset1w" if offset else ""))
+
+
+def bound_rule(kpi: Kpi, level: Level, range_: str, side: Literal["lower", "upper"], offset: bool = False) -> str:
+    """A bound of the KPI's 95% interval, e.g. ``storefront:cxpulse_csat:ratio_rate1h_lower_offset1w``."""
+    return kpi_rule(kpi, level, range_) + f"_{side}" + ("_offset1w" if offset else "")
+
+
 @dataclass(frozen=True)
 class Alert:
     name: str
@@ -183,14 +217,15 @@ def _kpi_expr(kpi: Kpi, level: Level, range_: str, component: Any) -> str:
     return f"1 - (\n{_indent(ratio)}\n)" if kpi.shape == "one_minus" else ratio
 
 
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
+def _indent(text: str, spaces: int = 2) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
 
 
 def recording_groups() -> list[dict[str, Any]]:
     """Groups numbered in dependency order: promtool evaluates groups by name, and a KPI must
     see the component rates recorded at the same instant (Prometheus itself runs groups
-    concurrently, where one evaluation interval of delay is harmless)."""
+    concurrently, where one evaluation interval of delay is harmless). Intervals (group 4) read
+    the KPIs and sample sizes of group 2 and the baselines of group 3."""
     components: dict[tuple[str, Level, str], str] = {}  # (metric, level, range) -> rule name
     for kpi in KPIS:
         for level in kpi_levels(kpi):
@@ -215,6 +250,12 @@ def recording_groups() -> list[dict[str, Any]]:
                     return rule_name(component_level(metric, lvl), base(metric), f"rate{r}")
 
                 kpis.append({"record": kpi_rule(kpi, level, range_), "expr": _kpi_expr(kpi, level, range_, recorded)})
+    for key in INTERVAL_KPIS:  # the sample sizes, after the KPIs (the same group: no rule reads another)
+        kpi = _kpi(key)
+        for level in kpi_levels(kpi):
+            for range_ in RANGES:
+                kpis.append({"record": denominator_rule(kpi, level, range_),
+                             "expr": f"{component_rule(kpi.denominator, level, range_)} * {_seconds(range_)}"})
     baselines = []
     for key in BASELINE_KPIS:
         kpi = _kpi(key)
@@ -232,7 +273,32 @@ def recording_groups() -> list[dict[str, Any]]:
                 "record": kpi_rule(kpi, level, range_) + "_offset1w",
                 "expr": _kpi_expr(kpi, level, range_, raw),
             })
+    for key in (k for k in BASELINE_KPIS if k in INTERVAL_KPIS):  # what last week's interval needs
+        kpi = _kpi(key)
+        level = kpi_levels(kpi)[0]
+        for range_ in RANGES:
+            for metric in kpi.numerator if kpi.shape == "nps" else ():  # NPS bounds need P and D apart
+                baselines.append({"record": component_rule(metric, level, range_, "1w"),
+                                  "expr": _sum_rate(metric, component_level(metric, level), range_, "1w")})
+            baselines.append({"record": denominator_rule(kpi, level, range_, offset=True),
+                              "expr": _sum_increase(kpi.denominator, level, range_, "1w")})
     baselines = list({r["record"]: r for r in baselines}.values())  # shared denominators once
+
+    intervals = []
+    for key in INTERVAL_KPIS:
+        kpi = _kpi(key)
+        for level in kpi_levels(kpi):
+            for range_ in RANGES:
+                for side in ("lower", "upper"):
+                    intervals.append({"record": bound_rule(kpi, level, range_, side),
+                                      "expr": _interval_expr(kpi, level, range_, side)})
+    for key in (k for k in BASELINE_KPIS if k in INTERVAL_KPIS):
+        kpi = _kpi(key)
+        level = kpi_levels(kpi)[0]
+        for range_ in RANGES:
+            for side in ("lower", "upper"):
+                intervals.append({"record": bound_rule(kpi, level, range_, side, offset=True),
+                                  "expr": _interval_expr(kpi, level, range_, side, offset=True)})
 
     pipeline = []
     for metric in PIPELINE_COUNTERS:
@@ -267,7 +333,8 @@ def recording_groups() -> list[dict[str, Any]]:
         {"name": "cxpulse.1.components", "rules": rates},
         {"name": "cxpulse.2.kpis", "rules": kpis},
         {"name": "cxpulse.3.baselines", "rules": baselines},
-        {"name": "cxpulse.4.pipeline", "rules": pipeline},
+        {"name": "cxpulse.4.intervals", "rules": intervals},
+        {"name": "cxpulse.5.pipeline", "rules": pipeline},
     ]
 
 
@@ -275,43 +342,136 @@ def _kpi(key: str) -> Kpi:
     return next(k for k in KPIS if k.key == key)
 
 
+def _seconds(range_: str) -> int:
+    return parse_duration_ms(range_) // 1000
+
+
+def _sum_increase(metric: str, by: Level, range_: str, offset: str = "") -> str:
+    off = f" offset {offset}" if offset else ""
+    return f"sum by ({', '.join(by)}) (increase({metric}[{range_}]{off}))"
+
+
+def _num(value: float) -> str:
+    """Shortest exact text of a float: PromQL then computes with the doubles streams.intervals uses."""
+    return repr(value)
+
+
+def _interval_expr(kpi: Kpi, level: Level, range_: str, side: Literal["lower", "upper"],
+                   offset: bool = False) -> str:
+    """A bound of the KPI's 95% interval from the recorded KPI, its sample size and (NPS) its
+    components; the same formulas as ``streams.intervals`` (a test runs both on the same input)."""
+    suffix = "_offset1w" if offset else ""
+    n = denominator_rule(kpi, level, range_, offset)
+    if kpi.shape == "nps":
+        promoters, detractors = (component_rule(m, level, range_, "1w" if offset else "") for m in kpi.numerator)
+        return _nps_bound(promoters, detractors, _seconds(range_), n, side)
+    # A one_minus KPI's interval is 1 - its inner share's, swapped: Wilson's is symmetric in p and
+    # 1 - p, so it is the Wilson interval of the KPI itself (clamp(1 - r) = 1 - clamp(r) too).
+    return _wilson_bound(f"clamp({kpi_rule(kpi, level, range_)}{suffix}, 0, 1)", n, side)
+
+
+def _wilson_bound(p: str, n: str, side: Literal["lower", "upper"]) -> str:
+    """Wilson in counts: (n p + z^2/2 -+ z sqrt(n p (1-p) + z^2/4)) / (n + z^2). No division by n:
+    n = 0 gives (0, 1), and the KPI ``p`` is absent then anyway (its ``> 0`` guard)."""
+    z = INTERVAL_Z
+    sign = "-" if side == "lower" else "+"
+    return (
+        f"clamp(\n"
+        f"  (\n"
+        f"    {n} * {p}\n"
+        f"    + {_num(z * z / 2)}\n"
+        f"    {sign} {_num(z)} * sqrt(\n"
+        f"      {n}\n"
+        f"      * {p}\n"
+        f"      * (1 - {p})\n"
+        f"      + {_num(z * z / 4)}\n"
+        f"    )\n"
+        f"  )\n"
+        f"  / ({n} + {_num(z * z)}),\n"
+        f"  0, 1\n"
+        f")"
+    )
+
+
+def _nps_bound(promoters: str, detractors: str, seconds: int, n: str, side: Literal["lower", "upper"]) -> str:
+    """Adjusted Wald on -100..100: with n' = n + 3, net = (P - D) / n', either = (P + D + 1.5) / n',
+    100 (net -+ z sqrt((either - net^2) / n')), clipped. P and D are counts: rate x seconds."""
+    z = INTERVAL_Z
+    sign = "-" if side == "lower" else "+"
+    adjusted = f"(({n} > 0) + {_num(NPS_PSEUDO_N)})"  # no interval for a segment without answers
+    net = f"({promoters} - {detractors}) * {seconds}\n/ {adjusted}"
+    either = f"(({promoters} + {detractors}) * {seconds} + {_num(2 * NPS_PSEUDO_EACH)})\n/ {adjusted}"
+    return (
+        f"clamp(\n"
+        f"  100 * (\n"
+        f"{_indent(net, 4)}\n"
+        f"    {sign} {_num(z)} * sqrt(\n"
+        f"      (\n"
+        f"{_indent(either, 8)}\n"
+        f"        - (\n"
+        f"{_indent(net, 10)}\n"
+        f"        ) ^ 2\n"
+        f"      )\n"
+        f"      / {adjusted}\n"
+        f"    )\n"
+        f"  ),\n"
+        f"  -100, 100\n"
+        f")"
+    )
+
+
 # --------------------------------------------------------------- alert rules
 def _drop_alert(name: str, key: str, change: str, threshold: float, guard_metric: str, guard: int,
                 what: str, fmt: str, summary: str) -> Alert:
+    """A KPI over the last hour fell against the same hour last week by more than ``threshold``, with
+    ``guard`` per hour of ``guard_metric`` in both; for a KPI with an interval (INTERVAL_KPIS) also
+    beyond the noise: this hour's 95% interval wholly below last week's."""
     kpi = _kpi(key)
     level = kpi_levels(kpi)[0]
     now, before = kpi_rule(kpi, level, "1h"), kpi_rule(kpi, level, "1h") + "_offset1w"
     vol_now = component_rule(guard_metric, level, "1h")
     vol_before = component_rule(guard_metric, level, "1h", "1w")
     on = ", ".join(component_level(guard_metric, level))
+    noise = key in INTERVAL_KPIS
     if change == "relative":
         delta = f"{now}\n  / {before}\n  - 1"
     else:
         delta = f"{now}\n  - {before}"
+    beyond = (f"and on ({', '.join(level)})\n  {bound_rule(kpi, level, '1h', 'upper')}\n"
+              f"  < {bound_rule(kpi, level, '1h', 'lower', offset=True)}\n") if noise else ""
     expr = (
         f"(\n  {delta}\n) < -{threshold}\n"
+        f"{beyond}"
         f"and on ({on}) {vol_now} * 3600 >= {guard}\n"
         f"and on ({on}) {vol_before} * 3600 >= {guard}"
     )
     labels = ", ".join(f"{lbl}='%s'" for lbl in level)
     args = " ".join(f"$labels.{lbl}" for lbl in level)
-    live = (f'{{{{ with printf "{now}{{{labels}}}" {args} | query }}}}'
-            f"{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}")
-    was = (f'{{{{ with printf "{before}{{{labels}}}" {args} | query }}}}'
-           f"{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}")
+
+    def show(series: str) -> str:
+        return (f'{{{{ with printf "{series}{{{labels}}}" {args} | query }}}}'
+                f"{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}")
+
+    live, was = show(now), show(before)
+    if noise:
+        live += (f" (95% interval {show(bound_rule(kpi, level, '1h', 'lower'))} to "
+                 f"{show(bound_rule(kpi, level, '1h', 'upper'))})")
+        was += (f" ({show(bound_rule(kpi, level, '1h', 'lower', offset=True))} to "
+                f"{show(bound_rule(kpi, level, '1h', 'upper', offset=True))})")
     if change == "relative":
         value = "{{ $value | humanizePercentage }}"
     elif kpi.unit == "ratio":  # a share: the change in percentage points
         value = '{{ $value | humanizePercentage | reReplaceAll "%" " pp" }}'
     else:
         value = '{{ $value | printf "%.1f" }} points'
+    beyond_text = (" The intervals do not overlap: the drop is beyond sampling noise." if noise else "")
     return Alert(
         name=name, expr=expr, for_="15m", severity="critical" if key in ("conversion", "revenue_per_visitor")
         else "warning",
         summary=summary + f" ({value} vs same hour last week)",
         description=(f"{what} over the last hour is {live}, against {was} in the same hour last week "
-                     f"({value}). Formula: {kpi.formula}. Volume guard: at least {guard} per hour now and "
-                     f"last week ({base(guard_metric)})."),
+                     f"({value}).{beyond_text} Formula: {kpi.formula}. Volume guard: at least {guard} per hour "
+                     f"now and last week ({base(guard_metric)})."),
         dashboard="cx-overview",
     )
 
@@ -482,12 +642,12 @@ def alerts() -> list[Alert]:
 
 
 def alert_groups() -> list[dict[str, Any]]:
-    groups: dict[str, list[Alert]] = {"cxpulse.5.alerts.kpi": [], "cxpulse.5.alerts.support": [],
-                                      "cxpulse.5.alerts.pipeline": []}
+    groups: dict[str, list[Alert]] = {"cxpulse.6.alerts.kpi": [], "cxpulse.6.alerts.support": [],
+                                      "cxpulse.6.alerts.pipeline": []}
     for alert in alerts():
         key = ("support" if alert.dashboard == "support" else
                "kpi" if alert.dashboard == "cx-overview" else "pipeline")
-        groups[f"cxpulse.5.alerts.{key}"].append(alert)
+        groups[f"cxpulse.6.alerts.{key}"].append(alert)
     return [
         {"name": name, "rules": [
             {

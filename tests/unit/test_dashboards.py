@@ -158,3 +158,57 @@ def test_substitute_fills_every_variable_form():
 def test_regeneration_changes_nothing():
     for path, text in dashboards.outputs().items():
         assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run `cxpulse render`"
+
+
+# ------------------------------------------------------------------ intervals
+def _bands(doc: dict) -> list[tuple[dict, dict | None]]:
+    """(panel, the row above it) for every panel that fills one series down to another."""
+    out, row = [], None
+    for panel in doc["panels"]:
+        if panel["type"] == "row":
+            row = panel
+            continue
+        fills = [p for o in panel.get("fieldConfig", {}).get("overrides", []) for p in o["properties"]
+                 if p["id"] == "custom.fillBelowTo"]
+        if fills:
+            out.append((panel, row))
+    return out
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_bands_fill_between_series_of_their_own_panel_one_storefront_at_a_time(path: Path):
+    for panel, row in _bands(_load(path)):
+        legends = {t["legendFormat"] for t in panel["targets"]}
+        for override in panel["fieldConfig"]["overrides"]:
+            fill = [p["value"] for p in override["properties"] if p["id"] == "custom.fillBelowTo"]
+            if fill:
+                assert override["matcher"] == {"id": "byName", "options": override["matcher"]["options"]}
+                assert {override["matcher"]["options"], *fill} <= legends, panel["title"]
+        # fillBelowTo pairs series by a fixed name: one storefront per panel, so the row repeats
+        assert row is not None and row.get("repeat") == "storefront", panel["title"]
+        assert all("{{" not in legend for legend in legends), panel["title"]
+
+
+def test_every_share_and_the_nps_is_drawn_with_its_band_and_sample_size():
+    from streams import rules
+
+    drawn = set()
+    for path in FILES:
+        for panel, _ in _bands(_load(path)):
+            exprs = " ".join(t["expr"] for t in panel["targets"])
+            for key in rules.INTERVAL_KPIS:
+                kpi = rules._kpi(key)
+                level = rules.kpi_levels(kpi)[0]
+                if all(name in exprs for name in (
+                        rules.bound_rule(kpi, level, "${window}", "lower"),
+                        rules.bound_rule(kpi, level, "${window}", "upper"),
+                        rules.denominator_rule(kpi, level, "${window}"))):
+                    drawn.add(key)
+    assert drawn == set(rules.INTERVAL_KPIS)
+
+
+def test_the_overview_draws_last_weeks_band_for_each_alerting_kpi():
+    doc = _load(dashboards.DASHBOARD_DIR / "cx-overview.json")
+    exprs = [" ".join(t["expr"] for t in panel["targets"]) for panel, _ in _bands(doc)]
+    for key in ("conversion", "csat", "nps"):
+        assert any(f"storefront:cxpulse_{key}:ratio_rate${{window}}_upper_offset1w" in e for e in exprs), key
