@@ -6,6 +6,7 @@
     cxpulse simulate    storefront traffic to Kafka or to a file
     cxpulse initiative  declare, list or delete CX initiatives (ROI computed live)
     cxpulse render      regenerate docs/metrics.md, rules and dashboards from the catalog
+    cxpulse report      the weekly CX report from Prometheus: Markdown or HTML with PNG charts
 
 Each module named below offers ``add_arguments(parser)`` and ``run(args) -> int``.
 """
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streams.simulate", "generate storefront traffic to Kafka or to a file"),
     "initiative": ("streams.initiatives", "declare, list or delete CX initiatives whose ROI the workers compute"),
     "render": ("streams.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
+    "report": ("streams.report", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),
 }
 
 
