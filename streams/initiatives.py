@@ -288,8 +288,23 @@ def _Q(arm: str) -> str:
     return _arm("cxpulse_initiative_revenue_squares", arm)
 
 
+# Recorded names, ``level:metric:operation`` like every rule (streams/rules.py).
+_NAMES = {
+    "uplift": "uplift:diff", "uplift_ratio": "uplift:ratio",
+    "incremental_revenue": "incremental_revenue:estimate", "incremental_revenue_se": "incremental_revenue:stderr",
+    "incremental_profit": "incremental_profit:estimate",
+    "roi": "roi:ratio", "roi_lower": "roi:ratio_lower", "roi_upper": "roi:ratio_upper",
+}
+
+
 def _rule(name: str) -> str:
-    return f"initiative:cxpulse_initiative_{name}"
+    """``treated_rpv`` -> ``initiative:cxpulse_initiative_treated_rpv:ratio``; squared standard
+    errors end in ``:squared_stderr``; the rest as in ``_NAMES``."""
+    if name in _NAMES:
+        return f"initiative:cxpulse_initiative_{_NAMES[name]}"
+    if name.endswith("_se2"):
+        return f"initiative:cxpulse_initiative_{name.removesuffix('_se2')}:squared_stderr"
+    return f"initiative:cxpulse_initiative_{name}:ratio"
 
 
 def _kpi_is(kpi: str) -> str:
@@ -361,9 +376,8 @@ def inline(expr: str) -> str:
 
 # Self-contained instant queries for the report: name -> PromQL over raw gauges.
 ROI_QUERIES: dict[str, str] = {
-    name.removeprefix("initiative:cxpulse_initiative_"): inline(name)
-    for name in (_rule("uplift"), _rule("uplift_ratio"), _rule("incremental_revenue"), _rule("incremental_profit"),
-                 _rule("roi"), _rule("roi_lower"), _rule("roi_upper"))
+    name: inline(_rule(name))
+    for name in ("uplift", "uplift_ratio", "incremental_revenue", "incremental_profit", "roi", "roi_lower", "roi_upper")
 }
 
 

@@ -74,6 +74,36 @@ def uncertainty_doc() -> list[str]:
     ]
 
 
+def customers_doc() -> list[str]:
+    """The customer-level and initiative series and the rules over them (docs/customers.md and
+    docs/initiatives.md explain them)."""
+    from streams.catalog import CUSTOMER, CUSTOMER_PIPELINE, INITIATIVE
+    from streams.rules import customer_rules, initiative_rules
+
+    lines = [
+        "",
+        "## Customer-level KPIs",
+        "",
+        "Gauges of the customer stage (docs/customers.md), one series per label set per worker: "
+        "`sum` over workers, then divide. Money in major units of `currency`.",
+        "",
+        "| name | labels | meaning |",
+        "|---|---|---|",
+    ]
+    for name, labels, text in CUSTOMER.values():
+        lines.append(f"| `{name}` | {', '.join(('storefront', *labels))} | {text} |")
+    for name, text in CUSTOMER_PIPELINE.items():
+        lines.append(f"| `{name}` | partition{', reason' if 'reason' in text else ''} | {text} |")
+    lines += ["", "Recorded: " + ", ".join(f"`{r['record']}`" for r in customer_rules()) + ".",
+              "", "## CX initiatives", "",
+              "Per declared initiative (docs/initiatives.md); `arm` is `treated` or `control`.", "",
+              "| name | meaning |", "|---|---|"]
+    for name, text in INITIATIVE.items():
+        lines.append(f"| `{name}` | {text} |")
+    lines += ["", "Recorded: " + ", ".join(f"`{r['record']}`" for r in initiative_rules()) + "."]
+    return lines
+
+
 def metrics_doc(settings: Settings | None = None) -> str:
     settings = settings or Settings()
     views = ", ".join(format_duration(v) for v in settings.views_ms)
@@ -197,6 +227,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
     ]
     for name, text in PIPELINE.items():
         lines.append(f"| `{name}` | {text} |")
+    lines += customers_doc()
     lines += [
         "",
         "## Example queries",

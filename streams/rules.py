@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
-from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, PIPELINE, Kpi
+from streams.catalog import COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, KPIS, PIPELINE, Kpi
 from streams.config import parse_duration_ms
 from streams.intervals import NPS_PSEUDO_EACH, NPS_PSEUDO_N, Z95
 
@@ -335,7 +335,51 @@ def recording_groups() -> list[dict[str, Any]]:
         {"name": "cxpulse.3.baselines", "rules": baselines},
         {"name": "cxpulse.4.intervals", "rules": intervals},
         {"name": "cxpulse.5.pipeline", "rules": pipeline},
+        {"name": "cxpulse.5.customers", "rules": customer_rules()},
+        {"name": "cxpulse.5.initiatives", "rules": initiative_rules()},
     ]
+
+
+def customer_rules() -> list[dict[str, str]]:
+    """Customer-level KPIs from the customer stage's gauges (docs/customers.md): summed over
+    workers, divided, and for the two shares a 95% Wilson interval. A count the worker does not
+    export (no repeat customer in a cohort yet) reads as 0 through ``or 0 * denominator``."""
+    def total(kind: str, by: Level) -> str:
+        return f"sum by ({', '.join(by)}) ({CUSTOMER[kind][0]})"
+
+    out: list[dict[str, str]] = []
+    for by in (("storefront",), ("storefront", "cohort")):
+        level = "_".join(by)
+        for key, part, whole in (("repeat_purchase", "cohort_repeat_customers", "cohort_customers"),
+                                 ("post_support_conversion", "support_converted", "support_customers")):
+            n = rule_name(level, CUSTOMER[whole][0], "sum")
+            ratio = rule_name(level, f"cxpulse_customer_{key}", "ratio")
+            out.append({"record": n, "expr": total(whole, by)})
+            out.append({"record": ratio, "expr": f"(\n  {total(part, by)}\n  or 0 * {n}\n)\n/ ({n} > 0)"})
+            for side in ("lower", "upper"):
+                out.append({"record": f"{ratio}_{side}", "expr": _wilson_bound(ratio, n, side)})
+    cohort = rule_name("storefront_cohort", CUSTOMER["cohort_customers"][0], "sum")
+    out.append({
+        "record": rule_name("storefront_cohort_currency_horizon", "cxpulse_customer_revenue_per_customer", "ratio"),
+        "expr": f"{total('cohort_revenue', ('storefront', 'cohort', 'currency', 'horizon'))}\n"
+                f"/ on (storefront, cohort) group_left ()\n  ({cohort} > 0)"})
+    for by in (("storefront", "nps_category", "horizon"), ("storefront", "nps_category", "purchases", "horizon")):
+        level = "_".join(label for label in (*by[:-1], "currency", "horizon"))
+        n = rule_name("_".join(by), CUSTOMER["nps_customers"][0], "sum")
+        out.append({"record": n, "expr": total("nps_customers", by)})
+        out.append({
+            "record": rule_name(level, "cxpulse_customer_nps_revenue_per_customer", "ratio"),
+            "expr": f"{total('nps_revenue', (*by[:-1], 'currency', 'horizon'))}\n"
+                    f"/ on ({', '.join(by)}) group_left ()\n  ({n} > 0)"})
+    return out
+
+
+def initiative_rules() -> list[dict[str, str]]:
+    """Uplift, incremental revenue and profit, ROI and its 95% interval per declared initiative
+    (docs/initiatives.md); the expressions live in ``streams.initiatives``."""
+    from streams.initiatives import ROI_RULES
+
+    return [{"record": name, "expr": expr} for name, expr in ROI_RULES]
 
 
 def _kpi(key: str) -> Kpi:
@@ -692,6 +736,7 @@ def catalog_series() -> set[str]:
     for h in HISTOGRAMS:
         names |= {h.name + s for s in ("_bucket", "_count", "_sum")} | {h.window_name, h.window_count_name, h.window_name + "_sum"}
     names |= {"cxpulse_event_freshness_seconds" + s for s in ("_bucket", "_count", "_sum")}
+    names |= {name for name, _, _ in CUSTOMER.values()} | set(CUSTOMER_PIPELINE) | set(INITIATIVE)
     return names
 
 

@@ -137,13 +137,13 @@ def test_article_example_roi_is_100_percent_after_a_sigkill(make_settings: Calla
     prometheus = PrometheusProcess([f"127.0.0.1:{second.metrics_port}"], port=free_port(), scrape_interval="1s",
                                    rules=[rules], workdir=tmp_path / "prometheus").start()
     try:
-        wait_until(lambda: query(prometheus, "initiative:cxpulse_initiative_roi"), timeout_s=60,
+        wait_until(lambda: query(prometheus, "initiative:cxpulse_initiative_roi:ratio"), timeout_s=60,
                    what="Prometheus recording the ROI")
-        roi = query(prometheus, "initiative:cxpulse_initiative_roi")
-        profit = query(prometheus, "initiative:cxpulse_initiative_incremental_profit")
-        uplift = query(prometheus, "initiative:cxpulse_initiative_uplift")
-        lower = query(prometheus, "initiative:cxpulse_initiative_roi_lower")
-        upper = query(prometheus, "initiative:cxpulse_initiative_roi_upper")
+        roi = query(prometheus, "initiative:cxpulse_initiative_roi:ratio")
+        profit = query(prometheus, "initiative:cxpulse_initiative_incremental_profit:estimate")
+        uplift = query(prometheus, "initiative:cxpulse_initiative_uplift:diff")
+        lower = query(prometheus, "initiative:cxpulse_initiative_roi:ratio_lower")
+        upper = query(prometheus, "initiative:cxpulse_initiative_roi:ratio_upper")
     finally:
         prometheus.stop()
     assert math.isclose(uplift["live-chat"], 25.0, rel_tol=1e-9)  # $35 - $10 per session
