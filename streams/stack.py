@@ -246,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
                 f"for {alert}" + (" (about 3 minutes later)" if alert == "CxpulseConversionCollapse" else
                                   " (it compares with last week: a fresh stack shows the FRT rise on the "
                                   "Support dashboard instead)"))
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        say(f"initiative  declare one to see its ROI live: cxpulse initiative declare demo --start {today} "
+            f"--treated channel=app --control channel=web --investment 500 --currency EUR --margin 0.4 "
+            f"--bootstrap {broker.bootstrap}  (docs/initiatives.md)")
         say("Ctrl-C stops everything.")
         began = time.monotonic()
         while not stopping and (args.duration <= 0 or time.monotonic() - began < args.duration):
