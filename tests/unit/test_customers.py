@@ -240,3 +240,16 @@ def test_cohorts_older_than_the_exported_weeks_are_pruned() -> None:
     state.apply([Message(1, [["o", "shop", "b", "e3", T0 + 4 * 7 * DAY, 500, "EUR"]], [])])
     weeks = {k[2] for k in state.aggregates if k[0] in ("cohort_customers", "support_customers")}
     assert weeks == {iso_week(T0 + 4 * 7 * DAY)}  # 4 weeks kept: the watermark's and the 3 before
+
+
+def test_a_malformed_customer_topic_message_is_refused_not_applied() -> None:
+    from streams.customers import decode_facts
+
+    good = ["o", "shop", "c1", "e1", T0, 1000, "EUR"]
+    assert decode_facts(orjson.dumps([good])) == [good]
+    for bad in ([good[:5]], [["o", "shop", "c1", "e1", T0, "1000", "EUR"]], [["x", "shop", "c1", "e1", T0]],
+                [["n", "shop", "c1", "e1", T0, True]], {"not": "a list"}, [None]):
+        with pytest.raises(ValueError):
+            decode_facts(orjson.dumps(bad))
+    with pytest.raises(ValueError):
+        decode_facts(b"\xff not json")
