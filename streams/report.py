@@ -4,8 +4,10 @@ At the end of the flow, beside the dashboards: it reads what Prometheus recorded
 from the workers' ``/metrics`` and writes the report the guide's contributors
 send every week ("is it up or is it down?"): each KPI of ``catalog.KPIS`` for one
 ISO week (Monday 00:00 to Monday 00:00 UTC) against the week before, with its
-sample size and a 95% interval; the segments that moved most; the declared
-initiatives and their ROI; a daily chart and a movers chart.
+sample size and a 95% interval; the segments that moved most; the customer-level
+KPIs (repeat customers, post-support conversion, cohort LTV, LTV by NPS category at
+the same purchase count); the initiatives active in the week, their ROI to date and
+a verdict; a daily chart, a movers chart and an ROI chart.
 
 Figures come from the cumulative counters, not from ``increase()``: the count of a
 week is the counter summed over partitions at the week's end minus the same sum a
@@ -15,7 +17,9 @@ its total), so that difference is exactly the events counted in the week, while
 ``increase()`` extrapolates to the range's edges and loses what a series that
 starts inside the range (a moved partition, a new segment) had at its first
 sample. The KPI formulas are the recording rules' own (``rules._kpi_expr``), fed
-with that difference instead of a rate:
+with that difference instead of a rate. Customer-level and initiative figures are
+gauges: the rules' expressions (``rules.customer_rules``, ``initiatives.ROI_QUERIES``)
+inlined over the raw series and evaluated at the week's end:
 
     week = Week.parse("2026-W47")
     report = build(Prometheus("http://127.0.0.1:9090"), week, storefront=None)
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import html
 import json
 import math
@@ -42,7 +47,7 @@ from typing import Any, Callable, Literal
 from streams.catalog import KPIS, Kpi
 from streams.errors import CxpulseError
 from streams.intervals import Z95, nps_interval, wilson
-from streams.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, Level, _kpi_expr, component_level
+from streams.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, Level, _kpi_expr, component_level, customer_rules
 
 Format = Literal["md", "html"]
 DAY_S = 86_400
@@ -353,11 +358,129 @@ class VolumeMover:
         return self.count - self.previous
 
 
+Verdict = Literal["pays off", "does not pay off", "not enough evidence yet", "no data yet"]
+
+
+@dataclass
+class Initiative:
+    """One initiative active in the week, at the week's end: its declaration (``cxpulse_initiative_info``,
+    investment, start, end), its ``ROI_QUERIES`` values and each arm's sample and KPI."""
+
+    name: str
+    kpi: str  # a key of catalog.KPIS: revenue_per_visitor, conversion, average_order_value
+    treated: str  # segment, e.g. channel=app
+    control: str  # a segment, or "before": the treated segment before the start
+    currency: str
+    investment: float | None
+    start_s: float | None
+    end_s: float | None  # None: running
+    values: dict[str, float]  # ROI_QUERIES name -> value: uplift, uplift_ratio, incremental_revenue, ..., roi_upper
+    arms: dict[str, dict[str, float]]  # treated / control -> sessions, orders, kpi (the arm's KPI value)
+
+    @property
+    def verdict(self) -> Verdict:
+        """Whether the ROI's 95% interval excludes 0, and on which side."""
+        lower, upper = self.values.get("roi_lower"), self.values.get("roi_upper")
+        if lower is None or upper is None:
+            return "no data yet"
+        if lower > 0:
+            return "pays off"
+        if upper < 0:
+            return "does not pay off"
+        return "not enough evidence yet"
+
+
 @dataclass
 class Initiatives:
-    """Initiatives active in the week: name -> its ``ROI_QUERIES`` values and its declaration's labels."""
+    """Initiatives active in the week (by name), or a note saying why there are none."""
 
-    rows: list[tuple[str, dict[str, float], dict[str, str]]]
+    rows: list[Initiative]
+    note: str = ""
+
+
+@dataclass
+class CustomerShare:
+    """A customer-level share (repeat purchase, post-support conversion) of one storefront, at the
+    week's end and a week earlier: the recording rule's value, its Wilson interval and its customers."""
+
+    key: Literal["repeat_purchase", "post_support_conversion"]
+    storefront: str
+    value: float | None
+    previous: float | None
+    n: float
+    n_previous: float
+    interval: tuple[float, float] | None
+    interval_previous: tuple[float, float] | None
+
+    @property
+    def change(self) -> float | None:
+        """In percentage points."""
+        return None if self.value is None or self.previous is None else 100 * (self.value - self.previous)
+
+
+@dataclass
+class CohortLtv:
+    """Revenue per customer within ``horizon`` of the first order, of the latest first-order cohort
+    whose horizon had passed for every customer by the week's end, and of the one before it (the
+    latest mature a week earlier)."""
+
+    storefront: str
+    currency: str
+    horizon: str  # 30d, 90d
+    cohort: str
+    ltv: float
+    customers: float
+    previous_cohort: str | None
+    previous_ltv: float | None
+    previous_customers: float | None
+
+    @property
+    def change(self) -> float | None:
+        """Relative, in %."""
+        if self.previous_ltv is None or not self.previous_ltv:
+            return None
+        return 100 * (self.ltv / self.previous_ltv - 1)
+
+
+@dataclass
+class NpsLtv:
+    """LTV (revenue per customer within ``horizon``) by NPS category, for one storefront, currency and
+    horizon: per purchase count (1, 2, 3, 4+ orders within 90 days) and category, (customers, LTV)."""
+
+    storefront: str
+    currency: str
+    horizon: str
+    strata: dict[str, dict[str, tuple[float, float]]]  # purchases -> nps_category -> (customers, LTV)
+
+    def compared(self) -> list[str]:
+        """Purchase counts with promoters and detractors both present."""
+        return [b for b, cats in self.strata.items() if cats.get("promoter", (0, 0))[0] > 0
+                and cats.get("detractor", (0, 0))[0] > 0]
+
+    @property
+    def promoter_premium(self) -> float | None:
+        """How much more promoters are worth than detractors with the same number of purchases,
+        as a ratio - 1: promoters' LTV per purchase count, weighted by the detractors' customers
+        at that count, over the detractors' own (direct standardisation to the detractors' mix).
+
+            sum_b D_b x LTV(promoter, b) / sum_b D_b x LTV(detractor, b) - 1
+        """
+        at_promoter_ltv = sum(self.strata[b]["detractor"][0] * self.strata[b]["promoter"][1] for b in self.compared())
+        own = sum(self.strata[b]["detractor"][0] * self.strata[b]["detractor"][1] for b in self.compared())
+        return at_promoter_ltv / own - 1 if own > 0 else None
+
+    def customers(self, category: str) -> float:
+        """Customers of the category over the purchase counts compared."""
+        return sum(self.strata[b][category][0] for b in self.compared())
+
+
+@dataclass
+class Customers:
+    """The customer-level KPIs (docs/customers.md) at the week's end, or a note saying why there are none."""
+
+    shares: list[CustomerShare]
+    cohorts: list[CohortLtv]
+    nps: list[NpsLtv]
     note: str = ""
 
 
@@ -371,6 +494,7 @@ class Report:
     movers: dict[str, list[Mover]]
     volume_movers: list[VolumeMover]
     initiatives: Initiatives
+    customers: Customers
     notes: list[str]
     charts: dict[str, Path] = field(default_factory=dict)
 
@@ -501,43 +625,210 @@ def volume_movers(prom: Prometheus, week: Week, sel: str) -> list[VolumeMover]:
     return sorted(found, key=lambda m: -abs(m.change))
 
 
+# The arm KPIs of ROI_RULES, by the initiative's KPI: (treated, control) recorded names.
+ARM_KPI_RULES: dict[str, tuple[str, str]] = {
+    "revenue_per_visitor": ("initiative:cxpulse_initiative_treated_rpv:ratio",
+                            "initiative:cxpulse_initiative_control_rpv:ratio"),
+    "conversion": ("initiative:cxpulse_initiative_treated_conversion:ratio",
+                   "initiative:cxpulse_initiative_control_conversion:ratio"),
+    "average_order_value": ("initiative:cxpulse_initiative_treated_aov:ratio",
+                            "initiative:cxpulse_initiative_control_aov:ratio"),
+}
+
+
 def initiatives_section(prom: Prometheus, week: Week) -> Initiatives:
     """Initiatives active during the week and their ROI so far, at the week's end.
 
-    The hook for ``streams.initiatives``: every ``ROI_QUERIES`` expression (name -> PromQL over the
-    raw initiative gauges, one series per ``initiative``) is evaluated at the week's end; the
-    declaration (``cxpulse_initiative_info``: kpi, treated, control; the investment's currency)
-    labels the row. Active: started before the week's end, not ended before its start. No module,
-    or no series: "No initiatives declared".
+    Every ``ROI_QUERIES`` expression of ``streams.initiatives`` (PromQL over the raw initiative
+    gauges, one series per ``initiative``) and the arms' sessions, orders and KPI are evaluated at
+    the week's end; the declaration (``cxpulse_initiative_info``: kpi, treated, control; the
+    investment and its currency; start and end) labels the row. Active: started before the week's
+    end, not ended by its start. No series: "No initiatives declared".
     """
-    none = Initiatives([], "No initiatives declared.")
-    try:
-        from streams.initiatives import ROI_QUERIES
-    except ImportError:
-        return none
-    at = week.end_s
+    from streams.initiatives import ROI_QUERIES, ROI_RULES, inline
 
-    def by_initiative(expr: str) -> dict[str, tuple[dict[str, str], float]]:
-        return {labels["initiative"]: (labels, value) for labels, value in prom.instant(expr, at)
-                if "initiative" in labels}
+    at, week_start_s = week.end_s, week.end_s - WEEK_S
 
-    about = {name: labels for name, (labels, _) in by_initiative(
+    def by_initiative(expr: str, *others: str) -> dict[tuple[str, ...], tuple[dict[str, str], float]]:
+        return {(labels["initiative"], *(labels.get(o, "") for o in others)): (labels, value)
+                for labels, value in prom.instant(expr, at) if "initiative" in labels and math.isfinite(value)}
+
+    about = {k[0]: labels for k, (labels, _) in by_initiative(
         "max by (initiative, kpi, treated, control) (cxpulse_initiative_info)").items()}
-    for name, (labels, _) in by_initiative("max by (initiative, currency) (cxpulse_initiative_investment)").items():
-        about.setdefault(name, {})["currency"] = labels.get("currency", "")
-    starts = {n: v for n, (_, v) in by_initiative(
+    investment = {k[0]: (labels.get("currency", ""), value) for k, (labels, value) in by_initiative(
+        "max by (initiative, currency) (cxpulse_initiative_investment)").items()}
+    starts = {k[0]: v for k, (_, v) in by_initiative(
         "max by (initiative) (cxpulse_initiative_start_timestamp_seconds)").items()}
-    ends = {n: v for n, (_, v) in by_initiative(
+    ends = {k[0]: v for k, (_, v) in by_initiative(
         "max by (initiative) (cxpulse_initiative_end_timestamp_seconds)").items()}
-    start_s = week.end_s - WEEK_S
-    rows: dict[str, dict[str, float]] = {}
+    declared = set(about) | set(investment) | set(starts)
+    if not declared:
+        return Initiatives([], "No initiatives declared.")
+    active = sorted(n for n in declared if starts.get(n, 0) < at and ends.get(n, math.inf) > week_start_s)
+    if not active:
+        return Initiatives([], f"No declared initiative was active in {week.label}.")
+    values: dict[str, dict[str, float]] = {n: {} for n in active}
     for column, expr in ROI_QUERIES.items():
-        for name, (_, value) in by_initiative(expr).items():
-            if starts.get(name, 0) < at and ends.get(name, math.inf) > start_s and math.isfinite(value):
-                rows.setdefault(name, {})[column] = value
-    if not rows:
-        return Initiatives([], f"No declared initiative was active in {week.label}.") if about else none
-    return Initiatives([(name, values, about.get(name, {})) for name, values in sorted(rows.items())])
+        for (name,), (_, value) in by_initiative(expr).items():
+            if name in values:
+                values[name][column] = value
+    arms: dict[str, dict[str, dict[str, float]]] = {n: {"treated": {}, "control": {}} for n in active}
+    for noun, metric in (("sessions", "cxpulse_initiative_sessions"), ("orders", "cxpulse_initiative_orders")):
+        for (name, arm), (_, value) in by_initiative(f"sum by (initiative, arm) ({metric})", "arm").items():
+            if name in arms and arm in arms[name]:
+                arms[name][arm][noun] = value
+    recorded = {name for name, _ in ROI_RULES}
+    for kpi in sorted({about.get(n, {}).get("kpi", "") for n in active} & set(ARM_KPI_RULES)):
+        for arm, rule in zip(("treated", "control"), ARM_KPI_RULES[kpi]):
+            if rule not in recorded:
+                raise ReportError(f"{rule} is not a recording rule of streams.initiatives.ROI_RULES: the report "
+                                  "and the rules disagree on its name")
+            for (name,), (_, value) in by_initiative(inline(rule)).items():
+                if name in arms and about.get(name, {}).get("kpi") == kpi:
+                    arms[name][arm]["kpi"] = value
+    rows = []
+    for name in active:
+        labels = about.get(name, {})
+        currency, invested = investment.get(name, ("", None))
+        rows.append(Initiative(name, labels.get("kpi", ""), labels.get("treated", ""), labels.get("control", ""),
+                               currency, invested, starts.get(name), ends.get(name), values[name], arms[name]))
+    return Initiatives(rows)
+
+
+# The recording rules of customer_rules() the report reads, written in full for grep.
+CUSTOMER_SHARES: dict[str, tuple[str, str, str]] = {  # key -> (title, ratio rule, customers rule)
+    "repeat_purchase": ("Repeat customers (2nd order within 90 days)",
+                        "storefront:cxpulse_customer_repeat_purchase:ratio",
+                        "storefront:cxpulse_customer_cohort_customers:sum"),
+    "post_support_conversion": ("Post-support conversion (order after a ticket)",
+                                "storefront:cxpulse_customer_post_support_conversion:ratio",
+                                "storefront:cxpulse_customer_post_support_customers:sum"),
+}
+COHORT_LTV_RULE = "storefront_cohort_currency_horizon:cxpulse_customer_revenue_per_customer:ratio"
+COHORT_CUSTOMERS_RULE = "storefront_cohort:cxpulse_customer_cohort_customers:sum"
+NPS_LTV_RULE = "storefront_nps_category_purchases_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio"
+NPS_CUSTOMERS_RULE = "storefront_nps_category_purchases_horizon:cxpulse_customer_nps_customers:sum"
+
+
+@functools.cache
+def customer_query(record: str) -> str:
+    """A recording rule of ``rules.customer_rules()`` as a self-contained query over the raw
+    ``cxpulse_customer_*`` gauges (every recorded series it reads replaced by its own expression),
+    so the report works on a Prometheus without the rules and never keeps a second copy of a formula.
+
+        >>> customer_query("storefront:cxpulse_customer_cohort_customers:sum")
+        'sum by (storefront) (cxpulse_customer_cohort_customers)'
+    """
+    rules = {rule["record"]: rule["expr"] for rule in customer_rules()}
+    if record not in rules:
+        raise ReportError(f"{record} is not a recording rule of streams.rules.customer_rules(): the report and the "
+                          "rules disagree on its name")
+    names = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, sorted(rules, key=len, reverse=True)))
+                       + r")(?![\w:])")
+
+    def expand(expr: str) -> str:
+        return names.sub(lambda found: "(" + expand(rules[found[1]]) + ")", expr)
+
+    return expand(rules[record])
+
+
+CustomerRows = Callable[[str, int, tuple[str, ...]], dict[Key, float]]  # (rule, at_s, labels) -> key -> value
+
+
+def customers_section(prom: Prometheus, week: Week, storefront: str | None) -> Customers:
+    """The customer-level KPIs of docs/customers.md, per storefront (and currency), from the
+    expressions of ``rules.customer_rules()`` evaluated at the week's end (and a week earlier):
+
+    - repeat customers and post-support conversion, with their Wilson 95% intervals and customers;
+    - LTV (30 / 90-day revenue per customer) of the latest mature first-order cohort;
+    - LTV by NPS category per purchase count, and promoters against detractors at the same counts.
+    """
+    def rows(record: str, at_s: int, names: tuple[str, ...]) -> dict[Key, float]:
+        found = _by_key(prom.instant(customer_query(record), at_s), names)
+        return {k: v for k, v in found.items() if not storefront or dict(k).get("storefront") == storefront}
+
+    shares, cohorts, nps = customer_shares(rows, week), cohort_ltv(rows, week), nps_ltv(rows, week)
+    note = "" if shares or cohorts or nps else (
+        "No customer-level data at the week's end: no cxpulse_customer_* series"
+        + (f' with storefront="{storefront}"' if storefront else "")
+        + " (the customer stage exports them; docs/customers.md).")
+    return Customers(shares, cohorts, nps, note)
+
+
+def customer_shares(rows: CustomerRows, week: Week) -> list[CustomerShare]:
+    """Repeat customers and post-support conversion per storefront at the week's end and a week earlier."""
+    at, before = week.end_s, week.end_s - WEEK_S
+    level = ("storefront",)
+    out = []
+    for key, (_, ratio, customers) in CUSTOMER_SHARES.items():
+        value = {t: rows(ratio, t, level) for t in (at, before)}
+        n = {t: rows(customers, t, level) for t in (at, before)}
+        bounds = {(side, t): rows(f"{ratio}_{side}", t, level) for side in ("lower", "upper") for t in (at, before)}
+
+        def interval(k: Key, t: int) -> tuple[float, float] | None:
+            lower, upper = bounds["lower", t].get(k), bounds["upper", t].get(k)
+            return None if lower is None or upper is None else (lower, upper)
+
+        for k in sorted(set(value[at]) | set(value[before]) | set(n[at]) | set(n[before])):
+            out.append(CustomerShare(key, dict(k)["storefront"], value[at].get(k), value[before].get(k),
+                                     n[at].get(k, 0.0), n[before].get(k, 0.0), interval(k, at), interval(k, before)))
+    return out
+
+
+def cohort_ltv(rows: CustomerRows, week: Week) -> list[CohortLtv]:
+    """Per storefront, currency and horizon: the LTV of the latest first-order cohort whose horizon,
+    plus a day for late events (``customers.MATURITY_MARGIN_MS``), had passed for every customer by
+    the week's end, and of the latest mature a week earlier."""
+    from streams.customers import HORIZONS, MATURITY_MARGIN_MS
+
+    ltv = rows(COHORT_LTV_RULE, week.end_s, ("storefront", "currency", "horizon", "cohort"))
+    customers = rows(COHORT_CUSTOMERS_RULE, week.end_s, ("storefront", "cohort"))
+    groups: dict[tuple[str, str, str], dict[str, float]] = {}
+    for (shop, currency, horizon, cohort), value in ((tuple(v for _, v in k), value) for k, value in ltv.items()):
+        if horizon in HORIZONS and currency != NO_CURRENCY and _cohort_end_s(cohort) is not None:
+            groups.setdefault((shop, currency, horizon), {})[cohort] = value
+
+    def latest_mature(cohorts: dict[str, float], horizon: str, at_s: int) -> str | None:
+        age_s = (HORIZONS[horizon] + MATURITY_MARGIN_MS) // 1000
+        return max((c for c in cohorts if (_cohort_end_s(c) or 0) + age_s <= at_s), key=_cohort_end_s, default=None)
+
+    out = []
+    for (shop, currency, horizon), values in sorted(groups.items(), key=lambda g: (*g[0][:2], HORIZONS[g[0][2]])):
+        latest = latest_mature(values, horizon, week.end_s)
+        previous = latest_mature(values, horizon, week.end_s - WEEK_S)
+        if latest is None:
+            continue
+        size = {c: customers.get((("storefront", shop), ("cohort", c))) for c in (latest, previous) if c}
+        out.append(CohortLtv(shop, currency, horizon, latest, values[latest], size[latest] or 0.0, previous,
+                             values.get(previous) if previous else None, size.get(previous) if previous else None))
+    return out
+
+
+def nps_ltv(rows: CustomerRows, week: Week) -> list[NpsLtv]:
+    """Per storefront, currency and horizon: customers and LTV by purchase count and NPS category."""
+    from streams.customers import HORIZONS
+
+    ltv = rows(NPS_LTV_RULE, week.end_s, ("storefront", "currency", "horizon", "purchases", "nps_category"))
+    customers = rows(NPS_CUSTOMERS_RULE, week.end_s, ("storefront", "horizon", "purchases", "nps_category"))
+    groups: dict[tuple[str, str, str], dict[str, dict[str, tuple[float, float]]]] = {}
+    for k, value in ltv.items():
+        shop, currency, horizon, purchases, category = (v for _, v in k)
+        if currency == NO_CURRENCY:
+            continue
+        n = customers.get((("storefront", shop), ("horizon", horizon), ("purchases", purchases),
+                           ("nps_category", category)), 0.0)
+        groups.setdefault((shop, currency, horizon), {}).setdefault(purchases, {})[category] = (n, value)
+    return [NpsLtv(shop, currency, horizon, dict(sorted(strata.items())))
+            for (shop, currency, horizon), strata in sorted(
+                groups.items(), key=lambda g: (*g[0][:2], HORIZONS.get(g[0][2], 0)))]
+
+
+def _cohort_end_s(cohort: str) -> int | None:
+    """End (Unix seconds) of an ISO-week cohort label, ``2026-W47`` -> Monday 2026-11-23 00:00 UTC."""
+    try:
+        return Week.parse(cohort).end_s
+    except ValueError:
+        return None
 
 
 def build(prom: Prometheus, week: Week, storefront: str | None = None,
@@ -550,10 +841,12 @@ def build(prom: Prometheus, week: Week, storefront: str | None = None,
     figures = headline(prom, week, sel)
     progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS))
     moved, volumes = movers(prom, week, sel), volume_movers(prom, week, sel)
+    progress("customers: repeat customers, post-support conversion, cohort LTV, LTV by NPS category")
+    customers = customers_section(prom, week, storefront)
     progress("initiatives")
     initiatives = initiatives_section(prom, week)
     return Report(week, storefront, prom.url, now or datetime.now(timezone.utc), figures, moved, volumes,
-                  initiatives, notes)
+                  initiatives, customers, notes)
 
 
 # ------------------------------------------------------------------------ formatting
@@ -703,61 +996,243 @@ def markdown(report: Report) -> str:
             out += ["", f"![Daily KPIs, {week.label} against {prev.label}]({report.charts['daily'].name})"]
     if "movers" in report.charts:
         out += ["", f"![Segments that moved most]({report.charts['movers'].name})"]
-    out += ["", "## Initiatives", ""]
-    out += _initiatives_md(report.initiatives)
+    out += _md_blocks(customer_blocks(report) + initiative_blocks(report), report)
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
     return "\n".join(out) + "\n"
 
 
-INITIATIVES_CAPTION = ("From each initiative's start to the week's end, treated against control (docs/report.md). "
-                       "ROI = (incremental profit - investment) / investment, with its 95% interval.")
+@dataclass(frozen=True)
+class Block:
+    """A piece of the customer and initiative sections, rendered by both ``markdown`` and ``html_document``."""
+
+    kind: Literal["h2", "h3", "p", "caption", "ul", "table", "chart"]
+    text: str = ""  # h2, h3, p, caption; chart: the alt text
+    items: tuple[str, ...] = ()  # ul
+    header: tuple[str, ...] = ()  # table
+    rows: tuple[tuple[str, ...], ...] = ()  # table
+    left: int = 1  # table: leading text columns, aligned left
+    chart: str = ""  # chart: a key of Report.charts
 
 
-def _initiative_table(section: Initiatives) -> tuple[list[str], list[list[str]]]:
-    header = ["initiative", "KPI", "treated vs control", "uplift", "incremental revenue", "incremental profit",
-              "ROI (95% interval)"]
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> Block:
+    return Block("table", header=tuple(header), rows=tuple(map(tuple, rows)), left=left)
+
+
+def fmt_money(value: float, currency: str, signed: bool = False) -> str:
+    return f"{value:{'+' if signed else ''},.2f} {currency}".rstrip()
+
+
+def fmt_ratio_change(ratio: float) -> str:
+    """A relative change given as a ratio - 1: 0.25 -> '+25.0%'."""
+    return f"{100 * ratio:+.1f}%"
+
+
+def _horizon(horizon: str) -> str:
+    return horizon.replace("d", " days") if re.fullmatch(r"\d+d", horizon) else horizon
+
+
+CUSTOMER_SHARES_CAPTION = (
+    "Per storefront, at the end of each week. Repeat customers: of the customers whose first order fell in the "
+    "first-order cohorts exported (the last CXPULSE_COHORT_WEEKS ISO weeks, 26 by default), the share who ordered "
+    "again within 90 days of their first order (the youngest cohorts have not had 90 days yet). Post-support "
+    "conversion: of the customers with a ticket in the ticket weeks exported, the share who ordered within "
+    "CXPULSE_POST_SUPPORT (7 days by default) after that week's first ticket. Wilson 95% intervals; customers: "
+    "the denominator.")
+COHORT_CAPTION = (
+    "LTV: revenue of the cohort's orders within 30 / 90 days of each customer's first order, per customer of the "
+    "cohort (the ISO week of the first order; gross of refunds). Mature: the horizon, plus a day for late events, "
+    "had passed for every customer of the cohort by the week's end. The cohort before is the latest mature one a "
+    "week earlier.")
+NPS_CAPTION = (
+    "Customers by the category of their latest NPS answer and their orders within 90 days of the first (1, 2, 3, "
+    "4+), counted once the horizon has passed: LTV (customers). \"Worth X% more\" compares promoters with "
+    "detractors at the same purchase counts: the promoters' LTV at each count, weighted by the detractors' "
+    "customers at that count, against the detractors' own LTV.")
+NPS_CATEGORIES = ("promoter", "passive", "detractor")
+
+
+def customer_blocks(report: Report) -> list[Block]:
+    section = report.customers
+    out = [Block("h2", "Customers")]
+    if section.note:
+        return out + [Block("p", section.note)]
+    w, p = report.week.label.split("-")[1], report.week.previous().label.split("-")[1]
+    if section.shares:
+        rows = []
+        for share in section.shares:
+            interval = "-" if share.interval is None else \
+                f"{fmt_percent(share.interval[0])} to {fmt_percent(share.interval[1])}"
+            rows.append([CUSTOMER_SHARES[share.key][0], share.storefront,
+                         "no data" if share.value is None else fmt_percent(share.value), interval,
+                         "no data" if share.previous is None else fmt_percent(share.previous),
+                         "-" if share.change is None else f"{share.change:+.2f} pp",
+                         f"{fmt_count(share.n)} / {fmt_count(share.n_previous)}"])
+        out += [_table(["KPI", "storefront", w, "95% interval", p, "change", f"customers {w} / {p}"], rows, 2),
+                Block("caption", CUSTOMER_SHARES_CAPTION)]
+    if section.cohorts:
+        rows = [[c.storefront, _horizon(c.horizon), c.cohort, fmt_money(c.ltv, c.currency), fmt_count(c.customers),
+                 c.previous_cohort or "-",
+                 "-" if c.previous_ltv is None else fmt_money(c.previous_ltv, c.currency),
+                 "-" if c.previous_customers is None else fmt_count(c.previous_customers),
+                 "-" if c.change is None else f"{c.change:+.1f}%"] for c in section.cohorts]
+        out += [Block("h3", "Lifetime value of the latest mature cohorts"),
+                _table(["storefront", "horizon", "cohort", "LTV", "customers", "cohort before", "LTV", "customers",
+                        "change"], rows, 3),
+                Block("caption", COHORT_CAPTION)]
+    if section.nps:
+        out.append(Block("h3", "LTV by NPS category, at the same number of purchases"))
+        out.append(Block("ul", items=tuple(nps_sentence(n) for n in section.nps)))
+        rows = []
+        for group in section.nps:
+            for purchases, cats in group.strata.items():
+                cells = [f"{fmt_money(cats[c][1], group.currency)} ({fmt_count(cats[c][0])})" if c in cats else "-"
+                         for c in NPS_CATEGORIES]
+                both = purchases in group.compared() and cats["detractor"][1] > 0
+                vs = fmt_ratio_change(cats["promoter"][1] / cats["detractor"][1] - 1) if both else "-"
+                rows.append([group.storefront, _horizon(group.horizon), purchases, *cells, vs])
+        out += [_table(["storefront", "horizon", "purchases", "promoters", "passives", "detractors",
+                        "promoters vs detractors"], rows, 3),
+                Block("caption", NPS_CAPTION)]
+    return out
+
+
+def nps_sentence(group: NpsLtv) -> str:
+    """``north-outfitters, 90-day revenue per customer in EUR: promoters are worth 23.9% more than
+    detractors with the same number of purchases (98 promoters, 74 detractors with 1, 2 or 4+ purchases).``"""
+    what = f"{group.storefront}, {group.horizon.removesuffix('d')}-day revenue per customer in {group.currency}"
+    premium = group.promoter_premium
+    if premium is None:
+        return f"{what}: no purchase count with both promoters and detractors yet."
+    more = f"{abs(100 * premium):.1f}% {'more' if premium >= 0 else 'less'}"
+    counts = group.compared()
+    at = ", ".join(counts[:-1]) + " or " + counts[-1] if len(counts) > 1 else counts[0]
+    return (f"{what}: promoters are worth {more} than detractors with the same number of purchases "
+            f"({fmt_count(group.customers('promoter'))} promoters, {fmt_count(group.customers('detractor'))} "
+            f"detractors with {at} purchase{'' if counts == ['1'] else 's'}).")
+
+
+INITIATIVES_CAPTION = (
+    "From each initiative's start to the week's end (to date), treated against control, as evaluated at the week's "
+    "end. Uplift: KPI(treated) - KPI(control), and relative to the control. Incremental revenue: uplift x treated "
+    "sessions (RPV), x treated sessions x treated AOV (conversion), x treated orders (AOV); profit: x gross margin. "
+    "ROI = (incremental profit - investment) / investment, with its 95% interval. The interval covers sampling "
+    "noise only, not a control that differs from the treated segment for other reasons.")
+
+
+def verdict_line(row: Initiative) -> str:
+    """``live-chat pays off (ROI +100.0% to date, 95% interval +77.9% to +122.1%, above 0).``"""
+    verdict, values = row.verdict, row.values
+    if verdict == "no data yet":
+        return f"{row.name}: no data yet (an arm has no sessions or orders counted, so no ROI)."
+    roi = f"ROI {fmt_ratio_change(values['roi'])} to date" if "roi" in values else "ROI -"
+    interval = f"95% interval {fmt_ratio_change(values['roi_lower'])} to {fmt_ratio_change(values['roi_upper'])}"
+    if verdict == "pays off":
+        return f"{row.name} pays off ({roi}, {interval}, above 0)."
+    if verdict == "does not pay off":
+        return f"{row.name} does not pay off ({roi}, {interval}, below 0)."
+    return f"{row.name}: not enough evidence yet ({roi}, but its {interval} includes 0)."
+
+
+def _kpi_of(row: Initiative) -> Kpi | None:
+    return next((k for k in KPIS if k.key == row.kpi), None)
+
+
+def _day(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).date().isoformat()
+
+
+def _period(row: Initiative) -> str:
+    start = _day(row.start_s) if row.start_s is not None else "?"
+    return f"{start} to {_day(row.end_s - DAY_S) if row.end_s is not None else 'now'}"
+
+
+def initiative_blocks(report: Report) -> list[Block]:
+    section = report.initiatives
+    out = [Block("h2", "Initiatives")]
+    if not section.rows:
+        return out + [Block("p", section.note)]
+    out += [Block("p", f"Initiatives active in {report.week.label}, each from its start to the week's end:"),
+            Block("ul", items=tuple(verdict_line(row) for row in section.rows))]
     rows = []
-    for name, values, about in section.rows:
-        kpi = next((k for k in KPIS if k.key == about.get("kpi")), None)
-        currency = about.get("currency", "")
+    for row in section.rows:
+        kpi, values, currency = _kpi_of(row), row.values, row.currency
         uplift = values.get("uplift")
-        if uplift is not None and kpi is not None:
-            shown = fmt_value(kpi, abs(uplift), {"currency": currency})
-            size = f"{100 * abs(uplift):.2f} pp" if kpi.unit == "ratio" else shown
-            uplift_text = ("-" if uplift < 0 else "+") + size
-            if values.get("uplift_ratio") is not None:
-                uplift_text += f" ({100 * values['uplift_ratio']:+.1f}%)"
-        else:
+        if uplift is None or kpi is None:
             uplift_text = "-"
+        else:
+            uplift_text = f"{100 * uplift:+.2f} pp" if kpi.unit == "ratio" else fmt_money(uplift, currency, True)
+            if "uplift_ratio" in values:
+                uplift_text += f" ({fmt_ratio_change(values['uplift_ratio'])})"
 
         def money(key: str) -> str:
-            return f"{values[key]:+,.2f} {currency}".rstrip() if key in values else "-"
+            return fmt_money(values[key], currency, True) if key in values else "-"
 
-        roi = "-"
-        if "roi" in values:
-            roi = f"{100 * values['roi']:+.0f}%"
-            if "roi_lower" in values and "roi_upper" in values:
-                roi += f" ({100 * values['roi_lower']:+.0f}% to {100 * values['roi_upper']:+.0f}%)"
-        rows.append([name, kpi.title if kpi else about.get("kpi", "-"),
-                     _arms(about.get("treated"), about.get("control")),
-                     uplift_text, money("incremental_revenue"), money("incremental_profit"), roi])
-    return header, rows
+        interval = (f"{fmt_ratio_change(values['roi_lower'])} to {fmt_ratio_change(values['roi_upper'])}"
+                    if "roi_lower" in values and "roi_upper" in values else "-")
+        rows.append([row.name, kpi.title if kpi else row.kpi or "-", uplift_text, money("incremental_revenue"),
+                     money("incremental_profit"),
+                     "-" if row.investment is None else fmt_money(row.investment, currency),
+                     fmt_ratio_change(values["roi"]) if "roi" in values else "-", interval, row.verdict])
+    out += [Block("h3", "Return on investment"),
+            _table(["initiative", "KPI", "uplift", "incremental revenue", "incremental profit", "investment", "ROI",
+                    "95% interval", "verdict"], rows, 2),
+            Block("caption", INITIATIVES_CAPTION)]
+    if "initiatives" in report.charts:
+        out.append(Block("chart", f"ROI of the initiatives active in {report.week.label}", chart="initiatives"))
+    arm_rows = []
+    for row in section.rows:
+        kpi = _kpi_of(row)
+        before = row.control == "before"
+        for arm, segment, days in (
+                ("treated", row.treated or "-", _period(row)),
+                ("control", f"{row.treated}, before the start" if before else row.control or "-",
+                 "the days before" if before else "the same days")):
+            figures = row.arms.get(arm, {})
+            value = figures.get("kpi")
+            shown = "-" if value is None or kpi is None else fmt_value(kpi, value, {"currency": row.currency})
+            arm_rows.append([row.name, arm, segment, days, fmt_count(figures.get("sessions", 0.0)),
+                             fmt_count(figures.get("orders", 0.0)), shown])
+    out += [Block("h3", "The arms"),
+            _table(["initiative", "arm", "segment", "days", "sessions", "orders", "KPI"], arm_rows, 4),
+            Block("caption", "Sessions and orders (in the initiative's currency) of each arm's segment and days, "
+                             "counted to the week's end: the samples the KPI, the uplift and the interval come from.")]
+    return out
 
 
-def _arms(treated: str | None, control: str | None) -> str:
-    if not treated:
-        return "-"
-    return f"{treated} vs {'the same, before' if control == 'before' else control or '?'}"
+def _md_blocks(blocks: list[Block], report: Report) -> list[str]:
+    out: list[str] = []
+    for block in blocks:
+        if block.kind in ("h2", "h3"):
+            out += ["", f"{'##' if block.kind == 'h2' else '###'} {block.text}", ""]
+        elif block.kind in ("p", "caption"):
+            out += ([""] if out and out[-1] else []) + [block.text]
+        elif block.kind == "ul":
+            out += ([""] if out and out[-1] else []) + [f"- {item}" for item in block.items]
+        elif block.kind == "table":
+            out += ([""] if out and out[-1] else [])
+            out.append("| " + " | ".join(block.header) + " |")
+            out.append("|" + "|".join("---" if i < block.left else "---:" for i in range(len(block.header))) + "|")
+            out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in block.rows]
+        elif block.kind == "chart":
+            out += ["", f"![{block.text}]({report.charts[block.chart].name})"]
+    return out
 
 
-def _initiatives_md(section: Initiatives) -> list[str]:
-    if not section.rows:
-        return [section.note]
-    header, rows = _initiative_table(section)
-    out = ["| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return out + ["", INITIATIVES_CAPTION]
+def _html_blocks(blocks: list[Block], report: Report) -> list[str]:
+    out: list[str] = []
+    for block in blocks:
+        if block.kind in ("h2", "h3", "p"):
+            out.append(f"<{block.kind}>{html.escape(block.text)}</{block.kind}>")
+        elif block.kind == "caption":
+            out.append(f'<p style="{HTML_STYLE["caption"]}">{html.escape(block.text)}</p>')
+        elif block.kind == "ul":
+            out += ["<ul>"] + [f"<li>{html.escape(item)}</li>" for item in block.items] + ["</ul>"]
+        elif block.kind == "table":
+            out.append(_html_table(list(block.header), [list(r) for r in block.rows], block.left))
+        elif block.kind == "chart":
+            out.append(_img(report.charts[block.chart], block.text))
+    return out
 
 
 HTML_STYLE = {
@@ -770,7 +1245,7 @@ HTML_STYLE = {
 }
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def _html_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     def cell(tag: str, text: str, first: bool) -> str:
         style = HTML_STYLE[tag] + (";text-align:left" if first else "")
         for word in ("better", "worse"):
@@ -778,8 +1253,8 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
                 style += ";" + HTML_STYLE[word]
         return f'<{tag} style="{style}">{html.escape(text)}</{tag}>'
 
-    head = "".join(cell("th", h, i == 0) for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(cell("td", c, i == 0) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    head = "".join(cell("th", h, i < left) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", c, i < left) for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f'<table style="{HTML_STYLE["table"]}"><tr>{head}</tr>{body}</table>'
 
 
@@ -813,13 +1288,7 @@ def html_document(report: Report) -> str:
             out.append(_img(report.charts["daily"], f"Daily KPIs, {week.label} against {prev.label}"))
     if "movers" in report.charts:
         out.append(_img(report.charts["movers"], "Segments that moved most"))
-    out.append("<h2>Initiatives</h2>")
-    section = report.initiatives
-    if section.rows:
-        out.append(_html_table(*_initiative_table(section)))
-        out.append(f'<p style="{cap}">{html.escape(INITIATIVES_CAPTION)}</p>')
-    else:
-        out.append(f"<p>{html.escape(section.note)}</p>")
+    out += _html_blocks(customer_blocks(report) + initiative_blocks(report), report)
     if report.notes:
         out += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{html.escape(n)}</li>" for n in report.notes] + ["</ul>"]
     out += ["</body></html>"]
@@ -846,7 +1315,26 @@ def figures_json(report: Report) -> dict[str, Any]:
                     "weighted": m.weighted} for moved in report.movers.values() for m in moved],
         "volume_movers": [{"metric": m.metric, "dimension": m.dimension, "segment": m.segment, "count": m.count,
                            "previous": m.previous} for m in report.volume_movers],
-        "initiatives": {name: {**values, **about} for name, values, about in report.initiatives.rows},
+        "customers": {
+            "shares": [{"key": c.key, "storefront": c.storefront, "value": c.value, "previous": c.previous,
+                        "change": c.change, "n": c.n, "n_previous": c.n_previous, "interval": c.interval,
+                        "interval_previous": c.interval_previous} for c in report.customers.shares],
+            "cohort_ltv": [{"storefront": c.storefront, "currency": c.currency, "horizon": c.horizon,
+                            "cohort": c.cohort, "ltv": c.ltv, "customers": c.customers,
+                            "previous_cohort": c.previous_cohort, "previous_ltv": c.previous_ltv,
+                            "previous_customers": c.previous_customers} for c in report.customers.cohorts],
+            "nps_ltv": [{"storefront": n.storefront, "currency": n.currency, "horizon": n.horizon,
+                         "strata": {b: {cat: {"customers": v[0], "ltv": v[1]} for cat, v in cats.items()}
+                                    for b, cats in n.strata.items()},
+                         "compared": n.compared(), "promoter_premium": n.promoter_premium}
+                        for n in report.customers.nps],
+            "note": report.customers.note,
+        },
+        "initiatives": {row.name: {"kpi": row.kpi, "treated": row.treated, "control": row.control,
+                                   "currency": row.currency, "investment": row.investment, "start": row.start_s,
+                                   "end": row.end_s, **row.values, "arms": row.arms, "verdict": row.verdict}
+                        for row in report.initiatives.rows},
+        "initiatives_note": report.initiatives.note,
         "notes": report.notes,
         "charts": {name: path.name for name, path in report.charts.items()},
     }
@@ -981,6 +1469,60 @@ def draw_movers(report: Report, path: Path) -> Path | None:
     return path
 
 
+VERDICT_COLORS = {"pays off": BETTER_COLOR, "does not pay off": WORSE_COLOR,
+                  "not enough evidence yet": NEUTRAL_COLOR}
+
+
+def draw_initiatives(report: Report, path: Path) -> Path | None:
+    """Horizontal bars: each active initiative's ROI to date, its 95% interval as an error bar,
+    coloured by its verdict (green: the interval is above 0, red: below 0, grey: it includes 0)."""
+    from matplotlib.figure import Figure as Canvas
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    rows = [r for r in report.initiatives.rows if {"roi", "roi_lower", "roi_upper"} <= set(r.values)]
+    if not rows:
+        return None
+    names = [f"{r.name}\n{r.treated} vs {'before the start' if r.control == 'before' else r.control}"
+             for r in rows]
+    roi = [100 * r.values["roi"] for r in rows]
+    lower = [100 * r.values["roi_lower"] for r in rows]
+    upper = [100 * r.values["roi_upper"] for r in rows]
+    ys = list(range(len(rows)))[::-1]
+    fig = Canvas(figsize=(12, 1.9 + 0.75 * len(rows)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.barh(ys, roi, color=[VERDICT_COLORS[r.verdict] for r in rows], height=0.5, alpha=0.85)
+    ax.errorbar(roi, ys, xerr=[[v - lo for v, lo in zip(roi, lower)], [hi - v for v, hi in zip(roi, upper)]],
+                fmt="none", ecolor="#1f2328", elinewidth=1.6, capsize=6)
+    ax.axvline(0, color="#57606a", linewidth=1)
+    ax.set_yticks(ys, names, fontsize=10)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:+.0f}%" if v else "0%"))
+    ax.tick_params(axis="x", labelsize=9)
+    ax.set_xlabel("ROI to date = (incremental profit - investment) / investment; bar: estimate, whisker: "
+                  "95% interval", fontsize=9)
+    ax.grid(axis="x", color="#eaeef2")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    low, high = min(0.0, *lower), max(0.0, *upper)
+    pad = 0.05 * ((high - low) or 100.0)
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    for y, value, lo, hi in zip(ys, roi, lower, upper):
+        # a column right of the plot: never on a bar or a whisker, whatever their signs
+        ax.annotate(f"{value:+.0f}%  ({lo:+.0f}% to {hi:+.0f}%)", (1, y), xycoords=("axes fraction", "data"),
+                    xytext=(10, 0), textcoords="offset points", ha="left", va="center", fontsize=10)
+    ax.annotate("ROI  (95% interval)", (1, len(rows) - 0.3), xycoords=("axes fraction", "data"), xytext=(10, 0),
+                textcoords="offset points", ha="left", va="bottom", fontsize=9, color="#57606a")
+    shown = dict.fromkeys(r.verdict for r in rows)
+    fig.legend(handles=[Patch(color=VERDICT_COLORS[v], label=v) for v in shown], loc="outside lower left",
+               ncols=len(shown), frameon=False, fontsize=10)
+    fig.suptitle(f"Initiatives active in {report.week.label}: ROI to date with its 95% interval", x=0.01,
+                 ha="left", fontsize=13, fontweight="bold")
+    fig.savefig(path, format="png")
+    return path
+
+
 def _bar_name(mover: Mover | VolumeMover) -> str:
     return f"{mover.dimension.replace('_', ' ')}: {mover.segment}"
 
@@ -991,7 +1533,7 @@ def write(report: Report, out: Path, fmt: Format, progress: Callable[[str], None
 
     matplotlib.use("Agg")  # no display; files only
     out.mkdir(parents=True, exist_ok=True)
-    for name, draw in (("daily", draw_daily), ("movers", draw_movers)):
+    for name, draw in (("daily", draw_daily), ("movers", draw_movers), ("initiatives", draw_initiatives)):
         drawn = draw(report, out / f"{report.week.label}-{name}.png")
         if drawn:
             report.charts[name] = drawn

@@ -8,7 +8,12 @@ blocks by ``promtool tsdb create-blocks-from openmetrics`` and served by a real 
 Nothing here imports the worker's state or collector: they are the code under test elsewhere.
 
     documents = openmetrics(ref, start_ms, end_ms, step_ms=300_000, instance_of=lambda fam, p, t: "w0:9400")
+    info = Gauge("cxpulse_initiative_info", {"initiative": "live-chat", "instance": "w0:9400"}, {start_ms: 1.0})
+    documents.append(gauges([info], start_ms, end_ms, step_ms=3_600_000))
     prometheus = BackfilledPrometheus.build(documents, workdir)   # .url, .stop()
+
+Gauges (the customer stage's cohorts, the initiatives' components) are not tallied from events here:
+a test states what the workers exported and when it changed, as step functions of scrape time.
 """
 
 from __future__ import annotations
@@ -137,6 +142,36 @@ def openmetrics(ref: Reference, start_ms: int, end_ms: int, step_ms: int, instan
         yield "# EOF\n"
 
     return [counters(), histograms()]
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """One exported gauge series: ``steps`` maps a time (ms) to the value exported from then on
+    (None: not exported from then on); absent before its first step."""
+
+    name: str
+    labels: dict[str, str]  # with the worker's instance; the job is added
+    steps: dict[int, float | None]
+
+    def at(self, ts_ms: int) -> float | None:
+        since = [t for t in self.steps if t <= ts_ms]
+        return self.steps[max(since)] if since else None
+
+
+def gauges(series: list[Gauge], start_ms: int, end_ms: int, step_ms: int, job: str = "cxpulse") -> Iterator[str]:
+    """OpenMetrics text of gauges scraped at ``start_ms, start_ms + step_ms, ... <= end_ms``, one
+    family after another, ending in ``# EOF``."""
+    scrapes = range(start_ms, end_ms + 1, step_ms)
+    by_name: dict[str, list[Gauge]] = defaultdict(list)
+    for gauge in series:
+        by_name[gauge.name].append(gauge)
+    for name, members in sorted(by_name.items()):
+        yield f"# TYPE {name} gauge\n"
+        for gauge in members:
+            prefix = f"{name}{{{_labels([*sorted(gauge.labels.items()), ('job', job)])}}} "
+            yield "".join(f"{prefix}{value!r} {t // 1000}\n" for t in scrapes
+                          if (value := gauge.at(t)) is not None)
+    yield "# EOF\n"
 
 
 @dataclass

@@ -12,6 +12,12 @@ user runs it, for 2026-W47, and every headline figure must equal
 
 with the same sample sizes, week-over-week changes and 95% intervals; the Markdown must show them;
 the charts must be real PNGs, embedded in the HTML.
+
+Beside the counters, the backfill holds gauges stated here: the customer stage's cohorts, ticket
+weeks and NPS cells, and the components of six initiatives (the ROI article's example among them),
+split between two workers and changed just after the week before ended. The customer section and
+the initiatives section (ROI with its interval, the arms' samples, the verdicts, only initiatives
+active in the week) must equal direct PromQL over the raw gauges and the figures computed here.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ import subprocess
 import sys
 import urllib.parse
 from collections import defaultdict
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,7 @@ from streams.intervals import nps_interval, wilson
 from streams.report import Week
 from streams.simulate import CHANNELS, STOREFRONTS, SimConfig, generate
 from streams.stack import ROOT, http_get
-from tests.backfill import BackfilledPrometheus, openmetrics
+from tests.backfill import BackfilledPrometheus, Gauge, gauges, openmetrics
 from tests.helpers import free_port
 from tests.reference import BUCKETS_S, Params, Reference, major
 
@@ -77,12 +83,193 @@ def instance_of(family: str, partition: int, ts_ms: int) -> str:
     return "worker-0:9400" if partition == 0 or ts_ms >= MOVE_MS else "worker-1:9400"
 
 
+# ------------------------------------------- what the customer stage and the initiatives exported
+# Gauges, stated here: each value is split between the two workers (each exports its partitions'
+# share; the report must sum), and changes once, just after W46's end. An hourly scrape carries
+# them: the report reads gauges at the two week ends only, which are scrape instants.
+WORKERS = ("worker-0:9400", "worker-1:9400")
+GAUGE_STEP_MS = 3_600_000
+CHANGED_MS = WEEK_START_MS + 1  # values at W46's end are the "before" ones
+Z = 1.959964  # the normal quantile 0.975
+
+# storefront -> currency; (storefront, first-order cohort) -> (customers, repeat customers, revenue within
+# 30 days, within 90 days) at the end of W46 and at the end of W47 (None: the cohort did not exist yet)
+SHOP_CURRENCY = {"north-outfitters": "EUR", "harbor-tea": "GBP"}
+Cohort = tuple[int, int, float, float]
+COHORTS: dict[tuple[str, str], tuple[Cohort | None, Cohort]] = {
+    ("north-outfitters", "2026-W33"): ((400, 96, 24_000.00, 34_000.00), (400, 96, 24_000.00, 34_000.00)),
+    ("north-outfitters", "2026-W34"): ((420, 105, 26_460.00, 37_800.00), (420, 105, 26_460.00, 37_800.00)),
+    ("north-outfitters", "2026-W41"): ((380, 72, 22_800.00, 29_000.00), (380, 76, 22_800.00, 30_400.00)),
+    ("north-outfitters", "2026-W42"): ((410, 80, 25_830.00, 29_500.00), (410, 90, 25_830.00, 31_000.00)),
+    ("north-outfitters", "2026-W43"): ((390, 60, 21_000.00, 24_000.00), (390, 70, 23_000.00, 27_000.00)),
+    ("north-outfitters", "2026-W46"): ((300, 3, 12_000.00, 12_000.00), (300, 9, 15_000.00, 15_500.00)),
+    ("north-outfitters", "2026-W47"): (None, (350, 4, 14_000.00, 14_000.00)),
+    ("harbor-tea", "2026-W42"): ((120, 28, 3_500.00, 4_200.00), (120, 30, 3_600.00, 5_000.00)),
+    ("harbor-tea", "2026-W47"): (None, (100, 2, 2_400.00, 2_400.00)),
+}
+# The latest cohorts whose horizon (+ a day) had passed by each week's end: 90 days -> W34 (W33 a week
+# earlier), 30 days -> W42 (W41); W43 is a day short of 30 days + 1. harbor-tea has no 90-day-old cohort.
+MATURE = {("north-outfitters", "30d"): ("2026-W42", "2026-W41"), ("north-outfitters", "90d"): ("2026-W34", "2026-W33"),
+          ("harbor-tea", "30d"): ("2026-W42", None)}
+# (storefront, ticket week) -> (customers with a ticket, who ordered within 7 days) at W46's end, at W47's end
+SUPPORT: dict[tuple[str, str], tuple[tuple[int, int] | None, tuple[int, int]]] = {
+    ("north-outfitters", "2026-W45"): ((200, 50), (200, 50)),
+    ("north-outfitters", "2026-W46"): ((220, 40), (220, 48)),
+    ("north-outfitters", "2026-W47"): (None, (150, 20)),
+    ("harbor-tea", "2026-W46"): ((40, 10), (40, 12)),
+    ("harbor-tea", "2026-W47"): (None, (30, 6)),
+}
+# (storefront, horizon, purchases, NPS category) -> (customers, their revenue within the horizon); the same
+# in both weeks. north-outfitters has no detractor with 3 purchases: that count is not compared.
+NPS: dict[tuple[str, str, str, str], tuple[int, float]] = {
+    ("north-outfitters", "90d", "1", "promoter"): (60, 3_000.00),
+    ("north-outfitters", "90d", "1", "passive"): (40, 1_800.00),
+    ("north-outfitters", "90d", "1", "detractor"): (50, 2_000.00),
+    ("north-outfitters", "90d", "2", "promoter"): (30, 3_300.00),
+    ("north-outfitters", "90d", "2", "passive"): (20, 2_000.00),
+    ("north-outfitters", "90d", "2", "detractor"): (20, 1_800.00),
+    ("north-outfitters", "90d", "3", "promoter"): (12, 2_040.00),
+    ("north-outfitters", "90d", "4+", "promoter"): (8, 2_400.00),
+    ("north-outfitters", "90d", "4+", "passive"): (5, 1_250.00),
+    ("north-outfitters", "90d", "4+", "detractor"): (4, 960.00),
+    ("north-outfitters", "30d", "1", "promoter"): (70, 2_800.00),
+    ("north-outfitters", "30d", "1", "passive"): (45, 1_710.00),
+    ("north-outfitters", "30d", "1", "detractor"): (60, 2_100.00),
+    ("north-outfitters", "30d", "2", "promoter"): (35, 2_800.00),
+    ("north-outfitters", "30d", "2", "detractor"): (25, 1_750.00),
+    ("harbor-tea", "90d", "1", "promoter"): (10, 300.00),
+    ("harbor-tea", "90d", "1", "detractor"): (8, 320.00),
+}
+# Promoters against detractors at the detractors' purchase counts, by hand from the table above:
+# north-outfitters 90 days: (50 x 50 + 20 x 110 + 4 x 300) / (2,000 + 1,800 + 960) = 5,900 / 4,760;
+# 30 days: (60 x 40 + 25 x 80) / (2,100 + 1,750) = 4,400 / 3,850; harbor-tea: 8 x 30 / 320 (worth less).
+PREMIUM = {("north-outfitters", "90d"): 5_900 / 4_760 - 1, ("north-outfitters", "30d"): 4_400 / 3_850 - 1,
+           ("harbor-tea", "90d"): 8 * 30 / 320 - 1}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """An arm's sessions and orders, as (number of orders, order value in the initiative's currency)."""
+
+    sessions: int
+    orders: tuple[tuple[int, float], ...]
+
+    def components(self) -> dict[str, float]:
+        return {"sessions": self.sessions, "orders": sum(n for n, _ in self.orders),
+                "revenue": sum(n * v for n, v in self.orders),
+                "revenue_squares": sum(n * v * v for n, v in self.orders)}
+
+
+@dataclass(frozen=True)
+class Declared:
+    """An initiative as ``cxpulse initiative declare`` sets it, and its arms at W46's end and at W47's end."""
+
+    name: str
+    kpi: str
+    treated: str
+    control: str
+    start: str  # first day
+    end: str | None  # the day after the last
+    investment: float
+    margin: float
+    before: tuple[Arm, Arm]  # treated, control
+    now: tuple[Arm, Arm]
+
+
+INITIATIVES = (
+    # The ROI article: six months, 6,000 sessions per arm converting at 10%, $350 orders against $100,
+    # 40% margin, $30,000 invested: ROI 100%, 95% interval [0.778949, 1.221051] (docs/initiatives.md).
+    # A week earlier it had 5,000 sessions per arm: a report read at the wrong instant shows ROI 67%.
+    Declared("live-chat", "revenue_per_visitor", "channel=app", "channel=web", "2026-05-25", None, 30_000.0, 0.4,
+             (Arm(5_000, ((500, 350.0),)), Arm(5_000, ((500, 100.0),))),
+             (Arm(6_000, ((600, 350.0),)), Arm(6_000, ((600, 100.0),)))),
+    # tests/rules/initiatives_roi.test.yml's second case: ROI 150%, interval [-0.032348, 3.032348].
+    Declared("free-shipping", "conversion", "device=mobile", "device=desktop", "2026-10-01", "2026-12-01", 1_000.0,
+             0.5, (Arm(4_000, ((480, 50.0),)), Arm(4_000, ((400, 50.0),))),
+             (Arm(5_000, ((600, 50.0),)), Arm(5_000, ((500, 50.0),)))),
+    # AOV up $20 on 400 orders, 30% margin, $50,000 invested: ROI about -95%.
+    Declared("price-match", "average_order_value", "storefront=north-outfitters", "before", "2026-11-02", None,
+             50_000.0, 0.3, (Arm(2_000, ((100, 100.0), (100, 140.0))), Arm(4_000, ((200, 80.0), (200, 120.0)))),
+             (Arm(4_000, ((200, 100.0), (200, 140.0))), Arm(4_000, ((200, 80.0), (200, 120.0))))),
+    # Started on the report week's Sunday: nothing counted in its arms yet.
+    Declared("new-banner", "conversion", "channel=web", "channel=app", "2026-11-22", None, 2_000.0, 0.4,
+             (Arm(0, ()), Arm(0, ())), (Arm(0, ()), Arm(0, ()))),
+    # Not active in W47: ended before it started, starts after it ended.
+    Declared("old-promo", "revenue_per_visitor", "channel=web", "before", "2026-10-01", "2026-11-09", 5_000.0, 0.4,
+             (Arm(3_000, ((300, 60.0),)), Arm(3_000, ((250, 60.0),))),
+             (Arm(3_000, ((300, 60.0),)), Arm(3_000, ((250, 60.0),)))),
+    Declared("next-quarter", "conversion", "channel=app", "channel=web", "2026-11-30", None, 8_000.0, 0.4,
+             (Arm(0, ()), Arm(0, ())), (Arm(0, ()), Arm(0, ()))),
+)
+ACTIVE = ("free-shipping", "live-chat", "new-banner", "price-match")
+
+
+def _day_s(day: str) -> float:
+    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp()
+
+
+def _halves(value: float | None, money: bool) -> tuple[float | None, float | None]:
+    """A value split between the two workers (whole counts, whole cents)."""
+    if value is None:
+        return None, None
+    unit = 100 if money else 1
+    whole = round(value * unit)
+    return whole // 2 / unit, (whole - whole // 2) / unit
+
+
+def exported(name: str, labels: dict[str, str], before: float | None, after: float | None,
+             money: bool = False, both: bool = False) -> list[Gauge]:
+    """The series as the two workers export it: split between them, or (``both``) the same on each."""
+    parts = [(before, after)] * 2 if both else list(zip(_halves(before, money), _halves(after, money)))
+    return [Gauge(name, {**labels, "instance": worker}, {FIRST_MS: b, CHANGED_MS: a})
+            for worker, (b, a) in zip(WORKERS, parts)]
+
+
+def gauge_series() -> list[Gauge]:
+    out: list[Gauge] = []
+    for (shop, cohort), (before, after) in COHORTS.items():
+        labels = {"storefront": shop, "cohort": cohort}
+        for i, name in ((0, "cxpulse_customer_cohort_customers"), (1, "cxpulse_customer_cohort_repeat_customers")):
+            out += exported(name, labels, before and before[i], after[i])
+        for i, horizon in ((2, "30d"), (3, "90d")):
+            out += exported("cxpulse_customer_cohort_revenue",
+                            {**labels, "currency": SHOP_CURRENCY[shop], "horizon": horizon},
+                            before and before[i], after[i], money=True)
+    for (shop, cohort), (before, after) in SUPPORT.items():
+        labels = {"storefront": shop, "cohort": cohort}
+        out += exported("cxpulse_customer_post_support_customers", labels, before and before[0], after[0])
+        out += exported("cxpulse_customer_post_support_converted", labels, before and before[1], after[1])
+    for (shop, horizon, purchases, category), (customers, revenue) in NPS.items():
+        labels = {"storefront": shop, "nps_category": category, "purchases": purchases, "horizon": horizon}
+        out += exported("cxpulse_customer_nps_customers", labels, customers, customers)
+        out += exported("cxpulse_customer_nps_revenue", {**labels, "currency": SHOP_CURRENCY[shop]}, revenue, revenue,
+                        money=True)
+    for d in INITIATIVES:
+        name = {"initiative": d.name}
+        out += exported("cxpulse_initiative_info", {**name, "kpi": d.kpi, "treated": d.treated, "control": d.control},
+                        1.0, 1.0, both=True)
+        out += exported("cxpulse_initiative_investment", {**name, "currency": "USD"}, d.investment, d.investment,
+                        both=True)
+        out += exported("cxpulse_initiative_gross_margin_ratio", name, d.margin, d.margin, both=True)
+        out += exported("cxpulse_initiative_start_timestamp_seconds", name, _day_s(d.start), _day_s(d.start),
+                        both=True)
+        if d.end:
+            out += exported("cxpulse_initiative_end_timestamp_seconds", name, _day_s(d.end), _day_s(d.end), both=True)
+        for arm, before, after in zip(("treated", "control"), d.before, d.now):
+            for field, value in after.components().items():
+                out += exported(f"cxpulse_initiative_{field}", {**name, "arm": arm}, before.components()[field],
+                                value, money=field in ("revenue", "revenue_squares"))
+    return out
+
+
 @pytest.fixture(scope="module")
 def backfilled(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("report")
     ref = Reference.compute(simulated_events(), Params(partitions=PARTITIONS))
     tallies = Tallies(ref)
-    prometheus = BackfilledPrometheus.build(openmetrics(ref, FIRST_MS, WEEK_END_MS, STEP_MS, instance_of), workdir)
+    documents = openmetrics(ref, FIRST_MS, WEEK_END_MS, STEP_MS, instance_of)
+    documents.append(gauges(gauge_series(), FIRST_MS, WEEK_END_MS, GAUGE_STEP_MS))
+    prometheus = BackfilledPrometheus.build(documents, workdir)
     yield tallies, prometheus
     prometheus.stop()
 
@@ -307,7 +494,6 @@ def test_the_markdown_shows_the_figures(reported) -> None:
         assert abs(float(number) - row["change"]) <= 0.5 * 10 ** -len(number.partition(".")[2]) + 1e-9, (name, moved)
         assert (interval == "-") == (row["interval"] is None), name
     assert "![Daily KPIs" in text and "(2026-W47-daily.png)" in text and "(2026-W47-movers.png)" in text
-    assert "## Initiatives\n\nNo initiatives declared." in text
 
 
 def displayed(text: str) -> tuple[float, float]:
@@ -361,6 +547,216 @@ def test_movers_equal_the_events_and_are_ranked_by_weighted_change(backfilled, r
     assert weights == sorted(weights, reverse=True)
 
 
+# ------------------------------------------------------------ initiatives and customers
+def roi(kpi: str, margin: float, investment: float, t: dict[str, float], c: dict[str, float]) -> dict[str, float]:
+    """The ROI article's arithmetic on the two arms' sums (docs/initiatives.md), written here from the article:
+    the normal approximation of the difference of the arms' means for the interval."""
+    def variance(arm: dict[str, float], per: str) -> float:  # of revenue per session or per order
+        return arm["revenue_squares"] / arm[per] - (arm["revenue"] / arm[per]) ** 2
+
+    if kpi == "revenue_per_visitor":
+        now, base = t["revenue"] / t["sessions"], c["revenue"] / c["sessions"]
+        incremental = (now - base) * t["sessions"]
+        se = t["sessions"] * math.sqrt(variance(t, "sessions") / t["sessions"]
+                                       + variance(c, "sessions") / c["sessions"])
+    elif kpi == "conversion":
+        now, base = t["orders"] / t["sessions"], c["orders"] / c["sessions"]
+        aov = t["revenue"] / t["orders"]
+        incremental = (now - base) * t["sessions"] * aov
+        se = t["sessions"] * aov * math.sqrt(now * (1 - now) / t["sessions"] + base * (1 - base) / c["sessions"])
+    else:
+        now, base = t["revenue"] / t["orders"], c["revenue"] / c["orders"]
+        incremental = (now - base) * t["orders"]
+        se = t["orders"] * math.sqrt(variance(t, "orders") / t["orders"] + variance(c, "orders") / c["orders"])
+
+    def back(profit: float) -> float:
+        return (profit - investment) / investment
+
+    return {"uplift": now - base, "uplift_ratio": (now - base) / base, "incremental_revenue": incremental,
+            "incremental_profit": margin * incremental, "roi": back(margin * incremental),
+            "roi_lower": back(margin * (incremental - Z * se)), "roi_upper": back(margin * (incremental + Z * se)),
+            "treated_kpi": now, "control_kpi": base}
+
+
+ROI_FIGURES = ("uplift", "uplift_ratio", "incremental_revenue", "incremental_profit", "roi", "roi_lower", "roi_upper")
+
+
+def test_initiatives_equal_the_article_promql_and_the_declared_arms(backfilled, reported) -> None:
+    _, prometheus = backfilled
+    rows = reported["json"]["initiatives"]
+    assert sorted(rows) == sorted(ACTIVE), "active in W47: started before its end, not ended by its start"
+    live = rows["live-chat"]
+    assert live["roi"] == pytest.approx(1.0, rel=REL)
+    assert [live["roi_lower"], live["roi_upper"]] == pytest.approx([0.778949, 1.221051], abs=1e-6)
+    assert [live[k] for k in ROI_FIGURES[:4]] == pytest.approx([25.0, 2.5, 150_000.0, 60_000.0], rel=REL)
+    assert rows["free-shipping"]["roi"] == pytest.approx(1.5, rel=REL)
+    assert [rows["free-shipping"]["roi_lower"], rows["free-shipping"]["roi_upper"]] == pytest.approx(
+        [-0.032348, 3.032348], abs=1e-6)
+    fields = ("sessions", "orders", "revenue", "revenue_squares")
+    sums = {f: {(labels["initiative"], labels["arm"]): value for labels, value in query(
+        prometheus.url, f'sum by (initiative, arm) (cxpulse_initiative_{f}{{job="cxpulse"}})', WEEK_END_MS)}
+        for f in fields}
+    assert rows["new-banner"]["verdict"] == "no data yet" and not set(ROI_FIGURES) & set(rows["new-banner"])
+    for d in INITIATIVES:
+        if d.name not in ACTIVE or d.name == "new-banner":
+            continue
+        row = rows[d.name]
+        declared = roi(d.kpi, d.margin, d.investment, d.now[0].components(), d.now[1].components())
+        promql = roi(d.kpi, d.margin, d.investment,
+                     *({f: sums[f][d.name, arm] for f in fields} for arm in ("treated", "control")))
+        for key in ROI_FIGURES:
+            assert row[key] == pytest.approx(declared[key], rel=REL, abs=1e-9), (d.name, key, "declared")
+            assert row[key] == pytest.approx(promql[key], rel=REL, abs=1e-9), (d.name, key, "promql")
+        for i, arm in enumerate(("treated", "control")):
+            figures = d.now[i].components()
+            assert row["arms"][arm]["sessions"] == figures["sessions"] and row["arms"][arm]["orders"] == figures[
+                "orders"], (d.name, arm)
+            assert row["arms"][arm]["kpi"] == pytest.approx(declared[f"{arm}_kpi"], rel=REL), (d.name, arm)
+        assert (row["kpi"], row["treated"], row["control"], row["currency"], row["investment"]) == (
+            d.kpi, d.treated, d.control, "USD", d.investment)
+        assert (row["start"], row["end"]) == (_day_s(d.start), _day_s(d.end) if d.end else None)
+        lower, upper = declared["roi_lower"], declared["roi_upper"]
+        assert row["verdict"] == ("pays off" if lower > 0 else "does not pay off" if upper < 0
+                                  else "not enough evidence yet"), d.name
+    assert {n: rows[n]["verdict"] for n in ACTIVE} == {
+        "live-chat": "pays off", "free-shipping": "not enough evidence yet", "price-match": "does not pay off",
+        "new-banner": "no data yet"}
+
+
+def test_the_markdown_shows_the_initiatives(reported) -> None:
+    text = (reported["md"] / "report.md").read_text()
+    section = text.split("\n## Initiatives\n", 1)[1]
+    rows = reported["json"]["initiatives"]
+    price = rows["price-match"]
+    for line in (
+            "- live-chat pays off (ROI +100.0% to date, 95% interval +77.9% to +122.1%, above 0).",
+            "- free-shipping: not enough evidence yet (ROI +150.0% to date, but its 95% interval -3.2% to +303.2% "
+            "includes 0).",
+            f"- price-match does not pay off (ROI {100 * price['roi']:+.1f}% to date, 95% interval "
+            f"{100 * price['roi_lower']:+.1f}% to {100 * price['roi_upper']:+.1f}%, below 0).",
+            "| live-chat | Revenue per visitor (RPV) | +25.00 USD (+250.0%) | +150,000.00 USD | +60,000.00 USD | "
+            "30,000.00 USD | +100.0% | +77.9% to +122.1% | pays off |",
+            "| free-shipping | Conversion rate (CVR) | +2.00 pp (+20.0%) | +5,000.00 USD | +2,500.00 USD | "
+            "1,000.00 USD | +150.0% | -3.2% to +303.2% | not enough evidence yet |",
+            "- new-banner: no data yet (an arm has no sessions or orders counted, so no ROI).",
+            "| new-banner | Conversion rate (CVR) | - | - | - | 2,000.00 USD | - | - | no data yet |",
+            "| new-banner | treated | channel=web | 2026-11-22 to now | 0 | 0 | - |",
+            "| live-chat | treated | channel=app | 2026-05-25 to now | 6,000 | 600 | 35.00 USD |",
+            "| live-chat | control | channel=web | the same days | 6,000 | 600 | 10.00 USD |",
+            "| free-shipping | treated | device=mobile | 2026-10-01 to 2026-11-30 | 5,000 | 600 | 12.0% |",
+            "| price-match | control | storefront=north-outfitters, before the start | the days before | 4,000 | 400 "
+            "| 100.00 USD |",
+            "![ROI of the initiatives active in 2026-W47](2026-W47-initiatives.png)"):
+        assert line in section, line
+    assert "old-promo" not in text and "next-quarter" not in text
+
+
+def test_customer_figures_equal_promql_and_the_gauges(backfilled, reported) -> None:
+    _, prometheus = backfilled
+    url, data = prometheus.url, reported["json"]["customers"]
+
+    def by_storefront(expr: str, at_ms: int) -> dict[str, float]:
+        return {labels["storefront"]: value for labels, value in query(url, expr, at_ms)}
+
+    shares = {(row["key"], row["storefront"]): row for row in data["shares"]}
+    assert set(shares) == {(k, shop) for k in ("repeat_purchase", "post_support_conversion") for shop in SHOP_CURRENCY}
+    for (key, shop), row in shares.items():
+        table, (part, whole) = (COHORTS, ("cxpulse_customer_cohort_repeat_customers",
+                                          "cxpulse_customer_cohort_customers")) if key == "repeat_purchase" else (
+            SUPPORT, ("cxpulse_customer_post_support_converted", "cxpulse_customer_post_support_customers"))
+        for at_ms, i, value_key, n_key, interval_key in ((WEEK_END_MS, 1, "value", "n", "interval"),
+                                                        (WEEK_START_MS, 0, "previous", "n_previous",
+                                                         "interval_previous")):
+            cells = [v[i] for (s, _), v in table.items() if s == shop and v[i] is not None]
+            n, successes = sum(c[0] for c in cells), sum(c[1] for c in cells)
+            where = (key, shop, value_key)
+            assert row[n_key] == n == by_storefront(f'sum by (storefront) ({whole}{{job="cxpulse"}})', at_ms)[shop]
+            assert row[value_key] == pytest.approx(successes / n, rel=REL), where
+            assert row[value_key] == pytest.approx(by_storefront(
+                f'sum by (storefront) ({part}{{job="cxpulse"}}) / sum by (storefront) ({whole}{{job="cxpulse"}})',
+                at_ms)[shop], rel=REL), where
+            assert row[interval_key] == pytest.approx(list(wilson(successes, n)), rel=REL, abs=1e-12), where
+        assert row["change"] == pytest.approx(100 * (row["value"] - row["previous"]), rel=REL)
+
+    revenue = {(l["storefront"], l["cohort"], l["horizon"]): v for l, v in query(
+        url, 'sum by (storefront, cohort, currency, horizon) (cxpulse_customer_cohort_revenue{job="cxpulse"})',
+        WEEK_END_MS)}
+    customers = {(l["storefront"], l["cohort"]): v for l, v in query(
+        url, 'sum by (storefront, cohort) (cxpulse_customer_cohort_customers{job="cxpulse"})', WEEK_END_MS)}
+    cohorts = {(row["storefront"], row["horizon"]): row for row in data["cohort_ltv"]}
+    assert sorted(cohorts) == sorted(MATURE)
+    for (shop, horizon), (latest, previous) in MATURE.items():
+        row, i = cohorts[shop, horizon], 2 if horizon == "30d" else 3
+        assert (row["cohort"], row["previous_cohort"], row["currency"]) == (latest, previous, SHOP_CURRENCY[shop])
+        for cohort, ltv_key, n_key in ((latest, "ltv", "customers"), (previous, "previous_ltv", "previous_customers")):
+            if cohort is None:
+                assert row[ltv_key] is None and row[n_key] is None
+                continue
+            figures = COHORTS[shop, cohort][1]
+            assert row[n_key] == figures[0] == customers[shop, cohort]
+            assert row[ltv_key] == pytest.approx(figures[i] / figures[0], rel=REL)
+            assert row[ltv_key] == pytest.approx(revenue[shop, cohort, horizon] / customers[shop, cohort], rel=REL)
+
+    nps_revenue = {(l["storefront"], l["horizon"], l["purchases"], l["nps_category"]): v for l, v in query(
+        url, 'sum by (storefront, nps_category, purchases, currency, horizon) (cxpulse_customer_nps_revenue'
+             '{job="cxpulse"})', WEEK_END_MS)}
+    nps_customers = {(l["storefront"], l["horizon"], l["purchases"], l["nps_category"]): v for l, v in query(
+        url, 'sum by (storefront, nps_category, purchases, horizon) (cxpulse_customer_nps_customers{job="cxpulse"})',
+        WEEK_END_MS)}
+    groups = {(row["storefront"], row["horizon"]): row for row in data["nps_ltv"]}
+    assert set(groups) == set(PREMIUM)
+    for (shop, horizon), row in groups.items():
+        assert row["currency"] == SHOP_CURRENCY[shop]
+        assert row["promoter_premium"] == pytest.approx(PREMIUM[shop, horizon], rel=REL), (shop, horizon)
+        both = [b for b in ("1", "2", "3", "4+") if (shop, horizon, b, "promoter") in nps_customers
+                and (shop, horizon, b, "detractor") in nps_customers]
+        assert row["compared"] == both
+        weighted = sum(nps_customers[shop, horizon, b, "detractor"] * nps_revenue[shop, horizon, b, "promoter"]
+                       / nps_customers[shop, horizon, b, "promoter"] for b in both)
+        own = sum(nps_revenue[shop, horizon, b, "detractor"] for b in both)
+        assert row["promoter_premium"] == pytest.approx(weighted / own - 1, rel=REL), (shop, horizon)
+        for purchases, categories in row["strata"].items():
+            for category, figures in categories.items():
+                n, money = NPS[shop, horizon, purchases, category]
+                assert figures["customers"] == n == nps_customers[shop, horizon, purchases, category]
+                assert figures["ltv"] == pytest.approx(money / n, rel=REL)
+        assert sum(len(c) for c in row["strata"].values()) == sum(1 for k in NPS if k[:2] == (shop, horizon))
+
+
+def test_the_markdown_shows_the_customers(reported) -> None:
+    text = (reported["md"] / "report.md").read_text()
+    section = text.split("\n## Customers\n", 1)[1].split("\n## Initiatives\n", 1)[0]
+    for line in (
+            "| north-outfitters | 30 days | 2026-W42 | 63.00 EUR | 410 | 2026-W41 | 60.00 EUR | 380 | +5.0% |",
+            "| north-outfitters | 90 days | 2026-W34 | 90.00 EUR | 420 | 2026-W33 | 85.00 EUR | 400 | +5.9% |",
+            "| harbor-tea | 30 days | 2026-W42 | 30.00 GBP | 120 | - | - | - | - |",
+            "- north-outfitters, 90-day revenue per customer in EUR: promoters are worth 23.9% more than detractors "
+            "with the same number of purchases (98 promoters, 74 detractors with 1, 2 or 4+ purchases).",
+            "- north-outfitters, 30-day revenue per customer in EUR: promoters are worth 14.3% more than detractors "
+            "with the same number of purchases (105 promoters, 85 detractors with 1 or 2 purchases).",
+            "- harbor-tea, 90-day revenue per customer in GBP: promoters are worth 25.0% less than detractors with "
+            "the same number of purchases (10 promoters, 8 detractors with 1 purchase).",
+            "| north-outfitters | 90 days | 1 | 50.00 EUR (60) | 45.00 EUR (40) | 40.00 EUR (50) | +25.0% |",
+            "| north-outfitters | 90 days | 3 | 170.00 EUR (12) | - | - | - |"):
+        assert line in section, line
+    shares = {(CUSTOMER_TITLES[row["key"]], row["storefront"]): row for row in reported["json"]["customers"]["shares"]}
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip() in {t for t, _ in shares}]
+    assert len(table) == len(shares) == 4
+    for title, shop, now, interval, before, moved, sample in table:
+        row = shares[title, shop]
+        for shown, value in ((now, row["value"]), (before, row["previous"])):
+            parsed, half = displayed(shown)
+            assert abs(parsed - value) <= half + 1e-12, (title, shop, shown, value)
+        low, high = (displayed(x) for x in interval.split(" to "))
+        assert abs(low[0] - row["interval"][0]) <= low[1] + 1e-12 and abs(high[0] - row["interval"][1]) <= high[1]
+        assert moved == f"{row['change']:+.2f} pp" and sample == f"{row['n']:,.0f} / {row['n_previous']:,.0f}"
+
+
+CUSTOMER_TITLES = {"repeat_purchase": "Repeat customers (2nd order within 90 days)",
+                   "post_support_conversion": "Post-support conversion (order after a ticket)"}
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", "not a PNG"
     return struct.unpack(">II", data[16:24])
@@ -368,7 +764,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def test_charts_are_pngs_and_the_html_embeds_them(reported) -> None:
     charts = reported["json"]["charts"]
-    assert set(charts) == {"daily", "movers"}
+    assert set(charts) == {"daily", "movers", "initiatives"}
     page = (reported["html"] / "report.html").read_text()
     for name in charts.values():
         data = (reported["md"] / name).read_bytes()
@@ -377,8 +773,9 @@ def test_charts_are_pngs_and_the_html_embeds_them(reported) -> None:
         assert 20_000 < len(data) < 2_000_000, (name, len(data))
         embedded = base64.b64encode((reported["html"] / name).read_bytes()).decode()
         assert f'src="data:image/png;base64,{embedded}"' in page, f"{name} is not embedded in report.html"
-    assert page.count("data:image/png;base64,") == 2
-    assert '<img alt="Daily KPIs' in page and "No initiatives declared." in page
+    assert page.count("data:image/png;base64,") == 3
+    assert '<img alt="Daily KPIs' in page and '<img alt="ROI of the initiatives active in 2026-W47"' in page
+    assert "<li>live-chat pays off (ROI +100.0% to date" in page and "<h2>Customers</h2>" in page
 
 
 def test_progress_is_one_line_per_step(reported) -> None:
@@ -397,6 +794,10 @@ def test_one_storefront(backfilled, tmp_path: Path) -> None:
     assert rows["conversion"]["value"] == pytest.approx(c["orders_placed"] / c["sessions_started"], rel=REL)
     assert rows["revenue_per_visitor"]["labels"] == {"storefront": "harbor-tea", "currency": "GBP"}
     assert "Storefront harbor-tea, compared with 2026-W46" in (tmp_path / "report.md").read_text()
+    customers = json.loads((tmp_path / "report.json").read_text())["customers"]
+    assert {row["storefront"] for row in customers["shares"]} == {"harbor-tea"}
+    assert [(row["storefront"], row["horizon"]) for row in customers["cohort_ltv"]] == [("harbor-tea", "30d")]
+    assert [(row["storefront"], row["horizon"]) for row in customers["nps_ltv"]] == [("harbor-tea", "90d")]
 
 
 def test_clear_errors(backfilled, tmp_path: Path) -> None:
