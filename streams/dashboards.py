@@ -10,7 +10,7 @@ number an alert fires on; the ``window`` variable picks the rules' range
 suffix (``storefront:cxpulse_conversion:ratio_rate${window}``).
 
     >>> sorted(p.name for p in outputs())[:2]
-    ['cx-overview.json', 'pipeline-health.json']
+    ['cx-customers.json', 'cx-initiatives.json']
     >>> substitute('storefront:cxpulse_conversion:ratio_rate${window}{storefront=~"$storefront"}')
     'storefront:cxpulse_conversion:ratio_rate5m{storefront=~".*"}'
 """
@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from grafana_foundation_sdk.builders import bargauge, common as common_b, dashboard as db
-from grafana_foundation_sdk.builders import prometheus as prom, stat, statetimeline, timeseries
+from grafana_foundation_sdk.builders import prometheus as prom, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common, dashboard as dm
+from grafana_foundation_sdk.models import common, dashboard as dm, prometheus as prom_m
 
 from streams import rules
-from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, PIPELINE, Kpi
+from streams.catalog import COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, KPIS, PIPELINE, Kpi
+from streams.initiatives import Z95
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
@@ -44,6 +46,7 @@ TEST_VARIABLES: dict[str, str] = {
     "channel": ".*",
     "support_channel": ".*",
     "family": ".*",
+    "initiative": ".*",
     "window": "5m",
     "view": "5m",
     "__rate_interval": "1m",
@@ -91,7 +94,10 @@ def _help(metric: str) -> str:
     for hist in HISTOGRAMS:
         if metric.startswith(hist.name):
             return hist.help
-    return PIPELINE[metric]
+    for name, _, text in CUSTOMER.values():
+        if metric == name:
+            return text
+    return {**PIPELINE, **CUSTOMER_PIPELINE, **INITIATIVE}[metric]
 
 
 def _about(key: str) -> str:
@@ -102,6 +108,11 @@ def _about(key: str) -> str:
 def _target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prom.Dataquery:
     query = prom.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE).legend_format(legend or "__auto")
     return query.instant() if instant else query.range()
+
+
+def _table_target(expr: str, ref: str) -> prom.Dataquery:
+    """An instant query in table format: one row per series, a column per label, ``Value #<ref>``."""
+    return _target(expr, ref=ref, instant=True).format(prom_m.PromQueryFormat.TABLE)
 
 
 def _targets(*specs: tuple[str, str]) -> list[prom.Dataquery]:
@@ -160,36 +171,26 @@ def _series(title: str, description: str, unit: str, targets: list[prom.Dataquer
 BAND_COLOR, BASELINE_COLOR, SAMPLE_COLOR = "blue", "text", "#8e8e8e"
 
 
-def _band(key: str, span: int = 12, baseline: bool = False, title: str = "") -> timeseries.Panel:
-    """A share or NPS of one storefront (the row repeats per ``$storefront``) with its 95% interval
-    as a band (the upper series filled down to the lower, Grafana's fillBelowTo) and its sample
-    size n as bars on the right axis; ``baseline`` adds last week's line and band, dashed and grey.
-    Legends are fixed names because fillBelowTo pairs series by name."""
-    kpi = _kpi(key)
-    level = _level(kpi)
-    short = _short(kpi)
-    unit = "none" if kpi.shape == "nps" else "percentunit"
-    method = ("adjusted-Wald interval (3/4 of a pseudo-answer added to promoters and to detractors)"
-              if kpi.shape == "nps" else "Wilson score interval")
-    value, lower, upper, sample = short, f"{short} 95% lower", f"{short} 95% upper", "n (sample)"
-    n_rule = rules.denominator_rule(kpi, level, W)
-    specs = [(f"{kpi_series(key)}{{{SF}}}", value),
-             (f"{rules.bound_rule(kpi, level, W, 'lower')}{{{SF}}}", lower),
-             (f"{rules.bound_rule(kpi, level, W, 'upper')}{{{SF}}}", upper),
-             (f"{n_rule}{{{SF}}}", sample)]
-    alert = {"conversion": "CxpulseConversionDrop", "nps": "CxpulseNpsDrop", "csat": "CxpulseCsatDrop"}.get(key)
-    text = (f"{_about(key)} Line: `{kpi_series(key)}`; band: its 95% {method} "
-            f"(`{rules.bound_rule(kpi, level, W, 'lower')}` to `..._upper`), the range the true value lies in "
-            f"given the sample; bars (right axis): the sample "
-            f"size n over $window (`{n_rule}`). A narrow band is a large sample; a move inside the band is noise.")
-    if baseline:
-        was, was_lower, was_upper = "last week", "last week 95% lower", "last week 95% upper"
-        specs += [(f"{kpi_series(key, offset=True)}{{{SF}}}", was),
-                  (f"{rules.bound_rule(kpi, level, W, 'lower', offset=True)}{{{SF}}}", was_lower),
-                  (f"{rules.bound_rule(kpi, level, W, 'upper', offset=True)}{{{SF}}}", was_upper)]
-        text += (" Dashed line and grey band: the same time last week and its interval"
-                 + (f"; {alert} pages only while the two bands are apart (over 1h)." if alert else "."))
-    panel = _series(title or f"{short} with its 95% interval, $storefront", text, unit, _targets(*specs), span=span)
+@dataclass(frozen=True)
+class Band:
+    """A line and its 95% interval: (expr, legend) of the value and of each bound. Legends are
+    fixed names, because Grafana's fillBelowTo pairs the upper series with the lower by name."""
+
+    value: tuple[str, str]
+    lower: tuple[str, str]
+    upper: tuple[str, str]
+
+
+def _band_panel(title: str, description: str, unit: str, main: Band, sample: tuple[str, str] | None = None,
+                other: Band | None = None, span: int = 12,
+                thresholds: db.ThresholdsConfig | None = None) -> timeseries.Panel:
+    """``main`` as a blue line in a shaded band (the upper series filled down to the lower),
+    ``sample`` (expr, legend) as grey bars on the right axis, ``other`` dashed and grey in a
+    lighter band. One storefront or initiative per panel: the row repeats per value."""
+    specs = [main.value, main.lower, main.upper] + ([sample] if sample else [])
+    if other is not None:
+        specs += [other.value, other.lower, other.upper]
+    panel = _series(title, description, unit, _targets(*specs), thresholds=thresholds, span=span)
     panel = panel.fill_opacity(0).legend(
         common_b.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
         .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull"]))
@@ -205,10 +206,13 @@ def _band(key: str, span: int = 12, baseline: bool = False, title: str = "") -> 
         return props
 
     panel = (
-        panel.override_by_name(value, [fixed(BAND_COLOR), dm.DynamicConfigValue(id_val="custom.lineWidth", value=2)])
-        .override_by_name(lower, bound(BAND_COLOR))
-        .override_by_name(upper, bound(BAND_COLOR, lower, 25))
-        .override_by_name(sample, [
+        panel.override_by_name(main.value[1], [fixed(BAND_COLOR),
+                                               dm.DynamicConfigValue(id_val="custom.lineWidth", value=2)])
+        .override_by_name(main.lower[1], bound(BAND_COLOR))
+        .override_by_name(main.upper[1], bound(BAND_COLOR, main.lower[1], 25))
+    )
+    if sample is not None:
+        panel = panel.override_by_name(sample[1], [
             fixed(SAMPLE_COLOR), dm.DynamicConfigValue(id_val="unit", value="short"),
             dm.DynamicConfigValue(id_val="decimals", value=0),
             dm.DynamicConfigValue(id_val="custom.drawStyle", value="bars"),
@@ -216,21 +220,108 @@ def _band(key: str, span: int = 12, baseline: bool = False, title: str = "") -> 
             dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
             dm.DynamicConfigValue(id_val="custom.axisLabel", value="sample n"),
             dm.DynamicConfigValue(id_val="min", value=0)])
-    )
-    if baseline:
+    if other is not None:
         panel = (
-            panel.override_by_name(was, [fixed(BASELINE_COLOR), dm.DynamicConfigValue(
+            panel.override_by_name(other.value[1], [fixed(BASELINE_COLOR), dm.DynamicConfigValue(
                 id_val="custom.lineStyle", value={"dash": [10, 10], "fill": "dash"})])
-            .override_by_name(was_lower, bound(BASELINE_COLOR))
-            .override_by_name(was_upper, bound(BASELINE_COLOR, was_lower, 12))
+            .override_by_name(other.lower[1], bound(BASELINE_COLOR))
+            .override_by_name(other.upper[1], bound(BASELINE_COLOR, other.lower[1], 12))
         )
     return panel
 
 
-def _funnel(title: str, description: str, targets: list[prom.Dataquery], span: int = 12) -> bargauge.Panel:
+def _band(key: str, span: int = 12, baseline: bool = False, title: str = "") -> timeseries.Panel:
+    """A share or NPS of one storefront (the row repeats per ``$storefront``) with its 95% interval
+    as a band and its sample size n as bars on the right axis; ``baseline`` adds last week's line
+    and band, dashed and grey."""
+    kpi = _kpi(key)
+    level = _level(kpi)
+    short = _short(kpi)
+    unit = "none" if kpi.shape == "nps" else "percentunit"
+    method = ("adjusted-Wald interval (3/4 of a pseudo-answer added to promoters and to detractors)"
+              if kpi.shape == "nps" else "Wilson score interval")
+    n_rule = rules.denominator_rule(kpi, level, W)
+    main = Band((f"{kpi_series(key)}{{{SF}}}", short),
+                (f"{rules.bound_rule(kpi, level, W, 'lower')}{{{SF}}}", f"{short} 95% lower"),
+                (f"{rules.bound_rule(kpi, level, W, 'upper')}{{{SF}}}", f"{short} 95% upper"))
+    alert = {"conversion": "CxpulseConversionDrop", "nps": "CxpulseNpsDrop", "csat": "CxpulseCsatDrop"}.get(key)
+    text = (f"{_about(key)} Line: `{kpi_series(key)}`; band: its 95% {method} "
+            f"(`{rules.bound_rule(kpi, level, W, 'lower')}` to `..._upper`), the range the true value lies in "
+            f"given the sample; bars (right axis): the sample "
+            f"size n over $window (`{n_rule}`). A narrow band is a large sample; a move inside the band is noise.")
+    other = None
+    if baseline:
+        other = Band((f"{kpi_series(key, offset=True)}{{{SF}}}", "last week"),
+                     (f"{rules.bound_rule(kpi, level, W, 'lower', offset=True)}{{{SF}}}", "last week 95% lower"),
+                     (f"{rules.bound_rule(kpi, level, W, 'upper', offset=True)}{{{SF}}}", "last week 95% upper"))
+        text += (" Dashed line and grey band: the same time last week and its interval"
+                 + (f"; {alert} pages only while the two bands are apart (over 1h)." if alert else "."))
+    return _band_panel(title or f"{short} with its 95% interval, $storefront", text, unit, main,
+                       (f"{n_rule}{{{SF}}}", "n (sample)"), other, span=span)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A value column of a table: an instant query and how its number reads."""
+
+    expr: str
+    name: str
+    unit: str = "none"
+    decimals: int | None = None
+    gauge: bool = False  # a bar in the cell, for shares on 0..1
+    text: tuple[tuple[str, str], ...] = ()  # value -> text, e.g. (("0", "running"),)
+    hidden: bool = False  # a query that only contributes label columns
+
+
+def _table(title: str, description: str, labels: list[str], columns: list[Column], drop: tuple[str, ...] = (),
+           sort: tuple[str, bool] | None = None, span: int = 12, height: int = 9) -> table.Panel:
+    """One row per value of ``labels`` (the label columns, in this order), one column per query.
+
+    Each query is an instant table; Grafana drops its Time, ``__name__`` and the labels in ``drop``
+    (constant within a query, e.g. ``horizon``), merges the rows that agree on the labels every
+    query shares, then names and orders the columns. ``sort``: (column, descending).
+    """
+    refs = [chr(ord("A") + i) for i in range(len(columns))]
+    values = ["Value" if len(columns) == 1 else f"Value #{ref}" for ref in refs]
+    organize = {
+        "excludeByName": {value: True for value, column in zip(values, columns) if column.hidden},
+        "renameByName": {value: column.name for value, column in zip(values, columns) if not column.hidden},
+        "indexByName": {name: i for i, name in enumerate([*labels, *values])},
+    }
+    steps = [dm.DataTransformerConfig(id_val="organize", options={
+        "excludeByName": {name: True for name in ("Time", "__name__", *drop)}})]
+    if len(columns) > 1:
+        steps.append(dm.DataTransformerConfig(id_val="merge", options={}))
+    steps.append(dm.DataTransformerConfig(id_val="organize", options=organize))
+    panel = (
+        table.Panel().title(title).description(description).datasource(DATASOURCE)
+        .targets([_table_target(column.expr, ref) for column, ref in zip(columns, refs)])
+        .transformations(steps).thresholds(NEUTRAL).span(span).height(height)
+    )
+    for column in columns:
+        if column.hidden:
+            continue
+        props = [dm.DynamicConfigValue(id_val="unit", value=column.unit)]
+        if column.decimals is not None:
+            props.append(dm.DynamicConfigValue(id_val="decimals", value=column.decimals))
+        if column.gauge:
+            props += [dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "gauge", "mode": "basic"}),
+                      dm.DynamicConfigValue(id_val="min", value=0), dm.DynamicConfigValue(id_val="max", value=1)]
+        if column.text:
+            props.append(dm.DynamicConfigValue(id_val="mappings", value=[{"type": "value", "options": {
+                value: {"text": text, "index": i} for i, (value, text) in enumerate(column.text)}}]))
+        panel = panel.override_by_name(column.name, props)
+    if sort is not None:
+        panel = panel.sort_by([common_b.TableSortByFieldState().display_name(sort[0]).desc(sort[1])])
+    return panel
+
+
+def _bars(title: str, description: str, targets: list[prom.Dataquery], span: int = 12, unit: str = "short",
+          height: int = 8) -> bargauge.Panel:
+    """Horizontal bars, one per series, at its last value."""
     return (
         bargauge.Panel().title(title).description(description).datasource(DATASOURCE).targets(targets)
-        .unit("short").span(span).height(8).thresholds(NEUTRAL)
+        .unit(unit).span(span).height(height).thresholds(NEUTRAL)
         .orientation(common.VizOrientation.HORIZONTAL).display_mode(common.BarGaugeDisplayMode.GRADIENT)
         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
@@ -291,6 +382,10 @@ def _variables(*names: str, window: str = "5m") -> list[Any]:
         elif name == "family":
             out.append(_query_variable("family", "label_values(cxpulse_events_total, family)",
                                        "Event family: session, order, ticket, survey."))
+        elif name == "initiative":
+            out.append(_query_variable(
+                "initiative", "label_values(cxpulse_initiative_info, initiative)",
+                "A declared CX initiative (`cxpulse initiative declare`, docs/initiatives.md)."))
         elif name == "window":
             out.append(_custom_variable(
                 "window", list(rules.RANGES), window,
@@ -322,10 +417,12 @@ def _custom_variable(name: str, values: list[str], default: str, description: st
 Rows = list[tuple[str, list[Any]] | tuple[str, list[Any], str]]  # (title, panels[, variable to repeat by])
 
 
-def _dashboard(uid: str, title: str, description: str, variables: list[Any], rows: Rows) -> dm.Dashboard:
+def _dashboard(uid: str, title: str, description: str, variables: list[Any], rows: Rows,
+               marks: str = "", since: str = "now-6h") -> dm.Dashboard:
+    """``marks``: label matchers for the initiative annotations (default: every initiative)."""
     builder = (
         db.Dashboard(title).uid(uid).description(f"{GENERATED} {description}").tags(TAGS)
-        .time("now-6h", "now").refresh("30s").timezone("browser").readonly()
+        .time(since, "now").refresh("30s").timezone("browser").readonly()
         .tooltip(dm.DashboardCursorSync.CROSSHAIR).variables(variables)
         .link(db.DashboardLink("cxpulse").type(dm.DashboardLinkType.DASHBOARDS).tags(TAGS)
               .as_dropdown(True).include_vars(True).keep_time(True))
@@ -338,6 +435,82 @@ def _dashboard(uid: str, title: str, description: str, variables: list[Any], row
     dashboard = builder.build()
     for number, panel in enumerate(dashboard.panels or [], start=1):
         panel.id_val = number
+    dashboard.annotations = dm.AnnotationContainer(list_val=initiative_annotations(marks))
+    return dashboard
+
+
+# ------------------------------------------------------------- annotations
+class PrometheusAnnotation(dm.AnnotationQuery):
+    """An annotation query on the Prometheus datasource.
+
+    The SDK for Grafana 11.6 models the fields every annotation has (and ``expr``, which
+    Grafana moves into the query); Grafana's Prometheus datasource also reads ``titleFormat``,
+    ``textFormat``, ``tagKeys`` and ``useValueForTime`` from the annotation itself
+    (``public/app/plugins/datasource/prometheus/annotations.ts``), so this adds exactly those.
+    With ``useValueForTime`` a sample's value, in ms, is the time of the event: equal values
+    over the range make one marker.
+    """
+
+    OPTIONS = {"title_format": "titleFormat", "text_format": "textFormat", "tag_keys": "tagKeys",
+               "use_value_for_time": "useValueForTime"}
+
+    def __init__(self, title_format: str = "", text_format: str = "", tag_keys: str = "",
+                 use_value_for_time: bool = False, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.title_format = title_format
+        self.text_format = text_format
+        self.tag_keys = tag_keys
+        self.use_value_for_time = use_value_for_time
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), **{key: getattr(self, attr) for attr, key in self.OPTIONS.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PrometheusAnnotation":
+        common_fields = vars(dm.AnnotationQuery.from_json(data))
+        return cls(**common_fields, **{attr: data[key] for attr, key in cls.OPTIONS.items() if key in data})
+
+
+# (gauge, annotation name, marker colour, verb)
+MARKS = (("cxpulse_initiative_start_timestamp_seconds", "Initiative starts", "green", "starts"),
+         ("cxpulse_initiative_end_timestamp_seconds", "Initiative ends", "orange", "ends"))
+
+
+def initiative_annotations(match: str = "") -> list[dm.AnnotationQuery]:
+    """A marker at every declared initiative's first day and at its end (docs/initiatives.md).
+
+    The gauges hold the day as Unix seconds; ``* 1000`` makes the value the marker's time in ms.
+    The info series adds the KPI and the segments to the text: joined per worker (all labels but
+    its own), so a re-declaration never meets its old self.
+    """
+    selector = f"{{{match}}}" if match else ""
+    out: list[dm.AnnotationQuery] = []
+    for metric, name, color, verb in MARKS:
+        expr = (
+            "max by (initiative, kpi, treated, control) (\n"
+            f"  {metric}{selector}\n"
+            "  * ignoring (kpi, treated, control) group_left (kpi, treated, control)\n"
+            f"  cxpulse_initiative_info{selector}\n"
+            ")\n"
+            "* 1000"
+        )
+        out.append(PrometheusAnnotation(
+            name=name, datasource=DATASOURCE, enable=True, hide=False, icon_color=color, expr=expr,
+            title_format=f"{{{{initiative}}}} {verb}",
+            text_format=(f"Initiative {{{{initiative}}}} {verb}: treated {{{{treated}}}}, control {{{{control}}}}, "
+                         "KPI {{kpi}} (ROI on the Initiatives dashboard)."),
+            tag_keys="initiative", use_value_for_time=True))
+    return out
+
+
+def load(doc: dict[str, Any]) -> dm.Dashboard:
+    """A dashboard JSON document back into the model, Prometheus annotation options included."""
+    dashboard = dm.Dashboard.from_json(doc)
+    marks = (doc.get("annotations") or {}).get("list")
+    if marks is not None:
+        dashboard.annotations = dm.AnnotationContainer(list_val=[
+            PrometheusAnnotation.from_json(a) if (a.get("datasource") or {}).get("type") == "prometheus"
+            else dm.AnnotationQuery.from_json(a) for a in marks])
     return dashboard
 
 
@@ -481,7 +654,7 @@ def revenue_funnel() -> dm.Dashboard:
                    "the raw counters). Views and carts count events, not sessions, so a step can exceed the one "
                    "before it.")
     funnel = [
-        _funnel("Funnel, per hour", funnel_text, _targets(*((e, name) for name, e in steps))),
+        _bars("Funnel, per hour", funnel_text, _targets(*((e, name) for name, e in steps))),
         _series("Funnel over time, per hour", funnel_text, "short", _targets(*((e, name) for name, e in steps))),
     ]
     chan = "{{storefront}} {{channel}}"
@@ -898,6 +1071,317 @@ def pipeline_health() -> dm.Dashboard:
     )
 
 
+# --------------------------------------------------------------- Customers
+# Recorded series of rules.customer_rules() (docs/customers.md), written in full so grep finds them.
+CUSTOMERS = "storefront:cxpulse_customer_cohort_customers:sum"
+REPEAT = "storefront:cxpulse_customer_repeat_purchase:ratio"
+SUPPORTED = "storefront:cxpulse_customer_post_support_customers:sum"
+POST_SUPPORT = "storefront:cxpulse_customer_post_support_conversion:ratio"
+COHORT_CUSTOMERS = "storefront_cohort:cxpulse_customer_cohort_customers:sum"
+COHORT_REPEAT = "storefront_cohort:cxpulse_customer_repeat_purchase:ratio"
+COHORT_SUPPORTED = "storefront_cohort:cxpulse_customer_post_support_customers:sum"
+COHORT_POST_SUPPORT = "storefront_cohort:cxpulse_customer_post_support_conversion:ratio"
+COHORT_LTV = "storefront_cohort_currency_horizon:cxpulse_customer_revenue_per_customer:ratio"
+NPS_CUSTOMERS = "storefront_nps_category_horizon:cxpulse_customer_nps_customers:sum"
+NPS_LTV = "storefront_nps_category_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio"
+NPS_PURCHASES_CUSTOMERS = "storefront_nps_category_purchases_horizon:cxpulse_customer_nps_customers:sum"
+NPS_PURCHASES_LTV = "storefront_nps_category_purchases_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio"
+NPS_CATEGORIES = (("promoter", "promoters"), ("passive", "passives"), ("detractor", "detractors"))
+
+COHORTS = ("Cohorts are ISO weeks (`2026-W47`, UTC); the last CXPULSE_COHORT_WEEKS (26) are exported.")
+WILSON = ("95% Wilson score interval: the range the true share lies in given the number of customers; a "
+          "difference between two cohorts inside their intervals is noise.")
+GROSS = " Money stays per currency, in major units, gross of refunds (refunds carry no customer id)."
+NPS_JOIN = ("A customer counts for a horizon once their first order is that old (plus a day), so a category's "
+            "LTV is never dragged down by customers too young to have spent it; the category is that of the "
+            "customer's latest NPS answer (9-10 promoter, 7-8 passive, 0-6 detractor).")
+
+
+def customers() -> dm.Dashboard:
+    sf = "{{storefront}}"
+    h90 = f'{SF}, horizon="90d"'
+    headline = [
+        _stat("Customers", f"Customers whose first order falls in an exported first-order cohort, summed over the "
+              f"cohorts (`{CUSTOMERS}`). A customer is a (storefront, customer_id) pair; the id never becomes a "
+              f"label. {COHORTS}", "short", [_target(f"{CUSTOMERS}{{{SF}}}", sf)], span=6, decimals=0),
+        _stat("Repeat purchase rate", f"Customers who ordered again within 90 days of their first order / customers, "
+              f"over the exported cohorts (`{REPEAT}`); its 95% interval is the band below. The youngest cohorts "
+              "have not had 90 days yet, so their share still grows.", "percentunit",
+              [_target(f"{REPEAT}{{{SF}}}", sf)], span=6, min_max=(0, 1)),
+        _stat("Post-support conversion", "Customers who ordered within CXPULSE_POST_SUPPORT (7 days) after the "
+              "first ticket of an ISO week / customers with a ticket that week, over the exported ticket cohorts "
+              f"(`{POST_SUPPORT}`). Did support leave them willing to buy?", "percentunit",
+              [_target(f"{POST_SUPPORT}{{{SF}}}", sf)], span=6, min_max=(0, 1)),
+        _stat("Promoter / detractor LTV, 90 days", "How many times a promoter is worth a detractor: 90-day revenue "
+              "per customer of promoters / that of detractors, per currency (`" + NPS_LTV + "`). " + NPS_JOIN,
+              "suffix:x", [_target(f'{NPS_LTV}{{{h90}, nps_category="promoter"}}\n/ ignoring (nps_category)\n  '
+                                   f'{NPS_LTV}{{{h90}, nps_category="detractor"}}', f"{sf} {{{{currency}}}}")],
+              span=6, decimals=2),
+    ]
+    bands = [
+        _band_panel(
+            "Repeat purchase rate with its 95% interval, $storefront",
+            f"Customers of the exported first-order cohorts who ordered again within 90 days of their first order / "
+            f"those customers. Line: `{REPEAT}`; band: its {WILSON} Bars (right axis): the customers it is "
+            f"measured on (`{CUSTOMERS}`).", "percentunit",
+            Band((f"{REPEAT}{{{SF}}}", "repeat purchase rate"),
+                 (f"{REPEAT}_lower{{{SF}}}", "repeat purchase 95% lower"),
+                 (f"{REPEAT}_upper{{{SF}}}", "repeat purchase 95% upper")),
+            (f"{CUSTOMERS}{{{SF}}}", "n (customers)")),
+        _band_panel(
+            "Post-support conversion with its 95% interval, $storefront",
+            f"Customers with a ticket who ordered within 7 days after their week's first ticket / customers with a "
+            f"ticket, over the exported ticket weeks. Line: `{POST_SUPPORT}`; band: its {WILSON} Bars (right axis): "
+            f"the customers with a ticket (`{SUPPORTED}`).", "percentunit",
+            Band((f"{POST_SUPPORT}{{{SF}}}", "post-support conversion"),
+                 (f"{POST_SUPPORT}_lower{{{SF}}}", "post-support 95% lower"),
+                 (f"{POST_SUPPORT}_upper{{{SF}}}", "post-support 95% upper")),
+            (f"{SUPPORTED}{{{SF}}}", "n (customers with a ticket)")),
+    ]
+    share = dict(unit="percentunit", decimals=1)
+    cohorts = [
+        _table("Repeat purchase by first-order cohort", (
+            f"Per first-order cohort (the ISO week of each customer's first order): its customers, the share who "
+            f"ordered again within 90 days of their first order (`{COHORT_REPEAT}`, the bar) and its {WILSON} "
+            f"Recent cohorts are still inside their 90 days. {COHORTS}"),
+            ["cohort"], [Column(f"{COHORT_CUSTOMERS}{{{SF}}}", "customers", "short", 0),
+                         Column(f"{COHORT_REPEAT}{{{SF}}}", "repeat purchase rate", gauge=True, **share),
+                         Column(f"{COHORT_REPEAT}_lower{{{SF}}}", "95% lower", **share),
+                         Column(f"{COHORT_REPEAT}_upper{{{SF}}}", "95% upper", **share)],
+            drop=("storefront",), sort=("cohort", True), span=8, height=10),
+        _table("Revenue per customer (LTV) by cohort, 30 and 90 days", (
+            "Per first-order cohort and currency: revenue of the orders within 30 / 90 days of each customer's first "
+            f"order / the cohort's customers (`{COHORT_LTV}`, horizon 30d and 90d).{GROSS} A cohort's values are "
+            f"live: they grow until its customers are 90 days old. {COHORTS}"),
+            ["cohort", "currency"], [Column(f'{COHORT_LTV}{{{SF}, horizon="30d"}}', "LTV 30 days", decimals=2),
+                                     Column(f'{COHORT_LTV}{{{SF}, horizon="90d"}}', "LTV 90 days", decimals=2),
+                                     Column(f"{COHORT_CUSTOMERS}{{{SF}}}", "customers", "short", 0)],
+            drop=("storefront", "horizon"), sort=("cohort", True), span=8, height=10),
+        _table("Post-support conversion by ticket cohort", (
+            "Per ticket cohort (the ISO week of a customer's tickets): customers with a ticket that week, the share "
+            "who ordered within CXPULSE_POST_SUPPORT (7 days) after that week's first ticket "
+            f"(`{COHORT_POST_SUPPORT}`, the bar) and its {WILSON} {COHORTS}"),
+            ["cohort"], [Column(f"{COHORT_SUPPORTED}{{{SF}}}", "customers with a ticket", "short", 0),
+                         Column(f"{COHORT_POST_SUPPORT}{{{SF}}}", "converted", gauge=True, **share),
+                         Column(f"{COHORT_POST_SUPPORT}_lower{{{SF}}}", "95% lower", **share),
+                         Column(f"{COHORT_POST_SUPPORT}_upper{{{SF}}}", "95% upper", **share)],
+            drop=("storefront",), sort=("cohort", True), span=8, height=10),
+    ]
+    nps = [
+        _bars("LTV by NPS category, 90 days", (
+            f"90-day revenue per customer by NPS category and currency (`{NPS_LTV}`, horizon 90d): revenue within 90 "
+            f"days of the first order of the category's customers / those customers. {NPS_JOIN}{GROSS}"),
+            [_target(f"{NPS_LTV}{{{h90}}}", "{{nps_category}} ({{currency}})")], span=6, unit="none", height=9),
+        _table("LTV by NPS category, 30 and 90 days", (
+            f"Revenue per customer within 30 / 90 days of the first order, by NPS category and currency (`{NPS_LTV}`),"
+            f" and the customers behind each (`{NPS_CUSTOMERS}`): a category of a few customers is a small sample. "
+            f"{NPS_JOIN}{GROSS}"),
+            ["nps_category", "currency"],
+            [Column(f'{NPS_LTV}{{{SF}, horizon="30d"}}', "LTV 30 days", decimals=2),
+             Column(f'{NPS_LTV}{{{SF}, horizon="90d"}}', "LTV 90 days", decimals=2),
+             Column(f'{NPS_CUSTOMERS}{{{SF}, horizon="30d"}}', "customers 30 days", "short", 0),
+             Column(f'{NPS_CUSTOMERS}{{{SF}, horizon="90d"}}', "customers 90 days", "short", 0)],
+            drop=("storefront", "horizon"), sort=("nps_category", False), span=8, height=9),
+        _table("LTV by NPS category and purchases, 90 days", (
+            "The CX guide's \"LTV by NPS purchase cohorts\": 90-day revenue per customer of promoters, passives and "
+            "detractors who made the same number of orders within 90 days of their first (1, 2, 3, 4+), per "
+            f"currency (`{NPS_PURCHASES_LTV}`), and how many customers each cell holds "
+            f"(`{NPS_PURCHASES_CUSTOMERS}`). Reading across a row compares customers who bought equally often: "
+            f"promoters worth more there is value a purchase count does not explain. {NPS_JOIN}{GROSS}"),
+            ["purchases", "currency"],
+            [Column(f'{NPS_PURCHASES_LTV}{{{h90}, nps_category="{c}"}}', name, decimals=2)
+             for c, name in NPS_CATEGORIES]
+            + [Column(f'{NPS_PURCHASES_CUSTOMERS}{{{h90}, nps_category="{c}"}}', f"{name} n", "short", 0)
+               for c, name in NPS_CATEGORIES],
+            drop=("storefront", "horizon", "nps_category"), sort=("purchases", False), span=10, height=9),
+    ]
+    rate = "$__rate_interval"
+    lag = 'family:cxpulse_consumer_lag_messages:sum{family="customer"}'
+    stage = [
+        _series("Customers held in state", f"{_help('cxpulse_state_customers')} Summed over the customer-topic "
+                "partitions. A customer inactive for CXPULSE_CUSTOMER_TTL (400 days) is forgotten; "
+                "CXPULSE_CUSTOMER_MAX (500,000 per partition) bounds memory.", "short",
+                _targets(("sum(cxpulse_state_customers)", "customers")), span=8),
+        _series("Customer facts read per second", f"{_help('cxpulse_customer_facts_total')} Rate over all "
+                "partitions: the window stage emits one fact per counted order, ticket or NPS answer that names a "
+                "customer.", "short",
+                _targets((f"sum(rate(cxpulse_customer_facts_total[{rate}]))", "facts")), span=8),
+        _series("Consumer lag, customer stage", f"{_help('cxpulse_consumer_lag_messages')} For the customer topic, "
+                f"summed over its partitions (`{lag}`). Dashed line: the CxpulseConsumerLagHigh threshold.", "short",
+                _targets((lag, "customer")),
+                thresholds=_steps((None, "transparent"), (rules.CONSUMER_LAG_MAX_MESSAGES, "red")), span=8),
+        _series("Customer facts skipped per second by reason", f"{_help('cxpulse_customer_facts_skipped_total')} "
+                "Duplicates are expected after a worker restart (the window stage resends its batch and the "
+                "customer stage applies each fact once); dropped facts mean a customer passed 1,000 orders, tickets "
+                "or answers.", "short",
+                _targets((f"sum by (reason) (rate(cxpulse_customer_facts_skipped_total[{rate}]))", "{{reason}}")),
+                span=12),
+        _series("Customers evicted per hour", f"{_help('cxpulse_customers_evicted_total')} Rate x 3600. A steady "
+                "flow is the TTL at work; a burst with `event=customer_budget_reached` in the logs is the memory "
+                "guard, and from then on which customer is forgotten may differ after a crash (docs/customers.md).",
+                "short", _targets((f"sum(rate(cxpulse_customers_evicted_total[{rate}])) * 3600", "evicted")),
+                span=12),
+    ]
+    return _dashboard(
+        "cx-customers", "Customers",
+        "What a customer is worth and whether a good experience makes them worth more: repeat purchase by "
+        "first-order cohort, 30- and 90-day revenue per customer, LTV by NPS category and purchase count, "
+        "post-support conversion, each with its sample; and the customer stage that computes them.",
+        _variables("storefront"),
+        [
+            ("Customers of the exported cohorts", headline),
+            ("Repeat purchase and post-support conversion with their 95% interval: $storefront", bands,
+             "storefront"),
+            ("First-order and ticket cohorts: $storefront", cohorts, "storefront"),
+            ("LTV by NPS category: $storefront", nps, "storefront"),
+            ("Customer stage (all storefronts)", stage),
+            ("Alerts", [_alerts(["CxpulseConsumerLagHigh", "CxpulseNoWorkerReady", "CxpulseWorkerDown"])]),
+        ],
+    )
+
+
+# ------------------------------------------------------------- Initiatives
+INI = 'initiative=~"$initiative"'
+# Recorded series of rules.initiative_rules() (streams/initiatives.py), written in full so grep finds them.
+ROI = "initiative:cxpulse_initiative_roi:ratio"
+UPLIFT = "initiative:cxpulse_initiative_uplift:diff"
+UPLIFT_RATIO = "initiative:cxpulse_initiative_uplift:ratio"
+INCREMENTAL_REVENUE = "initiative:cxpulse_initiative_incremental_revenue:estimate"
+INCREMENTAL_PROFIT = "initiative:cxpulse_initiative_incremental_profit:estimate"
+ROI_MEANS = ("ROI = (incremental profit - investment) / investment, where incremental profit = gross margin x "
+             "incremental revenue and incremental revenue = uplift x treated sessions (RPV), x treated sessions x "
+             "AOV(treated) (conversion) or x treated orders (AOV). 0 is break-even: the profit paid the investment "
+             "back; 100% is twice over.")
+INTERVAL_MEANS = ("The 95% interval is the normal approximation of the difference of the two arms' means; it "
+                  "covers sampling noise only, not a control that differs from the treated segment for other "
+                  "reasons. Both bounds above 0: the evidence says it pays; both below: it does not; across 0: not "
+                  "enough evidence yet.")
+CURRENCY_NOTE = " Money in the initiative's currency (table above); only orders in that currency count."
+
+
+def _arm_band(short: str, title: str, what: str, unit: str) -> timeseries.Panel:
+    """An arm's KPI (treated blue, control dashed grey) with a 95% band from its recorded standard error."""
+    def band(arm: str) -> Band:
+        kpi = f"initiative:cxpulse_initiative_{arm}_{short}:ratio{{{INI}}}"
+        se2 = f"initiative:cxpulse_initiative_{arm}_{short}:squared_stderr{{{INI}}}"
+        return Band((kpi, arm), (f"clamp_min(\n  {kpi}\n  - {Z95} * sqrt({se2}),\n  0\n)", f"{arm} 95% lower"),
+                    (f"{kpi}\n+ {Z95} * sqrt({se2})", f"{arm} 95% upper"))
+
+    return _band_panel(
+        f"{title} per arm, $initiative",
+        f"{what} of each arm over its segment and days (`initiative:cxpulse_initiative_<arm>_{short}:ratio`): "
+        "treated "
+        f"(blue) and control (dashed, grey). The bands are each mean +- {Z95:.2f} standard errors "
+        f"(`...:squared_stderr`, the squared standard error the ROI interval is built from). Bands apart: the arms "
+        "differ beyond sampling noise.", unit, band("treated"), other=band("control"), span=8)
+
+
+def initiatives() -> dm.Dashboard:
+    ini = "{{initiative}}"
+    end = (f"max by (initiative) (cxpulse_initiative_end_timestamp_seconds{{{INI}}}) * 1000\n"
+           f"or on (initiative)\n  0 * max by (initiative) (cxpulse_initiative_info{{{INI}}})")
+    declared = [
+        _table("Declared initiatives", (
+            "Every declared initiative (`cxpulse initiative declare`, docs/initiatives.md) from "
+            "cxpulse_initiative_info: the KPI its uplift is of, the treated segment and the control (another "
+            "segment over the same days, or `before`: the treated segment over the days before the start), its "
+            "first day and the day after its last (`running` while it has no end), the investment in its currency, "
+            f"the gross margin, the incremental profit so far and the ROI with its 95% interval. {ROI_MEANS}"),
+            ["initiative", "kpi", "treated", "control", "currency"],
+            [Column(f"max by (initiative, kpi, treated, control) (cxpulse_initiative_info{{{INI}}})", "declared",
+                    hidden=True),
+             Column(f"max by (initiative) (cxpulse_initiative_start_timestamp_seconds{{{INI}}}) * 1000", "start",
+                    "dateTimeAsIso"),
+             Column(end, "end", "dateTimeAsIso", text=(("0", "running"),)),
+             Column(f"max by (initiative, currency) (cxpulse_initiative_investment{{{INI}}})", "investment",
+                    decimals=2),
+             Column(f"max by (initiative) (cxpulse_initiative_gross_margin_ratio{{{INI}}})", "gross margin",
+                    "percentunit", 0),
+             Column(f"{INCREMENTAL_PROFIT}{{{INI}}}", "incremental profit", decimals=2),
+             Column(f"{ROI}{{{INI}}}", "ROI", "percentunit", 1),
+             Column(f"{ROI}_lower{{{INI}}}", "ROI 95% lower", "percentunit", 1),
+             Column(f"{ROI}_upper{{{INI}}}", "ROI 95% upper", "percentunit", 1)],
+            sort=("initiative", False), span=24, height=7),
+    ]
+    break_even = _steps((None, "red"), (0, "green"))
+    roi = [
+        _stat("ROI", f"{ROI_MEANS} Recording rule `{ROI}`; green from break-even up.",
+              "percentunit", [_target(f"{ROI}{{{INI}}}", ini)], break_even, decimals=1),
+        _stat("ROI 95% interval", f"Lower and upper bound of the ROI's 95% interval "
+              f"(`{ROI}_lower`, `..._upper`). {INTERVAL_MEANS}", "percentunit",
+              _targets((f"{ROI}_lower{{{INI}}}", "lower"),
+                       (f"{ROI}_upper{{{INI}}}", "upper")), break_even, decimals=1),
+        _stat("Uplift", f"KPI(treated) - KPI(control) (`{UPLIFT}`), in the unit of the "
+              "initiative's KPI (table above): money per session for revenue per visitor, a share (0.01 = 1 "
+              "point) for conversion, money per order for average order value.", "none",
+              [_target(f"{UPLIFT}{{{INI}}}", ini)], break_even),
+        _stat("Relative uplift", f"Uplift / KPI(control) (`{UPLIFT_RATIO}`): +10% means "
+              "the treated segment did 10% better than the control on the initiative's KPI.", "percentunit",
+              [_target(f"{UPLIFT_RATIO}{{{INI}}}", ini)], break_even, decimals=1),
+        _stat("Incremental revenue", f"Revenue the initiative added (`{INCREMENTAL_REVENUE}`)"
+              ": uplift x treated sessions for revenue per visitor, uplift x treated sessions x AOV(treated) for "
+              f"conversion, uplift x treated orders for average order value.{CURRENCY_NOTE}", "none",
+              [_target(f"{INCREMENTAL_REVENUE}{{{INI}}}", ini)], break_even, decimals=2),
+        _stat("Incremental profit", "Gross margin x incremental revenue "
+              f"(`{INCREMENTAL_PROFIT}`): what the ROI compares with the investment."
+              f"{CURRENCY_NOTE}", "none",
+              [_target(f"{INCREMENTAL_PROFIT}{{{INI}}}", ini)], break_even, decimals=2),
+        _band_panel(
+            "ROI with its 95% interval, $initiative",
+            f"{ROI_MEANS} Line: `{ROI}`; band: `..._lower` to `..._upper`. "
+            f"{INTERVAL_MEANS} Dashed line: break-even (ROI 0). The band narrows as both arms collect sessions.",
+            "percentunit",
+            Band((f"{ROI}{{{INI}}}", "ROI"),
+                 (f"{ROI}_lower{{{INI}}}", "ROI 95% lower"),
+                 (f"{ROI}_upper{{{INI}}}", "ROI 95% upper")),
+            thresholds=_steps((None, "transparent"), (0, "red"))),
+        _series("Incremental revenue and profit against the investment, $initiative", (
+            f"Incremental revenue (`{INCREMENTAL_REVENUE}`), incremental profit (gross "
+            "margin x incremental revenue) and the declared investment (cxpulse_initiative_investment, dashed). "
+            f"Profit above the investment is a positive ROI.{CURRENCY_NOTE}"), "none",
+            _targets((f"{INCREMENTAL_REVENUE}{{{INI}}}", "incremental revenue"),
+                     (f"{INCREMENTAL_PROFIT}{{{INI}}}", "incremental profit"),
+                     (f"max by (initiative) (cxpulse_initiative_investment{{{INI}}})", "investment")),
+            dashed="investment"),
+        _series("Uplift, $initiative", f"KPI(treated) - KPI(control) over time (`{UPLIFT}`)"
+                ", in the unit of the initiative's KPI: money per session (revenue per visitor), a share "
+                "(conversion) or money per order (average order value). Dashed line: no difference.", "none",
+                _targets((f"{UPLIFT}{{{INI}}}", "uplift")),
+                thresholds=_steps((None, "transparent"), (0, "text"))),
+        _series("Relative uplift, $initiative", "Uplift / KPI(control) over time "
+                f"(`{UPLIFT_RATIO}`). Dashed line: no difference.", "percentunit",
+                _targets((f"{UPLIFT_RATIO}{{{INI}}}", "relative uplift")),
+                thresholds=_steps((None, "transparent"), (0, "text"))),
+    ]
+    arms = [
+        _arm_band("rpv", "Revenue per visitor", "Revenue / sessions (RPV, money per session; an order per session at "
+                  "most, sessions without an order count 0)", "none"),
+        _arm_band("conversion", "Conversion", "Orders / sessions (CVR)", "percentunit"),
+        _arm_band("aov", "Average order value", "Revenue / orders (AOV, money per order)", "none"),
+        _series("Sessions per arm, $initiative", f"{_help('cxpulse_initiative_sessions')} Summed over workers: the "
+                "sample size behind RPV and conversion. A small arm means a wide interval.", "short",
+                _targets((f"sum by (arm) (cxpulse_initiative_sessions{{{INI}}})", "{{arm}}"))),
+        _series("Orders per arm, $initiative", f"{_help('cxpulse_initiative_orders')} Summed over workers: the "
+                "sample size behind AOV.", "short",
+                _targets((f"sum by (arm) (cxpulse_initiative_orders{{{INI}}})", "{{arm}}"))),
+    ]
+    return _dashboard(
+        "cx-initiatives", "Initiatives",
+        "Does a CX initiative pay? Per declared initiative: the uplift of its KPI in the treated segment over the "
+        "control, the incremental revenue and profit, and the ROI with its 95% interval, live; each arm's "
+        "RPV, conversion and AOV and its sample size (docs/initiatives.md).",
+        _variables("initiative"),
+        [
+            ("Declared initiatives", declared),
+            ("ROI: $initiative", roi, "initiative"),
+            ("Treated and control arms: $initiative", arms, "initiative"),
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseRevenuePerVisitorDrop", "CxpulseEventsSilent",
+                                 "CxpulseNoWorkerReady"])]),
+        ],
+        marks=INI, since="now-7d",
+    )
+
+
 # ------------------------------------------------------------------ output
 DASHBOARDS = {
     "cx-overview": cx_overview,
@@ -905,6 +1389,8 @@ DASHBOARDS = {
     "support": support,
     "voice-of-customer": voice_of_customer,
     "pipeline-health": pipeline_health,
+    "cx-customers": customers,
+    "cx-initiatives": initiatives,
 }
 
 
@@ -935,6 +1421,12 @@ def panel_queries() -> list[tuple[str, str, str]]:
             for target in getattr(panel, "targets", None) or []:
                 out.append((d.title or "", panel.title or "", target.expr))
     return out
+
+
+def annotation_queries() -> list[tuple[str, str, str]]:
+    """(dashboard title, annotation name, expr) of every Prometheus annotation, variables not substituted."""
+    return [(d.title or "", a.name, a.expr or "") for d in dashboards().values()
+            for a in (d.annotations.list_val or []) if a.expr]
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")

@@ -2,11 +2,16 @@
 
 One stack for the module (it takes minutes to build up rates and an incident):
 broker, two workers, the simulator replaying `checkout-broken` at a paced rate,
-and Prometheus loaded with the shipped rules, scraping every second. Checked:
+and Prometheus loaded with the shipped rules, scraping every second. Before the
+workers start, the topics get ten months of repeat customers' orders, tickets and
+NPS answers (``tests/customer_events.py``: live traffic spans minutes, the 30- and
+90-day cohorts need months) and two initiatives are declared with the CLI, one
+running and one with an end. Checked:
 
 - every metric name the rules and dashboards use exists in the workers' exposition;
 - every recording rule, and every dashboard panel query, returns non-empty data
   with finite values;
+- every dashboard's annotations mark the declared initiatives' starts and ends;
 - the incident makes CxpulseConversionCollapse fire, and it is quiet before.
 """
 
@@ -14,11 +19,13 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
 import subprocess
 import sys
 import time
 import urllib.parse
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -26,11 +33,38 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.stack import ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get, worker_settings
+from streams.stack import ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get, settings_env, worker_settings
+from tests.customer_events import DAY, customer_events
+from tests.e2e.test_customers import send
 from tests.helpers import free_port
 
 INCIDENT_AFTER_S = 50
 RATE = 600
+CURRENCY = "EUR"  # the first simulated store's (north-outfitters)
+
+
+def declare_initiatives(settings, env: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Two initiatives from today (UTC), with the CLI a user runs: one running, one ending tomorrow.
+    Returns the markers the dashboards must draw: annotation name -> {initiative: time in ms}."""
+    today = datetime.now(timezone.utc).date()
+    tomorrow = today + timedelta(days=1)
+    declarations = {
+        "live-chat": ["--treated", "channel=app", "--control", "channel=web"],
+        "free-returns": ["--end", tomorrow.isoformat(), "--treated", "channel=social", "--control",
+                         "channel=marketplace", "--kpi", "conversion"],
+    }
+    for name, options in declarations.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "initiative", "declare", name, "--start", today.isoformat(),
+             *options, "--investment", "500", "--currency", CURRENCY, "--margin", "0.4"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    def ms(day) -> int:
+        return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+
+    return {"Initiative starts": {name: ms(today) for name in declarations},
+            "Initiative ends": {"free-returns": ms(tomorrow)}}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +80,14 @@ def stack(broker, tmp_path_factory):
         grace_ms=10_000, dedupe_horizon_ms=120_000,
         bootstrap_servers=broker.bootstrap, app_id=prefix + "cxpulse", metrics_port=free_port(),
         web_port=free_port(), **{name: prefix + getattr(defaults, name) for name in (
-            "topic_sessions", "topic_orders", "topic_tickets", "topic_surveys", "topic_deadletter", "topic_state")})
+            "topic_sessions", "topic_orders", "topic_tickets", "topic_surveys", "topic_deadletter", "topic_state",
+            "topic_customers", "topic_initiatives")})
     create_topics(settings)
+    # Months of customers before the live traffic, in time order: every cohort, LTV-by-NPS and
+    # post-support panel needs customers whose first order is 30 / 90 days old.
+    now_ms = int(time.time() * 1000)
+    send(settings, customer_events(random.Random(1), customers=300, days=200, t0=now_ms - 330 * DAY))
+    marks = declare_initiatives(settings, {**os.environ, **settings_env(settings)})
     workers = []
     for index in range(2):
         ws = worker_settings(settings, 0)
@@ -74,7 +114,7 @@ def stack(broker, tmp_path_factory):
     producer.flush()
     producer.close()
     started = time.monotonic()
-    yield {"workers": workers, "prometheus": prometheus, "started": started, "workdir": workdir}
+    yield {"workers": workers, "prometheus": prometheus, "started": started, "workdir": workdir, "marks": marks}
     simulator.terminate()
     simulator.wait(15)
     for worker in workers:
@@ -113,7 +153,11 @@ def _wait_for_rates(stack) -> None:
     ready = ("storefront:cxpulse_conversion:ratio_rate5m", "storefront:cxpulse_resolution_p90:quantile_rate5m",
              # the baselines are checked 30 s back: the rarest rule must have had data then
              "storefront:cxpulse_resolution_p90:quantile_rate5m offset 30s",
-             'cxpulse_window_orders_placed{view="1m", state="closed"}')
+             'cxpulse_window_orders_placed{view="1m", state="closed"}',
+             # the customer stage has applied the old customers, the workers have read the initiatives
+             'storefront_nps_category_purchases_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio'
+             '{horizon="90d"}',
+             "initiative:cxpulse_initiative_roi:ratio")
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         if all(_values(query(prometheus, expr)) for expr in ready) and time.monotonic() - stack["started"] > 40:
@@ -174,6 +218,20 @@ def test_every_dashboard_panel_query_returns_data(stack) -> None:
         if not values or not any(math.isfinite(v) for v in values):
             failed.append((dashboard, title, expr))
     assert not failed, "panels with no finite data:\n" + "\n".join(map(str, failed))
+
+
+def test_every_dashboard_marks_the_declared_initiatives(stack) -> None:
+    from streams import dashboards
+
+    _wait_for_rates(stack)
+    prometheus = stack["prometheus"]
+    for dashboard, name, raw in dashboards.annotation_queries():
+        result = query(prometheus, dashboards.substitute(raw))
+        # Grafana's useValueForTime: the value is the marker's time in ms
+        marks = {r["metric"]["initiative"]: float(r["value"][1]) for r in result}
+        assert marks == stack["marks"][name], (dashboard, name, result)
+        treated = {r["metric"]["initiative"]: r["metric"]["treated"] for r in result}
+        assert treated.get("live-chat", "channel=app") == "channel=app", (dashboard, name, result)
 
 
 def test_checkout_incident_fires_the_conversion_collapse_alert(stack) -> None:
