@@ -19,6 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from streams.broker import free_port
 from streams.config import Settings
@@ -143,23 +144,29 @@ def wait_ready(workers: list[Worker], timeout_s: float = 90.0, interval_s: float
     raise TimeoutError(f"workers not ready after {timeout_s:.0f}s; see {[str(w.log_path) for w in workers]}")
 
 
-def drive(workers: list[Worker], expected: int, cap_s: float, interval_s: float = 0.25, stall_s: float = 8.0) -> dict:
+def drive(workers: list[Worker], expected: int, cap_s: float, interval_s: float = 0.25, stall_s: float = 8.0,
+          produced: Callable[[], int] | None = None) -> dict:
     """From the moment every worker is ready until ``expected`` events are counted (or ``cap_s``).
 
     Events/s is counted events / elapsed between the first ready scrape and the
     scrape that saw the last event; CPU is every worker's CPU time over that span.
+    ``produced`` (events handed to a producer so far, when a ``Feeder`` loads the
+    topics during the run) gives ``max_lag``: the most events produced but not yet
+    counted at any poll.
     """
     first = wait_ready(workers, interval_s=0.1)
     t0 = max(s.at for s in first)
     count0 = sum(s.events for s in first)
     cpu0 = sum(cpu_seconds(w.pid) for w in workers)
-    last_t, last_count, scrape_s, scrapes = t0, count0, 0.0, 0
+    last_t, last_count, scrape_s, scrapes, max_lag = t0, count0, 0.0, 0, 0
     while True:
         time.sleep(interval_s)
         now = [w.scrape() for w in workers]
+        fed = produced() if produced is not None else 0  # read after the scrape: the lag is not understated
         if any(s is None for s in now):
             raise RuntimeError(f"a worker stopped answering; see {[str(w.log_path) for w in workers]}")
         count = sum(s.events for s in now)  # type: ignore[union-attr]
+        max_lag = max(max_lag, fed - int(count))
         scrape_s += sum(s.seconds for s in now)  # type: ignore[union-attr]
         scrapes += 1
         at = max(s.at for s in now)  # type: ignore[union-attr]
@@ -179,6 +186,7 @@ def drive(workers: list[Worker], expected: int, cap_s: float, interval_s: float 
         "capped": last_count < expected, "ready_s": t0 - min(w.started_at for w in workers),
         "counted_before_ready": count0, "rss": max(r[0] for r in rss), "rss_peak": max(r[1] for r in rss),
         "scrape_ms": 1000 * scrape_s / max(scrapes, 1), "last": now,
+        "max_lag": max_lag if produced is not None else None,
         "stalled": stalled, "error": last_error(workers),
     }
 

@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.harness import ROOT, Worker, child_json, cpu_seconds, drive, rss_bytes, wait_ready
-from bench.workload import Workload, fresh_app, load, namespace_settings
+from bench.inventory import inventory, same_span
+from bench.workload import Feeder, Workload, fresh_app, load, messages, namespace_settings
 
 BENCH = Path(__file__).resolve().parent
 VENV = Path.home() / ".cache" / "cxpulse-bench" / "venv"
@@ -41,7 +42,8 @@ class Plan:
     cap_s: float
     fresh_levels: tuple[tuple[str, int], ...]  # (layout, events/s)
     fresh_s: float
-    memory_events: tuple[int, ...]  # batched events: N and 10 N
+    memory_events: tuple[int, ...]  # batched events: N and 10 N, over the same event-time span
+    memory_feed_per_s: float  # paced load while the worker runs (below one worker's rate: the lag stays small)
     cells_storefronts: tuple[int, int]
     cells_events: int
     profile_s: float
@@ -51,10 +53,12 @@ class Plan:
 FULL = Plan(reps=3, single_events=60_000, batched_events=500_000, cap_s=12.0,
             fresh_levels=(("batched", 1000), ("batched", 5000), ("batched", 20000), ("single", 1000),
                           ("single", 5000)),
-            fresh_s=15.0, memory_events=(50_000, 500_000), cells_storefronts=(5, 50), cells_events=300_000,
+            fresh_s=15.0, memory_events=(50_000, 500_000), memory_feed_per_s=12_500, cells_storefronts=(5, 50),
+            cells_events=300_000,
             profile_s=10.0, batched_batch_max=50)
 QUICK = Plan(reps=1, single_events=10_000, batched_events=100_000, cap_s=5.0,
-             fresh_levels=(("batched", 5000),), fresh_s=5.0, memory_events=(20_000,),
+             fresh_levels=(("batched", 5000),), fresh_s=5.0, memory_events=(10_000, 100_000),
+             memory_feed_per_s=10_000,
              cells_storefronts=(5, 50), cells_events=0, profile_s=0.0, batched_batch_max=50)
 
 
@@ -273,16 +277,26 @@ def hist_quantiles(buckets: list[tuple[float, float]]) -> dict:
 
 
 # ------------------------------------------------------- memory, recovery
-def memory_recovery(s, events: int, batch_max: int, work: Path) -> dict:
-    """One worker counts a batched workload to the end; a restarted one must serve the same counts."""
+def memory_recovery(s, workload: Workload, batch: list, per_s: float, batch_max: int, work: Path) -> dict:
+    """One worker counts a batched workload fed at ``per_s`` events/s while it runs; a
+    restarted one must serve the same counts.
+
+    Paced, not preloaded: a worker started on a preloaded backlog fetches it into
+    Faust's stream buffers (up to ``stream_buffer_maxsize`` messages per partition),
+    so its peak RSS would grow with the backlog's bytes, i.e. with the event count.
+    """
     f = replace(fresh_app(s), batch_max=batch_max)
-    first = Worker(f, work, f"mem-{events}").start()
+    first = Worker(f, work, f"mem-{workload.name}").start()
     try:
-        done = drive([first], events, cap_s=300, stall_s=15)
+        wait_ready([first])
+        idle_rss = rss_bytes(first.pid)[0]
+        feeder = Feeder(batch, f, per_s).start()
+        done = drive([first], workload.events, cap_s=300, stall_s=15, produced=lambda: feeder.produced)
+        feeder.join()
     finally:
         first.stop()
     last = done.pop("last")[0].values
-    second = Worker(f, work, f"restart-{events}").start()
+    second = Worker(f, work, f"restart-{workload.name}").start()
     try:
         ready = wait_ready([second], interval_s=0.05)[0]
         t_ready = ready.at - second.started_at
@@ -299,33 +313,18 @@ def memory_recovery(s, events: int, batch_max: int, work: Path) -> dict:
     finally:
         second.stop()
     return {
-        "events": events, "counted": done["counted"], "stalled": done["stalled"], "error": done["error"],
+        "events": workload.events, "workload": workload.name, "sim_rate_per_s": workload.sim_rate_per_s,
+        "span_s": workload.events / workload.sim_rate_per_s, "feed_per_s": per_s, "max_lag": done["max_lag"],
+        "feed_errors": feeder.errors[:3], "idle_rss": idle_rss,
+        "counted": done["counted"], "stalled": done["stalled"], "error": done["error"],
         "rss_peak": done["rss_peak"], "rss": done["rss"],
         "state_windows": last.get("cxpulse_state_windows"), "state_tickets": last.get("cxpulse_state_tickets"),
-        "state_seen_ids": last.get("cxpulse_state_seen_ids"),
+        "state_seen_ids": last.get("cxpulse_state_seen_ids"), "state_customers": last.get("cxpulse_state_customers"),
         "restart_ready_s": t_ready, "restart_correct_s": correct_at,
         "recovery_read_s": after.values.get("cxpulse_state_recovery_seconds") if after else None,
         "changelog_records": after.values.get("cxpulse_state_recovered_records_total") if after else None,
         "restored_rss": restored_rss[0],
     }
-
-
-def count_cells(workload: Workload, settings) -> int:
-    """Active (window, segment) cells plus totals cells, replaying the workload through PartitionState."""
-    from streams.decode import decode_message
-    from streams.state import Message, PartitionState
-    from bench.workload import messages
-
-    family = {t: f for f, t in settings.topics.items()}
-    states: dict = {}
-    offsets: dict = defaultdict(int)
-    for topic, part, _, value in messages(workload, settings):
-        key = (family[topic], part)
-        state = states.get(key) or states.setdefault(key, PartitionState(key[0], key[1], settings))
-        ev, rej = decode_message(value, key[0], not_after_ms=2 ** 62)
-        state.apply([Message(offsets[key], ev, rej, 0)])
-        offsets[key] += 1
-    return sum(len(st.totals.cells) + sum(len(slot.cells) for slot in st.windows.values()) for st in states.values())
 
 
 # ---------------------------------------------------------------- profile
@@ -473,15 +472,25 @@ def fresh_stage(results, plan, base, work) -> None:
 
 
 def memory_stage(results, plan, base, spaces, work) -> None:
-    for n in plan.memory_events:
-        space, _ = spaces["batched"]
-        if n != plan.batched_events:
-            space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
-            load(Workload("batched", n), space)
-        r = memory_recovery(space, n, plan.batched_batch_max, work)
+    """Peak RSS at N and 10 N events over the same event-time span (10x the simulated rate).
+
+    Same span, so the worker holds the same base windows; fed while it runs, so the
+    buffered backlog stays small. What still grows with the rate by design (every
+    event id of the dedupe horizon, open tickets, customers) is sized by replaying
+    the workload in process (bench.inventory).
+    """
+    for workload in same_span(plan.memory_events):
+        space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
+        from streams.broker import create_topics
+        create_topics(space)
+        batch = messages(workload, space)
+        inv = inventory(batch, space)
+        r = memory_recovery(space, workload, batch, plan.memory_feed_per_s, plan.batched_batch_max, work)
+        r["inventory"] = inv
         results["memory_recovery"].append(r)
-        say(f"memory/recovery {n} events: peak RSS {r['rss_peak'] / 2**20:.0f} MiB, restart correct after "
-            f"{r['restart_correct_s']} s, {r['changelog_records']} changelog records")
+        say(f"memory/recovery {workload.name}: peak RSS {r['rss_peak'] / 2**20:.0f} MiB (idle "
+            f"{r['idle_rss'] / 2**20:.0f}), max lag {r['max_lag']:,} events, seen ids {r['state_seen_ids']}, "
+            f"restart correct after {r['restart_correct_s']} s, {r['changelog_records']} changelog records")
 
 
 def cells_stage(results, plan, base, work) -> None:
@@ -490,7 +499,8 @@ def cells_stage(results, plan, base, work) -> None:
             wl = Workload("batched", plan.cells_events, storefronts=stores)
             space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
             load(wl, space)
-            cells = count_cells(wl, space)
+            inv = inventory(messages(wl, space), space)
+            cells = inv["counts"]["cells"]
             f = fresh_app(space)
             w = Worker(f, work, f"cells-{stores}").start()
             try:
@@ -499,7 +509,7 @@ def cells_stage(results, plan, base, work) -> None:
                 w.stop()
             results["cells"].append({"storefronts": stores, "events": plan.cells_events, "cells": cells,
                                      "rss_peak": d["rss_peak"], "rss": d["rss"], "counted": d["counted"],
-                                     "scrape_ms": d["scrape_ms"]})
+                                     "scrape_ms": d["scrape_ms"], "inventory": inv})
             say(f"cells {stores} storefronts: {cells} cells, peak RSS {d['rss_peak'] / 2**20:.0f} MiB")
 
 

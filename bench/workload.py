@@ -12,12 +12,16 @@ places it. Two layouts:
   send order (``Producer(batch_events=100)``, the producer library's default).
 
 Loading uses confluent-kafka (the fastest producer here) so loading stays a
-small part of the run; the bytes are the ones ``Producer`` would send.
+small part of the run; the bytes are the ones ``Producer`` would send. ``load``
+produces a workload before any consumer starts (a backlog); ``Feeder`` produces
+it at a paced rate while a worker runs, so the worker's lag, and the fetched
+messages it buffers, stay small whatever the event count.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -45,7 +49,8 @@ class Workload:
 
     @property
     def name(self) -> str:
-        return f"{self.layout}-{self.events}-s{self.storefronts}"
+        rate = "" if self.sim_rate_per_s == 200.0 else f"-r{self.sim_rate_per_s:g}"
+        return f"{self.layout}-{self.events}-s{self.storefronts}{rate}"
 
 
 def storefronts(n: int) -> tuple[Storefront, ...]:
@@ -56,7 +61,7 @@ def storefronts(n: int) -> tuple[Storefront, ...]:
 
 
 def namespace_settings(base: Settings, tag: str | None = None) -> Settings:
-    """Settings whose topics, state topic and app id are this namespace's own."""
+    """Settings whose topics (internal ones included), state topic and app id are this namespace's own."""
     prefix = f"b{tag or uuid.uuid4().hex[:8]}."
     d = Settings()
     return replace(
@@ -64,17 +69,24 @@ def namespace_settings(base: Settings, tag: str | None = None) -> Settings:
         topic_sessions=prefix + d.topic_sessions, topic_orders=prefix + d.topic_orders,
         topic_tickets=prefix + d.topic_tickets, topic_surveys=prefix + d.topic_surveys,
         topic_deadletter=prefix + d.topic_deadletter, topic_state=prefix + d.topic_state,
+        topic_customers=prefix + d.topic_customers, topic_initiatives=prefix + d.topic_initiatives,
         app_id=prefix + d.app_id,
     )
 
 
 def fresh_app(settings: Settings) -> Settings:
-    """Same source topics, a new state topic, dead-letter topic and app id (consumer group)."""
+    """Same source topics; a new state, dead-letter and customer topic and app id (consumer group).
+
+    The customer topic is internal (the app's window stage writes it, its customer
+    stage reads it from the start): shared, a new app would also read every fact
+    the apps before it wrote.
+    """
     from streams.broker import create_topics
 
     tag = uuid.uuid4().hex[:6]
     fresh = replace(settings, topic_state=f"{settings.topic_state}.{tag}",
-                    topic_deadletter=f"{settings.topic_deadletter}.{tag}", app_id=f"{settings.app_id}.{tag}")
+                    topic_deadletter=f"{settings.topic_deadletter}.{tag}",
+                    topic_customers=f"{settings.topic_customers}.{tag}", app_id=f"{settings.app_id}.{tag}")
     create_topics(fresh)  # explicit: an auto-created state topic would have 1 partition
     return fresh
 
@@ -139,3 +151,51 @@ def load(workload: Workload, settings: Settings) -> dict:
         raise RuntimeError(f"loading {workload.name}: {left} undelivered, errors {errors[:3]}")
     return {"workload": workload.name, "messages": len(batch), "events": workload.events, "bytes": total_bytes,
             "generate_s": round(generated_s, 2), "load_s": round(time.monotonic() - began, 2)}
+
+
+def events_in(value: bytes) -> int:
+    """Events of one workload message (a JSON object, or an array of them)."""
+    return value.count(b'"event_id":') if value[:1] == b"[" else 1
+
+
+class Feeder:
+    """Produces (topic, partition, key, value) messages in a thread, paced at ``per_s`` events/s.
+
+    ``produced`` is the count of events handed to the producer so far; ``done`` is set
+    once every message is acknowledged by the broker.
+    """
+
+    def __init__(self, batch: list[tuple[str, int, bytes | None, bytes]], settings: Settings, per_s: float) -> None:
+        self.batch, self.settings, self.per_s = batch, settings, per_s
+        self.produced = 0
+        self.errors: list[str] = []
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-feeder")
+
+    def start(self) -> "Feeder":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from confluent_kafka import Producer as Confluent
+
+        producer = Confluent({"bootstrap.servers": self.settings.bootstrap_servers, "linger.ms": 5, "acks": "all",
+                              "message.max.bytes": 2_000_000})
+
+        def delivered(err, msg) -> None:
+            if err is not None:
+                self.errors.append(str(err))
+
+        began = time.monotonic()
+        for topic, partition, key, value in self.batch:
+            while self.produced > (time.monotonic() - began) * self.per_s:
+                time.sleep(0.002)
+                producer.poll(0)
+            producer.produce(topic, value=value, key=key, partition=partition, on_delivery=delivered)
+            producer.poll(0)
+            self.produced += events_in(value)
+        producer.flush(120)
+        self.done.set()
+
+    def join(self, timeout_s: float = 120.0) -> None:
+        self._thread.join(timeout_s)

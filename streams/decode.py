@@ -106,6 +106,14 @@ def parse_timestamp_ms(text: str) -> int:
     return (moment - _EPOCH) // _MS
 
 
+# Label and currency values that passed their pattern, per kind: a store sends a handful
+# of distinct ones, so the regex runs once per value instead of once per event. Bounded:
+# once full, new values are still checked, just not remembered (the patterns are pure, so
+# a remembered value is valid for good). Ids are not remembered: nearly every one is new.
+KNOWN_GOOD_MAX = 1024
+_KNOWN_GOOD: dict[str, set[str]] = {"label": set(), "currency": set()}
+
+
 def _check_field(f: Field) -> Callable[[Any], Any]:
     """A checker that returns the (normalised) value or raises _Invalid."""
     name = f.name
@@ -118,13 +126,18 @@ def _check_field(f: Field) -> Callable[[Any], Any]:
         what = {"id": "an id (1-128 of A-Z a-z 0-9 _ . : -)",
                 "label": "a lowercase label (a-z 0-9 _ -, up to 63)",
                 "currency": "an ISO 4217 code like EUR"}[f.kind]
+        known = _KNOWN_GOOD.get(f.kind)
 
         def check(value: Any) -> Any:
             if type(value) is not str:
                 raise wrong("a string", value)
+            if known is not None and value in known:
+                return value
             if not pattern(value):
                 shown = f"a {len(value)}-character string" if f.kind == "id" else _show(value)  # ids: never echoed
                 raise _Invalid("bad_value", f"{name} must be {what}, got {shown}")
+            if known is not None and len(known) < KNOWN_GOOD_MAX:
+                known.add(value)
             return value
         return check
     if f.kind == "enum":
