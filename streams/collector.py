@@ -118,8 +118,8 @@ class CxCollector(Collector):
         for (family, partition), snap in sorted(view.snapshots.items()):
             labels = [family, str(partition)]
             meta = snap.meta
-            messages.add_metric(labels, meta.messages)
             if family != "customer":  # facts are not events: cxpulse_customer_facts_total counts them
+                messages.add_metric(labels, meta.messages)
                 events.add_metric(labels, meta.events)
                 late.add_metric(labels, meta.late)
                 dups.add_metric(labels, meta.duplicates)

@@ -44,7 +44,9 @@ def test_topics_exist_with_the_planned_partition_counts(settings: Settings) -> N
     for name in settings.topics.values():
         assert counts[name] == 4
     assert counts[settings.topic_deadletter] == 4
-    assert counts[settings.topic_state] == 16
+    assert counts[settings.topic_customers] == 4
+    assert counts[settings.topic_state] == 20  # 4 event families and the customer topic, 4 partitions each
+    assert counts[settings.topic_initiatives] == 1
 
 
 def test_topics_carry_explicit_configs(settings: Settings) -> None:
