@@ -112,7 +112,11 @@ def test_e_stuck_and_parallel_scrapes_do_not_stall_processing(own_broker, fleet)
                    what="events counted while scrapes are stuck")
         took = time.monotonic() - began
         print(f"5000 events counted in {took:.1f}s with 70 stuck connections and {scrapes[0]} parallel scrapes")
-        assert ready_status(worker) == 200
+        # Readiness as Kubernetes probes it (deploy/kubernetes: 1 s timeout, failureThreshold 3): the
+        # worker must not be marked unready, i.e. one of three probes in a row answers 200 within 1 s
+        # while 16 threads scrape without pause (each scrape holds the GIL while it builds the page).
+        probes = [ready_status(worker) for _ in range(3)]
+        assert 200 in probes, f"/ready probes under scrape load: {probes}"
     finally:
         stop.set()
         for thread in hammers:
