@@ -43,3 +43,26 @@ def metric_sum(text: str, name: str, by: str | None = None, **match: str) -> "fl
             if sample.name == name and all(sample.labels.get(k) == v for k, v in match.items()):
                 total[sample.labels.get(by, "") if by else ""] += sample.value
     return dict(total) if by else total[""]
+
+
+def send_events(settings, events: list[dict], pause_every: int = 0, pause_s: float = 0.0) -> None:
+    """Send events as one JSON object per message, keyed and routed as any producer would
+    (kafka-python, murmur2), flushing and pausing every ``pause_every`` events."""
+    import time
+
+    import orjson
+    from kafka import KafkaProducer
+
+    from streams.contract import EVENT_TYPES, message_key
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
+    try:
+        for i, event in enumerate(events, 1):
+            topic = settings.topics[EVENT_TYPES[event["type"]].family]
+            producer.send(topic, key=message_key(event).encode(), value=orjson.dumps(event))
+            if pause_every and i % pause_every == 0:
+                producer.flush()
+                time.sleep(pause_s)
+    finally:
+        producer.flush()
+        producer.close()

@@ -14,29 +14,11 @@ import threading
 import time
 from typing import Callable
 
-import orjson
-from kafka import KafkaProducer
-
 from streams.config import Settings
-from streams.contract import EVENT_TYPES, message_key
 from tests.customer_events import DAY, customer_events
 from tests.e2e.test_exact import JOIN_S, compare_customers, scrape
-from tests.helpers import wait_until
+from tests.helpers import send_events, wait_until
 from tests.reference import Params, Reference
-
-
-def send(settings: Settings, events: list[dict], pause_every: int = 0, pause_s: float = 0.0) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
-    try:
-        for i, event in enumerate(events, 1):
-            topic = settings.topics[EVENT_TYPES[event["type"]].family]
-            producer.send(topic, key=message_key(event).encode(), value=orjson.dumps(event))
-            if pause_every and i % pause_every == 0:
-                producer.flush()
-                time.sleep(pause_s)
-    finally:
-        producer.flush()
-        producer.close()
 
 
 def test_customer_kpis_survive_a_sigkill_and_equal_the_reference(make_settings: Callable[..., Settings],
@@ -46,7 +28,7 @@ def test_customer_kpis_survive_a_sigkill_and_equal_the_reference(make_settings: 
     events = customer_events(random.Random(5), customers=500, days=200, t0=now_ms - 330 * DAY)
     first = workers(settings, 0)
     first.wait_ready(JOIN_S)
-    sender = threading.Thread(target=send, args=(settings, events, 100, 0.4), daemon=True)
+    sender = threading.Thread(target=send_events, args=(settings, events, 100, 0.4), daemon=True)
     sender.start()
 
     def facts_read(worker) -> float:

@@ -27,14 +27,12 @@ from typing import Callable
 
 import orjson
 import yaml
-from kafka import KafkaProducer
 
 from streams.config import Settings
-from streams.contract import EVENT_TYPES, message_key
 from streams.initiatives import ROI_RULES
 from streams.stack import ROOT, PrometheusProcess, settings_env
 from tests.e2e.test_exact import JOIN_S, scrape
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, send_events, wait_until
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 END = datetime(2026, 7, 1, tzinfo=timezone.utc)
@@ -72,20 +70,6 @@ def article_events() -> list[dict]:
     return events
 
 
-def send(settings: Settings, events: list[dict]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5)
-    try:
-        for i, event in enumerate(events, 1):
-            producer.send(settings.topics[EVENT_TYPES[event["type"]].family], key=message_key(event).encode(),
-                          value=orjson.dumps(event))
-            if i % 500 == 0:
-                producer.flush()
-                time.sleep(0.3)
-    finally:
-        producer.flush()
-        producer.close()
-
-
 def query(prometheus: PrometheusProcess, expr: str) -> dict[str, float]:
     from urllib.parse import urlencode
     from urllib.request import urlopen
@@ -113,7 +97,7 @@ def test_article_example_roi_is_100_percent_after_a_sigkill(make_settings: Calla
     first = workers(settings, 0)
     first.wait_ready(JOIN_S)
     events = article_events()
-    sender = threading.Thread(target=send, args=(settings, events), daemon=True)
+    sender = threading.Thread(target=send_events, args=(settings, events, 500, 0.3), daemon=True)
     sender.start()
 
     def counted(worker) -> float:

@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.stack import ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get, settings_env, worker_settings
 from tests.customer_events import DAY, customer_events
-from tests.e2e.test_customers import send
+from tests.helpers import send_events as send
 from tests.helpers import free_port
 
 INCIDENT_AFTER_S = 50
