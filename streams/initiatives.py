@@ -46,6 +46,7 @@ import orjson
 from streams.config import Settings
 from streams.contract import LABEL_PATTERN
 from streams.errors import ConfigError
+from streams.intervals import Z95
 
 log = logging.getLogger("cxpulse.initiatives")
 
@@ -54,7 +55,6 @@ KPIS = ("revenue_per_visitor", "conversion", "average_order_value")
 SEGMENT_LABELS = ("storefront", "channel", "device")  # labels both sessions and orders carry
 NAME = re.compile(LABEL_PATTERN)
 MAX_INITIATIVES = 50  # initiative names are label values: bounded
-Z95 = 1.959964
 
 
 @dataclass(frozen=True)

@@ -66,3 +66,30 @@ def send_events(settings, events: list[dict], pause_every: int = 0, pause_s: flo
     finally:
         producer.flush()
         producer.close()
+
+
+def apply_with_crashes(new_state, messages: list, rng, crashes: int):
+    """Apply ``messages`` to ``new_state()`` in random batches, crashing ``crashes`` times: at a
+    crash a random prefix of the batch's changelog records reaches the broker, a fresh state is
+    restored from the changelog and the consumer restarts at its last commit, which lags behind
+    the persisted state by a random amount. Returns (state, changelog)."""
+    changelog: list = []
+    state = new_state()
+    committed = 0  # the consumer's committed offset: never past a fully persisted batch
+    position = 0
+    crash_points = set(rng.sample(range(len(messages)), k=min(crashes, len(messages))))
+    while position < len(messages):
+        size = rng.randint(1, 9)
+        batch = messages[position:position + size]
+        applied = state.apply(batch)
+        if any(m.offset in crash_points for m in batch):
+            crash_points -= {m.offset for m in batch}
+            changelog.extend(applied.records[:rng.randint(0, len(applied.records))])
+            state = new_state()
+            state.restore(changelog)
+            position = committed
+            continue
+        changelog.extend(applied.records)
+        position += size
+        committed = rng.randint(committed, position)
+    return state, changelog

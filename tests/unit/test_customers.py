@@ -21,6 +21,7 @@ from streams.producer import partition_for
 from streams.state import Message, PartitionState
 from tests.customer_events import T0, customer_events
 from tests.customer_reference import customer_kpis
+from tests.helpers import apply_with_crashes
 from tests.reference import Params, Reference, partition_of
 
 DAY = 86_400_000
@@ -128,26 +129,9 @@ def random_facts(rng: random.Random, n: int, customers: int) -> list[Message]:
 
 
 def run_with_crashes(messages: list[Message], rng: random.Random, crashes: int, settings: Settings) -> CustomerState:
-    """Random batches; at a crash a random prefix of the batch's records reaches the changelog,
-    the state is rebuilt from it and the consumer restarts from a lagging commit."""
-    changelog: list[tuple[bytes, bytes | None]] = []
-    state = CustomerState(0, settings)
-    committed = position = 0
-    crash_points = set(rng.sample(range(len(messages)), k=min(crashes, len(messages))))
-    while position < len(messages):
-        size = rng.randint(1, 9)
-        batch = messages[position:position + size]
-        applied = state.apply(batch)
-        if any(m.offset in crash_points for m in batch):
-            crash_points -= {m.offset for m in batch}
-            changelog.extend(applied.records[:rng.randint(0, len(applied.records))])
-            state = CustomerState(0, settings)
-            state.restore(changelog)
-            position = committed
-            continue
-        changelog.extend(applied.records)
-        position += size
-        committed = rng.randint(committed, position)
+    """Random batches with crashes (``tests.helpers.apply_with_crashes``); the final changelog
+    alone must restore the same state."""
+    state, changelog = apply_with_crashes(lambda: CustomerState(0, settings), messages, rng, crashes)
     restored = CustomerState(0, settings)
     restored.restore(changelog)
     assert customer_fingerprint(restored) == customer_fingerprint(state), "changelog does not restore the state"

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from streams.config import Settings
 from streams.decode import decode_message
 from streams.state import Message, PartitionState
+from tests.helpers import apply_with_crashes
 
 SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000)
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000
@@ -103,29 +104,8 @@ def run_clean(family: str, messages: list[Message]) -> PartitionState:
 
 def run_with_crashes(family: str, messages: list[Message], rng: random.Random, crashes: int,
                      settings: Settings = SETTINGS) -> PartitionState:
-    """Apply in random batches; at each crash keep a random prefix of the batch's
-    records, rebuild from the changelog and replay from the last commit, which
-    lags behind the persisted state by a random amount."""
-    changelog: list[tuple[bytes, bytes | None]] = []
-    state = PartitionState(family, 0, settings)
-    committed = 0  # the consumer's committed offset: never past a fully persisted batch
-    position = 0
-    crash_points = set(rng.sample(range(len(messages)), k=min(crashes, len(messages))))
-    while position < len(messages):
-        size = rng.randint(1, 9)
-        batch = messages[position:position + size]
-        applied = state.apply(batch)
-        if any(m.offset in crash_points for m in batch):
-            crash_points -= {m.offset for m in batch}
-            changelog.extend(applied.records[:rng.randint(0, len(applied.records))])
-            state = PartitionState(family, 0, settings)
-            state.restore(changelog)
-            position = committed  # the consumer restarts at its last committed offset
-            continue
-        changelog.extend(applied.records)
-        position += size
-        committed = rng.randint(committed, position)  # commits lag behind
-    return state
+    """Apply in random batches with crashes (``tests.helpers.apply_with_crashes``)."""
+    return apply_with_crashes(lambda: PartitionState(family, 0, settings), messages, rng, crashes)[0]
 
 
 @pytest.mark.parametrize("family", ["ticket", "session", "order"])
