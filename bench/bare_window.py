@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Producer
 
 from streams.config import Settings
 from streams.decode import decode_message
-from streams.state import Message, PartitionState, state_partition
+from streams.pipeline.window_state import Message, PartitionState, state_partition
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench.run import freshness
-from streams.broker import LocalBroker
+from streams.devtools.broker import LocalBroker
 from streams.config import Settings
 
 

@@ -1,6 +1,6 @@
 """Process handles and measurements shared by the bench stages.
 
-A ``cxpulse worker`` is started the way ``streams.stack.WorkerProcess`` starts
+A ``cxpulse worker`` is started the way ``streams.devtools.stack.WorkerProcess`` starts
 it (same command, same ``CXPULSE_*`` environment), but with its working
 directory in the bench's scratch directory, so Faust's ``<app_id>-data``
 folders do not land in the repository. CPU time and peak RSS come from
@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 from streams.config import Settings
-from streams.stack import settings_env
+from streams.devtools.stack import settings_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -26,14 +26,14 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from streams.config import Settings
-from streams.customers import CustomerState
+from streams.pipeline.customer_state import CustomerState
 from streams.decode import decode_message
 from streams.producer import partition_for
-from streams.state import Message, PartitionState
+from streams.pipeline.window_state import Message, PartitionState
 
 from bench.workload import Workload, messages
 
-FACTS_PER_MESSAGE = 2000  # as streams/app.py sends them
+FACTS_PER_MESSAGE = 2000  # as streams/runtime/faust_app.py sends them
 _LEAVES = (str, int, float, bool, bytes, type(None))
 
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from streams.config import Settings
 from streams.decode import decode_message
-from streams.state import Message, PartitionState
+from streams.pipeline.window_state import Message, PartitionState
 
 from bench.workload import Workload, messages
 

@@ -125,7 +125,7 @@ def run_ceiling(s, events: int, cap: float, work: Path) -> dict:
 
 
 def run_faust(s, events: int, cap: float, work: Path) -> dict:
-    from streams.broker import free_port
+    from streams.devtools.broker import free_port
     f = fresh_app(s)
     return child_json([sys.executable, "-m", "bench.faust_idiomatic", "--bootstrap", s.bootstrap_servers,
                        "--topics", ",".join(s.topics.values()), "--events", str(events), "--cap", str(cap),
@@ -177,11 +177,11 @@ def rate(r: dict) -> float:
 def freshness(base, layout: str, per_s: int, duration_s: float, batch_max: int, work: Path) -> dict:
     """Produce paced, timestamped events with the cxpulse Producer; poll /metrics every 50 ms."""
     from streams.producer import Producer
-    from streams.simulate import SimConfig, generate
+    from streams.devtools.simulate import SimConfig, generate
 
     s = namespace_settings(base)
     s = replace(s, batch_max=batch_max if layout == "batched" else s.batch_max)
-    from streams.broker import create_topics
+    from streams.devtools.broker import create_topics
     create_topics(s)
     worker = Worker(s, work, f"fresh-{layout}-{per_s}").start()
     try:
@@ -344,12 +344,12 @@ def profile(s, events: int, duration_s: float, batch_max: int, work: Path, name:
 
 CATEGORIES = (
     ("streams.decode (decode_message)", "decode_message"),
-    ("streams.state apply", "apply (streams/state.py"),
+    ("streams.pipeline.window_state apply", "apply (streams/pipeline/window_state.py"),
     ("Slot/Meta to_json (changelog records)", "to_json (streams/"),
-    ("state snapshot for scrapes", "snapshot (streams/state.py"),
+    ("state snapshot for scrapes", "snapshot (streams/pipeline/window_state.py"),
     ("changelog producer.send (Faust/aiokafka)", "send (faust/"),
-    ("Runtime.process (the whole batch: decode, apply, sends, acks, publish)", "process (streams/app.py"),
-    ("Runtime._publish", "_publish (streams/app.py"),
+    ("Runtime.process (the whole batch: decode, apply, sends, acks, publish)", "process (streams/runtime/faust_app.py"),
+    ("Runtime._publish", "_publish (streams/runtime/faust_app.py"),
     ("aiokafka fetcher / record parsing", "aiokafka/consumer/fetcher.py"),
     ("faust stream/take/conductor", "faust/streams/"),
     ("faust transport consumer", "faust/transport/"),
@@ -377,7 +377,7 @@ def summarize_profile(path: Path) -> dict:
         leaf[f[-1].split(" (", 1)[0] + " (" + f[-1].split(" (", 1)[-1].split("/")[-1]] += n
     top = sorted(leaf.items(), key=lambda kv: -kv[1])[:15]
     idle = sum(n for f, n in loop if "select (selectors.py" in f[-1] or "poll (selectors.py" in f[-1])
-    scrape = sum(n for f, n in stacks if any("collect (streams/collector.py" in x for x in f))
+    scrape = sum(n for f, n in stacks if any("collect (streams/runtime/collector.py" in x for x in f))
     return {"samples_all_threads": total, "samples_loop": loop_total, "idle_share": idle / max(loop_total, 1),
             "scrape_thread_samples_vs_loop": scrape / max(loop_total, 1),
             "inclusive": inclusive, "top_self": [(k, v / max(loop_total, 1)) for k, v in top], "raw": str(path)}
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     ensure_venv()
-    from streams.broker import LocalBroker
+    from streams.devtools.broker import LocalBroker
     from streams.config import Settings
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -481,7 +481,7 @@ def memory_stage(results, plan, base, spaces, work) -> None:
     """
     for workload in same_span(plan.memory_events):
         space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
-        from streams.broker import create_topics
+        from streams.devtools.broker import create_topics
         create_topics(space)
         batch = messages(workload, space)
         inv = inventory(batch, space)

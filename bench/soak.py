@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.broker import LocalBroker, create_topics, free_port  # noqa: E402
+from streams.devtools.broker import LocalBroker, create_topics, free_port  # noqa: E402
 from streams.config import Settings  # noqa: E402
-from streams.stack import WorkerProcess, worker_settings  # noqa: E402
+from streams.devtools.stack import WorkerProcess, worker_settings  # noqa: E402
 from tests.faults.schedule import run_schedule  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """The fixed, seeded workloads every approach of a bench run reads.
 
-Events come from the simulator (``streams.simulate.generate``) with a fixed
+Events come from the simulator (``streams.devtools.simulate.generate``) with a fixed
 seed and start time, so a workload is byte-identical from run to run. Each
 event goes to its family's topic and to the partition its key maps to
 (``streams.producer.partition_for``), exactly as ``streams.producer.Producer``
@@ -33,7 +33,7 @@ import orjson
 from streams.config import Settings
 from streams.contract import EVENT_TYPES, message_key
 from streams.producer import BATCH_HEADROOM_BYTES, pack_messages, partition_for
-from streams.simulate import STOREFRONTS, SimConfig, Storefront, generate
+from streams.devtools.simulate import STOREFRONTS, SimConfig, Storefront, generate
 
 Layout = Literal["single", "batched"]
 SEED = 20261123
@@ -81,7 +81,7 @@ def fresh_app(settings: Settings) -> Settings:
     stage reads it from the start): shared, a new app would also read every fact
     the apps before it wrote.
     """
-    from streams.broker import create_topics
+    from streams.devtools.broker import create_topics
 
     tag = uuid.uuid4().hex[:6]
     fresh = replace(settings, topic_state=f"{settings.topic_state}.{tag}",
@@ -120,7 +120,7 @@ def load(workload: Workload, settings: Settings) -> dict:
     """Create the namespace's topics and produce the workload; return what was loaded."""
     from confluent_kafka import Producer as Confluent
 
-    from streams.broker import create_topics
+    from streams.devtools.broker import create_topics
 
     create_topics(settings)
     began = time.monotonic()

@@ -18,13 +18,13 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("streams.stack", "run the local stack: broker, workers, simulated traffic, Prometheus"),
-    "broker": ("streams.broker", "run the embedded Tansu broker on loopback with the topics created"),
-    "worker": ("streams.worker", "run a stream worker that serves /metrics"),
-    "simulate": ("streams.simulate", "generate storefront traffic to Kafka or to a file"),
-    "initiative": ("streams.initiatives", "declare, list or delete CX initiatives whose ROI the workers compute"),
-    "render": ("streams.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
-    "report": ("streams.report", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),
+    "up": ("streams.devtools.stack", "run the local stack: broker, workers, simulated traffic, Prometheus"),
+    "broker": ("streams.devtools.broker", "run the embedded Tansu broker on loopback with the topics created"),
+    "worker": ("streams.runtime.worker", "run a stream worker that serves /metrics"),
+    "simulate": ("streams.devtools.simulate", "generate storefront traffic to Kafka or to a file"),
+    "initiative": ("streams.initiatives.core", "declare, list or delete CX initiatives whose ROI the workers compute"),
+    "render": ("streams.mixin.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
+    "report": ("streams.report.weekly", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),
 }
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from streams.catalog import COUNTERS, CURRENCY_EXPONENT, HISTOGRAMS
-from streams.stack import http_get
+from streams.devtools.stack import http_get
 from tests.helpers import free_port
 from tests.reference import BUCKETS_S, MONEY_FIELDS, Reference
 

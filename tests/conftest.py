@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from streams.broker import LocalBroker, create_topics
+from streams.devtools.broker import LocalBroker, create_topics
 from streams.config import Settings
 from tests.helpers import free_port
 

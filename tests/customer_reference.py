@@ -1,7 +1,7 @@
 """The independent reference for the customer-level KPIs, written from docs/metrics.md.
 
 Input: the events the window stage counted, in send order (``tests/reference.py`` decides
-which: valid, first-seen, on time). Shares nothing with ``streams/customers.py``; plain dicts:
+which: valid, first-seen, on time). Shares nothing with ``streams/pipeline/customer_state.py``; plain dicts:
 
     ref = customer_kpis(counted_events, partitions=4)
     ref["cohort_customers"][("shop-a", "2026-W03")]      # customers of a first-order week

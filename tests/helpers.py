@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 
 __all__ = ["free_port", "wait_until"]
 

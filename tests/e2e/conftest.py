@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from streams.config import Settings
-from streams.stack import ROOT, WorkerProcess, settings_env, worker_settings
+from streams.devtools.stack import ROOT, WorkerProcess, settings_env, worker_settings
 
 
 @dataclass

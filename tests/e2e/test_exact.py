@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_QUANTILES
 from streams.config import Settings
-from streams.stack import WorkerProcess
+from streams.devtools.stack import WorkerProcess
 from streams.catalog import CUSTOMER
 from tests.customer_reference import customer_kpis
 from tests.helpers import wait_until

@@ -33,7 +33,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.stack import ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get, settings_env, worker_settings
+from streams.devtools.stack import ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get, settings_env, worker_settings
 from tests.customer_events import DAY, customer_events
 from tests.helpers import send_events as send
 from tests.helpers import free_port
@@ -69,7 +69,7 @@ def declare_initiatives(settings, env: dict[str, str]) -> dict[str, dict[str, in
 
 @pytest.fixture(scope="module")
 def stack(broker, tmp_path_factory):
-    from streams.broker import create_topics
+    from streams.devtools.broker import create_topics
     from streams.config import Settings
 
     workdir = tmp_path_factory.mktemp("stack")
@@ -204,7 +204,7 @@ def test_every_recording_rule_returns_finite_data(stack) -> None:
 
 
 def test_every_dashboard_panel_query_returns_data(stack) -> None:
-    dashboards = pytest.importorskip("streams.dashboards", reason="dashboards not generated yet")
+    dashboards = pytest.importorskip("streams.mixin.dashboards", reason="dashboards not generated yet")
     _wait_for_rates(stack)
     prometheus = stack["prometheus"]
     failed = []
@@ -221,7 +221,7 @@ def test_every_dashboard_panel_query_returns_data(stack) -> None:
 
 
 def test_every_dashboard_marks_the_declared_initiatives(stack) -> None:
-    from streams import dashboards
+    from streams.mixin import dashboards
 
     _wait_for_rates(stack)
     prometheus = stack["prometheus"]

@@ -41,10 +41,10 @@ from typing import Any
 import pytest
 
 from streams.catalog import COUNTERS, HISTOGRAMS, KPIS
-from streams.intervals import nps_interval, wilson
-from streams.report import Week
-from streams.simulate import CHANNELS, STOREFRONTS, SimConfig, generate
-from streams.stack import ROOT, http_get
+from streams.mixin.intervals import nps_interval, wilson
+from streams.report.weekly import Week
+from streams.devtools.simulate import CHANNELS, STOREFRONTS, SimConfig, generate
+from streams.devtools.stack import ROOT, http_get
 from tests.backfill import BackfilledPrometheus, Gauge, gauges, openmetrics
 from tests.helpers import free_port
 from tests.reference import BUCKETS_S, Params, Reference, major

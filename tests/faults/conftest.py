@@ -10,9 +10,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from streams.broker import LocalBroker, create_topics
+from streams.devtools.broker import LocalBroker, create_topics
 from streams.config import Settings
-from streams.stack import WorkerProcess, worker_settings
+from streams.devtools.stack import WorkerProcess, worker_settings
 from tests.helpers import free_port
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from streams.config import Settings
-from streams.stack import WorkerProcess
+from streams.devtools.stack import WorkerProcess
 from tests.faults.common import Sender, owners, per_partition
 
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from streams.broker import create_topics
-from streams.stack import http_get
+from streams.devtools.broker import create_topics
+from streams.devtools.stack import http_get
 from tests.faults.common import Sender, metric_sum, per_partition
 from tests.faults.conftest import fault_settings
 from tests.helpers import wait_until

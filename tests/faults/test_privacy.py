@@ -16,7 +16,7 @@ import sys
 import orjson
 from kafka import KafkaProducer
 
-from streams.stack import ROOT, WorkerProcess, settings_env
+from streams.devtools.stack import ROOT, WorkerProcess, settings_env
 from tests.faults.common import metric_sum
 from tests.helpers import wait_until
 

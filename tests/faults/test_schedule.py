@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.broker import create_topics
+from streams.devtools.broker import create_topics
 from tests.faults.conftest import fault_settings
 from tests.faults.schedule import run_schedule
 

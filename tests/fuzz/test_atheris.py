@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from streams.stack import ROOT
+from streams.devtools.stack import ROOT
 
 
 @pytest.mark.slow

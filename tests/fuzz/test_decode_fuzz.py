@@ -27,7 +27,7 @@ from streams.config import Settings
 from streams.contract import ENVELOPE, EVENT_TYPES, FAMILIES
 from streams.decode import decode_message
 from streams.errors import REASONS
-from streams.state import Message, PartitionState
+from streams.pipeline.window_state import Message, PartitionState
 from tests.fuzz import tally
 from tests.fuzz.strategies import (
     NOW_MS,

@@ -22,8 +22,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from streams.contract import EVENT_TYPES, FAMILIES
 from streams.decode import decode_message
 from streams.errors import REASONS
-from streams.state import Message, PartitionState
-from streams.stack import WorkerProcess
+from streams.pipeline.window_state import Message, PartitionState
+from streams.devtools.stack import WorkerProcess
 from tests.faults.common import metric_sum, valid_body
 from tests.fuzz import tally
 from tests.helpers import wait_until

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.producer import Producer
-from streams.stack import WorkerProcess
+from streams.devtools.stack import WorkerProcess
 from tests.helpers import metric_sum, wait_until
 
 EVENTS = 100_000

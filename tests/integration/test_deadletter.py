@@ -19,7 +19,7 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
 from streams.contract import FAMILIES
-from streams.stack import WorkerProcess
+from streams.devtools.stack import WorkerProcess
 from tests.helpers import metric_sum, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"

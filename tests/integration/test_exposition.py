@@ -13,7 +13,7 @@ import sys
 
 from kafka import KafkaProducer
 
-from streams.stack import ROOT, WorkerProcess
+from streams.devtools.stack import ROOT, WorkerProcess
 from tests.helpers import wait_until
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.collector import Published, Publisher
+from streams.runtime.collector import Published, Publisher
 from streams.config import Settings
 from streams.errors import ConfigError
-from streams.worker import free_port_from, serve_metrics
+from streams.runtime.worker import free_port_from, serve_metrics
 from tests.helpers import free_port
 
 
@@ -111,7 +111,7 @@ def test_a_second_local_worker_takes_the_next_port() -> None:
 def test_a_worker_refuses_topics_that_disagree_with_its_partition_count(make_settings) -> None:
     from dataclasses import replace
 
-    from streams.worker import check_topics
+    from streams.runtime.worker import check_topics
 
     settings = make_settings()  # topics with 4 partitions
     check_topics(settings)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.rules import RULES_PATH, rules_yaml
+from streams.mixin.rules import RULES_PATH, rules_yaml
 
 HERE = Path(__file__).resolve().parent
 TEST_FILES = sorted(HERE.glob("*.test.yml"))

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from streams.config import Settings
-from streams.customers import CustomerState, contribution, iso_week, week_start_ms
+from streams.pipeline.customer_state import CustomerState, contribution, iso_week, week_start_ms
 from streams.decode import decode_message
 from streams.producer import partition_for
-from streams.state import Message, PartitionState
+from streams.pipeline.window_state import Message, PartitionState
 from tests.customer_events import T0, customer_events
 from tests.customer_reference import customer_kpis
 from tests.helpers import apply_with_crashes
@@ -211,7 +211,7 @@ def test_week_start_is_monday_utc() -> None:
 
 
 def test_contribution_of_a_customer_without_orders_is_only_the_ticket_cohort() -> None:
-    from streams.customers import Customer
+    from streams.pipeline.customer_state import Customer
 
     customer = Customer(tickets=[[T0, "t1"]], answers=[[T0, 3, "n1"]])
     assert contribution("shop", customer, T0 + 365 * DAY, 7 * DAY) == {("support_customers", "shop", iso_week(T0)): 1}
@@ -227,7 +227,7 @@ def test_cohorts_older_than_the_exported_weeks_are_pruned() -> None:
 
 
 def test_a_malformed_customer_topic_message_is_refused_not_applied() -> None:
-    from streams.customers import decode_facts
+    from streams.pipeline.customer_state import decode_facts
 
     good = ["o", "shop", "c1", "e1", T0, 1000, "EUR"]
     assert decode_facts(orjson.dumps([good])) == [good]

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from grafana_foundation_sdk.models import dashboard as dm
 
-from streams import dashboards
-from streams.rules import alerts, catalog_series, recorded_names, series_names
+from streams.mixin import dashboards
+from streams.mixin.rules import alerts, catalog_series, recorded_names, series_names
 
 FILES = sorted(dashboards.DASHBOARD_DIR.glob("*.json"))
 PROMQL_WORDS = {
@@ -241,7 +241,7 @@ def test_bands_fill_between_series_of_their_own_panel_one_storefront_at_a_time(p
 
 
 def test_every_share_and_the_nps_is_drawn_with_its_band_and_sample_size():
-    from streams import rules
+    from streams.mixin import rules
 
     drawn = set()
     for path in FILES:

@@ -163,7 +163,7 @@ def test_compose_workers_scale_and_are_scraped_by_dns():
 
 def test_compose_topic_init_creates_every_topic_with_documented_counts():
     command = _compose()["services"]["topic-init"]["command"][0]
-    from streams.broker import topic_plan
+    from streams.devtools.broker import topic_plan
     from streams.config import Settings
 
     plan = topic_plan(Settings(partitions=8))

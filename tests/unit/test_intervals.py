@@ -7,7 +7,7 @@ oscillates with n and p (exactly 93.5%-95.9% on this grid), hence the 92.5-97.5%
 and the tighter one for the grid as a whole.
 
 The PromQL check writes a promtool test file whose expected values come from
-``streams.intervals`` and runs it against the shipped rules, so the two cannot drift apart.
+``streams.mixin.intervals`` and runs it against the shipped rules, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from statistics import mean
 import pytest
 import yaml
 
-from streams import rules
+from streams.mixin import rules
 from streams.catalog import KPIS
-from streams.intervals import Z95, nps_interval, nps_wald, wilson
+from streams.mixin.intervals import Z95, nps_interval, nps_wald, wilson
 
 WINDOWS = 4000
 SEED = 20_240_608

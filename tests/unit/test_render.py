@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from streams.catalog import KPIS
-from streams.render import kpi_promql, outputs
+from streams.mixin.render import kpi_promql, outputs
 
 
 @pytest.mark.parametrize("path", sorted(outputs()), ids=lambda p: p.name)

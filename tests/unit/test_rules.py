@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.rules import RULES_PATH, alerts, catalog_series, recorded_names, series_names
+from streams.mixin.rules import RULES_PATH, alerts, catalog_series, recorded_names, series_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def test_alert_list_matches_the_rules_file():
 def test_every_ratio_kpi_is_a_share_with_an_interval_or_said_not_to_be():
     # a new ratio KPI must decide: a share of trials (Wilson interval) or not (rules.NOT_PROPORTIONS)
     from streams.catalog import KPIS
-    from streams import rules
+    from streams.mixin import rules
 
     ratios = {k.key for k in KPIS if k.unit == "ratio" and k.shape in ("ratio", "one_minus")}
     assert ratios == set(rules.PROPORTION_KPIS) | set(rules.NOT_PROPORTIONS)
@@ -67,7 +67,7 @@ def test_every_ratio_kpi_is_a_share_with_an_interval_or_said_not_to_be():
 
 
 def test_every_interval_kpi_records_n_and_both_bounds_at_every_level_and_range():
-    from streams import rules
+    from streams.mixin import rules
 
     names = recorded_names()
     for key in rules.INTERVAL_KPIS:

@@ -21,7 +21,7 @@ import pytest
 
 from streams.cli import main
 from streams.decode import parse_timestamp_ms, validate_event
-from streams.simulate import CHANNELS, SimConfig, generate
+from streams.devtools.simulate import CHANNELS, SimConfig, generate
 
 START = "2024-05-14T12:00:00Z"
 START_MS = 1_715_688_000_000
@@ -93,7 +93,7 @@ def test_file_holds_exactly_what_was_sent_to_kafka(tmp_path, monkeypatch):
         def close(self) -> None:
             sent.append({"closed": True})
 
-    monkeypatch.setattr("streams.simulate._open_producer", lambda args: FakeProducer())
+    monkeypatch.setattr("streams.devtools.simulate._open_producer", lambda args: FakeProducer())
     path = tmp_path / "log.jsonl"
     argv = ["simulate", "--kafka", "--no-pace", "--events", "3000", "--start", START,
             "--dup-share", "0.05", "--out", str(path)]
@@ -281,7 +281,7 @@ def test_warm_start_sends_steady_state_traffic_from_the_first_event() -> None:
     minutes); with --warmup the first minute already converts like later ones."""
     from dataclasses import replace as _replace
 
-    from streams.simulate import SimConfig, generate
+    from streams.devtools.simulate import SimConfig, generate
 
     def cvr(events: list[dict]) -> float:
         sessions = sum(e["type"] == "session.started" for e in events)

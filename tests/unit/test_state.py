@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from streams.config import Settings
 from streams.decode import decode_message
-from streams.state import Message, PartitionState
+from streams.pipeline.window_state import Message, PartitionState
 from tests.helpers import apply_with_crashes
 
 SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000)
@@ -252,7 +252,7 @@ def test_capped_labels_decide_the_same_after_crashes(seed: int) -> None:
 def test_seen_ids_records_stay_small_for_huge_batches() -> None:
     """200k ids in one batch (2,000 messages x 100 events) once made a 10 MB record that
     the broker refused, which stopped the agent: records are chunked at message bounds."""
-    from streams.state import SEEN_RECORD_ITEMS
+    from streams.pipeline.window_state import SEEN_RECORD_ITEMS
 
     now = T0
     payloads = [orjson.dumps([_event(m * 100 + i, now) for i in range(100)]) for m in range(120)]

@@ -46,8 +46,8 @@ from typing import Any, Callable, Literal
 
 from streams.catalog import KPIS, Kpi
 from streams.errors import CxpulseError
-from streams.intervals import Z95, nps_interval, wilson
-from streams.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, Level, _kpi_expr, component_level, customer_rules
+from streams.mixin.intervals import Z95, nps_interval, wilson
+from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, Level, _kpi_expr, component_level, customer_rules
 
 Format = Literal["md", "html"]
 DAY_S = 86_400
@@ -580,7 +580,7 @@ def _project(key: Key, names: tuple[str, ...]) -> Key:
 
 
 def _interval(kpi: Kpi, numerators: list[float], n: float, value: float | None) -> tuple[float, float] | None:
-    """95% interval from the week's counts: Wilson for a share, adjusted Wald for NPS (streams.intervals)."""
+    """95% interval from the week's counts: Wilson for a share, adjusted Wald for NPS (streams.mixin.intervals)."""
     if value is None or n <= 0:
         return None
     if kpi.shape == "nps":
@@ -639,13 +639,13 @@ ARM_KPI_RULES: dict[str, tuple[str, str]] = {
 def initiatives_section(prom: Prometheus, week: Week) -> Initiatives:
     """Initiatives active during the week and their ROI so far, at the week's end.
 
-    Every ``ROI_QUERIES`` expression of ``streams.initiatives`` (PromQL over the raw initiative
+    Every ``ROI_QUERIES`` expression of ``streams.initiatives.core`` (PromQL over the raw initiative
     gauges, one series per ``initiative``) and the arms' sessions, orders and KPI are evaluated at
     the week's end; the declaration (``cxpulse_initiative_info``: kpi, treated, control; the
     investment and its currency; start and end) labels the row. Active: started before the week's
     end, not ended by its start. No series: "No initiatives declared".
     """
-    from streams.initiatives import ROI_QUERIES, ROI_RULES, inline
+    from streams.initiatives.core import ROI_QUERIES, ROI_RULES, inline
 
     at, week_start_s = week.end_s, week.end_s - WEEK_S
 
@@ -681,7 +681,7 @@ def initiatives_section(prom: Prometheus, week: Week) -> Initiatives:
     for kpi in sorted({about.get(n, {}).get("kpi", "") for n in active} & set(ARM_KPI_RULES)):
         for arm, rule in zip(("treated", "control"), ARM_KPI_RULES[kpi]):
             if rule not in recorded:
-                raise ReportError(f"{rule} is not a recording rule of streams.initiatives.ROI_RULES: the report "
+                raise ReportError(f"{rule} is not a recording rule of streams.initiatives.core.ROI_RULES: the report "
                                   "and the rules disagree on its name")
             for (name,), (_, value) in by_initiative(inline(rule)).items():
                 if name in arms and about.get(name, {}).get("kpi") == kpi:
@@ -721,7 +721,7 @@ def customer_query(record: str) -> str:
     """
     rules = {rule["record"]: rule["expr"] for rule in customer_rules()}
     if record not in rules:
-        raise ReportError(f"{record} is not a recording rule of streams.rules.customer_rules(): the report and the "
+        raise ReportError(f"{record} is not a recording rule of streams.mixin.rules.customer_rules(): the report and the "
                           "rules disagree on its name")
     names = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, sorted(rules, key=len, reverse=True)))
                        + r")(?![\w:])")
@@ -779,7 +779,7 @@ def cohort_ltv(rows: CustomerRows, week: Week) -> list[CohortLtv]:
     """Per storefront, currency and horizon: the LTV of the latest first-order cohort whose horizon,
     plus a day for late events (``customers.MATURITY_MARGIN_MS``), had passed for every customer by
     the week's end, and of the latest mature a week earlier."""
-    from streams.customers import HORIZONS, MATURITY_MARGIN_MS
+    from streams.pipeline.customer_state import HORIZONS, MATURITY_MARGIN_MS
 
     ltv = rows(COHORT_LTV_RULE, week.end_s, ("storefront", "currency", "horizon", "cohort"))
     customers = rows(COHORT_CUSTOMERS_RULE, week.end_s, ("storefront", "cohort"))
@@ -806,7 +806,7 @@ def cohort_ltv(rows: CustomerRows, week: Week) -> list[CohortLtv]:
 
 def nps_ltv(rows: CustomerRows, week: Week) -> list[NpsLtv]:
     """Per storefront, currency and horizon: customers and LTV by purchase count and NPS category."""
-    from streams.customers import HORIZONS
+    from streams.pipeline.customer_state import HORIZONS
 
     ltv = rows(NPS_LTV_RULE, week.end_s, ("storefront", "currency", "horizon", "purchases", "nps_category"))
     customers = rows(NPS_CUSTOMERS_RULE, week.end_s, ("storefront", "horizon", "purchases", "nps_category"))

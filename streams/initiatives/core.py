@@ -46,7 +46,7 @@ import orjson
 from streams.config import Settings
 from streams.contract import LABEL_PATTERN
 from streams.errors import ConfigError
-from streams.intervals import Z95
+from streams.mixin.intervals import Z95
 
 log = logging.getLogger("cxpulse.initiatives")
 
@@ -288,7 +288,7 @@ def _Q(arm: str) -> str:
     return _arm("cxpulse_initiative_revenue_squares", arm)
 
 
-# Recorded names, ``level:metric:operation`` like every rule (streams/rules.py).
+# Recorded names, ``level:metric:operation`` like every rule (streams/mixin/rules.py).
 _NAMES = {
     "uplift": "uplift:diff", "uplift_ratio": "uplift:ratio",
     "incremental_revenue": "incremental_revenue:estimate", "incremental_revenue_se": "incremental_revenue:stderr",

@@ -22,7 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from streams.collector import CxCollector, Publisher
+from streams.runtime.collector import CxCollector, Publisher
 from streams.config import Settings
 from streams.errors import ConfigError
 
@@ -198,9 +198,9 @@ def free_port_from(host: str, port: int, tries: int = 16) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     settings = settings_from_args(args)
-    from streams.app import build_app  # Faust is heavy to import: only for this command
+    from streams.runtime.faust_app import build_app  # Faust is heavy to import: only for this command
 
-    from streams.initiatives import Registry
+    from streams.initiatives.core import Registry
 
     publisher = Publisher()
     initiatives = Registry(settings)

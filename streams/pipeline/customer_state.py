@@ -48,7 +48,7 @@ from typing import Any, Iterable
 import orjson
 
 from streams.config import Settings
-from streams.state import Applied, Message, Meta, Parked
+from streams.pipeline.window_state import Applied, Message, Meta, Parked
 
 log = logging.getLogger("cxpulse.customers")
 

@@ -35,13 +35,13 @@ from faust.types import TP
 
 import orjson
 
-from streams.changelog import ChangelogReader
-from streams.collector import FRESHNESS_BUCKETS, Published, Publisher
+from streams.runtime.changelog import ChangelogReader
+from streams.runtime.collector import FRESHNESS_BUCKETS, Published, Publisher
 from streams.config import Settings
-from streams.customers import CustomerState, decode_facts
+from streams.pipeline.customer_state import CustomerState, decode_facts
 from streams.decode import Rejection, decode_message
 from streams.producer import partition_for
-from streams.state import Message, PartitionState, state_partition
+from streams.pipeline.window_state import Message, PartitionState, state_partition
 
 log = logging.getLogger("cxpulse.worker")
 

@@ -23,7 +23,7 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry  # noqa: F401  (doctest)
 
-from streams.aggregates import Cell, LogHistogram, Segment, merge_cells
+from streams.pipeline.aggregates import Cell, LogHistogram, Segment, merge_cells
 from streams.catalog import (
     COUNTERS,
     CUSTOMER,
@@ -36,8 +36,8 @@ from streams.catalog import (
 )
 from streams.config import Settings, format_duration
 from streams.contract import FAMILIES, Family
-from streams.state import SEGMENT_LABELS, PartitionSnapshot
-from streams.windows import base_starts, last_closed_start, window_start
+from streams.pipeline.window_state import SEGMENT_LABELS, PartitionSnapshot
+from streams.pipeline.windows import base_starts, last_closed_start, window_start
 
 log = logging.getLogger("cxpulse.collector")
 
@@ -217,7 +217,7 @@ class CxCollector(Collector):
 
     # ---------------------------------------------------------- initiatives
     def _initiatives(self, view: Published) -> list[Metric]:
-        from streams.initiatives import components
+        from streams.initiatives.core import components
 
         declared = self.initiatives.current if self.initiatives is not None else {}
         arm = ["initiative", "arm"]

@@ -33,11 +33,11 @@ from typing import Any, Iterable, Sequence
 
 import orjson
 
-from streams.aggregates import Cell, Segment
+from streams.pipeline.aggregates import Cell, Segment
 from streams.config import Settings
 from streams.contract import FAMILIES, Family
 from streams.decode import Event, Rejection, reencode
-from streams.windows import is_late, window_start
+from streams.pipeline.windows import is_late, window_start
 
 UNKNOWN = "unknown"
 OTHER = "other"  # where label values beyond the allow-list or the cap go

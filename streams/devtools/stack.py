@@ -22,7 +22,7 @@ from pathlib import Path
 
 from streams.config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "cxpulse.rules.yml"
 
 
@@ -193,7 +193,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.broker import LocalBroker, create_topics
+    from streams.devtools.broker import LocalBroker, create_topics
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     base = Settings.from_env()

@@ -1,0 +1,1 @@
+"""CX initiatives: declaring them, reading the declarations, and the ROI they earn."""

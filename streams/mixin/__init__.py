@@ -1,0 +1,2 @@
+"""Generated from the metric catalog: recording and alert rules, Grafana dashboards, the metric
+docs, and ``cxpulse render`` that writes them. Offline tooling: the worker never imports it."""

@@ -1,0 +1,1 @@
+"""``cxpulse report``: the weekly CX report, read from Prometheus. Offline tooling."""
