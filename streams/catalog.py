@@ -68,6 +68,11 @@ class Histogram:
         return self.window_name + "_count"
 
     @property
+    def window_storefront_name(self) -> str:
+        """The same summary over every support channel of a storefront (quantiles do not add up)."""
+        return "cxpulse_window_storefront_" + self.name.removeprefix("cxpulse_")
+
+    @property
     def labels(self) -> tuple[str, ...]:
         return SEGMENT_LABELS[self.family]
 
@@ -116,6 +121,10 @@ HISTOGRAMS: tuple[Histogram, ...] = (
 COUNTERS_BY_FIELD = {(c.family, c.field): c for c in COUNTERS}
 HISTOGRAMS_BY_FIELD = {(h.family, h.field): h for h in HISTOGRAMS}
 WINDOW_QUANTILES = (0.5, 0.9)
+# 1 at the end of every complete event-time window of a family, per storefront of the
+# merge stage (also when the storefront had no event of the family in it): a KPI may read
+# a family's window only where this says it is complete.
+WINDOW_COMPLETE = "cxpulse_window_complete"
 
 # Minor-unit digits per currency where they are not 2 (ISO 4217).
 CURRENCY_EXPONENT: dict[str, int] = {
@@ -156,8 +165,25 @@ PIPELINE: dict[str, str] = {
     "cxpulse_state_recovered_records_total": "State changelog records read during recoveries.",
     "cxpulse_state_resets_total": "Partition states started over because their source partition was recreated or "
                                   "truncated (its end fell below the state's position).",
-    "cxpulse_broker_up": "0 while the worker waits for the Kafka bootstrap servers at start-up, else 1.",
-    "cxpulse_window_end_timestamp_seconds": "End of the window the window gauges describe (Unix seconds).",
+    "cxpulse_broker_up": "1 while a Kafka broker answers this worker (checked every second), else 0.",
+    "cxpulse_sink_failures_total": "Partition writes that did not reach the broker, by outcome: fenced (another "
+                                   "worker owns the partition now) or failed (broker lost or slow: replayed).",
+    "cxpulse_position_corrections_total": "Partitions whose committed offset differed from their recovered "
+                                          "state's position (the worker reads from the state's).",
+    "cxpulse_window_closed_until_timestamp_seconds": "Event time up to which the source partition has closed its "
+                                                     "windows (watermark - grace, on a window boundary).",
+    "cxpulse_partition_idle": "1 while the source partition has had no message for CXPULSE_IDLE_PARTITION "
+                              "(its watermark follows the worker's other partitions).",
+    "cxpulse_window_complete_until_timestamp_seconds": "Event time up to which every source partition of the "
+                                                       "family has closed its windows, per merge partition.",
+    "cxpulse_window_exported_until_timestamp_seconds": "Event time up to which the TSDB has acknowledged the "
+                                                       "family's complete windows, per merge partition.",
+    "cxpulse_window_export_samples_total": "Event-time window samples written to the remote-write endpoint.",
+    "cxpulse_window_export_failures_total": "Remote-write requests that failed, by reason (retried unless "
+                                            "refused as invalid).",
+    "cxpulse_window_export_dropped_total": "Complete windows not written: no CXPULSE_REMOTE_WRITE_URL, or "
+                                           "refused by the endpoint as invalid or too old.",
+    "cxpulse_window_export_queued": "Complete windows waiting for the remote-write endpoint.",
 }
 
 

@@ -67,6 +67,9 @@ class Settings:
     # Internal: counted events that name a customer, re-keyed by customer id (one hop
     # for every customer-level KPI), and the declared CX initiatives (compacted).
     topic_customers: str = "cxpulse.customers"
+    # Internal: closed event-time windows of every source partition, re-keyed by storefront
+    # (the merge stage sums them into complete windows for the TSDB).
+    topic_windows: str = "cxpulse.windows"
     topic_initiatives: str = "cx.initiatives"
     partitions: int = 4  # per source topic; the most workers that can share the load
     app_id: str = "cxpulse"
@@ -90,6 +93,11 @@ class Settings:
     dedupe_horizon_ms: int = 300_000
     ticket_ttl_ms: int = 30 * 86_400_000
     max_clock_skew_ms: int = 300_000
+    # The watermark moves at most this far past a message's Kafka timestamp: a producer whose
+    # clock runs ahead cannot close everyone's windows early (docs/metrics.md, "Watermark").
+    watermark_lead_ms: int = 5_000
+    # A partition with no message for this long (processing time) stops holding back closed
+    # windows: its watermark follows the worker's other partitions, this far behind.
     idle_partition_ms: int = 30_000
     # Day totals per segment (sessions, orders, revenue) for initiative ROI: how far back.
     day_retention_ms: int = 400 * 86_400_000
@@ -107,6 +115,20 @@ class Settings:
     allowed_currencies: str = ""
     label_cap: int = 50
     segment_cap: int = 500
+    # Engine: "kafka" (a batch consumer, the default) or "faust" (the Faust agent)
+    engine: Literal["kafka", "faust"] = "kafka"
+    # Where complete event-time windows go: a Prometheus remote-write endpoint (Prometheus
+    # with --web.enable-remote-write-receiver and an out-of-order window, Mimir, VictoriaMetrics).
+    remote_write_url: str | None = None
+    remote_write_username: str | None = None
+    remote_write_password: str | None = field(default=None, repr=False)
+    remote_write_bearer_token: str | None = field(default=None, repr=False)
+    remote_write_ca_file: str | None = None
+    # A counter series that appears mid-run is shown at 0 this long first, so rate() sees its
+    # first increment (it never counts a series' first sample): keep above twice the scrape interval.
+    new_series_hold_ms: int = 60_000
+    # Dead letters larger than this are parked truncated, with their size and a digest.
+    deadletter_max_bytes: int = 900_000
     # Hot path
     # Longest a fetch may wait for data. Faust hard-codes 1.5 s; a broker that holds a fetch
     # for the whole wait (Tansu does) then delays every event by up to that (measured:
@@ -128,8 +150,9 @@ class Settings:
 
     @property
     def state_partitions(self) -> int:
-        """Partitions of the state changelog: one per partition of the 4 event topics and the customer topic."""
-        return 5 * self.partitions
+        """Partitions of the state changelog: one per partition of the 4 event topics, the
+        customer topic and the window (merge) topic."""
+        return 6 * self.partitions
 
     def kafka_security(self) -> dict[str, Any]:
         """Connection keyword arguments shared by kafka-python clients."""
@@ -216,6 +239,20 @@ class Settings:
                 fail("views_ms", f"durations that are whole multiples of the base window ({format_duration(self.window_ms)})")
         if self.grace_ms < 0:
             fail("grace_ms", "a duration >= 0")
+        if self.watermark_lead_ms < 0:
+            fail("watermark_lead_ms", "a duration >= 0")
+        if self.idle_partition_ms < 1000:
+            fail("idle_partition_ms", "a duration of at least 1s")
+        if self.engine not in ("kafka", "faust"):
+            fail("engine", "kafka (the batch consumer) or faust")
+        if self.remote_write_url and not self.remote_write_url.startswith(("http://", "https://")):
+            fail("remote_write_url", "an http:// or https:// URL of a remote-write endpoint")
+        if self.remote_write_ca_file and not os.path.isfile(self.remote_write_ca_file):
+            fail("remote_write_ca_file", "the path of a readable PEM file")
+        if bool(self.remote_write_username) != bool(self.remote_write_password):
+            raise ConfigError("CXPULSE_REMOTE_WRITE_USERNAME and CXPULSE_REMOTE_WRITE_PASSWORD go together")
+        if self.deadletter_max_bytes < 1024:
+            fail("deadletter_max_bytes", "a size of at least 1024 bytes")
         if self.retention_ms < max(self.views_ms) + self.grace_ms + self.window_ms:
             fail("retention_ms", "a duration of at least the longest view + grace + one base window")
         if self.dedupe_horizon_ms < self.grace_ms + self.window_ms:

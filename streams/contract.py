@@ -12,8 +12,9 @@ them into a fast validator and the docs can list them.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 SCHEMA_VERSION = 1
 
@@ -159,3 +160,53 @@ def message_key(event: dict) -> str:
         'T-1'
     """
     return event[FAMILY_KEY[EVENT_TYPES[event["type"]].family]]
+
+
+# Kafka's default partitioner (the Java client's, kafka-python's and librdkafka's
+# murmur2_random): murmur2 of the key bytes, positive, modulo the partition count.
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` (32 bits, unsigned; seed 0x9747b28c).
+
+        >>> murmur2(b"") & 0x7FFFFFFF
+        275646681
+    """
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    words = length >> 2
+    if words:
+        unpack = _WORDS.get(words)
+        if unpack is None:
+            unpack = _WORDS[words] = struct.Struct(f"<{words}I").unpack_from
+        for k in unpack(data):
+            k = (k * _M) & _MASK
+            k ^= k >> 24
+            h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        i = words << 2
+        if tail == 3:
+            h ^= data[i + 2] << 16
+        if tail >= 2:
+            h ^= data[i + 1] << 8
+        h ^= data[i]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for ``key``.
+
+    Same answer as the Java client, kafka-python, and librdkafka/kcat with
+    ``partitioner=murmur2_random`` (librdkafka's own default, consistent_random, differs).
+
+        >>> partition_for("sess-7f3a9c21", 4)
+        2
+    """
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions

@@ -24,6 +24,7 @@ import orjson
 from streams.contract import (
     CURRENCY_PATTERN,
     EVENT_TYPES,
+    FAMILY_KEY,
     ID_PATTERN,
     LABEL_PATTERN,
     SCHEMA_VERSION,
@@ -33,6 +34,7 @@ from streams.contract import (
     Family,
     Field,
     MAX_MINOR,
+    partition_for,
 )
 from streams.errors import InvalidEvent, Reason
 
@@ -246,12 +248,17 @@ def decode_message(
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_events: int = DEFAULT_MAX_BATCH_EVENTS,
     not_after_ms: int | None = None,
+    partition: int | None = None,
+    partitions: int = 1,
 ) -> tuple[list[Event], list[Rejection]]:
     """One Kafka message value -> (valid events, rejections). Never raises.
 
     ``not_after_ms``: events later than this (the worker's clock plus the allowed
     skew) are refused as ``future_timestamp``, so one bad clock cannot push the
-    watermark past every open window.
+    watermark past every open window. ``partition`` (of ``partitions``): the
+    message's partition; an event of a batch whose own key maps elsewhere is
+    refused as ``wrong_partition`` (the batching rule, docs/events.md: a ticket's
+    replies or a session's funnel must share the partition that follows them).
 
         >>> events, _ = decode_message(b'{"type": "x"}', "order")
         >>> events
@@ -280,11 +287,17 @@ def decode_message(
         items = [parsed]
     events: list[Event] = []
     rejections: list[Rejection] = []
+    check_key = batched and partition is not None and partitions > 1
+    key_field = FAMILY_KEY[family]
     for index, obj in enumerate(items):
         try:
             ts_ms = check_event(obj, family)
             if not_after_ms is not None and ts_ms > not_after_ms:
                 raise _Invalid("future_timestamp", f"occurred_at is {ts_ms - not_after_ms} ms past the allowed clock skew")
+            if check_key and _partition_of(obj[key_field], partitions) != partition:
+                raise _Invalid("wrong_partition", f"{key_field} maps to partition "
+                               f"{_partition_of(obj[key_field], partitions)}, not this batch's {partition}: batch "
+                               "only events whose key maps to the message's partition")
         except _Invalid as exc:
             rejections.append(Rejection(
                 exc.reason, exc.detail,
@@ -294,3 +307,18 @@ def decode_message(
             continue
         events.append(Event(obj, ts_ms, index))
     return events, rejections
+
+
+# Partitions of recent keys: the events of a session or a ticket share their key, so most
+# batched events hit. Bounded: cleared when full (it is only a cache of a pure function).
+_KEY_PARTITIONS: dict[tuple[str, int], int] = {}
+_KEY_PARTITIONS_MAX = 65_536
+
+
+def _partition_of(key: str, partitions: int) -> int:
+    found = _KEY_PARTITIONS.get((key, partitions))
+    if found is None:
+        if len(_KEY_PARTITIONS) >= _KEY_PARTITIONS_MAX:
+            _KEY_PARTITIONS.clear()
+        found = _KEY_PARTITIONS[key, partitions] = partition_for(key, partitions)
+    return found

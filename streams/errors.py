@@ -30,6 +30,7 @@ Reason = Literal[
     "out_of_range",     # a number outside its range (scores, amounts)
     "bad_timestamp",    # occurred_at is not RFC 3339 with an offset
     "future_timestamp", # occurred_at too far ahead of the worker's clock
+    "wrong_partition",  # an event of a batch whose key maps to another partition than the message's
     "late",             # older than its window's grace period (counted, parked)
 ]
 REASONS: tuple[str, ...] = get_args(Reason)

@@ -93,3 +93,10 @@ def apply_with_crashes(new_state, messages: list, rng, crashes: int):
         position += size
         committed = rng.randint(committed, position)
     return state, changelog
+
+
+def facts_of(applied) -> list:
+    """The customer facts a window-state batch sends to the customer stage, decoded."""
+    from streams.pipeline.exchange import decode_facts
+
+    return [fact for stage, _, value in applied.sends if stage == "customer" for fact in decode_facts(value)]

@@ -304,7 +304,7 @@ def topic_plan(settings: Settings) -> list[TopicSpec]:
     """Every topic cxpulse reads or writes, as ``create_topics`` makes them.
 
         >>> [(t.role, t.partitions) for t in topic_plan(Settings(partitions=2))][-2:]
-        [('state', 10), ('initiatives', 1)]
+        [('state', 12), ('initiatives', 1)]
     """
     # Explicit configs on every topic: Tansu's DescribeConfigs returns only
     # what the topic was created with, and clients such as Quix Streams need retention.ms.
@@ -313,8 +313,10 @@ def topic_plan(settings: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec("deadletter", settings.topic_deadletter, settings.partitions, events))
     # Facts re-keyed by customer (internal: the window stage writes, the customer stage reads).
     specs.append(TopicSpec("customers", settings.topic_customers, settings.partitions, events))
+    # Closed windows re-keyed by storefront (internal: the window stage writes, the merge stage reads).
+    specs.append(TopicSpec("windows", settings.topic_windows, settings.partitions, events))
     # The state changelog: compacted (latest value per key), kept forever, and one
-    # partition per source partition: 4 event families and the customer topic.
+    # partition per pipeline partition: 4 event families, the customer and the merge stage.
     state = {"cleanup.policy": "compact", "retention.ms": "-1"}
     specs.append(TopicSpec("state", settings.topic_state, settings.state_partitions, state))
     # Declared CX initiatives, keyed by name: the latest declaration wins, kept forever.
@@ -369,7 +371,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         found = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
     for spec in plan:
         if found.get(spec.name) != spec.partitions:
-            setting = "CXPULSE_PARTITIONS" + (" (x4 for the state topic)" if spec.role == "state" else "")
+            setting = "CXPULSE_PARTITIONS" + (" (x6 for the state topic)" if spec.role == "state" else "")
             raise ConfigError(
                 f"topic {spec.name!r} exists with {found.get(spec.name)} partitions but cxpulse expects"
                 f" {spec.partitions} from CXPULSE_PARTITIONS={settings.partitions}: set {setting} to match"

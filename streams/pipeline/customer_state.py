@@ -48,7 +48,7 @@ from typing import Any, Iterable
 import orjson
 
 from streams.config import Settings
-from streams.pipeline.window_state import Applied, Message, Meta, Parked
+from streams.pipeline.records import Applied, Message, Meta, Parked
 
 log = logging.getLogger("cxpulse.customers")
 
@@ -411,30 +411,3 @@ def _week_of(key: Key) -> str | None:
     """The cohort week of an aggregate key, when it has one."""
     return key[2] if key[0] in ("cohort_customers", "cohort_repeat_customers", "cohort_revenue",
                                 "support_customers", "support_converted") else None
-
-
-_FACT_SHAPES = {"o": (str, str, str, str, int, int, str), "t": (str, str, str, str, int),
-                "n": (str, str, str, str, int, int)}
-
-
-def decode_facts(value: bytes | None) -> list[list[Any]]:
-    """A customer-topic message: a JSON array of facts (written by the window stage).
-
-    Checked field by field, so foreign or corrupt data is parked, never applied:
-
-        >>> decode_facts(b'[["t", "shop", "c1", "e1", 5]]')
-        [['t', 'shop', 'c1', 'e1', 5]]
-        >>> decode_facts(b'[["o", "shop", "c1", "e1", 5]]')
-        Traceback (most recent call last):
-        ...
-        ValueError: fact 0 is not an order, ticket or NPS fact
-    """
-    facts = orjson.loads(value or b"[]")
-    if not isinstance(facts, list):
-        raise ValueError("not a JSON array of facts")
-    for i, fact in enumerate(facts):
-        shape = _FACT_SHAPES.get(fact[0]) if isinstance(fact, list) and fact else None
-        if (shape is None or len(fact) != len(shape)
-                or not all(type(v) is t for v, t in zip(fact, shape))):  # noqa: E721 - bool is not an int here
-            raise ValueError(f"fact {i} is not an order, ticket or NPS fact")
-    return facts

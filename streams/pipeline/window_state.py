@@ -29,14 +29,16 @@ Exactness under at-least-once delivery rests on three rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import orjson
 
-from streams.pipeline.aggregates import Cell, Segment
 from streams.config import Settings
-from streams.contract import FAMILIES, Family
-from streams.decode import Event, Rejection, reencode
+from streams.contract import Family
+from streams.decode import reencode
+from streams.pipeline import exchange
+from streams.pipeline.aggregates import Cell, Segment
+from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.windows import is_late, window_start
 
 UNKNOWN = "unknown"
@@ -104,77 +106,6 @@ class Ticket:
         return cls(*orjson.loads(data))
 
 
-@dataclass
-class Meta:
-    """Position and pipeline counters of the partition (written last per batch)."""
-
-    through: int = 0
-    watermark_ms: int | None = None
-    events: int = 0  # valid, first-seen, on-time events counted into windows
-    late: int = 0
-    duplicates: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    messages: int = 0
-    admitted: dict[str, list[str]] = field(default_factory=dict)  # label -> values given their own series
-    overflow: dict[str, int] = field(default_factory=dict)  # label (or "segment") -> events sent to `other`
-    source_id: str | None = None  # Kafka topic id of the source: a recreated topic gets a new one
-
-    def to_json(self) -> bytes:
-        return orjson.dumps([self.through, self.watermark_ms, self.events, self.late, self.duplicates, self.rejected,
-                             self.messages, self.admitted, self.overflow, self.source_id])
-
-    def copy(self) -> "Meta":
-        return Meta(self.through, self.watermark_ms, self.events, self.late, self.duplicates, dict(self.rejected),
-                    self.messages, {k: list(v) for k, v in self.admitted.items()}, dict(self.overflow),
-                    self.source_id)
-
-    @classmethod
-    def from_json(cls, data: bytes) -> "Meta":
-        return cls(*orjson.loads(data))
-
-
-@dataclass(frozen=True)
-class Message:
-    """One decoded Kafka message of this partition."""
-
-    offset: int
-    events: Sequence[Event]
-    rejections: Sequence[Rejection]
-    timestamp_ms: int = 0  # broker/producer timestamp, for freshness
-    value: bytes = b""  # the message as read, parked when an event of it cannot be re-encoded
-
-
-@dataclass
-class Parked:
-    """A rejected or late event to write to the dead-letter topic."""
-
-    offset: int
-    reason: str
-    detail: str
-    index: int | None
-    raw: bytes
-
-
-@dataclass
-class Applied:
-    """What one batch produced: changelog records (in write order), parked events, and the
-    facts for the customer state (``[kind, storefront, customer_id, event_id, ts_ms, ...]``)."""
-
-    records: list[tuple[bytes, bytes | None]]
-    parked: list[Parked]
-    counted: int
-    facts: list[list[Any]] = field(default_factory=list)
-
-
-# State changelog partitions: one block of N per event family, then the customer state.
-STATE_FAMILIES: tuple[str, ...] = (*FAMILIES, "customer")
-
-
-def state_partition(family: str, partition: int, partitions: int) -> int:
-    """The changelog partition that holds one source partition's state."""
-    return STATE_FAMILIES.index(family) * partitions + partition
-
-
 class PartitionState:
     """Window state of one (family, partition); see the module docstring."""
 
@@ -187,6 +118,8 @@ class PartitionState:
         self.horizon_ms = settings.dedupe_horizon_ms
         self.ticket_ttl_ms = settings.ticket_ttl_ms
         self.day_retention_ms = settings.day_retention_ms
+        self.lead_ms = settings.watermark_lead_ms
+        self.partitions = settings.partitions  # of the re-keyed stages too (customer, merge)
         self.meta = Meta()
         self.windows: dict[int, Slot] = {}
         self.days: dict[int, Slot] = {}  # UTC day start -> day totals (sessions and orders only)
@@ -216,7 +149,7 @@ class PartitionState:
         facts: list[list[Any]] = []
         keep_days = self._keep_days
         new_seen: list[list[Any]] = []
-        meta, window_ms, grace_ms = self.meta, self.window_ms, self.grace_ms
+        meta, window_ms, grace_ms, lead_ms = self.meta, self.window_ms, self.grace_ms, self.lead_ms
         first_offset = last_offset = None
         counted = 0
         overflow_event = -1
@@ -254,8 +187,13 @@ class PartitionState:
                 bucket = window_start(ts_ms, window_ms)
                 self.seen[event_id] = (bucket, offset, event.index)
                 new_seen.append([event_id, bucket, offset, event.index])
-                if watermark is None or ts_ms > watermark:
-                    meta.watermark_ms = ts_ms
+                # The watermark follows event time, but never further than the lead past the
+                # message's timestamp: one producer whose clock runs ahead cannot close the
+                # windows of everyone else (docs/metrics.md, "Watermark").
+                advance = ts_ms if ts_ms <= message.timestamp_ms + lead_ms or message.timestamp_ms <= 0 \
+                    else message.timestamp_ms + lead_ms
+                if watermark is None or advance > watermark:
+                    meta.watermark_ms = advance
                 meta.events += 1
                 counted += 1
                 self._admit(body)
@@ -300,7 +238,7 @@ class PartitionState:
                         else:
                             cell.observe(name, duration)
         if last_offset is None:
-            return Applied([], parked, 0, facts)
+            return Applied([], parked, 0)
         end = last_offset + 1
         records: list[tuple[bytes, bytes | None]] = []
         self._dirty_windows.update(touched_windows)
@@ -326,10 +264,50 @@ class PartitionState:
             # size limit (2,000 messages x 100 events = 200k ids, ~10 MB).
             self.seen_records[chunk[0][2]] = max(item[1] for item in chunk)
             records.append((self._key(b"d", chunk[0][2]), orjson.dumps(chunk)))
+        sends = exchange.fact_messages(facts, self.partitions) + self._close()
         records.extend(self._evict())
         meta.through = end
         records.append((self._key(b"m", 0), meta.to_json()))
-        return Applied(records, parked, counted, facts)
+        return Applied(records, parked, counted, sends)
+
+    # ----------------------------------------------------------------- close
+    def _close(self) -> list[tuple[str, int, bytes]]:
+        """Hand the windows the watermark has closed since the last batch to the merge stage.
+
+        Each closed window goes, storefront by storefront, to the merge partition of that
+        storefront; every merge partition also learns how far this partition has closed
+        (the marker), also when no window held data. A closed window never changes again
+        (later events are late), so a replay after a crash sends the same partials.
+        """
+        meta = self.meta
+        if meta.watermark_ms is None:
+            return []
+        until = window_start(meta.watermark_ms - self.grace_ms, self.window_ms)
+        if meta.closed_ms is not None and until <= meta.closed_ms:
+            return []
+        since = meta.closed_ms
+        closing = sorted(start for start in self.windows
+                         if start + self.window_ms <= until and (since is None or start + self.window_ms > since))
+        meta.closed_ms = until
+        partials = [(start, self.windows[start].cells) for start in closing]
+        return exchange.window_messages(self.family, self.partition, until, partials, self.partitions)
+
+    def advance_idle(self, to_ms: int) -> Applied | None:
+        """Move the watermark of a partition that has had no message for a while to ``to_ms``,
+        so that it stops holding back closed windows (Flink's idleness, per partition).
+
+        Only ever forward; persisted like a batch (meta last, position unchanged), so the
+        events that arrive later are judged against it after a crash too.
+        """
+        meta = self.meta
+        if meta.watermark_ms is not None and to_ms <= meta.watermark_ms:
+            return None
+        meta.watermark_ms = to_ms
+        meta.idle_advances += 1
+        sends = self._close()
+        records = self._evict()
+        records.append((self._key(b"m", 0), meta.to_json()))
+        return Applied(records, [], 0, sends)
 
     def _fact(self, body: dict, ts_ms: int) -> list[Any] | None:
         """What the customer state needs of a counted event that names a customer.
@@ -429,6 +407,11 @@ class PartitionState:
         if not ticket.frt_recorded and ticket.created_ms is not None and ticket.first_reply_ms is not None:
             ticket.frt_recorded = True
             start = window_start(ticket.first_reply_ms, self.window_ms)
+            watermark = self.meta.watermark_ms
+            if watermark is not None and is_late(ticket.first_reply_ms, watermark, self.window_ms, self.grace_ms):
+                # A reply dated before its ticket's creation arrived first and that window has
+                # closed since: a closed window never changes, so it counts where the pair completed.
+                start = window_start(ts_ms, self.window_ms)
             yield start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms
 
     # ----------------------------------------------------------- cardinality

@@ -1,10 +1,20 @@
 """The Prometheus collector: metric families computed at scrape time.
 
-Last stop of the flow. The worker publishes an immutable ``Published`` view
-after every batch (one reference swap); ``collect()`` reads only that view,
-never live state, builds fresh metric families and keeps nothing between
-scrapes (as client_python's own ``gc_collector`` does). It never raises: a bug
-here is logged and the scrape still gets the pipeline-health families.
+Last stop of the flow for what counts by **arrival time**: the cumulative counters
+per source partition (``rate()`` over them is a live view of what the workers
+processed), the customer-level gauges, initiative components and pipeline health.
+Event-time windows do not go through here: the merge stage writes each complete
+window to the TSDB at its own time (``remote_write.py``).
+
+The engine publishes an immutable ``Published`` view after every batch;
+``collect()`` reads only that view, builds fresh metric families and keeps nothing
+between scrapes (as client_python's own ``gc_collector`` does). It never raises: a
+bug here is logged and the scrape still gets the pipeline-health families.
+
+A counter series that appears mid-run (a new storefront, channel or currency on a
+partition) is shown at 0 for ``new_series_hold`` before its value: ``rate()`` and
+``increase()`` never count a series' first sample, so a series born at its first
+increment would hide that increment from every rate-based view.
 
     >>> registry = CollectorRegistry()
     >>> registry.register(CxCollector(Publisher(), Settings()))
@@ -17,13 +27,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry  # noqa: F401  (doctest)
 
-from streams.pipeline.aggregates import Cell, LogHistogram, Segment, merge_cells
 from streams.catalog import (
     COUNTERS,
     CUSTOMER,
@@ -31,39 +39,17 @@ from streams.catalog import (
     HISTOGRAMS,
     INITIATIVE,
     PIPELINE,
-    WINDOW_QUANTILES,
     major_units,
 )
-from streams.config import Settings, format_duration
+from streams.config import Settings
 from streams.contract import FAMILIES, Family
+from streams.pipeline.aggregates import Cell, LogHistogram, Segment
 from streams.pipeline.window_state import SEGMENT_LABELS, PartitionSnapshot
-from streams.pipeline.windows import base_starts, last_closed_start, window_start
+from streams.runtime.published import FRESHNESS_BUCKETS, Published, Publisher
 
 log = logging.getLogger("cxpulse.collector")
 
-FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-
-
-@dataclass(frozen=True)
-class Published:
-    """Everything a scrape may read, frozen at the end of a batch."""
-
-    snapshots: dict[tuple[Family, int], PartitionSnapshot] = field(default_factory=dict)
-    ready: bool = False
-    consumer_lag: dict[tuple[Family, int], int] = field(default_factory=dict)
-    freshness_counts: tuple[int, ...] = (0,) * (len(FRESHNESS_BUCKETS) + 1)
-    freshness_sum: float = 0.0
-    recovery_seconds: float = 0.0
-    recovered_records: int = 0
-    state_resets: int = 0
-    broker_up: bool = True
-
-
-class Publisher:
-    """Holds the latest ``Published`` view; the worker swaps it, scrapes read it."""
-
-    def __init__(self) -> None:
-        self.current = Published()
+STAGES = (*FAMILIES, "customer", "merge")
 
 
 class CxCollector(Collector):
@@ -71,13 +57,20 @@ class CxCollector(Collector):
         self.publisher = publisher
         self.settings = settings
         self.initiatives = initiatives  # an initiatives.Registry, or None
-        self._closed_cache: dict[tuple, dict[Segment, Cell]] = {}
+
+    def describe(self) -> Iterator[Metric]:
+        """The families this collector exports (names only), for the registry's duplicate check."""
+        names = [*PIPELINE, *(c.name.removesuffix("_total") for c in COUNTERS), *(h.name for h in HISTOGRAMS),
+                 *(name for name, _, _ in CUSTOMER.values()), *CUSTOMER_PIPELINE, *INITIATIVE]
+        for name in names:
+            yield GaugeMetricFamily(name, "")
 
     def collect(self) -> Iterator[Metric]:
         view = self.publisher.current
         yield from self._pipeline(view)
         try:
-            metrics = list(self._kpi_components(view))
+            metrics = list(self._cumulative_all(view))
+            metrics += self._merge(view)
             metrics += self._customers(view)
             metrics += self._initiatives(view)
         except Exception:  # noqa: BLE001 - a scrape must not fail; the log says why
@@ -89,11 +82,11 @@ class CxCollector(Collector):
     def _pipeline(self, view: Published) -> Iterator[Metric]:
         now = time.time()
         ready = GaugeMetricFamily("cxpulse_worker_ready", PIPELINE["cxpulse_worker_ready"])
-        ready.add_metric([], 1.0 if view.ready else 0.0)
+        ready.add_metric([], 1.0 if self.publisher.ready else 0.0)
         yield ready
         assigned = GaugeMetricFamily("cxpulse_assigned_partitions", PIPELINE["cxpulse_assigned_partitions"],
                                      labels=["family"])
-        for family in (*FAMILIES, "customer"):
+        for family in STAGES:
             assigned.add_metric([family], sum(1 for f, _ in view.snapshots if f == family))
         yield assigned
         per_tp = ["family", "partition"]
@@ -115,10 +108,13 @@ class CxCollector(Collector):
         windows = GaugeMetricFamily("cxpulse_state_windows", PIPELINE["cxpulse_state_windows"], labels=per_tp)
         tickets = GaugeMetricFamily("cxpulse_state_tickets", PIPELINE["cxpulse_state_tickets"], labels=per_tp)
         seen = GaugeMetricFamily("cxpulse_state_seen_ids", PIPELINE["cxpulse_state_seen_ids"], labels=per_tp)
+        closed = GaugeMetricFamily("cxpulse_window_closed_until_timestamp_seconds",
+                                   PIPELINE["cxpulse_window_closed_until_timestamp_seconds"], labels=per_tp)
+        idle = GaugeMetricFamily("cxpulse_partition_idle", PIPELINE["cxpulse_partition_idle"], labels=per_tp)
         for (family, partition), snap in sorted(view.snapshots.items()):
             labels = [family, str(partition)]
             meta = snap.meta
-            if family != "customer":  # facts are not events: cxpulse_customer_facts_total counts them
+            if family in FAMILIES:  # customer facts and window items are not events: counted apart
                 messages.add_metric(labels, meta.messages)
                 events.add_metric(labels, meta.events)
                 late.add_metric(labels, meta.late)
@@ -132,12 +128,16 @@ class CxCollector(Collector):
                 wm_lag.add_metric(labels, max(0.0, now - meta.watermark_ms / 1000.0))
             if (family, partition) in view.consumer_lag:
                 lag.add_metric(labels, view.consumer_lag[family, partition])
-            if family == "customer":
+            if family not in FAMILIES:
                 continue
+            if meta.closed_ms is not None:
+                closed.add_metric(labels, meta.closed_ms / 1000.0)
+            idle.add_metric(labels, 1.0 if (family, partition) in view.idle else 0.0)
             windows.add_metric(labels, len(snap.windows))
             tickets.add_metric(labels, snap.tickets)
             seen.add_metric(labels, snap.seen_ids)
-        yield from (events, messages, late, dups, rejected, overflow, watermark, wm_lag, lag, windows, tickets, seen)
+        yield from (events, messages, late, dups, rejected, overflow, watermark, wm_lag, lag, windows, tickets, seen,
+                    closed, idle)
         fresh = HistogramMetricFamily("cxpulse_event_freshness_seconds", PIPELINE["cxpulse_event_freshness_seconds"])
         running, buckets = 0, []
         for bound, n in zip((*FRESHNESS_BUCKETS, math.inf), view.freshness_counts):
@@ -156,26 +156,62 @@ class CxCollector(Collector):
         resets.add_metric([], view.state_resets)
         yield resets
         broker = GaugeMetricFamily("cxpulse_broker_up", PIPELINE["cxpulse_broker_up"])
-        broker.add_metric([], 1.0 if view.broker_up else 0.0)
+        broker.add_metric([], 1.0 if self.publisher.broker_up else 0.0)
         yield broker
+        failures = CounterMetricFamily("cxpulse_sink_failures_total", PIPELINE["cxpulse_sink_failures_total"],
+                                       labels=["outcome"])
+        for outcome in ("fenced", "failed"):
+            failures.add_metric([outcome], view.sink_failures.get(outcome, 0))
+        yield failures
+        corrections = CounterMetricFamily("cxpulse_position_corrections_total",
+                                          PIPELINE["cxpulse_position_corrections_total"])
+        corrections.add_metric([], view.position_corrections)
+        yield corrections
+        exporter = self.publisher.exporter
+        if exporter is not None:
+            stats = exporter.stats
+            samples = CounterMetricFamily("cxpulse_window_export_samples_total",
+                                          PIPELINE["cxpulse_window_export_samples_total"])
+            samples.add_metric([], stats.samples)
+            yield samples
+            failed = CounterMetricFamily("cxpulse_window_export_failures_total",
+                                         PIPELINE["cxpulse_window_export_failures_total"], labels=["reason"])
+            for reason, n in sorted(stats.failures.items()):
+                failed.add_metric([reason], n)
+            yield failed
+            dropped = CounterMetricFamily("cxpulse_window_export_dropped_total",
+                                          PIPELINE["cxpulse_window_export_dropped_total"])
+            dropped.add_metric([], stats.dropped)
+            yield dropped
+            queued = GaugeMetricFamily("cxpulse_window_export_queued", PIPELINE["cxpulse_window_export_queued"])
+            queued.add_metric([], stats.queued)
+            yield queued
 
-    # ------------------------------------------------------ KPI components
-    def _kpi_components(self, view: Published) -> Iterator[Metric]:
+    # -------------------------------------------- cumulative (arrival time)
+    def _cumulative_all(self, view: Published) -> Iterator[Metric]:
         by_family: dict[Family, list[PartitionSnapshot]] = {f: [] for f in FAMILIES}
         for (family, _), snap in sorted(view.snapshots.items()):
-            if family in by_family:  # the customer stage exports in _customers
+            if family in by_family:
                 by_family[family].append(snap)
-        window_end = GaugeMetricFamily("cxpulse_window_end_timestamp_seconds",
-                                       PIPELINE["cxpulse_window_end_timestamp_seconds"],
-                                       labels=["family", "view", "state"])
         for family in FAMILIES:
-            snaps = by_family[family]
-            yield from self._cumulative(family, snaps)
-            windows = self._windows(family, snaps)
-            yield from self._window_gauges(family, windows)
-            for view_name, state, end_ms, _ in windows:
-                window_end.add_metric([family, view_name, state], end_ms / 1000.0)
-        yield window_end
+            yield from self._cumulative(family, by_family[family], view)
+
+    def _merge(self, view: Published) -> list[Metric]:
+        """How far the merge stage has found each family's windows complete (per merge partition)."""
+        complete = GaugeMetricFamily("cxpulse_window_complete_until_timestamp_seconds",
+                                     PIPELINE["cxpulse_window_complete_until_timestamp_seconds"],
+                                     labels=["family", "partition"])
+        exported = GaugeMetricFamily("cxpulse_window_exported_until_timestamp_seconds",
+                                     PIPELINE["cxpulse_window_exported_until_timestamp_seconds"],
+                                     labels=["family", "partition"])
+        for (stage, partition), snap in sorted(view.snapshots.items()):
+            if stage != "merge":
+                continue
+            for family, until in sorted(snap.complete.items()):
+                complete.add_metric([family, str(partition)], until / 1000.0)
+            for family, until in sorted(snap.exported.items()):
+                exported.add_metric([family, str(partition)], until / 1000.0)
+        return [complete, exported]
 
     # ------------------------------------------------------ customer level
     def _customers(self, view: Published) -> list[Metric]:
@@ -248,78 +284,23 @@ class CxCollector(Collector):
                 out[f"cxpulse_initiative_{field_name}"].add_metric([initiative.name, arm_name], value)
         return [*out.values(), investment, margin, start, end, info]
 
-    def _cumulative(self, family: Family, snaps: list[PartitionSnapshot]) -> Iterator[Metric]:
+    def _cumulative(self, family: Family, snaps: list[PartitionSnapshot], view: Published) -> Iterator[Metric]:
         labels = [*SEGMENT_LABELS[family], "partition"]
+        empty = Cell()
+        rows = [(snap.partition, segment, empty if ((family, snap.partition), segment) in view.born else cell)
+                for snap in snaps for segment, cell in sorted(snap.totals.items())]
         for counter in (c for c in COUNTERS if c.family == family):
             metric = CounterMetricFamily(counter.name, counter.help, labels=labels)
-            for snap in snaps:
-                for segment, cell in sorted(snap.totals.items()):
-                    metric.add_metric([*segment, str(snap.partition)], _value(counter, segment, cell))
+            for partition, segment, cell in rows:
+                metric.add_metric([*segment, str(partition)], _value(counter, segment, cell))
             yield metric
         for hist in (h for h in HISTOGRAMS if h.family == family):
             metric = HistogramMetricFamily(hist.name, hist.help, labels=labels)
-            for snap in snaps:
-                for segment, cell in sorted(snap.totals.items()):
-                    sketch = cell.hists.get(hist.field)
-                    if sketch is None:
-                        buckets = [("+Inf" if math.isinf(b) else repr(float(b)), 0) for b, _ in _EMPTY_LE]
-                        metric.add_metric([*segment, str(snap.partition)], buckets, sum_value=0.0)
-                        continue
-                    buckets = [("+Inf" if math.isinf(b) else repr(float(b)), n) for b, n in sketch.cumulative_le()]
-                    metric.add_metric([*segment, str(snap.partition)], buckets, sum_value=sketch.sum_ms / 1000.0)
+            for partition, segment, cell in rows:
+                sketch = cell.hists.get(hist.field) or _EMPTY
+                buckets = [("+Inf" if math.isinf(b) else repr(float(b)), n) for b, n in sketch.cumulative_le()]
+                metric.add_metric([*segment, str(partition)], buckets, sum_value=sketch.sum_ms / 1000.0)
             yield metric
-
-    def _windows(self, family: Family, snaps: list[PartitionSnapshot]):
-        """[(view name, 'closed'|'open', window end ms, {segment: cell})] for this worker."""
-        watermarks = [s.meta.watermark_ms for s in snaps if s.meta.watermark_ms is not None]
-        if not watermarks:
-            return []
-        settings = self.settings
-        closed_wm, open_wm = min(watermarks), max(watermarks)
-        partitions = tuple(s.partition for s in snaps)
-        out = []
-        for view_ms in settings.views_ms:
-            name = format_duration(view_ms)
-            closed = last_closed_start(view_ms, closed_wm, settings.grace_ms)
-            key = (family, view_ms, closed, partitions)
-            cells = self._closed_cache.get(key)
-            if cells is None:
-                cells = self._sum(snaps, closed, view_ms)
-                if len(self._closed_cache) > 256:
-                    self._closed_cache.clear()
-                self._closed_cache[key] = cells
-            out.append((name, "closed", closed + view_ms, cells))
-            current = window_start(open_wm, view_ms)
-            out.append((name, "open", current + view_ms, self._sum(snaps, current, view_ms)))
-        return out
-
-    def _sum(self, snaps: list[PartitionSnapshot], start: int, view_ms: int) -> dict[Segment, Cell]:
-        starts = base_starts(start, view_ms, self.settings.window_ms)
-        return merge_cells(snap.windows[s] for snap in snaps for s in starts if s in snap.windows)
-
-    def _window_gauges(self, family: Family, windows) -> Iterator[Metric]:
-        labels = ["view", "state", *SEGMENT_LABELS[family]]
-        for counter in (c for c in COUNTERS if c.family == family):
-            metric = GaugeMetricFamily(counter.window_name, f"Window sum: {counter.help}", labels=labels)
-            for view_name, state, _, cells in windows:
-                for segment, cell in sorted(cells.items()):
-                    metric.add_metric([view_name, state, *segment], _value(counter, segment, cell))
-            yield metric
-        for hist in (h for h in HISTOGRAMS if h.family == family):
-            # A summary: quantiles of the window (1% relative error) with its count and sum.
-            summary = Metric(hist.window_name, f"Window quantiles (relative error 1%, per worker): {hist.help}",
-                             "summary")
-            for view_name, state, _, cells in windows:
-                for segment, cell in sorted(cells.items()):
-                    labels_of = dict(zip(labels, (view_name, state, *segment)))
-                    sketch = cell.hists.get(hist.field)
-                    if sketch is not None and sketch.count > 0:
-                        for q in WINDOW_QUANTILES:
-                            summary.add_sample(hist.window_name, {**labels_of, "quantile": repr(q)},
-                                               sketch.quantile(q))
-                    summary.add_sample(hist.window_name + "_count", labels_of, sketch.count if sketch else 0)
-                    summary.add_sample(hist.window_name + "_sum", labels_of, sketch.sum_ms / 1000.0 if sketch else 0.0)
-            yield summary
 
 
 def _value(counter, segment: Segment, cell: Cell) -> float:
@@ -329,4 +310,4 @@ def _value(counter, segment: Segment, cell: Cell) -> float:
     return float(amount)
 
 
-_EMPTY_LE = LogHistogram().cumulative_le()
+_EMPTY = LogHistogram()

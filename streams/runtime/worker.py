@@ -1,8 +1,9 @@
 """``cxpulse worker``: one stream worker serving /metrics, /ready and /healthz.
 
 Builds the registry here (never at import time), starts the HTTP server in a
-thread, then runs the Faust worker until SIGTERM or Ctrl-C, which stop it
-cleanly: the batch in hand finishes, its state is on the broker, offsets commit.
+thread, then runs the engine (``CXPULSE_ENGINE``: the batch consumer, or Faust)
+until SIGTERM or Ctrl-C, which stop it cleanly: the batch in hand finishes, its
+state is on the broker, its offsets are committed, the worker leaves the group.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from streams.runtime.collector import CxCollector, Publisher
+from streams.runtime.collector import CxCollector
+from streams.runtime.published import Publisher
 from streams.config import Settings
 from streams.errors import ConfigError
 
@@ -87,9 +89,13 @@ def serve_metrics(settings: Settings, publisher: Publisher, initiatives=None) ->
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
         if path == "/ready":
-            ready = publisher.current.ready
-            start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ready\n" if ready else b"not ready: no partitions assigned or state still recovering\n"]
+            if publisher.ready:
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [b"ready\n"]
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            why = (b"not ready: the Kafka broker is unreachable\n" if not publisher.broker_up else
+                   b"not ready: no partitions assigned, or a partition's state is recovering\n")
+            return [why]
         if expected is not None:
             given = environ.get("HTTP_AUTHORIZATION", "").encode()
             if not hmac.compare_digest(given, expected):
@@ -120,7 +126,7 @@ def wait_for_broker(settings: Settings, publisher: Publisher, max_wait_s: float 
     import time
 
     servers = [server.strip().rsplit(":", 1) for server in settings.bootstrap_servers.split(",")]
-    publisher.current = dataclasses.replace(publisher.current, broker_up=False)
+    publisher.broker_up = False
     delay, attempt = 1.0, 0
     while True:
         attempt += 1
@@ -131,7 +137,7 @@ def wait_for_broker(settings: Settings, publisher: Publisher, max_wait_s: float 
             except OSError as exc:
                 errors.append(f"{host}:{port} {exc.strerror or exc}")
                 continue
-            publisher.current = dataclasses.replace(publisher.current, broker_up=True)
+            publisher.broker_up = True
             if attempt > 1:
                 log.info("event=broker_available bootstrap=%s attempts=%d", settings.bootstrap_servers, attempt)
             return True
@@ -153,9 +159,10 @@ def check_topics(settings: Settings, max_wait_s: float | None = None) -> None:
 
     import time
 
-    wanted = {name: settings.partitions for name in (*settings.topics.values(), settings.topic_customers)}
+    wanted = {name: settings.partitions
+              for name in (*settings.topics.values(), settings.topic_customers, settings.topic_windows)}
     wanted[settings.topic_state] = settings.state_partitions
-    hint = (f" (CXPULSE_PARTITIONS={settings.partitions}; the state topic needs 5 x that; `cxpulse broker` "
+    hint = (f" (CXPULSE_PARTITIONS={settings.partitions}; the state topic needs 6 x that; `cxpulse broker` "
             "and deploy/ create them; see docs/deploy.md)")
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), **settings.kafka_security())
     delay = 1.0
@@ -198,8 +205,6 @@ def free_port_from(host: str, port: int, tries: int = 16) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     settings = settings_from_args(args)
-    from streams.runtime.faust_app import build_app  # Faust is heavy to import: only for this command
-
     from streams.initiatives.core import Registry
 
     publisher = Publisher()
@@ -210,19 +215,50 @@ def run(args: argparse.Namespace) -> int:
         return 1
     check_topics(settings)
     initiatives.start()
-    app, _ = build_app(settings, publisher)
-    log.info("event=worker_starting bootstrap=%s metrics=http://%s:%d/metrics partitions=%d window=%dms grace=%dms",
-             settings.bootstrap_servers, settings.metrics_host, settings.metrics_port, settings.partitions,
-             settings.window_ms, settings.grace_ms)
-    import faust
-
-    # Our log format and levels stay (override_logging=False); no terminal spinner in logs.
-    worker = faust.Worker(app, loglevel=args.log_level, quiet=True, redirect_stdouts=False, override_logging=False)
-    worker.spinner = None
+    log.info("event=worker_starting engine=%s bootstrap=%s metrics=http://%s:%d/metrics partitions=%d window=%dms "
+             "grace=%dms remote_write=%s", settings.engine, settings.bootstrap_servers, settings.metrics_host,
+             settings.metrics_port, settings.partitions, settings.window_ms, settings.grace_ms,
+             settings.remote_write_url or "off")
     try:
-        worker.execute_from_commandline()
+        if settings.engine == "faust":
+            from streams.runtime.faust_engine import run_faust  # Faust is heavy to import: only for it
+
+            run_faust(settings, publisher, args.log_level)
+        else:
+            _run_batch_engine(settings, publisher)
     finally:
         initiatives.stop()
         server.shutdown()
         log.info("event=worker_stopped")
     return 0
+
+
+def _run_batch_engine(settings: Settings, publisher: Publisher) -> None:
+    """The default engine: the confluent-kafka batch consumer, until SIGTERM or Ctrl-C."""
+    import signal
+
+    from streams.runtime.engine import BrokerWatch, Engine, run_loop
+    from streams.runtime.source import KafkaSource
+
+    engine = Engine(settings, publisher, "kafka")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    source = KafkaSource(settings, {topic: engine.pipeline.stage_of(topic) for topic in engine.pipeline.topics()},
+                         engine.on_assigned, engine.on_revoked)
+    watch = BrokerWatch(publisher, source).start()
+    try:
+        run_loop(engine, source, stop)
+    except Exception:
+        # A bug, not a bad message or a lost broker (those never raise): a visible crash
+        # and a restart beat silently wrong metrics. Nothing uncommitted is lost: the next
+        # owner reads from the state's position.
+        log.critical("event=engine_failed action=exit_process", exc_info=True)
+        logging.shutdown()
+        os._exit(70)
+    finally:
+        watch.stop()
+        log.info("event=worker_stopping action=leave_group")
+        engine.close()
+        source.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -21,7 +21,7 @@ from streams.producer import partition_for
 from streams.pipeline.window_state import Message, PartitionState
 from tests.customer_events import T0, customer_events
 from tests.customer_reference import customer_kpis
-from tests.helpers import apply_with_crashes
+from tests.helpers import apply_with_crashes, facts_of
 from tests.reference import Params, Reference, partition_of
 
 DAY = 86_400_000
@@ -50,7 +50,7 @@ def window_stage(events: list[dict], settings: Settings) -> list[list]:
     for source in order:  # interleave partitions roughly in send order
         if cursor[source] % 5 == 0:
             batch = per_source[source][cursor[source]:cursor[source] + 5]
-            facts += states[source].apply(batch).facts
+            facts += facts_of(states[source].apply(batch))
         cursor[source] += 1
     return facts
 
@@ -227,7 +227,7 @@ def test_cohorts_older_than_the_exported_weeks_are_pruned() -> None:
 
 
 def test_a_malformed_customer_topic_message_is_refused_not_applied() -> None:
-    from streams.pipeline.customer_state import decode_facts
+    from streams.pipeline.exchange import decode_facts
 
     good = ["o", "shop", "c1", "e1", T0, 1000, "EUR"]
     assert decode_facts(orjson.dumps([good])) == [good]

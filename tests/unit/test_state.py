@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from streams.config import Settings
 from streams.decode import decode_message
 from streams.pipeline.window_state import Message, PartitionState
-from tests.helpers import apply_with_crashes
+from tests.helpers import apply_with_crashes, facts_of
 
 SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000)
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000
@@ -284,7 +284,7 @@ def test_facts_resent_after_crashes_are_a_superset_of_a_clean_runs(seed: int) ->
     payloads = session_order_events(rng, 150, "order")
     messages = decode_all("order", payloads)
     clean = PartitionState("order", 0, SETTINGS)
-    clean_facts = [f for i in range(0, len(messages), 7) for f in clean.apply(messages[i:i + 7]).facts]
+    clean_facts = [f for i in range(0, len(messages), 7) for f in facts_of(clean.apply(messages[i:i + 7]))]
     changelog: list = []
     state = PartitionState("order", 0, SETTINGS)
     sent: list = []
@@ -297,14 +297,14 @@ def test_facts_resent_after_crashes_are_a_superset_of_a_clean_runs(seed: int) ->
         if crash_points & {m.offset for m in batch}:
             # the worker's order: facts are acknowledged before any state record is sent
             crash_points -= {m.offset for m in batch}
-            sent += applied.facts[:rng.randint(0, len(applied.facts))]
-            if len(sent) >= len(applied.facts) and applied.facts == sent[len(sent) - len(applied.facts):]:
+            sent += facts_of(applied)[:rng.randint(0, len(facts_of(applied)))]
+            if len(sent) >= len(facts_of(applied)) and facts_of(applied) == sent[len(sent) - len(facts_of(applied)):]:
                 changelog.extend(applied.records[:rng.randint(0, len(applied.records))])
             state = PartitionState("order", 0, SETTINGS)
             state.restore(changelog)
             position = committed
             continue
-        sent += applied.facts
+        sent += facts_of(applied)
         changelog.extend(applied.records)
         position += size
         committed = rng.randint(committed, position)
