@@ -203,7 +203,7 @@ def freshness(base, layout: str, per_s: int, duration_s: float, batch_max: int, 
         events = generate(SimConfig(seed=per_s, start_ms=now_ms, rate_per_s=per_s))
         sent: list[tuple[float, int]] = []  # (monotonic time, cumulative events handed to the producer)
         total = int(per_s * duration_s)
-        producer = Producer(s, batch_events=100 if layout == "batched" else 1)
+        producer = Producer.from_settings(s, batch_events=100 if layout == "batched" else 1)
         began = time.monotonic()
         n = 0
         while n < total:

@@ -3,6 +3,8 @@
     CxpulseError                 anything cxpulse raises on purpose
     ├── ConfigError              a setting is wrong: fails start-up, names the setting
     ├── InvalidEvent             the producer library refuses an event (carries a Reason)
+    ├── ProducerError            the producer library cannot reach Kafka in time
+    │   └── DeliveryError        sent events were not delivered (raised by flush)
     └── StateRecoveryError       the state changelog could not be read back
 
 Bad events inside a worker are not exceptions: the decoder returns them as
@@ -12,7 +14,7 @@ the dead-letter topic and counted by reason.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Reason = Literal[
     "oversized",        # message larger than max_message_bytes
@@ -35,6 +37,13 @@ Reason = Literal[
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 
+# Refusals only the producer library makes: a worker ignores properties the contract
+# does not name, so these never reach the dead-letter topic.
+ProducerReason = Literal[
+    "unknown_field",    # a top-level name the event type does not have (a typo, or an extra not passed as extra=)
+    "field_in_extra",   # extra= names a field of the contract: pass it as that field
+]
+
 
 class CxpulseError(Exception):
     """Base of everything cxpulse raises on purpose."""
@@ -47,10 +56,28 @@ class ConfigError(CxpulseError):
 class InvalidEvent(CxpulseError, ValueError):
     """An event breaks the contract (raised by the producer library)."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason | ProducerReason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class ProducerError(CxpulseError):
+    """The producer library could not reach Kafka, or hand it an event, in the time its
+    settings allow. The message names the address and the setting that bounds the wait."""
+
+
+class DeliveryError(ProducerError):
+    """Events that ``send`` accepted were not delivered. Raised by ``Producer.flush``.
+
+    ``reports``: the failed events' delivery reports (the first 100 of them);
+    ``failed``: how many failed in all since the previous flush.
+    """
+
+    def __init__(self, message: str, reports: list[Any], failed: int) -> None:
+        super().__init__(message)
+        self.reports = reports
+        self.failed = failed
 
 
 class StateRecoveryError(CxpulseError):

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Literal
 
 from streams.contract import EVENT_TYPES, SCHEMA_VERSION
-from streams.errors import ConfigError
+from streams.errors import ConfigError, DeliveryError, ProducerError
 
 Scenario = Literal["none", "checkout-broken", "support-understaffed"]
 SCENARIOS: tuple[Scenario, ...] = ("none", "checkout-broken", "support-understaffed")
@@ -621,6 +621,11 @@ def run(args: argparse.Namespace) -> int:
             closers.insert(0, producer.close)
             sinks.append(producer.send)
         _pump(events, sinks, cfg, pace)
+    except ProducerError as exc:
+        if isinstance(exc, DeliveryError):
+            raise
+        # The producer connects on its first send: the boundary names the setting, not the stack.
+        raise ConfigError(f"{exc} (set with --bootstrap or CXPULSE_BOOTSTRAP_SERVERS)") from exc
     finally:
         for close in closers:
             close()
@@ -636,13 +641,7 @@ def _open_producer(args: argparse.Namespace) -> Any:
     if args.batch_events > settings.max_batch_events:
         raise ConfigError(f"--batch-events {args.batch_events} is not valid: it accepts 1 to "
                           f"{settings.max_batch_events} (CXPULSE_MAX_BATCH_EVENTS)")
-    from kafka.errors import KafkaError
-
-    try:
-        return Producer(settings, batch_events=args.batch_events, linger_ms=50)
-    except KafkaError as exc:  # the boundary: name the setting, not the stack
-        raise ConfigError(f"cannot reach Kafka at {settings.bootstrap_servers} (--bootstrap or "
-                          f"CXPULSE_BOOTSTRAP_SERVERS): {exc}") from exc
+    return Producer.from_settings(settings, batch_events=args.batch_events, linger_ms=50)
 
 
 def _pump(events: Iterator[dict[str, Any]], sinks: list[Callable[[dict[str, Any]], None]],

@@ -47,12 +47,12 @@ def test_100k_distinct_label_values_stay_within_the_series_budget(make_settings,
         def counted() -> int:
             return int(metric_sum(worker.scrape(), "cxpulse_events_total"))
 
-        with Producer(settings, batch_events=500) as producer:
+        with Producer.from_settings(settings, batch_events=500) as producer:
             for event in _events(0, 1_000, now):
                 producer.send(event)
         wait_until(lambda: counted() >= 1_000, 60, interval_s=0.5, what="the first 1,000 events")
         rss_before = _rss_mb(worker.process.pid)
-        with Producer(settings, batch_events=500) as producer:
+        with Producer.from_settings(settings, batch_events=500) as producer:
             for start in range(1_000, EVENTS, 10_000):
                 for event in _events(start, min(start + 10_000, EVENTS), now):
                     producer.send(event)

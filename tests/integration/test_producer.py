@@ -2,8 +2,12 @@
 
 Events sent one per message and in batches come back from Kafka byte-exact
 through ``decode_message``; a batch only holds events whose own key maps to
-its partition; kcat produces a valid event when told to use Kafka's murmur2
-partitioner (librdkafka's default, CRC32, puts keys elsewhere).
+its partition, and carries its first event's key; every event's delivery
+report points at the record that holds it; client settings (compression,
+acks, idempotence, linger) reach the client; a broker that dies fails each
+queued event within delivery.timeout.ms; kcat produces a valid event when
+told to use Kafka's murmur2 partitioner (librdkafka's default, CRC32, puts
+keys elsewhere).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from kafka import KafkaConsumer, TopicPartition
 from streams.config import Settings
 from streams.contract import EVENT_TYPES, FAMILIES, message_key
 from streams.decode import decode_message
-from streams.producer import Producer, partition_for
+from streams.devtools.broker import LocalBroker, create_topics
+from streams.errors import DeliveryError
+from streams.producer import DeliveryReport, Producer, partition_for
 
 
 def _session(i: int) -> dict[str, Any]:
@@ -102,7 +108,7 @@ def _event_count(family: str) -> Callable[[list], bool]:
 @pytest.mark.parametrize("batch_events", [1, 8])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_events_round_trip(settings: Settings, family: str, batch_events: int) -> None:
-    with Producer(settings, batch_events=batch_events, linger_ms=200, storefront="shop-test") as producer:
+    with Producer.from_settings(settings, batch_events=batch_events, linger_ms=200, storefront="shop-test") as producer:
         sent = [orjson.loads(orjson.dumps(producer_event)) for producer_event in
                 (FACTORIES[family](i) for i in range(N_EVENTS))]
         ids = producer.send_many(sent)
@@ -117,9 +123,11 @@ def test_events_round_trip(settings: Settings, family: str, batch_events: int) -
         for event in events:
             assert partition_for(message_key(event), settings.partitions) == record.partition
             per_key[message_key(event)].append(event["event_id"])
+        # Every message is keyed, a batch by its first event (whose key maps to this partition).
+        assert record.key == message_key(events[0]).encode()
+        assert partition_for(record.key.decode(), settings.partitions) == record.partition
         if batch_events == 1:
             assert orjson.loads(record.value) == events[0]
-            assert record.key == message_key(events[0]).encode()
         else:
             assert len(events) <= batch_events
     by_key: dict[str, list[str]] = defaultdict(list)
@@ -131,7 +139,7 @@ def test_events_round_trip(settings: Settings, family: str, batch_events: int) -
 
 
 def test_every_method_sends_a_valid_event(settings: Settings) -> None:
-    with Producer(settings, batch_events=1, storefront="shop-test") as producer:
+    with Producer.from_settings(settings, batch_events=1, storefront="shop-test") as producer:
         producer.session_started(session_id="sess-m1", visitor_id="vis-m1", channel="app", device="tablet", source="email")
         producer.product_viewed(session_id="sess-m1", channel="app", device="tablet", product_id="sku-1")
         producer.cart_added(session_id="sess-m1", channel="app", device="tablet")
@@ -152,6 +160,60 @@ def test_every_method_sends_a_valid_event(settings: Settings) -> None:
         for _, events in _decoded(records, family):
             seen.update(e["type"] for e in events)
     assert seen == set(EVENT_TYPES)
+
+
+# ---------------------------------------------------------------- delivery reports, client settings, a dying broker
+
+def test_delivery_reports_point_at_each_events_record(settings: Settings) -> None:
+    reports: list[DeliveryReport] = []
+    with Producer.from_settings(settings, batch_events=8, linger_ms=200, storefront="shop-test",
+                                on_delivery=reports.append) as producer:
+        ids = producer.send_many(_ticket(i) for i in range(N_EVENTS))
+    # Leaving the block flushed: every report is in (callbacks run before flush returns).
+    assert sorted(r.event_id for r in reports) == sorted(ids) and all(r.ok for r in reports)
+    records = _consume(settings, settings.topic_tickets, _event_count("ticket"))
+    at = {(record.partition, record.offset): events for record, events in _decoded(records, "ticket")}
+    for report in reports:
+        assert report.topic == settings.topic_tickets
+        assert at[(report.partition, report.offset)][report.index]["event_id"] == report.event_id
+    assert any(r.index > 0 for r in reports), "expected some batched messages"
+
+
+def test_client_settings_reach_the_client(settings: Settings) -> None:
+    config = {"compression.type": "gzip", "acks": "all", "enable.idempotence": "true", "linger.ms": 20,
+              "client.id": "storefront-checkout"}
+    with Producer(settings.bootstrap_servers, config, topics=settings.topics, storefront="shop-test") as producer:
+        ids = producer.send_many(_order(i) for i in range(N_EVENTS))
+        client = producer._kafka.config  # kafka-python's resolved settings, after connecting
+        assert client["compression_type"] == "gzip" and client["acks"] == -1 and client["enable_idempotence"]
+        assert client["client_id"] == "storefront-checkout" and producer.linger_ms == 20
+    decoded = _decoded(_consume(settings, settings.topic_orders, _event_count("order")), "order")
+    assert {e["event_id"] for _, events in decoded for e in events} == set(ids)
+
+
+def test_a_dying_broker_fails_each_queued_event_within_delivery_timeout(tmp_path: Path) -> None:
+    # Its own broker: this test kills it.
+    with LocalBroker(log_path=tmp_path / "tansu.log") as broker:
+        settings = Settings.from_env({}, bootstrap_servers=broker.bootstrap, partitions=4)
+        create_topics(settings)
+        reports: list[DeliveryReport] = []
+        config = {"delivery.timeout.ms": 3000, "request.timeout.ms": 1000, "max.block.ms": 2000}
+        producer = Producer.from_settings(settings, config, batch_events=10, linger_ms=60_000,
+                                          storefront="shop-test", on_delivery=reports.append)
+        delivered = producer.ticket_created(ticket_id="tkt-live", support_channel="chat")
+        producer.flush(timeout_s=30)
+        assert [(r.event_id, r.ok) for r in reports] == [(delivered, True)]
+        queued = [producer.ticket_resolved(ticket_id=f"tkt-{i}") for i in range(5)]  # lingering, not yet sent
+        broker.kill()
+        started = time.monotonic()
+        with pytest.raises(DeliveryError, match=f"not delivered to Kafka at {broker.bootstrap}") as caught:
+            producer.flush()
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.0 + 5.0, f"flush took {elapsed:.1f}s for delivery.timeout.ms=3000"
+        assert caught.value.failed == 5
+        failed = {r.event_id: r for r in reports[1:]}
+        assert set(failed) == set(queued) and not any(r.ok for r in failed.values())
+        producer.close(timeout_s=5)
 
 
 # ---------------------------------------------------------------- kcat

@@ -1,15 +1,26 @@
-"""The producer library without a broker: partitioning, batching, validation.
+"""The producer library without a broker: partitioning, batching, validation,
+field names, client settings, delivery reports, connecting lazily, import weight.
 
 A fake stands in for kafka-python's KafkaProducer and records what would be
-sent; the integration tests send the same way to a real broker.
+sent; the integration tests send the same way to a real broker. The tests of
+connecting use a real kafka-python client against loopback sockets that are
+not Kafka (a silent listener, a closed port).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
+import random
+import select
+import socket
+import subprocess
+import sys
 import time
+from collections import namedtuple
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pytest
@@ -17,18 +28,49 @@ import pytest
 from streams.config import Settings
 from streams.contract import ENVELOPE, EVENT_TYPES, message_key
 from streams.decode import decode_message
-from streams.errors import InvalidEvent
-from streams.producer import METHODS, Producer, format_timestamp, pack_messages, partition_for
+from streams.errors import ConfigError, DeliveryError, InvalidEvent, ProducerError
+from streams.producer import (
+    CLIENT_SETTINGS,
+    METHODS,
+    DeliveryReport,
+    Producer,
+    format_timestamp,
+    murmur2,
+    pack_messages,
+    partition_for,
+)
+from tests.helpers import free_port, wait_until
+
+_Metadata = namedtuple("_Metadata", "topic partition offset")
 
 
 class _Future:
-    def add_errback(self, callback: Any) -> None:
-        self.errback = callback
+    """kafka-python's future, as far as the producer uses it; the test settles it."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic, self.partition = topic, partition
+        self.callbacks: list[Callable[[Any], None]] = []
+        self.errbacks: list[Callable[[BaseException], None]] = []
+
+    def add_callback(self, f: Any, *args: Any) -> None:
+        self.callbacks.append(functools.partial(f, *args))
+
+    def add_errback(self, f: Any, *args: Any) -> None:
+        self.errbacks.append(functools.partial(f, *args))
+
+    def succeed(self, offset: int) -> None:
+        for callback in self.callbacks:
+            callback(_Metadata(self.topic, self.partition, offset))
+
+    def fail(self, error: BaseException) -> None:
+        for errback in self.errbacks:
+            errback(error)
 
 
 class FakeKafka:
-    def __init__(self, partitions: int = 4) -> None:
+    def __init__(self, partitions: int = 4, refuse: BaseException | None = None) -> None:
         self.partitions = partitions
+        self.refuse = refuse  # raise this from send(), as a client with a full buffer does
         self.sent: list[tuple[str, bytes | None, bytes, int]] = []
         self.futures: list[_Future] = []
         self.closed = False
@@ -37,8 +79,10 @@ class FakeKafka:
         return set(range(self.partitions))
 
     def send(self, topic: str, *, value: bytes, key: bytes | None, partition: int) -> _Future:
+        if self.refuse is not None:
+            raise self.refuse
         self.sent.append((topic, key, value, partition))
-        self.futures.append(_Future())
+        self.futures.append(_Future(topic, partition))
         return self.futures[-1]
 
     def flush(self, timeout: float | None = None) -> None:
@@ -53,7 +97,7 @@ SETTINGS = Settings()
 
 def _producer(**kwargs: Any) -> tuple[Producer, FakeKafka]:
     fake = FakeKafka(kwargs.pop("partitions", 4))
-    return Producer(SETTINGS, kafka=fake, storefront="shop-eu", **kwargs), fake
+    return Producer.from_settings(SETTINGS, kafka=fake, storefront="shop-eu", **kwargs), fake
 
 
 def _events(value: bytes) -> list[dict]:
@@ -106,7 +150,7 @@ def _sessions(n: int) -> list[dict]:
                  channel="web", device="mobile") for i in range(n)]
 
 
-def test_batches_hold_only_events_of_their_partition() -> None:
+def test_batches_hold_only_events_of_their_partition_and_carry_the_first_key() -> None:
     producer, fake = _producer(batch_events=10, linger_ms=10_000)
     producer.send_many(_sessions(100))
     producer.flush()
@@ -117,9 +161,10 @@ def test_batches_hold_only_events_of_their_partition() -> None:
         seen += len(events)
         assert len(events) <= 10
         assert all(partition_for(message_key(e), 4) == partition for e in events)
-        if len(events) > 1:
-            assert key is None
+        # A batch is keyed by its first event: a key that maps to the batch's own partition.
+        assert key == message_key(events[0]).encode()
     assert seen == 100
+    assert any(len(_events(value)) > 1 for _, _, value, _ in fake.sent)
     producer.close()
 
 
@@ -129,9 +174,7 @@ def test_full_group_goes_at_once_and_lingering_one_on_timer() -> None:
     for _ in range(4):
         producer.product_viewed(session_id=key, channel="web", device="desktop")
     assert len(fake.sent) == 1 and len(_events(fake.sent[0][2])) == 3
-    deadline = time.monotonic() + 2
-    while len(fake.sent) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(fake.sent) >= 2, timeout_s=2, interval_s=0.01, what="the lingering event sent")
     assert len(fake.sent) == 2
     assert fake.sent[1][1] == key.encode()  # a lone event goes as a keyed object
     producer.close()
@@ -173,10 +216,14 @@ def test_close_flushes_and_closes() -> None:
 
 def test_delivery_failure_surfaces_from_flush() -> None:
     producer, fake = _producer(batch_events=1)
-    producer.send(_sessions(1)[0])
-    fake.futures[0].errback(OSError("broker went away"))
-    with pytest.raises(OSError, match="broker went away"):
+    first, second = producer.send_many(_sessions(2))
+    fake.futures[0].fail(OSError("broker went away"))
+    fake.futures[1].fail(OSError("broker went away"))
+    with pytest.raises(DeliveryError, match="broker went away") as caught:
         producer.flush()
+    assert caught.value.failed == 2  # every failure counted, not only the first
+    assert [r.event_id for r in caught.value.reports] == [first, second]
+    assert isinstance(caught.value.__cause__, OSError)
     producer.flush()  # reported once
 
 
@@ -196,7 +243,7 @@ def test_given_envelope_and_extra_fields_are_kept() -> None:
     producer, fake = _producer(batch_events=1)
     moment = datetime(2025, 3, 14, 9, 30, tzinfo=timezone(timedelta(hours=1)))
     producer.ticket_replied(ticket_id="tkt-1", author="agent", public=False, storefront="outlet",
-                            occurred_at=moment, event_id="evt-fixed-1", macro="refund-policy")
+                            occurred_at=moment, event_id="evt-fixed-1", extra={"macro": "refund-policy"})
     event = orjson.loads(fake.sent[0][2])
     assert event == {"type": "ticket.replied", "event_id": "evt-fixed-1", "storefront": "outlet",
                      "occurred_at": "2025-03-14T09:30:00.000+01:00", "schema_version": 1,
@@ -227,8 +274,10 @@ def test_send_does_not_change_the_callers_dict() -> None:
     (lambda p: p.send({"type": "ticket.resolved", "ticket_id": "t", "occurred_at": "2025-03-14 09:00"}),
      "bad_timestamp", "occurred_at"),
     (lambda p: p.ticket_resolved(ticket_id="t", occurred_at=datetime(2025, 3, 14)), "bad_timestamp", "naive"),
-    (lambda p: p.ticket_created(ticket_id="t", support_channel="chat", note="x" * 1_100_000),
+    (lambda p: p.ticket_created(ticket_id="t", support_channel="chat", extra={"note": "x" * 1_100_000}),
      "oversized", "bytes"),
+    (lambda p: p.ticket_created(ticket_id="t", support_channel="chat", extra={"tags": {"vip"}}),
+     "wrong_type", "JSON"),
 ])
 def test_invalid_events_raise_naming_the_field(call: Any, reason: str, field: str) -> None:
     producer, fake = _producer(batch_events=1)
@@ -240,7 +289,7 @@ def test_invalid_events_raise_naming_the_field(call: Any, reason: str, field: st
 
 
 def test_missing_storefront_without_default() -> None:
-    producer = Producer(SETTINGS, kafka=FakeKafka(), batch_events=1)
+    producer = Producer.from_settings(SETTINGS, kafka=FakeKafka(), batch_events=1)
     with pytest.raises(InvalidEvent, match="storefront is required"):
         producer.ticket_resolved(ticket_id="t")
 
@@ -248,7 +297,7 @@ def test_missing_storefront_without_default() -> None:
 @pytest.mark.parametrize("batch_events", [0, SETTINGS.max_batch_events + 1])
 def test_batch_events_is_bounded(batch_events: int) -> None:
     with pytest.raises(ValueError, match="batch_events"):
-        Producer(SETTINGS, kafka=FakeKafka(), batch_events=batch_events)
+        Producer.from_settings(SETTINGS, kafka=FakeKafka(), batch_events=batch_events)
 
 
 def test_format_timestamp_needs_an_offset() -> None:
@@ -263,8 +312,282 @@ def test_a_method_per_event_type_with_its_fields(type_name: str) -> None:
     params = inspect.signature(method).parameters
     envelope = {"storefront", "occurred_at", "event_id"}
     named = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    assert named == envelope | EVENT_TYPES[type_name].names
+    assert named == envelope | EVENT_TYPES[type_name].names | {"extra", "on_delivery"}
+    # The catch-all only exists to turn a misspelt keyword into InvalidEvent (see the typo tests).
+    assert [n for n, p in params.items() if p.kind is inspect.Parameter.VAR_KEYWORD] == ["unknown"]
     for f in EVENT_TYPES[type_name].fields:
         has_default = params[f.name].default is not inspect.Parameter.empty
         assert has_default is (not f.required), f.name
     assert {f.name for f in ENVELOPE} - envelope == {"type", "schema_version"}
+
+
+# ---------------------------------------------------------------- misspelt and extra field names
+
+_ORDER = dict(order_id="ord-1", customer_id="cus-1", total_minor=4999, currency="EUR", first_order=True)
+
+
+@pytest.mark.parametrize(("call", "typo", "meant"), [
+    (lambda p: p.order_placed(**_ORDER, sesion_id="s1"), "sesion_id", "session_id"),
+    (lambda p: p.order_placed(**_ORDER, session_id="s1", chanel="web"), "chanel", "channel"),
+    (lambda p: p.ticket_replied(ticket_id="t", author="agent", public=True, suport_channel="chat"),
+     "suport_channel", "support_channel"),
+    (lambda p: p.session_started(session_id="s", visitor_id="v", channel="web", device="mobile", sorce="paid"),
+     "sorce", "source"),
+    (lambda p: p.ticket_resolved(ticket_id="t", occured_at="2025-03-14T09:00:00Z"), "occured_at", "occurred_at"),
+])
+def test_misspelt_keyword_fails_naming_the_closest_field(call: Any, typo: str, meant: str) -> None:
+    producer, fake = _producer(batch_events=1)
+    with pytest.raises(InvalidEvent) as caught:
+        call(producer)
+    assert caught.value.reason == "unknown_field"
+    assert f"{typo} (did you mean {meant}?)" in str(caught.value)
+    assert fake.sent == []
+
+
+def test_every_misspelt_keyword_is_named_at_once() -> None:
+    producer, _ = _producer(batch_events=1)
+    with pytest.raises(InvalidEvent, match=r"chanel \(did you mean channel\?\), sesion_id \(did you mean session_id\?\)"):
+        producer.order_placed(**_ORDER, sesion_id="s1", chanel="web")
+
+
+@pytest.mark.parametrize(("event", "typo", "meant"), [
+    ({"type": "order.placed", **_ORDER, "sesion_id": "s1"}, "sesion_id", "session_id"),
+    ({"type": "ticket.replied", "ticket_id": "t", "author": "bot", "public": True, "suport_channel": "chat"},
+     "suport_channel", "support_channel"),
+    ({"type": "session.started", "sessionId": "s", "visitor_id": "v", "channel": "web", "device": "mobile"},
+     "sessionId", "session_id"),
+])
+def test_misspelt_key_of_a_raw_event_fails_naming_the_closest_field(event: dict, typo: str, meant: str) -> None:
+    producer, fake = _producer(batch_events=1)
+    with pytest.raises(InvalidEvent) as caught:
+        producer.send(event)
+    assert caught.value.reason == "unknown_field"
+    assert f"{typo} (did you mean {meant}?)" in str(caught.value)
+    assert fake.sent == []
+
+
+def test_an_unlisted_key_of_a_raw_event_must_come_through_extra() -> None:
+    # Not a near miss of any field, still refused: what difflib cannot match is no safer.
+    producer, fake = _producer(batch_events=1)
+    event = {"type": "ticket.resolved", "ticket_id": "tkt-1"}
+    with pytest.raises(InvalidEvent, match=r"^unknown_field: campaign is not a field of ticket.resolved; .*extra="):
+        producer.send({**event, "campaign": "spring"})
+    assert fake.sent == []
+    producer.send(event, extra={"campaign": "spring"})
+    assert orjson.loads(fake.sent[0][2])["campaign"] == "spring"
+
+
+def test_extra_properties_are_sent_as_given() -> None:
+    producer, fake = _producer(batch_events=1)
+    producer.order_placed(**_ORDER, session_id="sess-1", channel="web", extra={"campaign": "x", "coupon": "SPRING"})
+    event = orjson.loads(fake.sent[0][2])
+    assert event["campaign"] == "x" and event["coupon"] == "SPRING"
+    assert event["session_id"] == "sess-1" and event["channel"] == "web"
+    assert decode_message(fake.sent[0][2], "order")[1] == []  # the worker reads it (and ignores the extras)
+
+
+@pytest.mark.parametrize("extra", [{"session_id": "s1"}, {"type": "order.refunded"}, {"storefront": "outlet"}])
+def test_extra_cannot_carry_a_field_of_the_contract(extra: dict) -> None:
+    producer, fake = _producer(batch_events=1)
+    with pytest.raises(InvalidEvent) as caught:
+        producer.order_placed(**_ORDER, extra=extra)
+    assert caught.value.reason == "field_in_extra" and next(iter(extra)) in str(caught.value)
+    assert fake.sent == []
+
+
+def test_fields_of_other_event_types_are_extras_here() -> None:
+    producer, fake = _producer(batch_events=1)
+    with pytest.raises(InvalidEvent, match="unknown_field: product_id is not a field of order.placed"):
+        producer.send({"type": "order.placed", **_ORDER, "product_id": "sku-1"})
+    producer.order_placed(**_ORDER, extra={"product_id": "sku-1"})
+    assert orjson.loads(fake.sent[0][2])["product_id"] == "sku-1"
+
+
+# ---------------------------------------------------------------- client settings
+
+
+def test_client_settings_take_kafka_names_and_keep_the_owned_ones() -> None:
+    producer = Producer("k1:9092, k2:9092", {
+        "compression.type": "gzip", "acks": "1", "enable.idempotence": "false", "linger.ms": 20,
+        "delivery.timeout.ms": "60000", "message.timeout.ms": 45_000, "sasl.username": "svc",
+        "security.protocol": "SASL_SSL",
+    }, batch_events=1)
+    config = producer.client_config
+    assert config["bootstrap_servers"] == ["k1:9092", "k2:9092"]
+    assert config["compression_type"] == "gzip" and config["acks"] == 1 and config["enable_idempotence"] is False
+    assert config["linger_ms"] == 20 and producer.linger_ms == 20
+    assert config["delivery_timeout_ms"] == 45_000  # librdkafka's name, given later, wins
+    assert config["sasl_plain_username"] == "svc" and config["security_protocol"] == "SASL_SSL"
+    assert config["max_request_size"] == producer.max_message_bytes + 16_384
+    producer.close()
+
+
+def test_client_defaults_bound_every_wait() -> None:
+    producer = Producer("k1:9092")
+    config = producer.client_config
+    assert config["acks"] == "all" and "enable_idempotence" not in config  # kafka-python's default: idempotent
+    assert config["max_block_ms"] == 10_000 and config["bootstrap_timeout_ms"] == 10_000
+    assert config["delivery_timeout_ms"] == 30_000 >= config["request_timeout_ms"] + config["linger_ms"]
+    assert producer.linger_ms == 50 and config["linger_ms"] == 5  # batching: the wait happens before packing
+    assert Producer("k1:9092", batch_events=1).linger_ms == 5
+    producer.close()
+
+
+def test_from_settings_brings_security_topics_and_limits() -> None:
+    settings = Settings(topic_orders="shop.orders", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                        sasl_username="u", sasl_password="p", max_message_bytes=500_000, app_id="shop")
+    producer = Producer.from_settings(settings, {"acks": 1}, storefront="shop-eu")
+    assert producer.bootstrap_servers == settings.bootstrap_servers
+    assert producer.topics["order"] == "shop.orders" and producer.storefront == "shop-eu"
+    assert producer.client_config["client_id"] == "shop-producer"
+    assert producer.client_config["sasl_plain_password"] == "p" and producer.client_config["acks"] == 1
+    assert producer.max_message_bytes == 500_000
+    producer.close()
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"compresion.type": "gzip"}, "did you mean compression.type"),
+    ({"enable.idempotency": True}, "did you mean enable.idempotence"),
+    ({"value.serializer": str}, "writes each message's value itself"),
+    ({"bootstrap.servers": "x:1"}, "first argument"),
+    ({"linger.ms": 10, "delivery.timeout.ms": 5_000}, "delivery.timeout.ms=5000 must be at least"),
+])
+def test_wrong_client_settings_fail_in_the_constructor(config: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Producer("k1:9092", config)
+
+
+def test_linger_given_twice_must_agree() -> None:
+    with pytest.raises(ConfigError, match="disagree"):
+        Producer("k1:9092", {"linger.ms": 10}, linger_ms=20)
+
+
+def test_client_settings_list_is_kafka_pythons() -> None:
+    from kafka import KafkaProducer
+
+    assert CLIENT_SETTINGS == set(KafkaProducer.DEFAULT_CONFIG)
+
+
+def test_settings_as_first_argument_still_work_with_a_warning() -> None:
+    fake = FakeKafka()
+    with pytest.warns(DeprecationWarning, match="from_settings"):
+        producer = Producer(SETTINGS, kafka=fake, storefront="shop-eu", batch_events=1)
+    producer.ticket_resolved(ticket_id="tkt-1")
+    assert fake.sent[0][0] == SETTINGS.topic_tickets
+    assert producer.client_config["client_id"] == f"{SETTINGS.app_id}-producer"
+
+
+# ---------------------------------------------------------------- delivery reports
+
+
+def test_every_event_of_a_batch_gets_its_report() -> None:
+    seen: list[DeliveryReport] = []
+    producer, fake = _producer(batch_events=3, linger_ms=60_000, on_delivery=seen.append)
+    ids = [producer.product_viewed(session_id="sess-1", channel="web", device="mobile") for _ in range(3)]
+    assert len(fake.sent) == 1 and seen == []  # nothing reported before the broker answers
+    fake.futures[0].succeed(offset=41)
+    partition = partition_for("sess-1", 4)
+    assert seen == [DeliveryReport(event_id, SETTINGS.topic_sessions, partition, 41, index)
+                    for index, event_id in enumerate(ids)]
+    assert all(r.ok for r in seen)
+    producer.flush()  # nothing failed: no error
+    producer.close()
+
+
+def test_a_failed_message_fails_each_of_its_events_and_others_still_succeed() -> None:
+    seen: list[DeliveryReport] = []
+    producer, fake = _producer(batch_events=2, linger_ms=60_000, on_delivery=seen.append)
+    lost = [producer.ticket_replied(ticket_id="tkt-a", author="agent", public=True) for _ in range(2)]
+    kept = producer.ticket_resolved(ticket_id="tkt-a")
+    error = TimeoutError("batch expired")
+    fake.futures[0].fail(error)
+    assert [(r.event_id, r.offset, r.error) for r in seen] == [(lost[0], None, error), (lost[1], None, error)]
+    assert not any(r.ok for r in seen)
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()  # hands over the lone third event, then reports the two failures
+    assert caught.value.failed == 2 and {r.event_id for r in caught.value.reports} == set(lost)
+    fake.futures[1].succeed(offset=7)
+    assert seen[-1].event_id == kept and seen[-1].ok and seen[-1].offset == 7 and seen[-1].index == 0
+    producer.close()
+
+
+def test_a_per_call_callback_replaces_the_producers() -> None:
+    default: list[DeliveryReport] = []
+    mine: list[DeliveryReport] = []
+    producer, fake = _producer(batch_events=1, on_delivery=default.append)
+    mine_id = producer.ticket_resolved(ticket_id="tkt-1", on_delivery=mine.append)
+    other_id = producer.send({"type": "ticket.resolved", "ticket_id": "tkt-2"})
+    for offset, future in enumerate(fake.futures):
+        future.succeed(offset)
+    assert [r.event_id for r in mine] == [mine_id] and [r.event_id for r in default] == [other_id]
+
+
+def test_a_refused_hand_over_is_reported_and_a_raising_callback_does_not_stop_the_rest() -> None:
+    seen: list[DeliveryReport] = []
+
+    def fragile(report: DeliveryReport) -> None:
+        seen.append(report)
+        raise RuntimeError("a bug in the caller's callback")
+
+    producer, fake = _producer(batch_events=2, linger_ms=60_000, on_delivery=fragile)
+    fake.refuse = TimeoutError("buffer full after max.block.ms")
+    producer.send_many(_sessions(1) * 2)  # one partition, a full group: handed over at once
+    assert [r.error for r in seen] == [fake.refuse] * 2 and [r.index for r in seen] == [0, 1]
+    with pytest.raises(DeliveryError, match="2 events were not delivered"):
+        producer.flush()
+
+
+# ---------------------------------------------------------------- connecting lazily, failing in bounded time
+
+
+def test_constructor_makes_no_network_call() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        producer = Producer(address, {"max.block.ms": 500})
+        from_settings = Producer.from_settings(Settings(bootstrap_servers=address), {"max.block.ms": 500})
+        assert time.monotonic() - started < 1.0
+        # No connection now, nor a moment later (a background connect would show here).
+        assert select.select([listener], [], [], 0.3)[0] == []
+        # The first send is what connects: the listener is not Kafka, so it fails within max.block.ms.
+        with pytest.raises(ProducerError):
+            producer.send({"type": "ticket.resolved", "ticket_id": "tkt-1", "storefront": "shop-eu"})
+        assert select.select([listener], [], [], 0)[0] == [listener]
+        producer.close()
+        from_settings.close()
+
+
+def test_send_to_a_dead_broker_fails_within_max_block() -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    producer = Producer(address, {"max.block.ms": 1000}, storefront="shop-eu")
+    started = time.monotonic()
+    with pytest.raises(ProducerError, match=rf"cannot connect to Kafka at {address} within 1000 ms \(max.block.ms\)"):
+        producer.ticket_resolved(ticket_id="tkt-1")
+    assert time.monotonic() - started < 1.0 + 2.0  # the bound, plus slack for a loaded machine
+    producer.close()  # nothing was queued: closes without waiting
+
+
+# ---------------------------------------------------------------- murmur2 without kafka-python, import weight
+
+
+def test_own_murmur2_equals_kafka_pythons() -> None:
+    from kafka.partitioner.default import murmur2 as kafka_murmur2
+
+    rng = random.Random(7)
+    keys = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64))) for _ in range(3000)]
+    keys += ["tkt-é-😀".encode(), b"", b"a", b"ab", b"abc", b"abcd"]
+    assert [murmur2(k) for k in keys] == [kafka_murmur2(k) for k in keys]
+
+
+HEAVY_MODULES = ("faust", "mode", "matplotlib", "numpy", "prometheus_client", "confluent_kafka", "kafka", "aiokafka")
+
+
+def test_importing_the_producer_loads_no_heavy_module() -> None:
+    # A fresh interpreter: this test process has imported all of them already.
+    code = "import json, sys, streams.producer; print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert "streams" in loaded
+    assert loaded.isdisjoint(HEAVY_MODULES), sorted(loaded & set(HEAVY_MODULES))
