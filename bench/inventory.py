@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from streams.config import Settings
 from streams.pipeline.customer_state import CustomerState
 from streams.decode import decode_message
-from streams.producer import partition_for
+from streams.contract import partition_for
 from streams.pipeline.window_state import Message, PartitionState
 
 from bench.workload import Workload, messages

@@ -3,7 +3,7 @@
 Events come from the simulator (``streams.devtools.simulate.generate``) with a fixed
 seed and start time, so a workload is byte-identical from run to run. Each
 event goes to its family's topic and to the partition its key maps to
-(``streams.producer.partition_for``), exactly as ``streams.producer.Producer``
+(``streams.contract.partition_for``), exactly as ``streams.producer.Producer``
 places it. Two layouts:
 
 - ``single``: one keyed JSON object per message (what kcat or a third-party
@@ -32,7 +32,8 @@ import orjson
 
 from streams.config import Settings
 from streams.contract import EVENT_TYPES, message_key
-from streams.producer import BATCH_HEADROOM_BYTES, pack_messages, partition_for
+from streams.contract import partition_for
+from streams.producer import BATCH_HEADROOM_BYTES, pack_messages
 from streams.devtools.simulate import STOREFRONTS, SimConfig, Storefront, generate
 
 Layout = Literal["single", "batched"]

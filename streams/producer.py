@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Nev
 
 import orjson
 
-from streams.contract import DEFAULT_TOPICS, ENVELOPE, EVENT_TYPES, SCHEMA_VERSION, message_key
+from streams.contract import DEFAULT_TOPICS, ENVELOPE, EVENT_TYPES, SCHEMA_VERSION, message_key, partition_for
 from streams.decode import DEFAULT_MAX_BATCH_EVENTS, DEFAULT_MAX_MESSAGE_BYTES, validate_event
 from streams.errors import ConfigError, DeliveryError, InvalidEvent, ProducerError
 
@@ -66,56 +66,6 @@ Extra = Mapping[str, Any]
 # Room for Kafka's record and batch framing: a batch's value stays this far under
 # max_message_bytes, so it also fits a broker left at message.max.bytes=1048588.
 BATCH_HEADROOM_BYTES = 16_384
-
-# ---------------------------------------------------------------- partitioning
-
-_SEED = 0x9747B28C
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash of ``data``, as an unsigned 32-bit integer.
-
-    The Java client's ``Utils.murmur2`` (and kafka-python's), written here so that
-    importing this module does not import kafka-python.
-
-        >>> murmur2(b"abc")
-        479470107
-    """
-    length = len(data)
-    h = _SEED ^ length
-    whole = length & ~3
-    for (k,) in struct.iter_unpack("<I", data[:whole]):  # little-endian 4-byte words, as Java reads them
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    rest = length & 3
-    if rest == 3:
-        h ^= data[whole + 2] << 16
-    if rest >= 2:
-        h ^= data[whole + 1] << 8
-    if rest >= 1:
-        h ^= data[whole]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for ``key`` (murmur2).
-
-    Same answer as the Java client, kafka-python, and librdkafka/kcat with
-    ``partitioner=murmur2_random`` (librdkafka's own default differs).
-
-        >>> partition_for("sess-7f3a9c21", 4)
-        2
-    """
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
 
 # ---------------------------------------------------------------- packing
 

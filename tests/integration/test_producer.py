@@ -30,7 +30,8 @@ from streams.contract import EVENT_TYPES, FAMILIES, message_key
 from streams.decode import decode_message
 from streams.devtools.broker import LocalBroker, create_topics
 from streams.errors import DeliveryError
-from streams.producer import DeliveryReport, Producer, partition_for
+from streams.contract import partition_for
+from streams.producer import DeliveryReport, Producer
 
 
 def _session(i: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from streams.config import Settings
 from streams.pipeline.customer_state import CustomerState, contribution, iso_week, week_start_ms
 from streams.decode import decode_message
-from streams.producer import partition_for
+from streams.contract import partition_for
 from streams.pipeline.window_state import Message, PartitionState
 from tests.customer_events import T0, customer_events
 from tests.customer_reference import customer_kpis

@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from streams.config import Settings
-from streams.contract import ENVELOPE, EVENT_TYPES, message_key
+from streams.contract import ENVELOPE, EVENT_TYPES, message_key, murmur2, partition_for
 from streams.decode import decode_message
 from streams.errors import ConfigError, DeliveryError, InvalidEvent, ProducerError
 from streams.producer import (
@@ -35,9 +35,7 @@ from streams.producer import (
     DeliveryReport,
     Producer,
     format_timestamp,
-    murmur2,
     pack_messages,
-    partition_for,
 )
 from tests.helpers import free_port, wait_until
 
