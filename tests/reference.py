@@ -91,6 +91,14 @@ def major(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-CURRENCY_EXPONENT.get(currency, 2))
 
 
+def _group(family: str, labels: dict[str, str], by: str | None) -> tuple[str, ...]:
+    """The group a segment belongs to: its storefront, and its channel when ``by`` asks
+    (a ticket's channel is its support channel)."""
+    if by is None:
+        return (labels["storefront"],)
+    return (labels["storefront"], labels["support_channel" if family == "ticket" else "channel"])
+
+
 @dataclass
 class _Ticket:
     created_ms: int | None = None
@@ -148,7 +156,8 @@ class Reference:
             seen[source][event["event_id"]] = ts
             ref.watermark_ms[source] = ts if watermark is None else max(watermark, ts)
             if family == "ticket":
-                ref._apply_ticket(partition, event, ts, tickets[partition, event["ticket_id"]])
+                ref._apply_ticket(partition, event, ts, tickets[partition, event["ticket_id"]],
+                                  ref.watermark_ms[source])
             else:
                 ref._apply_plain(family, partition, event, ts)
         return ref
@@ -193,7 +202,7 @@ class Reference:
             if kind == "csat" and score >= 4:
                 self._add(family, partition, ts, seg, "csat_satisfied")
 
-    def _apply_ticket(self, partition: int, event: dict[str, Any], ts: int, ticket: _Ticket) -> None:
+    def _apply_ticket(self, partition: int, event: dict[str, Any], ts: int, ticket: _Ticket, watermark: int) -> None:
         kind = event["type"]
         if kind == "ticket.created" and ticket.created_ms is None:
             ticket.created_ms = ts
@@ -226,8 +235,10 @@ class Reference:
         if (not ticket.first_response_done and ticket.created_ms is not None
                 and ticket.earliest_reply_ms is not None):
             ticket.first_response_done = True
-            observe("first_response", ticket.earliest_reply_ms,
-                    (ticket.earliest_reply_ms - ticket.created_ms) / 1000)
+            at = ticket.earliest_reply_ms
+            if watermark >= self._window(at) + self.params.window_ms + self.params.grace_ms:
+                at = ts  # rule 8: that reply's window has closed, so it counts where the pair completed
+            observe("first_response", at, (ticket.earliest_reply_ms - ticket.created_ms) / 1000)
 
     # ------------------------------------------------------------------ reading
     def families(self) -> set[str]:
@@ -305,6 +316,79 @@ class Reference:
             result[spec.window_name] = {seg: sorted(values) for seg, values in found.items()}
             result[spec.window_count_name] = {seg: len(values) for seg, values in found.items()}
         return result
+
+    def window_kpis(self, end_ms: int, view_ms: int, by: str | None = None) -> dict[tuple[str, tuple], Any]:
+        """Every KPI of docs/metrics.md ("KPIs") over the event-time window [end - view, end),
+        summed over all partitions, per storefront (``by=None``) or per storefront and channel
+        (``by="channel"``: the family's ``channel`` label, ``support_channel`` for tickets).
+
+        Keys are (kpi key, group), the group being the label values in the order storefront,
+        [channel | support_channel], [currency]. A KPI is absent where its denominator is 0.
+        Money is exact (``Decimal``); quantiles are the exact rank quantile (rule 9).
+        """
+        start = end_ms - view_ms
+        sums: dict[tuple[str, str, tuple], int] = defaultdict(int)  # (field, family, group) -> total
+        currencies: dict[tuple, set[str]] = defaultdict(set)
+        for (family, _, window, seg, name), value in self.components.items():
+            if not start <= window < end_ms:
+                continue
+            labels = dict(seg)
+            group = _group(family, labels, by)
+            sums[name, family, group] += value
+            if family == "order":
+                sums[name, "order$", (*group, labels["currency"])] += value
+                currencies[group].add(labels["currency"])
+        samples: dict[tuple[str, tuple], list[float]] = defaultdict(list)
+        for (family, _, window, seg, name), values in self.samples.items():
+            if start <= window < end_ms:
+                samples[name, _group(family, dict(seg), by)].extend(values)
+
+        def total(name: str, family: str, group: tuple) -> int:
+            return sums.get((name, family, group), 0)
+
+        out: dict[tuple[str, tuple], Any] = {}
+        groups = {group for (_, family, group) in sums if family != "order$"}
+        for group in groups:
+            sessions = total("sessions_started", "session", group)
+            checkouts = total("checkouts_started", "session", group)
+            orders = total("orders_placed", "order", group)
+            tickets = total("tickets_created", "ticket", group)
+            if sessions:
+                out["conversion", group] = orders / sessions
+                for currency in currencies.get(group, ()):
+                    revenue = total("revenue_minor", "order$", (*group, currency))
+                    out["revenue_per_visitor", (*group, currency)] = major(revenue, currency) / sessions
+            if checkouts:
+                out["cart_abandonment", group] = 1 - orders / checkouts
+            if orders:
+                refunds = total("refunds", "order", group) + total("returns", "order", group)
+                out["refund_return_rate", group] = refunds / orders
+                out["repeat_purchase", group] = 1 - total("first_orders", "order", group) / orders
+                out["ticket_to_order", group] = tickets / orders
+            for currency in currencies.get(group, ()):
+                placed = total("orders_placed", "order$", (*group, currency))
+                if placed:
+                    revenue = total("revenue_minor", "order$", (*group, currency))
+                    out["average_order_value", (*group, currency)] = major(revenue, currency) / placed
+            resolved = len(samples.get(("resolution", group), ()))
+            if resolved:
+                out["first_contact_resolution", group] = total("tickets_resolved_one_touch", "ticket", group) / resolved
+            nps = total("nps_responses", "survey", group)
+            if nps:
+                promoters, detractors = total("nps_promoters", "survey", group), total("nps_detractors", "survey", group)
+                out["nps", group] = 100 * (promoters - detractors) / nps
+            csat = total("csat_responses", "survey", group)
+            if csat:
+                out["csat", group] = total("csat_satisfied", "survey", group) / csat
+                out["csat_mean", group] = total("csat_score_sum", "survey", group) / csat
+            ces = total("ces_responses", "survey", group)
+            if ces:
+                out["ces", group] = total("ces_score_sum", "survey", group) / ces
+        for (field, group), values in samples.items():
+            prefix = {"first_response": "first_response", "resolution": "resolution"}[field]
+            out[f"{prefix}_p50", group] = exact_quantile(values, 0.5)
+            out[f"{prefix}_p90", group] = exact_quantile(values, 0.9)
+        return out
 
     def partitions_of_family(self, family: str) -> set[int]:
         return {p for fam, p in self.watermark_ms if fam == family}

@@ -9,6 +9,7 @@ batch is committed. The e2e tests drive the same classes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -117,6 +118,11 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     return replace(settings, metrics_port=settings.metrics_port + index, web_port=settings.web_port + index)
 
 
+# How old a remote-written window may be and still be accepted: the workers keep windows for
+# CXPULSE_RETENTION (2h) and write any they had not written after a restart; an hour more.
+OUT_OF_ORDER_WINDOW = "3h"
+
+
 @dataclass
 class PrometheusProcess:
     """A real Prometheus on loopback scraping the given targets, with our rules."""
@@ -132,11 +138,19 @@ class PrometheusProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def write_url(self) -> str:
+        """Where workers write complete event-time windows (CXPULSE_REMOTE_WRITE_URL)."""
+        return f"{self.url}/api/v1/write"
+
     def config(self) -> str:
         rules = "".join(f"\n  - {path}" for path in self.rules if path.exists())
         targets = ", ".join(f"'{t}'" for t in self.targets)
         return (
             f"global:\n  scrape_interval: {self.scrape_interval}\n  evaluation_interval: {self.scrape_interval}\n"
+            # complete event-time windows arrive by remote write, stamped with their end: older
+            # than the newest sample of a series when a worker catches up or a partition moves
+            f"storage:\n  tsdb:\n    out_of_order_time_window: {OUT_OF_ORDER_WINDOW}\n"
             f"rule_files:{rules or ' []'}\n"
             "scrape_configs:\n  - job_name: cxpulse\n"
             f"    static_configs:\n      - targets: [{targets}]\n"
@@ -153,7 +167,8 @@ class PrometheusProcess:
         log = open(self.workdir / "prometheus.log", "ab")
         self.process = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
+             "--web.enable-remote-write-receiver"],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -212,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         broker.start()
         settings = Settings.from_env(bootstrap_servers=broker.bootstrap)
+        if not args.no_prometheus:  # complete event-time windows go to the local Prometheus
+            settings = dataclasses.replace(settings,
+                                           remote_write_url=f"http://127.0.0.1:{args.prometheus_port}/api/v1/write")
         create_topics(settings)
         say(f"broker      {broker.bootstrap} (Tansu, in memory: a restart starts empty)")
         for index in range(args.workers):

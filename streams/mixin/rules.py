@@ -31,8 +31,19 @@ from typing import Any, Literal
 
 import yaml
 
-from streams.catalog import COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, KPIS, PIPELINE, Kpi
-from streams.config import parse_duration_ms
+from streams.catalog import (
+    COUNTERS,
+    CUSTOMER,
+    CUSTOMER_PIPELINE,
+    HISTOGRAMS,
+    INITIATIVE,
+    KPIS,
+    PIPELINE,
+    WINDOW_COMPLETE,
+    WINDOW_QUANTILES,
+    Kpi,
+)
+from streams.config import Settings, format_duration, parse_duration_ms
 from streams.mixin.intervals import NPS_PSEUDO_EACH, NPS_PSEUDO_N, Z95
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +89,7 @@ RESOLUTION_P90_FLOOR_S = 4 * 3600  # ... or the p90 resolution under 4 h
 MIN_TICKET_TIMES_PER_HOUR = 20  # first responses / resolutions measured in the hour
 SILENT_WINDOW = "30m"  # no events of a family for this long ...
 SILENT_MIN_EVENTS = 20  # ... while it had at least this many in the same span an hour or a week ago
+WINDOWS_BEHIND_MARGIN_S = 30  # complete-window lag beyond the rules' DELAY that pages (2 minutes on)
 CONSUMER_LAG_MAX_MESSAGES = 10_000  # per family, summed over partitions
 FRESHNESS_P99_MAX_S = 30.0  # event in Kafka -> visible on /metrics (histogram tops out at 60 s)
 DEAD_LETTER_RATIO_MAX = 0.05  # rejected / events read
@@ -148,33 +160,24 @@ def kpi_levels(kpi: Kpi) -> tuple[Level, ...]:
     return tuple(levels)
 
 
-def kpi_operation(kpi: Kpi, range_: str) -> str:
-    return f"{'quantile' if kpi.shape == 'quantile' else 'ratio'}_rate{range_}"
-
-
-def kpi_rule(kpi: Kpi, level: Level, range_: str) -> str:
-    """The recorded name of a KPI, e.g. ``storefront:cxpulse_conversion:ratio_rate5m``."""
-    return rule_name(level, f"cxpulse_{kpi.key}", kpi_operation(kpi, range_))
-
-
 def component_level(metric: str, level: Level) -> Level:
     """The level a component is recorded at for a KPI level (sessions carry no currency)."""
     return tuple(label for label in level if label in _LABELS[metric] or label == "le")
 
 
-def component_rule(metric: str, level: Level, range_: str, offset: str = "") -> str:
-    op = f"rate{range_}" + (f"_offset{offset}" if offset else "")
-    return rule_name(component_level(metric, level), base(metric), op)
+def denominator_rule(kpi: Kpi, level: Level, window: str, offset: bool = False) -> str:
+    """The KPI's sample size n in the window, e.g. ``storefront:cxpulse_csat:denominator_window1h``."""
+    return window_denominator_rule(kpi, level, window) + ("_offset1w" if offset else "")
 
 
-def denominator_rule(kpi: Kpi, level: Level, range_: str, offset: bool = False) -> str:
-    """The KPI's sample size as a count over the range, e.g. ``storefront:cxpulse_csat:denominator_increase1h``."""
-    return rule_name(level, f"cxpulse_{kpi.key}", f"denominator_increase{range_}" + ("_offset1w" if offset else ""))
+def bound_rule(kpi: Kpi, level: Level, window: str, side: Literal["lower", "upper"], offset: bool = False) -> str:
+    """A bound of the KPI's 95% interval, e.g. ``storefront:cxpulse_csat:ratio_window1h_lower_offset1w``."""
+    return window_rule(kpi, level, window) + f"_{side}" + ("_offset1w" if offset else "")
 
 
-def bound_rule(kpi: Kpi, level: Level, range_: str, side: Literal["lower", "upper"], offset: bool = False) -> str:
-    """A bound of the KPI's 95% interval, e.g. ``storefront:cxpulse_csat:ratio_rate1h_lower_offset1w``."""
-    return kpi_rule(kpi, level, range_) + f"_{side}" + ("_offset1w" if offset else "")
+def numerator_rule(kpi: Kpi, metric: str, level: Level, window: str, offset: bool = False) -> str:
+    """A numerator's count in the window, recorded where an interval needs it apart (NPS)."""
+    return rule_name(level, base(metric), f"window{window}" + ("_offset1w" if offset else ""))
 
 
 @dataclass(frozen=True)
@@ -221,86 +224,160 @@ def _indent(text: str, spaces: int = 2) -> str:
     return "\n".join(" " * spaces + line for line in text.splitlines())
 
 
-def recording_groups() -> list[dict[str, Any]]:
-    """Groups numbered in dependency order: promtool evaluates groups by name, and a KPI must
-    see the component rates recorded at the same instant (Prometheus itself runs groups
-    concurrently, where one evaluation interval of delay is harmless). Intervals (group 4) read
-    the KPIs and sample sizes of group 2 and the baselines of group 3."""
-    components: dict[tuple[str, Level, str], str] = {}  # (metric, level, range) -> rule name
-    for kpi in KPIS:
-        for level in kpi_levels(kpi):
-            for metric in kpi_components(kpi):
-                lvl = component_level(metric, (*level, "le") if metric.endswith("_bucket") else level)
-                for range_ in RANGES:
-                    components[metric, lvl, range_] = rule_name(lvl, base(metric), f"rate{range_}")
-    for metrics in FAMILY_ARRIVALS.values():
-        for metric in metrics:
-            for range_ in RANGES:
-                components[metric, ("storefront",), range_] = rule_name("storefront", base(metric), f"rate{range_}")
+# ------------------------------------------------------- event-time windows
+# The merge stage writes every complete window to Prometheus at its end (remote write):
+# ``cxpulse_window_<counter>{window="5m", <segment>}`` holds the window [t - 5m, t) at t,
+# one sample a minute for each view (trailing windows ending at every minute). A range of
+# ``[1m]`` ending at a minute boundary holds exactly one such sample: the window ending there.
+WINDOWS: tuple[str, ...] = ("5m", "1h")  # KPI windows recorded by the rules (views: 1m, 5m, 15m, 1h)
+VIEWS: tuple[str, ...] = ("1m", "5m", "15m", "1h")
+_DEFAULTS = Settings.from_env()
+# How far behind now the rules read. A window is complete once every source partition has
+# closed it: its watermark past the window's end plus the grace period. An active partition's
+# watermark is about now; a quiet one's follows the others CXPULSE_IDLE_PARTITION behind (and
+# only after being quiet that long); the complete-until mark sits on a window boundary (up to a
+# window earlier). So grace + idle + one window, in whole seconds: 3m30s by default. Rendered
+# from the environment's settings: re-render the rules after changing them.
+DELAY = format_duration(-(-(_DEFAULTS.grace_ms + _DEFAULTS.idle_partition_ms + _DEFAULTS.window_ms) // 1000) * 1000)
+_FAMILY_OF = {c.name: c.family for c in COUNTERS} | {h.name + "_count": h.family for h in HISTOGRAMS}
 
-    rates = [
-        {"record": name, "expr": _sum_rate(metric, lvl, range_)}
-        for (metric, lvl, range_), name in sorted(components.items(), key=lambda kv: kv[1])
-    ]
+
+def window_component(metric: str, level: Level, window: str, offset: str = "") -> str:
+    """The sum of a counter (or a summary's ``_count``) over the ``window`` ending at the
+    evaluation time (minus ``offset``), by ``level``: one sample per series, the whole window."""
+    off = f" offset {offset}" if offset else ""
+    name = next((c.window_name for c in COUNTERS if c.name == metric), None)
+    if name is None:  # a histogram's count: its per-channel summary's _count
+        name = next(h.window_count_name for h in HISTOGRAMS if h.name + "_count" == metric)
+    return f'sum by ({", ".join(level)}) (sum_over_time({name}{{window="{window}"}}[1m]{off}))'
+
+
+def window_complete(family: str, window: str, offset: str = "") -> str:
+    """1 per storefront whose ``family`` window is complete (also with no event of it)."""
+    off = f" offset {offset}" if offset else ""
+    return (f'sum by (storefront) (sum_over_time({WINDOW_COMPLETE}{{family="{family}", window="{window}"}}'
+            f"[1m]{off}))")
+
+
+def window_numerator(kpi: Kpi, metric: str, level: Level, window: str, offset: str = "") -> str:
+    """A numerator of ``kpi`` over the window, 0 where the storefront's window of its family is
+    complete but held no such event, absent where it is not complete."""
+    lvl = component_level(metric, level)
+    expr = window_component(metric, lvl, window, offset)
+    den_level = component_level(kpi.denominator, level)
+    if den_level != lvl:  # revenue per currency: no currency without an order, nothing to fill
+        return expr
+    den = window_component(kpi.denominator, den_level, window, offset)
+    zero = f"0 * {den}\n    and on (storefront) {window_complete(_FAMILY_OF[metric], window, offset)}"
+    return f"(\n    {expr}\n    or on ({', '.join(lvl)})\n    {zero}\n  )"
+
+
+def window_kpi_expr(kpi: Kpi, level: Level, window: str, offset: str = "") -> str:
+    """A KPI over the event-time ``window`` ending at the evaluation time minus ``offset``,
+    exactly as docs/metrics.md defines it, from complete windows only.
+
+    A numerator with no event in the window reads 0 where its family's window is complete
+    (``cxpulse_window_complete``) and nothing where it is not: a lagging family makes the KPI
+    absent, never wrong. Quantiles are the merge stage's, within its sketch's 1% (not bucket
+    interpolation).
+
+        >>> window_kpi_expr(next(k for k in KPIS if k.key == "csat_mean"), ("storefront",), "5m").count("sum_over_time")
+        4
+    """
+    off = f" offset {offset}" if offset else ""
+    if kpi.shape == "quantile":
+        hist = next(h for h in HISTOGRAMS if h.name == kpi.histogram)
+        name = hist.window_storefront_name if tuple(level) == ("storefront",) else hist.window_name
+        return (f'max by ({", ".join(level)}) (sum_over_time({name}{{window="{window}", '
+                f'quantile="{kpi.quantile}"}}[1m]{off}))')
+
+    def component(metric: str, lvl: Level) -> str:
+        if metric == kpi.denominator:
+            return window_component(metric, component_level(metric, lvl), window, offset)
+        return window_numerator(kpi, metric, level, window, offset)
+
+    return _kpi_expr(kpi, level, window, component)
+
+
+def window_rule(kpi: Kpi, level: Level, window: str) -> str:
+    """The recorded KPI of the last complete window, e.g. ``storefront:cxpulse_conversion:ratio_window5m``."""
+    return rule_name(level, f"cxpulse_{kpi.key}", f"{'quantile' if kpi.shape == 'quantile' else 'ratio'}_window{window}")
+
+
+def window_denominator_rule(kpi: Kpi, level: Level, window: str) -> str:
+    """Its sample size n (sessions, orders, answers in the window), e.g. ``storefront:cxpulse_csat:denominator_window1h``."""
+    return rule_name(level, f"cxpulse_{kpi.key}", f"denominator_window{window}")
+
+
+def recording_groups() -> list[dict[str, Any]]:
+    """Groups numbered in dependency order: promtool evaluates groups by name. Group 1 reads
+    the event-time windows (each KPI of the last window complete ``DELAY`` ago, its sample size
+    and its value a week earlier), group 2 their 95% intervals, group 5 pipeline health by
+    arrival time (rates over the workers' counters)."""
     kpis = []
     for kpi in KPIS:
         for level in kpi_levels(kpi):
-            for range_ in RANGES:
-                def recorded(metric: str, lvl: Level, r: str = range_) -> str:
-                    return rule_name(component_level(metric, lvl), base(metric), f"rate{r}")
-
-                kpis.append({"record": kpi_rule(kpi, level, range_), "expr": _kpi_expr(kpi, level, range_, recorded)})
-    for key in INTERVAL_KPIS:  # the sample sizes, after the KPIs (the same group: no rule reads another)
-        kpi = _kpi(key)
-        for level in kpi_levels(kpi):
-            for range_ in RANGES:
-                kpis.append({"record": denominator_rule(kpi, level, range_),
-                             "expr": f"{component_rule(kpi.denominator, level, range_)} * {_seconds(range_)}"})
-    baselines = []
+            for window in WINDOWS:
+                kpis.append({"record": window_rule(kpi, level, window),
+                             "expr": window_kpi_expr(kpi, level, window, DELAY)})
+                if kpi.shape == "quantile":
+                    continue
+                kpis.append({"record": window_denominator_rule(kpi, level, window),
+                             "expr": window_component(kpi.denominator, component_level(kpi.denominator, level),
+                                                      window, DELAY)})
     for key in BASELINE_KPIS:
         kpi = _kpi(key)
         level = kpi_levels(kpi)[0]
-        for range_ in RANGES:
-            def raw(metric: str, lvl: Level, r: str = range_) -> str:
-                return _sum_rate(metric, component_level(metric, lvl), r, "1w")
-
-            for metric in kpi_components(kpi)[-1:] if kpi.shape != "quantile" else (kpi.histogram + "_count",):
-                baselines.append({
-                    "record": component_rule(metric, level, range_, "1w"),
-                    "expr": raw(metric, level),
-                })
-            baselines.append({
-                "record": kpi_rule(kpi, level, range_) + "_offset1w",
-                "expr": _kpi_expr(kpi, level, range_, raw),
-            })
-    for key in (k for k in BASELINE_KPIS if k in INTERVAL_KPIS):  # what last week's interval needs
+        for window in WINDOWS:
+            kpis.append({"record": window_rule(kpi, level, window) + "_offset1w",
+                         "expr": window_kpi_expr(kpi, level, window, f"1w{DELAY}")})
+            if kpi.shape != "quantile":
+                kpis.append({"record": window_denominator_rule(kpi, level, window) + "_offset1w",
+                             "expr": window_component(kpi.denominator, component_level(kpi.denominator, level),
+                                                      window, f"1w{DELAY}")})
+            else:
+                count = kpi.histogram + "_count"
+                kpis.append({"record": rule_name(level, base(count), f"window{window}_offset1w"),
+                             "expr": window_component(count, level, window, f"1w{DELAY}")})
+    for kpi in (k for k in KPIS if k.shape == "quantile"):  # the sample size of a quantile: its count
+        count = kpi.histogram + "_count"
+        for level in kpi_levels(kpi):
+            for window in WINDOWS:
+                kpis.append({"record": rule_name(level, base(count), f"window{window}"),
+                             "expr": window_component(count, level, window, DELAY)})
+    for key in (k for k in INTERVAL_KPIS if _kpi(k).shape == "nps"):  # NPS bounds need P and D apart
         kpi = _kpi(key)
-        level = kpi_levels(kpi)[0]
-        for range_ in RANGES:
-            for metric in kpi.numerator if kpi.shape == "nps" else ():  # NPS bounds need P and D apart
-                baselines.append({"record": component_rule(metric, level, range_, "1w"),
-                                  "expr": _sum_rate(metric, component_level(metric, level), range_, "1w")})
-            baselines.append({"record": denominator_rule(kpi, level, range_, offset=True),
-                              "expr": _sum_increase(kpi.denominator, level, range_, "1w")})
-    baselines = list({r["record"]: r for r in baselines}.values())  # shared denominators once
+        for level in kpi_levels(kpi):
+            for window in WINDOWS:
+                for metric in kpi.numerator:
+                    kpis.append({"record": numerator_rule(kpi, metric, level, window),
+                                 "expr": window_numerator(kpi, metric, level, window, DELAY)})
+                    if key in BASELINE_KPIS and level == kpi_levels(kpi)[0]:
+                        kpis.append({"record": numerator_rule(kpi, metric, level, window, offset=True),
+                                     "expr": window_numerator(kpi, metric, level, window, f"1w{DELAY}")})
+    kpis = list({r["record"]: r for r in kpis}.values())  # p50 and p90 share their counts
 
     intervals = []
     for key in INTERVAL_KPIS:
         kpi = _kpi(key)
         for level in kpi_levels(kpi):
-            for range_ in RANGES:
+            for window in WINDOWS:
                 for side in ("lower", "upper"):
-                    intervals.append({"record": bound_rule(kpi, level, range_, side),
-                                      "expr": _interval_expr(kpi, level, range_, side)})
+                    intervals.append({"record": bound_rule(kpi, level, window, side),
+                                      "expr": _interval_expr(kpi, level, window, side)})
     for key in (k for k in BASELINE_KPIS if k in INTERVAL_KPIS):
         kpi = _kpi(key)
         level = kpi_levels(kpi)[0]
-        for range_ in RANGES:
+        for window in WINDOWS:
             for side in ("lower", "upper"):
-                intervals.append({"record": bound_rule(kpi, level, range_, side, offset=True),
-                                  "expr": _interval_expr(kpi, level, range_, side, offset=True)})
+                intervals.append({"record": bound_rule(kpi, level, window, side, offset=True),
+                                  "expr": _interval_expr(kpi, level, window, side, offset=True)})
 
     pipeline = []
+    for family, metrics in FAMILY_ARRIVALS.items():  # the live view: events as processed
+        for metric in metrics:
+            pipeline.append({"record": rule_name("storefront", base(metric), "rate5m"),
+                             "expr": _sum_rate(metric, ("storefront",), "5m")})
     for metric in PIPELINE_COUNTERS:
         expr = _sum_rate(metric, ("family",), "5m")
         if metric == "cxpulse_events_rejected_total":
@@ -323,6 +400,10 @@ def recording_groups() -> list[dict[str, Any]]:
          "expr": "sum by (family) (cxpulse_consumer_lag_messages)"},
         {"record": "family:cxpulse_watermark_lag_seconds:max",
          "expr": "max by (family) (cxpulse_watermark_lag_seconds)"},
+        # event time: how far behind now the windows of each family are complete (every merge
+        # partition; the slowest decides what the KPIs can show)
+        {"record": "family:cxpulse_window_complete_lag_seconds:max",
+         "expr": "time() - min by (family) (cxpulse_window_complete_until_timestamp_seconds)"},
         {"record": "job:cxpulse_event_freshness_seconds_bucket:rate5m",
          "expr": _sum_rate("cxpulse_event_freshness_seconds_bucket", ("job", "le"), "5m")},
         {"record": "job:cxpulse_event_freshness_seconds:p99_rate5m",
@@ -330,10 +411,8 @@ def recording_groups() -> list[dict[str, Any]]:
         {"record": "job:cxpulse_workers_ready:sum", "expr": "sum by (job) (cxpulse_worker_ready)"},
     ]
     return [
-        {"name": "cxpulse.1.components", "rules": rates},
-        {"name": "cxpulse.2.kpis", "rules": kpis},
-        {"name": "cxpulse.3.baselines", "rules": baselines},
-        {"name": "cxpulse.4.intervals", "rules": intervals},
+        {"name": "cxpulse.1.windows", "rules": kpis},
+        {"name": "cxpulse.2.intervals", "rules": intervals},
         {"name": "cxpulse.5.pipeline", "rules": pipeline},
         {"name": "cxpulse.5.customers", "rules": customer_rules()},
         {"name": "cxpulse.5.initiatives", "rules": initiative_rules()},
@@ -400,18 +479,18 @@ def _num(value: float) -> str:
     return repr(value)
 
 
-def _interval_expr(kpi: Kpi, level: Level, range_: str, side: Literal["lower", "upper"],
+def _interval_expr(kpi: Kpi, level: Level, window: str, side: Literal["lower", "upper"],
                    offset: bool = False) -> str:
     """A bound of the KPI's 95% interval from the recorded KPI, its sample size and (NPS) its
     components; the same formulas as ``streams.mixin.intervals`` (a test runs both on the same input)."""
     suffix = "_offset1w" if offset else ""
-    n = denominator_rule(kpi, level, range_, offset)
+    n = denominator_rule(kpi, level, window, offset)
     if kpi.shape == "nps":
-        promoters, detractors = (component_rule(m, level, range_, "1w" if offset else "") for m in kpi.numerator)
-        return _nps_bound(promoters, detractors, _seconds(range_), n, side)
+        promoters, detractors = (numerator_rule(kpi, m, level, window, offset) for m in kpi.numerator)
+        return _nps_bound(promoters, detractors, 1, n, side)
     # A one_minus KPI's interval is 1 - its inner share's, swapped: Wilson's is symmetric in p and
     # 1 - p, so it is the Wilson interval of the KPI itself (clamp(1 - r) = 1 - clamp(r) too).
-    return _wilson_bound(f"clamp({kpi_rule(kpi, level, range_)}{suffix}, 0, 1)", n, side)
+    return _wilson_bound(f"clamp({window_rule(kpi, level, window)}{suffix}, 0, 1)", n, side)
 
 
 def _wilson_bound(p: str, n: str, side: Literal["lower", "upper"]) -> str:
@@ -465,17 +544,17 @@ def _nps_bound(promoters: str, detractors: str, seconds: int, n: str, side: Lite
 
 
 # --------------------------------------------------------------- alert rules
-def _drop_alert(name: str, key: str, change: str, threshold: float, guard_metric: str, guard: int,
+def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
                 what: str, fmt: str, summary: str) -> Alert:
-    """A KPI over the last hour fell against the same hour last week by more than ``threshold``, with
-    ``guard`` per hour of ``guard_metric`` in both; for a KPI with an interval (INTERVAL_KPIS) also
-    beyond the noise: this hour's 95% interval wholly below last week's."""
+    """A KPI over the last complete hour of event time fell against the same hour last week by
+    more than ``threshold``, with a sample of at least ``guard`` in both; for a KPI with an
+    interval (INTERVAL_KPIS) also beyond the noise: this hour's 95% interval wholly below last
+    week's. Reads complete windows only: a family that lags makes it silent, never wrong."""
     kpi = _kpi(key)
     level = kpi_levels(kpi)[0]
-    now, before = kpi_rule(kpi, level, "1h"), kpi_rule(kpi, level, "1h") + "_offset1w"
-    vol_now = component_rule(guard_metric, level, "1h")
-    vol_before = component_rule(guard_metric, level, "1h", "1w")
-    on = ", ".join(component_level(guard_metric, level))
+    now, before = window_rule(kpi, level, "1h"), window_rule(kpi, level, "1h") + "_offset1w"
+    n_now, n_before = denominator_rule(kpi, level, "1h"), denominator_rule(kpi, level, "1h", offset=True)
+    on = ", ".join(component_level(kpi.denominator, level))
     noise = key in INTERVAL_KPIS
     if change == "relative":
         delta = f"{now}\n  / {before}\n  - 1"
@@ -486,8 +565,8 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard_metric
     expr = (
         f"(\n  {delta}\n) < -{threshold}\n"
         f"{beyond}"
-        f"and on ({on}) {vol_now} * 3600 >= {guard}\n"
-        f"and on ({on}) {vol_before} * 3600 >= {guard}"
+        f"and on ({on}) {n_now} >= {guard}\n"
+        f"and on ({on}) {n_before} >= {guard}"
     )
     labels = ", ".join(f"{lbl}='%s'" for lbl in level)
     args = " ".join(f"$labels.{lbl}" for lbl in level)
@@ -513,48 +592,58 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard_metric
         name=name, expr=expr, for_="15m", severity="critical" if key in ("conversion", "revenue_per_visitor")
         else "warning",
         summary=summary + f" ({value} vs same hour last week)",
-        description=(f"{what} over the last hour is {live}, against {was} in the same hour last week "
-                     f"({value}).{beyond_text} Formula: {kpi.formula}. Volume guard: at least {guard} per hour "
-                     f"now and last week ({base(guard_metric)})."),
-        dashboard="cx-overview",
+        description=(f"{what} over the last complete hour of event time (the hour ending {DELAY} ago) is {live}, "
+                     f"against {was} in the same hour last week ({value}).{beyond_text} Formula: {kpi.formula}. "
+                     f"Sample guard: at least {guard} ({base(kpi.denominator)}) in the hour, now and last week."),
+        dashboard="cx-overview", labels={"kind": "kpi", "family": kpi.family},
     )
 
 
 def _collapse_expr() -> str:
-    def cvr(range_: str, offset: str = "") -> str:
-        return (f"{_sum_rate('cxpulse_orders_placed_total', ('storefront',), range_, offset)}\n"
-                f"  / {_sum_rate('cxpulse_sessions_started_total', ('storefront',), range_, offset)}")
+    """Conversion of the newest two complete minutes of event time below half of the 15 minutes
+    before them, while both families' windows are complete that far (a lag never pages here)."""
+    two = f"{_seconds(DELAY) + 120}s"  # offset of the 15 minutes before the two minutes
 
-    before = cvr("15m", "2m")
+    def minutes(metric: str) -> str:
+        name = next(c.window_name for c in COUNTERS if c.name == metric)
+        return f'sum by (storefront) (sum_over_time({name}{{window="1m"}}[2m] offset {DELAY}))'
+
+    before = window_kpi_expr(_kpi("conversion"), ("storefront",), "15m", two)
     return (
-        f"(\n  {cvr('2m')}\n)\n< {COLLAPSE_FACTOR} * (\n  {before}\n)\n"
+        f"(\n  {minutes('cxpulse_orders_placed_total')}\n"
+        f"  or on (storefront) 0 * {minutes('cxpulse_sessions_started_total')}\n)\n"
+        f"/ ({minutes('cxpulse_sessions_started_total')} > 0)\n"
+        f"< {COLLAPSE_FACTOR} * (\n{_indent(before)}\n)\n"
         f"and on (storefront)\n"
-        f"  sum by (storefront) (increase(cxpulse_sessions_started_total[2m]))\n"
-        f"  * (\n    {before}\n  ) >= {COLLAPSE_MIN_EXPECTED_ORDERS}"
+        f"  {minutes('cxpulse_sessions_started_total')}\n"
+        f"  * (\n{_indent(before, 4)}\n  ) >= {COLLAPSE_MIN_EXPECTED_ORDERS}\n"
+        f"and on () max(family:cxpulse_window_complete_lag_seconds:max{{family=~\"order|session\"}})"
+        f" <= {_seconds(DELAY)}"
     )
 
 
 def _spike_alert(name: str, key: str, floor_s: int, dashboard: str, what: str) -> Alert:
     kpi = _kpi(key)
     level = kpi_levels(kpi)[0]
-    now, before = kpi_rule(kpi, level, "1h"), kpi_rule(kpi, level, "1h") + "_offset1w"
-    count = kpi.histogram + "_count"
-    vol_now, vol_before = component_rule(count, level, "1h"), component_rule(count, level, "1h", "1w")
+    now, before = window_rule(kpi, level, "1h"), window_rule(kpi, level, "1h") + "_offset1w"
+    count = base(kpi.histogram + "_count")
+    vol_now = rule_name(level, count, "window1h")
+    vol_before = rule_name(level, count, "window1h_offset1w")
     expr = (
         f"{now} > {floor_s}\n"
         f"and {now} > {RESPONSE_SPIKE_FACTOR} * {before}\n"
-        f"and on (storefront) {vol_now} * 3600 >= {MIN_TICKET_TIMES_PER_HOUR}\n"
-        f"and on (storefront) {vol_before} * 3600 >= {MIN_TICKET_TIMES_PER_HOUR}"
+        f"and on (storefront) {vol_now} >= {MIN_TICKET_TIMES_PER_HOUR}\n"
+        f"and on (storefront) {vol_before} >= {MIN_TICKET_TIMES_PER_HOUR}"
     )
     was = (f'{{{{ with printf "{before}{{storefront=\'%s\'}}" $labels.storefront | query }}}}'
            f"{{{{ . | first | value | humanizeDuration }}}}{{{{ end }}}}")
     return Alert(
         name=name, expr=expr, for_="30m", severity="warning",
         summary=f"{what} p90 on {{{{ $labels.storefront }}}} is {{{{ $value | humanizeDuration }}}}",
-        description=(f"The 90th percentile of {what.lower()} over the last hour is {{{{ $value | humanizeDuration }}}}, "
-                     f"more than {RESPONSE_SPIKE_FACTOR}x the {was} of the same hour last week and above "
-                     f"{floor_s // 60} min. Computed from the histogram {kpi.histogram} (bucket interpolation)."),
-        dashboard=dashboard,
+        description=(f"The 90th percentile of {what.lower()} over the last complete hour of event time is "
+                     f"{{{{ $value | humanizeDuration }}}}, more than {RESPONSE_SPIKE_FACTOR}x the {was} of the same "
+                     f"hour last week and above {floor_s // 60} min (the merge stage's quantile, within 1%)."),
+        dashboard=dashboard, labels={"kind": "kpi", "family": kpi.family},
     )
 
 
@@ -587,29 +676,28 @@ def _silent_expr() -> str:
 
 def alerts() -> list[Alert]:
     return [
-        _drop_alert("CxpulseConversionDrop", "conversion", "relative", CONVERSION_DROP,
-                    "cxpulse_sessions_started_total", MIN_SESSIONS_PER_HOUR,
+        _drop_alert("CxpulseConversionDrop", "conversion", "relative", CONVERSION_DROP, MIN_SESSIONS_PER_HOUR,
                     "Conversion (orders / sessions)", "humanizePercentage",
                     "Conversion on {{ $labels.storefront }} dropped"),
         Alert(
             name="CxpulseConversionCollapse", expr=_collapse_expr(), for_="1m", severity="critical",
-            summary="Conversion on {{ $labels.storefront }} collapsed to {{ $value | humanizePercentage }} "
-                    "in the last 2 minutes",
-            description=("Orders / sessions over the last 2 minutes is {{ $value | humanizePercentage }}, below "
-                         f"{COLLAPSE_FACTOR:.0%} of the 15 minutes before, with at least "
-                         f"{COLLAPSE_MIN_EXPECTED_ORDERS} orders expected at the earlier rate: a broken checkout, "
-                         "payment provider or deploy, not noise. Needs no history, unlike CxpulseConversionDrop."),
-            dashboard="cx-overview",
+            summary="Conversion on {{ $labels.storefront }} collapsed to {{ $value | humanizePercentage }}",
+            description=("Orders / sessions over the newest two complete minutes of event time (ending "
+                         f"{DELAY} ago) is {{{{ $value | humanizePercentage }}}}, below {COLLAPSE_FACTOR:.0%} of the "
+                         f"15 minutes before, with at least {COLLAPSE_MIN_EXPECTED_ORDERS} orders expected at the "
+                         "earlier rate: a broken checkout, payment provider or deploy, not noise. Needs no history, "
+                         "unlike CxpulseConversionDrop. Reads only windows complete in both families: a delayed "
+                         f"family pages as CxpulseWindowsBehind instead. Pages {DELAY} + 2 minutes after the "
+                         "first broken minute ends (the window closes), at most one evaluation later."),
+            dashboard="cx-overview", labels={"kind": "kpi", "family": "order"},
         ),
         _drop_alert("CxpulseRevenuePerVisitorDrop", "revenue_per_visitor", "relative", RPV_DROP,
-                    "cxpulse_sessions_started_total", MIN_SESSIONS_PER_HOUR,
+                    MIN_SESSIONS_PER_HOUR,
                     "Revenue per visitor in {{ $labels.currency }}", 'printf "%.2f"',
                     "Revenue per visitor on {{ $labels.storefront }} ({{ $labels.currency }}) dropped"),
-        _drop_alert("CxpulseNpsDrop", "nps", "absolute", NPS_DROP_POINTS,
-                    "cxpulse_nps_responses_total", MIN_SURVEY_RESPONSES_PER_HOUR,
+        _drop_alert("CxpulseNpsDrop", "nps", "absolute", NPS_DROP_POINTS, MIN_SURVEY_RESPONSES_PER_HOUR,
                     "NPS (-100..100)", 'printf "%.1f"', "NPS on {{ $labels.storefront }} fell"),
-        _drop_alert("CxpulseCsatDrop", "csat", "absolute", CSAT_DROP,
-                    "cxpulse_csat_responses_total", MIN_SURVEY_RESPONSES_PER_HOUR,
+        _drop_alert("CxpulseCsatDrop", "csat", "absolute", CSAT_DROP, MIN_SURVEY_RESPONSES_PER_HOUR,
                     "CSAT (share of 4-5 answers)", "humanizePercentage",
                     "CSAT on {{ $labels.storefront }} fell"),
         _spike_alert("CxpulseFirstResponseSlow", "first_response_p90", FIRST_RESPONSE_P90_FLOOR_S, "support",
@@ -622,6 +710,40 @@ def alerts() -> list[Alert]:
             description=("cxpulse counted no {{ $labels.family }} events of storefront {{ $labels.storefront }} "
                          f"in the last {SILENT_WINDOW}, although it had at least {SILENT_MIN_EVENTS} in the same "
                          f"span a week ago (an hour ago for a storefront with no history a week back). The producer, the topic or the decoder stopped them."),
+            dashboard="pipeline-health",
+        ),
+        Alert(
+            name="CxpulseWindowsBehind",
+            expr=f"family:cxpulse_window_complete_lag_seconds:max > {_seconds(DELAY) + WINDOWS_BEHIND_MARGIN_S}",
+            for_="2m", severity="critical",
+            summary="{{ $labels.family }} windows are complete only up to {{ $value | humanizeDuration }} ago",
+            description=("The event-time windows of {{ $labels.family }} are complete (every source partition "
+                         "past them) only up to {{ $value | humanizeDuration }} ago, against "
+                         f"{DELAY} normally: a producer sends late, a topic has a backlog, or a partition's worker "
+                         "is down or rebalancing. KPIs that read this family show the last complete window and "
+                         "their alerts stay silent (they read complete windows only) until it catches up: this "
+                         "is a pipeline problem, not a drop in the KPI."),
+            dashboard="pipeline-health",
+        ),
+        Alert(
+            name="CxpulseBrokerUnreachable", expr="max by (instance) (cxpulse_broker_up == 0)", for_="1m",
+            severity="critical",
+            summary="cxpulse worker {{ $labels.instance }} cannot reach Kafka",
+            description=("The worker {{ $labels.instance }} has not reached a Kafka broker for a minute: it counts "
+                         "nothing, /ready answers 503, and it resumes by itself (replaying what it had not "
+                         "written) when the broker is back."),
+            dashboard="pipeline-health",
+        ),
+        Alert(
+            name="CxpulseWindowExportFailing",
+            expr=("sum by (instance) (increase(cxpulse_window_export_failures_total[10m])) > 0\n"
+                  "and on (instance) cxpulse_window_export_queued > 0"),
+            for_="10m", severity="warning",
+            summary="cxpulse worker {{ $labels.instance }} cannot write event-time windows",
+            description=("The worker's remote writes to Prometheus fail and complete windows wait in its queue "
+                         "(retried with backoff): event-time panels and KPI alerts stop at the last window "
+                         "written. Check CXPULSE_REMOTE_WRITE_URL and that Prometheus runs with "
+                         "--web.enable-remote-write-receiver."),
             dashboard="pipeline-health",
         ),
         Alert(
@@ -731,10 +853,12 @@ def recorded_names() -> set[str]:
 
 
 def catalog_series() -> set[str]:
-    """Every series name cxpulse exports, as Prometheus sees it (histogram parts included)."""
-    names = {c.name for c in COUNTERS} | {c.window_name for c in COUNTERS} | set(PIPELINE)
+    """Every series name cxpulse exports (scraped) or writes (event-time windows), as Prometheus sees it."""
+    names = {c.name for c in COUNTERS} | {c.window_name for c in COUNTERS} | set(PIPELINE) | {WINDOW_COMPLETE}
     for h in HISTOGRAMS:
-        names |= {h.name + s for s in ("_bucket", "_count", "_sum")} | {h.window_name, h.window_count_name, h.window_name + "_sum"}
+        names |= {h.name + s for s in ("_bucket", "_count", "_sum")}
+        for summary in (h.window_name, h.window_storefront_name):
+            names |= {summary, summary + "_count", summary + "_sum"}
     names |= {"cxpulse_event_freshness_seconds" + s for s in ("_bucket", "_count", "_sum")}
     names |= {name for name, _, _ in CUSTOMER.values()} | set(CUSTOMER_PIPELINE) | set(INITIATIVE)
     return names

@@ -85,6 +85,23 @@ class ChangelogReader:
         found = self._to_end([TopicPartition(t, p, OFFSET_END) for t, p in topic_partitions], keep=False)
         return {where: end for where, (_, end) in found.items()}
 
+    def has_data(self, topic: str, partition: int, start: int, end: int) -> bool:
+        """True if the partition holds a (committed) record at an offset in [start, end)."""
+        consumer = self._client()
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while time.monotonic() < deadline:
+                for message in consumer.consume(100, 0.2):
+                    error = message.error()
+                    if error is None:
+                        return message.offset() < end
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return False
+            raise StateRecoveryError(f"{topic}[{partition}] not readable from {start} within {self.timeout_s:.0f}s")
+        finally:
+            consumer.unassign()
+
     def topic_ids(self, topics: list[str]) -> dict[str, str | None]:
         """Kafka's topic id of each topic (None where the broker reports none): a topic
         deleted and created again, or a restarted memory broker, gets a new id."""

@@ -12,9 +12,10 @@ between scrapes (as client_python's own ``gc_collector`` does). It never raises:
 bug here is logged and the scrape still gets the pipeline-health families.
 
 A counter series that appears mid-run (a new storefront, channel or currency on a
-partition) is shown at 0 for ``new_series_hold`` before its value: ``rate()`` and
-``increase()`` never count a series' first sample, so a series born at its first
-increment would hide that increment from every rate-based view.
+partition) is served at 0 to the first scrape after it appears (within
+``new_series_hold``), its value from the next one on: ``rate()`` and ``increase()``
+never count a series' first sample, so a series born at its first increment would
+hide that increment from every rate-based view. The one thing kept between scrapes.
 
     >>> registry = CollectorRegistry()
     >>> registry.register(CxCollector(Publisher(), Settings()))
@@ -287,8 +288,15 @@ class CxCollector(Collector):
     def _cumulative(self, family: Family, snaps: list[PartitionSnapshot], view: Published) -> Iterator[Metric]:
         labels = [*SEGMENT_LABELS[family], "partition"]
         empty = Cell()
-        rows = [(snap.partition, segment, empty if ((family, snap.partition), segment) in view.born else cell)
-                for snap in snaps for segment, cell in sorted(snap.totals.items())]
+        announced = self.publisher.announced
+        rows = []
+        for snap in snaps:
+            for segment, cell in sorted(snap.totals.items()):
+                where = ((family, snap.partition), segment)
+                if where in view.born and where not in announced:
+                    announced.add(where)  # this scrape shows it at 0, the next one its value
+                    cell = empty
+                rows.append((snap.partition, segment, cell))
         for counter in (c for c in COUNTERS if c.family == family):
             metric = CounterMetricFamily(counter.name, counter.help, labels=labels)
             for partition, segment, cell in rows:

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Protocol
 from confluent_kafka import KafkaException
 
 from streams.config import Settings
+from streams.contract import FAMILIES
 from streams.errors import StateRecoveryError
 from streams.pipeline.merge_state import MergeState
 from streams.pipeline.plan import Outbox, Pipeline
@@ -54,6 +55,7 @@ class Source(Protocol):
     """What the engine needs of a source (``source.KafkaSource``, ``faust_engine.FaustSource``)."""
 
     def start(self, positions: dict[Key, int]) -> None: ...
+    def seek(self, key: Key, offset: int) -> None: ...
     def pause(self, keys: set[Key]) -> None: ...
     def committed(self, keys: set[Key]) -> dict[Key, int | None]: ...
     def highwater(self, key: Key) -> int | None: ...
@@ -88,6 +90,7 @@ class Engine:
         self.resets = 0
         self.position_corrections = 0
         self._parked_logged: dict[str, float] = {}
+        self._check_gap: set[Key] = set()  # recovered partitions whose first batch a source may skip to
 
     # ------------------------------------------------------------- rebalance
     def on_assigned(self, keys: set[Key]) -> None:
@@ -191,6 +194,8 @@ class Engine:
                 self.exporter.offer(key, state.pending_exports())
         if self.source is not None:
             self.source.start(positions)
+            if self.engine != "kafka":
+                self._check_gap |= keys
         self.to_recover -= keys
         elapsed = time.monotonic() - began
         self.recovery_seconds = elapsed
@@ -203,9 +208,12 @@ class Engine:
         self._publish(keys)
 
     # ----------------------------------------------------------------- batch
-    def process(self, records: Iterable[Record]) -> None:
+    def process(self, records: list[Record]) -> None:
         """One batch: plan it, write it, publish it; plus the idle partitions' advances."""
         with self.lock:
+            gaps = self._gaps(records)
+            if gaps:
+                records = [r for r in records if self.pipeline.key_of(r.topic, r.partition) not in gaps]
             outboxes = self.pipeline.plan(records)
             now = time.monotonic()
             if now >= self._next_idle:
@@ -218,6 +226,37 @@ class Engine:
                 if isinstance(state, MergeState):
                     state.mark_exported(family, end)
             self._publish({outbox.key for outbox in outboxes})
+
+    def _gaps(self, records: list[Record]) -> set[Key]:
+        """Partitions whose first record after a recovery lies past their state's position with
+        data in between: a source that resumed from the group's committed offset rather than
+        from the state (Faust seeks to committed offsets itself). Read them: seek back to the
+        state's position. Offsets may have holes (transaction markers), so a gap counts only
+        where the broker holds data in it. The batch source seeks at assignment: never here."""
+        if not self._check_gap:
+            return set()
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            if (record.topic, record.partition) not in first:
+                first[record.topic, record.partition] = record.offset
+        gaps = set()
+        for (topic, partition), offset in first.items():
+            key = self.pipeline.key_of(topic, partition)
+            if key not in self._check_gap:
+                continue
+            state = self.pipeline.states.get(key)
+            if state is None or offset <= state.meta.through or self.source is None:
+                self._check_gap.discard(key)
+                continue
+            if not self.reader.has_data(topic, partition, state.meta.through, offset):
+                self._check_gap.discard(key)  # only transaction markers or removed records between
+                continue
+            gaps.add(key)
+            self.position_corrections += 1
+            log.warning("event=position_gap family=%s partition=%d state=%d given=%d action=seek_to_state",
+                        key[0], key[1], state.meta.through, offset)
+            self.source.seek(key, state.meta.through)
+        return gaps
 
     def _write(self, outboxes: list[Outbox]) -> None:
         source = self.source
@@ -290,6 +329,7 @@ class Engine:
         now = time.monotonic()
         hold_s = self.settings.new_series_hold_ms / 1000
         born = {where: at for where, at in previous.born.items() if now - at < hold_s and where[0] in states}
+        self.publisher.announced &= born.keys()
         for key in touched:
             before, after = previous.snapshots.get(key), snapshots.get(key)
             if before is not None and after is not None and hasattr(after, "totals"):
@@ -307,7 +347,8 @@ class Engine:
             state_resets=self.resets,
             sink_failures=dict(self.sink.failures),
             position_corrections=self.position_corrections,
-            idle=frozenset(key for key in states if self.pipeline.idle_for(key) >= idle_ms / 1000),
+            idle=frozenset(key for key in states
+                           if key[0] in FAMILIES and self.pipeline.idle_for(key) >= idle_ms / 1000),
             born=born,
             engine=self.engine,
         )

@@ -32,7 +32,8 @@ class Published:
     sink_failures: dict[str, int] = field(default_factory=dict)  # fenced / failed writes
     position_corrections: int = 0  # partitions whose committed offset differed from their state's
     idle: frozenset[tuple[str, int]] = frozenset()
-    # (partition key, segment) of counter series born within CXPULSE_NEW_SERIES_HOLD: shown at 0
+    # (partition key, segment) of counter series born within CXPULSE_NEW_SERIES_HOLD: the first
+    # scrape after their birth is served 0 for them (see the collector)
     born: dict[tuple[tuple[str, int], tuple[str, ...]], float] = field(default_factory=dict)
     engine: str = "kafka"
 
@@ -45,6 +46,8 @@ class Publisher:
         self.current = Published()
         self.broker_up = True
         self.exporter: Any = None  # the remote-write exporter, for its counters
+        # (partition key, segment) of born series a scrape has been served at 0 (the collector adds)
+        self.announced: set[tuple[tuple[str, int], tuple[str, ...]]] = set()
 
     @property
     def ready(self) -> bool:

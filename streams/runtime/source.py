@@ -107,6 +107,9 @@ class KafkaSource:
             self.consumer.seek(self.tp(key, offset))
         self.consumer.resume([self.tp(key) for key in positions])
 
+    def seek(self, key: Key, offset: int) -> None:
+        self.consumer.seek(self.tp(key, offset))
+
     def pause(self, keys: set[Key]) -> None:
         if keys:
             self.consumer.pause([self.tp(key) for key in keys])

@@ -45,7 +45,8 @@ def test_topics_exist_with_the_planned_partition_counts(settings: Settings) -> N
         assert counts[name] == 4
     assert counts[settings.topic_deadletter] == 4
     assert counts[settings.topic_customers] == 4
-    assert counts[settings.topic_state] == 20  # 4 event families and the customer topic, 4 partitions each
+    assert counts[settings.topic_windows] == 4
+    assert counts[settings.topic_state] == 24  # 4 event families, the customer and the merge stage, 4 each
     assert counts[settings.topic_initiatives] == 1
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.contract import FAMILIES
+from streams.contract import FAMILIES, message_key
 from streams.devtools.stack import WorkerProcess
 from tests.helpers import metric_sum, wait_until
 
@@ -60,7 +60,9 @@ def test_bad_messages_are_parked_with_reason_and_valid_ones_counted(make_setting
             topic = settings.topics[family]
 
             def send(payload: bytes) -> tuple[str, int, int]:
-                meta = producer.send(topic, value=payload).get(timeout=10)
+                # Keyed by its (first) event's id, as a producer does: a batch sits on the
+                # partition of its events (docs/events.md, the batching rule).
+                meta = producer.send(topic, key=_key(payload), value=payload).get(timeout=10)
                 return topic, meta.partition, meta.offset
 
             for path in sorted((EXAMPLES / family / "valid").glob("*.json")):
@@ -120,3 +122,16 @@ def test_bad_messages_are_parked_with_reason_and_valid_ones_counted(make_setting
         assert rejected == by_reason
     finally:
         assert worker.stop() == 0, "the worker did not stop cleanly on SIGTERM"
+
+
+def _key(payload: bytes) -> bytes | None:
+    """The message key of a payload's first event, when it has one."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    first = body[0] if isinstance(body, list) and body else body
+    try:
+        return message_key(first).encode()
+    except (KeyError, TypeError, AttributeError):
+        return None

@@ -39,8 +39,9 @@ def test_promtool_check_metrics_reports_nothing(make_settings, tmp_path) -> None
 
         def settled() -> str | None:
             text = worker.scrape()
-            families = {"cxpulse_events_rejected_total{", "cxpulse_window_ticket_first_response_seconds{",
-                        "cxpulse_events_late_total{", "cxpulse_window_orders_placed{"}
+            families = {"cxpulse_events_rejected_total{", "cxpulse_ticket_first_response_seconds_bucket{",
+                        "cxpulse_events_late_total{", "cxpulse_orders_placed_total{",
+                        "cxpulse_window_closed_until_timestamp_seconds{"}
             return text if all(name in text for name in families) else None
 
         text = wait_until(settled, 60, interval_s=1, what="every metric family with samples")

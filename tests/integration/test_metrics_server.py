@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.runtime.collector import Published, Publisher
+from streams.runtime.published import Published, Publisher
 from streams.config import Settings
 from streams.errors import ConfigError
 from streams.runtime.worker import free_port_from, serve_metrics
@@ -43,7 +43,7 @@ def test_basic_auth_guards_metrics_but_not_probes() -> None:
         assert status == 200 and "cxpulse_worker_ready 0.0" in body
         assert _get(f"{base}/healthz")[0] == 200
         assert _get(f"{base}/ready")[0] == 503
-        publisher.current = Published(ready=True)
+        publisher.current = Published(recovered=True)
         assert _get(f"{base}/ready")[0] == 200
     finally:
         server.shutdown()

@@ -1,0 +1,213 @@
+"""The Faust engine (``CXPULSE_ENGINE=faust``): Faust's consumer as the source, nothing else of it.
+
+Faust does the consumer group, partition assignment, the agent loop and offset
+commits; everything else is the engine every source shares (``engine.py``): the
+pipeline, the fenced transactional sink, recovery, the exporter. So the exactness
+and fencing guarantees are the same as the batch engine's, built once. What
+differs: Faust hands the agent messages one by one (``take_events`` collects them
+into a batch), which costs ~250 µs of CPU per message in its own machinery
+(docs/benchmarks.md); and Faust seeks to the group's committed offsets when it
+resumes after a rebalance, so the engine repairs a gap it finds between a state's
+position and the first record it is given by seeking back (``Engine.process``).
+
+Faust's producer is not used: aiokafka's transactions do not work on the test
+broker, and the sink's producers fence zombies on any broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.config import Settings
+from streams.pipeline.records import Key, Record
+from streams.runtime.engine import BrokerWatch, Engine
+from streams.runtime.published import Publisher
+
+log = logging.getLogger("cxpulse.worker")
+
+
+class FaustSource:
+    """The engine's view of Faust's consumer (see ``engine.Source``)."""
+
+    def __init__(self, app: faust.App, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._admin: Any = None
+
+    def tp(self, key: Key, offset: int | None = None) -> TP:
+        return TP(self.engine.pipeline.topic_of[key[0]], key[1])
+
+    def _soon(self, fn: Any, *args: Any) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def start(self, positions: dict[Key, int]) -> None:
+        for key, offset in positions.items():
+            self.seek(key, offset)
+
+    def seek(self, key: Key, offset: int) -> None:
+        self._soon(self.app.consumer.seek, self.tp(key), offset)
+
+    def pause(self, keys: set[Key]) -> None:
+        if keys:
+            self._soon(self.app.consumer.pause_partitions, {self.tp(key) for key in keys})
+
+    def committed(self, keys: set[Key]) -> dict[Key, int | None]:
+        return {}  # Faust keeps them; a gap is found and repaired when the records arrive
+
+    def highwater(self, key: Key) -> int | None:
+        try:
+            return self.app.consumer.highwater(self.tp(key))
+        except Exception:  # noqa: BLE001 - unknown before the first fetch
+            return None
+
+    def group_metadata(self) -> Any:
+        return None  # Faust commits the offsets of what the agent acknowledged
+
+    def commit(self, offsets: dict[Key, int]) -> None:
+        pass
+
+    def reachable(self, timeout_s: float = 2.0) -> bool:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        from streams.runtime.kafka import client_config
+
+        if self._admin is None:
+            self._admin = AdminClient(client_config(self.engine.settings))
+        try:
+            self._admin.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
+
+
+def _limit_fetch_wait(wait_ms: int) -> None:
+    """Cap the fetch wait of the consumer Faust creates (it hard-codes 1500 ms).
+
+    Faust offers no setting for it, so the aiokafka consumer class its driver uses is
+    replaced, in this process only, by one that caps ``fetch_max_wait_ms``.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.aiokafka.AIOKafkaConsumer
+    base = getattr(original, "_cxpulse_original", original)
+
+    class CappedFetchWait(base):  # type: ignore[misc, valid-type]
+        _cxpulse_original = base
+
+        def __init__(self, *args, **kwargs):
+            kwargs["fetch_max_wait_ms"] = min(kwargs.get("fetch_max_wait_ms", wait_ms), wait_ms)
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka.AIOKafkaConsumer = CappedFetchWait
+
+
+def build_app(settings: Settings, engine: Engine) -> faust.App:
+    """The Faust app with its one agent and a tick; nothing runs until a worker starts it."""
+    _limit_fetch_wait(settings.fetch_wait_ms)
+    options = dict(
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        web_enabled=False,
+        web_port=settings.web_port,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        # Tansu answers JoinGroup after half the session timeout (ENVIRONMENT.md).
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=10,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        table_standby_replicas=0,
+    )
+    credentials = _credentials(settings)
+    if credentials is not None:
+        options["broker_credentials"] = credentials
+    app = faust.App(settings.app_id, **options)
+    source = FaustSource(app, engine)
+    engine.source = source
+    # One thread for the engine: it is not re-entrant, and its Kafka calls block.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxpulse-engine")
+    topic = app.topic(*engine.pipeline.topics(), value_serializer="raw", key_serializer="raw")
+    stage_of = engine.pipeline.key_of
+
+    async def run(fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        source.loop = loop
+        return await loop.run_in_executor(executor, fn, *args)
+
+    def step(records: list[Record]) -> None:
+        engine.recover()
+        engine.process(records)
+
+    @app.agent(topic, name="cxpulse.windows")
+    async def windows(stream):
+        try:
+            async for events in stream.take_events(settings.batch_max, within=settings.batch_wait_s):
+                records = [Record(m.topic, m.partition, m.offset, int(m.timestamp * 1000), m.value)
+                           for m in (event.message for event in events)]
+                await run(step, records)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not a bad message or a lost broker (the engine handles those): a
+            # visible crash beats a worker that looks ready and counts nothing.
+            log.critical("event=agent_failed action=exit_process", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+
+    @app.timer(1.0)
+    async def tick() -> None:  # idle partitions and retries also move when no message comes
+        await run(step, [])
+
+    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        keys = {key for key in (stage_of(tp.topic, tp.partition) for tp in assigned) if key is not None}
+        await run(engine.on_assigned, keys - engine.assigned)
+        await run(engine.recover)
+
+    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        keys = {key for key in (stage_of(tp.topic, tp.partition) for tp in revoked) if key is not None}
+        await run(engine.on_revoked, keys, False)
+
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+    return app
+
+
+def run_faust(settings: Settings, publisher: Publisher, log_level: str) -> None:
+    """Run the Faust worker until SIGTERM or Ctrl-C (Faust handles both)."""
+    engine = Engine(settings, publisher, "faust")
+    app = build_app(settings, engine)
+    watch = BrokerWatch(publisher, engine.source).start()
+    # Our log format and levels stay (override_logging=False); no terminal spinner in logs.
+    worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.spinner = None
+    try:
+        worker.execute_from_commandline()
+    finally:
+        watch.stop()
+        engine.close()
+
+
+def _credentials(settings: Settings):
+    context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
