@@ -8,7 +8,9 @@
     cxpulse render      regenerate docs/metrics.md, rules and dashboards from the catalog
     cxpulse report      the weekly CX report from Prometheus: Markdown or HTML with PNG charts
 
-Each module named below offers ``add_arguments(parser)`` and ``run(args) -> int``.
+Each module named below offers ``add_arguments(parser)`` and ``run(args) -> int``. A
+``ConfigError`` ends the command with exit code 2, any other ``CxpulseError`` (Kafka or
+Prometheus unreachable...) with 1, each as one line on stderr.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(command)
             command.set_defaults(run=module.run)
     args = parser.parse_args(argv)
-    from streams.errors import ConfigError
+    from streams.errors import ConfigError, CxpulseError
 
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:
         print(f"cxpulse {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except CxpulseError as exc:  # e.g. Kafka unreachable: one line, no traceback
+        print(f"cxpulse {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -123,6 +123,9 @@ class Settings:
     topic_initiatives: str = "cx.initiatives"
     partitions: int = 4  # per source topic; the most workers that can share the load
     app_id: str = "cxpulse"
+    # How long a command (initiative, simulate, topics) waits to reach Kafka before it fails.
+    # The worker instead waits for the broker with backoff, however long it takes.
+    connect_timeout_ms: int = 5_000
     # Serving
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
@@ -319,7 +322,7 @@ class Settings:
         if problem:
             fail("bootstrap_servers", f"host:port[,host:port...], e.g. kafka-1:9092,kafka-2:9092 ({problem})")
         for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events",
-                     "fetch_wait_ms", "label_cap", "segment_cap"):
+                     "fetch_wait_ms", "connect_timeout_ms", "label_cap", "segment_cap"):
             if getattr(self, name) < 1:
                 fail(name, "a positive integer" if not name.endswith("_ms") else "a positive duration")
         if self.window_ms < 1000:

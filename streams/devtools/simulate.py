@@ -25,6 +25,7 @@ some beyond ``late_delay_ms`` (late), some twice with the same ``event_id``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -610,6 +611,7 @@ def run(args: argparse.Namespace) -> int:
 
     sinks: list[Callable[[dict[str, Any]], None]] = []
     closers: list[Callable[[], None]] = []
+    boundary: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     try:
         if args.out:
             out = open(args.out, "wb")
@@ -617,32 +619,38 @@ def run(args: argparse.Namespace) -> int:
             dumps = orjson.dumps
             sinks.append(lambda event: out.write(dumps(event) + b"\n"))
         if args.kafka:
-            producer = _open_producer(args)
+            producer, boundary = _open_producer(args)
             closers.insert(0, producer.close)
             sinks.append(producer.send)
-        _pump(events, sinks, cfg, pace)
+        with boundary:  # Kafka errors while sending or flushing: one line
+            try:
+                _pump(events, sinks, cfg, pace)
+            finally:
+                while closers:
+                    closers.pop(0)()
     finally:
-        for close in closers:
-            close()
+        while closers:  # when opening a sink failed
+            closers.pop(0)()
     return 0
 
 
-def _open_producer(args: argparse.Namespace) -> Any:
+def _open_producer(args: argparse.Namespace) -> tuple[Any, contextlib.AbstractContextManager[None]]:
+    """The producer, once a bootstrap server answered (within CXPULSE_CONNECT_TIMEOUT), and the
+    boundary that turns Kafka errors while sending into one line."""
     from streams.config import Settings
     from streams.producer import Producer  # imported only when Kafka is wanted
+    from streams.reach import bootstrap_source, kafka_boundary, require_kafka
 
     overrides = {"bootstrap_servers": args.bootstrap} if args.bootstrap else {}
-    settings = Settings.from_env(**overrides)
+    settings = Settings.from_env(flags={"bootstrap_servers": "--bootstrap"}, **overrides)
     if args.batch_events > settings.max_batch_events:
         raise ConfigError(f"--batch-events {args.batch_events} is not valid: it accepts 1 to "
                           f"{settings.max_batch_events} (CXPULSE_MAX_BATCH_EVENTS)")
-    from kafka.errors import KafkaError
-
-    try:
-        return Producer(settings, batch_events=args.batch_events, linger_ms=50)
-    except KafkaError as exc:  # the boundary: name the setting, not the stack
-        raise ConfigError(f"cannot reach Kafka at {settings.bootstrap_servers} (--bootstrap or "
-                          f"CXPULSE_BOOTSTRAP_SERVERS): {exc}") from exc
+    source = bootstrap_source(args.bootstrap is not None)
+    require_kafka(settings, source)
+    with kafka_boundary(settings, source, "the producer"):
+        producer = Producer(settings, batch_events=args.batch_events, linger_ms=50)
+    return producer, kafka_boundary(settings, source, "the events sent")
 
 
 def _pump(events: Iterator[dict[str, Any]], sinks: list[Callable[[dict[str, Any]], None]],

@@ -33,6 +33,7 @@ def refusal(env: dict[str, str], **kwargs) -> str:
     ("CXPULSE_WINDOW", "60000"),
     ("CXPULSE_DEDUPE_HORIZON", "300"),
     ("CXPULSE_VIEWS", "1m,5"),
+    ("CXPULSE_CONNECT_TIMEOUT", "5"),
 ])
 def test_a_bare_number_for_a_duration_is_refused_naming_the_variable_and_examples(var: str, text: str) -> None:
     message = refusal({var: text})
@@ -171,6 +172,7 @@ def test_good_bootstrap_servers_pass(servers: str) -> None:
 @pytest.mark.parametrize("args, named", [
     (["worker", "--bootstrap", "notahost"], "--bootstrap 'notahost' is not valid"),
     (["worker", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
+    (["simulate", "--kafka", "--events", "1", "--bootstrap", "notahost"], "--bootstrap 'notahost' is not valid"),
 ])
 def test_the_cli_refuses_bad_flags_in_one_line_with_exit_code_2(args: list[str], named: str) -> None:
     done = subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
