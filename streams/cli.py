@@ -5,6 +5,7 @@
     cxpulse worker      one stream worker serving /metrics
     cxpulse simulate    storefront traffic to Kafka or to a file
     cxpulse initiative  declare, list or delete CX initiatives (ROI computed live)
+    cxpulse topics      create (or --check) every topic cxpulse needs on your Kafka cluster
     cxpulse render      regenerate docs/metrics.md, rules and dashboards from the catalog
     cxpulse report      the weekly CX report from Prometheus: Markdown or HTML with PNG charts
 
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.runtime.worker", "run a stream worker that serves /metrics"),
     "simulate": ("streams.devtools.simulate", "generate storefront traffic to Kafka or to a file"),
     "initiative": ("streams.initiatives.core", "declare, list or delete CX initiatives whose ROI the workers compute"),
+    "topics": ("streams.topics", "create every topic cxpulse needs on your Kafka cluster, or --check / --dry-run"),
     "render": ("streams.mixin.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
     "report": ("streams.report.weekly", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),
 }

@@ -122,6 +122,11 @@ class Settings:
     topic_customers: str = "cxpulse.customers"
     topic_initiatives: str = "cx.initiatives"
     partitions: int = 4  # per source topic; the most workers that can share the load
+    # Replicas of each topic `cxpulse topics` creates; None: the broker's default.replication.factor.
+    replication_factor: int | None = None
+    # retention.ms of the source, dead-letter and customer topics `cxpulse topics` creates
+    # (the state changelog and the initiatives are compacted and kept forever).
+    topic_retention_ms: int = 7 * 86_400_000
     app_id: str = "cxpulse"
     # How long a command (initiative, simulate, topics) waits to reach Kafka before it fails.
     # The worker instead waits for the broker with backoff, however long it takes.
@@ -325,6 +330,10 @@ class Settings:
                      "fetch_wait_ms", "connect_timeout_ms", "label_cap", "segment_cap"):
             if getattr(self, name) < 1:
                 fail(name, "a positive integer" if not name.endswith("_ms") else "a positive duration")
+        if self.replication_factor is not None and self.replication_factor < 1:
+            fail("replication_factor", "a positive number of replicas (unset: the broker's default)")
+        if self.topic_retention_ms < 3_600_000:
+            fail("topic_retention_ms", "a duration of at least 1h (a day or more recommended)")
         if self.window_ms < 1000:
             fail("window_ms", "a duration of at least 1s")
         if not self.views_ms:

@@ -10,7 +10,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from streams.devtools.broker import BrokerError, LocalBroker, create_topics, tansu_binary, topic_plan
+from streams.devtools.broker import BrokerError, LocalBroker, create_topics, tansu_binary
+from streams.topics import topic_plan
 from streams.config import Settings
 from streams.errors import ConfigError
 from tests.helpers import free_port

@@ -25,6 +25,8 @@ BOUND_S = 15  # the connect timeout, a diagnosis of at most 2 s, and a Python st
 
 KAFKA_COMMANDS = {
     "simulate": ["simulate", "--kafka", "--events", "10"],
+    "topics": ["topics"],
+    "topics --check": ["topics", "--check"],
 }
 
 

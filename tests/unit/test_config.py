@@ -173,6 +173,8 @@ def test_good_bootstrap_servers_pass(servers: str) -> None:
     (["worker", "--bootstrap", "notahost"], "--bootstrap 'notahost' is not valid"),
     (["worker", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
     (["simulate", "--kafka", "--events", "1", "--bootstrap", "notahost"], "--bootstrap 'notahost' is not valid"),
+    (["topics", "--dry-run", "--bootstrap", "kafka"], "--bootstrap 'kafka' is not valid"),
+    (["topics", "--dry-run", "--replication-factor", "0"], "--replication-factor 0 is not valid"),
 ])
 def test_the_cli_refuses_bad_flags_in_one_line_with_exit_code_2(args: list[str], named: str) -> None:
     done = subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
