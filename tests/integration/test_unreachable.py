@@ -24,6 +24,10 @@ CONNECT_TIMEOUT_S = 1
 BOUND_S = 15  # the connect timeout, a diagnosis of at most 2 s, and a Python start on a busy machine
 
 KAFKA_COMMANDS = {
+    "initiative declare": ["initiative", "declare", "chat", "--start", "2026-01-01", "--treated", "channel=app",
+                           "--investment", "1000", "--currency", "USD", "--margin", "0.4"],
+    "initiative list": ["initiative", "list"],
+    "initiative delete": ["initiative", "delete", "chat"],
     "simulate": ["simulate", "--kafka", "--events", "10"],
     "topics": ["topics"],
     "topics --check": ["topics", "--check"],

@@ -173,6 +173,7 @@ def test_good_bootstrap_servers_pass(servers: str) -> None:
     (["worker", "--bootstrap", "notahost"], "--bootstrap 'notahost' is not valid"),
     (["worker", "--log-level", "LOUD"], "invalid choice: 'LOUD'"),
     (["simulate", "--kafka", "--events", "1", "--bootstrap", "notahost"], "--bootstrap 'notahost' is not valid"),
+    (["initiative", "list", "--bootstrap", "notahost"], "--bootstrap 'notahost' is not valid"),
     (["topics", "--dry-run", "--bootstrap", "kafka"], "--bootstrap 'kafka' is not valid"),
     (["topics", "--dry-run", "--replication-factor", "0"], "--replication-factor 0 is not valid"),
 ])
