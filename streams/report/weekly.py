@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from streams.catalog import KPIS, Kpi
-from streams.errors import CxpulseError
+from streams.errors import ConfigError, CxpulseError
 from streams.mixin.intervals import Z95, nps_interval, wilson
 from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, Level, _kpi_expr, component_level, customer_rules
 
@@ -151,9 +151,23 @@ class Prometheus:
     """The HTTP API (``/api/v1/query``, ``/api/v1/query_range``) over urllib; errors become ReportError."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"--prometheus {url!r} is not valid: it accepts the server's base URL, "
+                              "e.g. http://prometheus:9090")
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.queries = 0
+
+    def ping(self, timeout_s: float = 5.0) -> None:
+        """One trivial query with a short timeout (at most ``timeout_s``), so that an unreachable
+        or silent server fails the report in seconds rather than after the first real query's
+        --timeout; a ReportError names the URL."""
+        saved, self.timeout_s = self.timeout_s, min(self.timeout_s, timeout_s)
+        try:
+            self._api("query", {"query": "1"})
+        finally:
+            self.timeout_s = saved
 
     def instant(self, expr: str, at_s: float) -> list[tuple[dict[str, str], float]]:
         data = self._api("query", {"query": expr, "time": f"{at_s:.3f}"})
@@ -1575,6 +1589,7 @@ def run(args: argparse.Namespace) -> int:
             raise ReportError(f"{week.label} has not ended yet (it ends {week.end:%Y-%m-%d %H:%M} UTC); the last "
                               f"complete week is {Week.last_complete(now).label}")
         prom = Prometheus(args.prometheus, args.timeout)
+        prom.ping()
         report = build(prom, week, args.storefront, now)
         document = write(report, args.out, args.format)
     except ReportError as exc:

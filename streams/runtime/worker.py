@@ -36,18 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (CXPULSE_METRICS_PORT, default 9400)")
     parser.add_argument("--metrics-host", help="bind address of /metrics (CXPULSE_METRICS_HOST, default 127.0.0.1)")
     parser.add_argument("--web-port", type=int, help="Faust's internal web port (CXPULSE_WEB_PORT, default 6066)")
-    parser.add_argument("--log-level", default="INFO", help="INFO, WARNING or DEBUG")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="DEBUG, INFO, WARNING or ERROR, any case (default INFO)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment and flags. A port nobody chose explicitly moves
     to the next free one, so a second local worker serves on 9401, a third on 9402."""
-    overrides = {}
+    overrides, flags = {}, {}
     for arg, name in (("bootstrap", "bootstrap_servers"), ("metrics_port", "metrics_port"),
                       ("metrics_host", "metrics_host"), ("web_port", "web_port")):
         if getattr(args, arg, None) is not None:
             overrides[name] = getattr(args, arg)
-    settings = Settings.from_env(**overrides)
+            flags[name] = "--" + arg.replace("_", "-")
+    settings = Settings.from_env(flags=flags, **overrides)
     moved = {}
     if "metrics_port" not in overrides and "CXPULSE_METRICS_PORT" not in os.environ:
         moved["metrics_port"] = free_port_from(settings.metrics_host, settings.metrics_port)

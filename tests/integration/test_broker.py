@@ -10,7 +10,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from streams.devtools.broker import BrokerError, LocalBroker, create_topics, tansu_binary, topic_plan
+from streams.devtools.broker import BrokerError, LocalBroker, create_topics, tansu_binary
+from streams.topics import topic_plan
 from streams.config import Settings
 from streams.errors import ConfigError
 from tests.helpers import free_port
@@ -144,16 +145,21 @@ def test_refuses_a_non_loopback_host() -> None:
 
 
 def test_list_offsets_under_reports_the_end_but_the_fetch_high_water_mark_is_right(settings: Settings) -> None:
-    """Tansu's quirk: ListOffsets(LATEST) answers the base offset of the last batch + 1,
-    not the end of the partition; the high-water mark in a Fetch response is right.
-    Faust sizes changelog recovery with end offsets, so recovery must read to the high-water mark."""
+    """Tansu's quirk: ListOffsets(LATEST) answers the base offset of the partition's last record
+    batch + 1, not the end of the partition; the high-water mark in a Fetch response is right.
+    Faust sizes changelog recovery with end offsets, so recovery must read to the high-water mark.
+
+    Where the records are cut into batches is up to the producer's sender thread and the broker
+    (a group flushed at once can still leave as two batches), so this checks the property, not a
+    batch boundary: the Fetch high-water mark is exactly the records sent, and ListOffsets never
+    reports past it but may stop short of it, within the last flushed group."""
     tp = TopicPartition(settings.topic_state, 0)
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=0)
-    batches, per_batch = 5, 10
-    for _ in range(batches):
-        for i in range(per_batch):
+    groups, per_group = 5, 10
+    for _ in range(groups):
+        for i in range(per_group):
             producer.send(tp.topic, key=f"k{i}".encode(), value=b"v", partition=tp.partition)
-        producer.flush()  # one flush, one record batch
+        producer.flush()  # the next group starts a new batch: the last batch holds only the last group
     producer.close()
 
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
@@ -161,13 +167,14 @@ def test_list_offsets_under_reports_the_end_but_the_fetch_high_water_mark_is_rig
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
         end_offset = consumer.end_offsets([tp])[tp]
-        records = consume_all(consumer, batches * per_batch)
+        records = consume_all(consumer, groups * per_group)
         high_water = consumer.highwater(tp)
     finally:
         consumer.close()
 
-    total = batches * per_batch
-    assert len(records) == total and records[-1].offset == total - 1
-    assert high_water == total
-    # Real Kafka says `total` here. Tansu 0.6.0 says the last batch's base offset + 1.
-    assert end_offset == total - per_batch + 1, "Tansu's ListOffsets quirk changed: revisit state recovery"
+    total = groups * per_group
+    assert [r.offset for r in records] == list(range(total))
+    assert high_water == total, "the Fetch high-water mark must count every record sent"
+    # Real Kafka answers `total`; Tansu 0.6.0 the last batch's base offset + 1, which lies inside the
+    # last flushed group however it was cut. Past the high-water mark would be a new, worse quirk.
+    assert total - per_group < end_offset <= high_water

@@ -9,6 +9,7 @@ time: long enough for tickets and funnels to finish inside the run.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import statistics
@@ -93,7 +94,8 @@ def test_file_holds_exactly_what_was_sent_to_kafka(tmp_path, monkeypatch):
         def close(self) -> None:
             sent.append({"closed": True})
 
-    monkeypatch.setattr("streams.devtools.simulate._open_producer", lambda args: FakeProducer())
+    monkeypatch.setattr("streams.devtools.simulate._open_producer",
+                        lambda args: (FakeProducer(), contextlib.nullcontext()))
     path = tmp_path / "log.jsonl"
     argv = ["simulate", "--kafka", "--no-pace", "--events", "3000", "--start", START,
             "--dup-share", "0.05", "--out", str(path)]
