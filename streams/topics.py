@@ -215,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", metavar="HOST:PORT",
                         help="Kafka bootstrap servers (default: CXPULSE_BOOTSTRAP_SERVERS or 127.0.0.1:9092)")
     parser.add_argument("--partitions", type=int, metavar="P",
-                        help="partitions per source topic; the state topic gets 5 x P (default: CXPULSE_PARTITIONS or 4)")
+                        help="partitions per source topic; the state topic gets 6 x P (default: CXPULSE_PARTITIONS or 4)")
     parser.add_argument("--replication-factor", type=int, metavar="N",
                         help="replicas of every topic (default: CXPULSE_REPLICATION_FACTOR, else the broker's "
                              "default.replication.factor)")

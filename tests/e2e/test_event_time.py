@@ -30,8 +30,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import pytest
 from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.catalog import KPIS
 from streams.config import Settings
@@ -150,18 +150,20 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
         live = [w for w in workers if w.process.poll() is None]
 
         def complete_until() -> float:
-            found = [metric_sum(w.scrape(), "cxpulse_window_complete_until_timestamp_seconds", by="family")
-                     for w in live]
-            per_family = {}
-            for text in found:
-                for family, value in text.items():
-                    per_family[family] = min(per_family.get(family, math.inf), value)
-            return min(per_family.values()) * 1000 if len(per_family) == 4 else 0
+            """The earliest complete-until mark over every family and merge partition, in ms."""
+            marks: dict[tuple[str, str], float] = {}
+            for worker in live:
+                for family in text_string_to_metric_families(worker.scrape()):
+                    for sample in family.samples:
+                        if sample.name == "cxpulse_window_complete_until_timestamp_seconds":
+                            marks[sample.labels["family"], sample.labels["partition"]] = sample.value * 1000
+            return min(marks.values()) if len(marks) == 4 * settings.partitions else 0
 
         wait_until(lambda: complete_until() >= target, 240, interval_s=2, what="windows complete up to the end")
         wait_until(lambda: all(metric_sum(w.scrape(), "cxpulse_window_export_queued") == 0 for w in live), 120,
                    interval_s=1, what="every complete window written to Prometheus")
         until = int(complete_until())
+        assert until <= last_event, "complete-until cannot pass the events sent"
 
         reference = Reference.compute((e for _, e in traffic), Params.of(settings))
         first_end = start_ms + MINUTE
