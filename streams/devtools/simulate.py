@@ -171,6 +171,13 @@ class SimConfig:
     # until then, so the first events sent already show steady-state funnels (a cold
     # start converts almost nothing for minutes: orders come minutes after sessions).
     warmup_ms: int = 0
+    # A CX initiative's effect, for the treated arm of a declared initiative (``cxpulse up``
+    # declares one): sessions whose storefront, channel and device match ``treated`` turn a
+    # checkout into an order ``1 + conversion_uplift`` times as often, so their conversion rises
+    # by that share; every other session is untouched, so a control segment shows the baseline.
+    # It holds for the whole run (warm-up included): the initiative is already running.
+    treated: dict[str, str] = field(default_factory=dict)  # e.g. {"storefront": "north-outfitters"}
+    conversion_uplift: float = 0.0  # relative: 0.3 = conversion x1.3 in the treated segment
     # Incidents
     scenario: Scenario = "none"
     incident_after_ms: int = 3 * _MIN  # from start_ms: shows within minutes of a demo
@@ -206,6 +213,34 @@ class SimConfig:
             mean = sum(self.device_factor[d] * w for d, w in profile.devices)
             if profile.cart * top / mean > 1 or not 0 < profile.order_given_checkout() <= 1:
                 fail("channels", f"funnels whose derived stage probabilities stay <= 1 (channel {name})")
+        self._validate_treated(fail)
+
+    def _validate_treated(self, fail: Callable[[str, str], None]) -> None:
+        # The segment labels are those a declared initiative can name (streams.initiatives.core);
+        # an unknown value would match nothing, and the demo would silently show no uplift.
+        known = {"storefront": {s.name for s in self.storefronts}, "channel": set(self.channels),
+                 "device": set(self.device_factor)}
+        for label, value in self.treated.items():
+            if value not in known.get(label, ()):
+                fail("treated", "storefront=, channel= or device= with a simulated value: "
+                     + "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in known.items()))
+        if not self.conversion_uplift > -1.0:
+            fail("conversion_uplift", "a relative change above -1 (0.3 = conversion x1.3)")
+        if self.conversion_uplift and not self.treated:
+            fail("conversion_uplift", "0 unless a treated segment is given")
+        # The largest uplift that keeps P(order | checkout) <= 1 on every channel the segment reaches.
+        limit, tightest = min((1 / profile.order_given_checkout() - 1, name) for name, profile in self.channels.items()
+                              if self.treated.get("channel", name) == name)
+        if self.conversion_uplift > limit:
+            fail("conversion_uplift", f"an uplift that keeps P(order | checkout) <= 1: at most {limit:.2f} for this "
+                 f"segment (channel {tightest})")
+
+    def in_treated(self, storefront: str, channel: str, device: str) -> bool:
+        """Does a session of this storefront, channel and device get the initiative's uplift?"""
+        if not self.treated:
+            return False
+        values = {"storefront": storefront, "channel": channel, "device": device}
+        return all(values[label] == value for label, value in self.treated.items())
 
 
 # -- the generator -----------------------------------------------------------------
@@ -366,6 +401,10 @@ class _Simulation:
                     t += rng.randint(20_000, 120_000)
                     self._funnel_step(t, store, "session.checkout_started", common, product=False)
                     p_order = profile.order_given_checkout()
+                    # No extra random draw: with no uplift a run is byte for byte what it was
+                    # before this knob existed, and a control session never sees it.
+                    if cfg.conversion_uplift and cfg.in_treated(cfg.storefronts[store].name, channel, device):
+                        p_order *= 1.0 + cfg.conversion_uplift
                     if cfg.scenario == "checkout-broken" and t >= cfg.incident_at_ms:
                         p_order *= 1.0 - cfg.checkout_broken_drop
                     if rng.random() < p_order:
@@ -531,6 +570,13 @@ def _share(text: str) -> float:
     return value
 
 
+def _segment(text: str) -> dict[str, str]:
+    """``--treated`` in the syntax of ``cxpulse initiative declare --treated`` (one parser for both)."""
+    from streams.initiatives.core import parse_segment
+
+    return parse_segment(text) if text.strip() else {}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SimConfig()
     parser.add_argument("--rate", type=float, default=defaults.rate_per_s, metavar="EVENTS_PER_S",
@@ -559,6 +605,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=0, metavar="SECONDS",
                         help="simulate this long before --start without sending, so traffic starts in steady "
                              "state (cxpulse up uses 900)")
+    parser.add_argument("--treated", metavar="SEGMENT", default="",
+                        help="the treated segment of a CX initiative, as `cxpulse initiative declare --treated` "
+                             "writes it (storefront=, channel=, device=; comma-separated): its sessions get "
+                             "--conversion-uplift")
+    parser.add_argument("--conversion-uplift", type=float, default=0.0, metavar="F",
+                        help="relative rise of the treated segment's conversion, e.g. 0.3 for x1.3 (default 0; "
+                             "cxpulse up uses 0.3 for its demo initiative)")
     parser.add_argument("--out", metavar="FILE.jsonl", help="write every sent event as a JSON line")
     parser.add_argument("--kafka", action="store_true", help="send to Kafka through the cxpulse producer")
     parser.add_argument("--bootstrap", metavar="HOST:PORT",
@@ -587,6 +640,8 @@ def config_from_args(args: argparse.Namespace, now_ms: int) -> SimConfig:
         incident_after_ms=int(args.incident_after * 1000),
         support_time_scale=args.support_time_scale,
         warmup_ms=int(args.warmup * 1000),
+        treated=_segment(args.treated),
+        conversion_uplift=args.conversion_uplift,
     )
     cfg.validate()
     return cfg

@@ -1,9 +1,11 @@
 """``cxpulse up``: the local stack, and the process handles the tests share.
 
 Starts the embedded broker, N workers (metrics on consecutive ports from 9400),
-the traffic simulator and Prometheus loaded with the project's rules; prints
-the URLs; shows progress; Ctrl-C stops everything, workers first so their last
-batch is committed. The e2e tests drive the same classes.
+the traffic simulator and Prometheus loaded with the project's rules; declares a
+demo CX initiative whose treated arm the simulator gives a real conversion uplift,
+so its ROI shows within minutes; prints the URLs; shows progress; Ctrl-C stops
+everything, workers first so their last batch is committed. The e2e tests drive
+the same classes.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.config import Settings
+from streams.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "cxpulse.rules.yml"
@@ -191,6 +196,79 @@ class PrometheusProcess:
                 self.process.kill()
 
 
+# ----------------------------------------------------------- the demo initiative
+@dataclass(frozen=True)
+class DemoInitiative:
+    """The initiative ``cxpulse up`` declares, and the effect the simulator gives its treated arm.
+
+    A better checkout at one store, with another store of the same currency held out as
+    control. Stores differ in the simulator only in traffic share, currency and order value,
+    never in the funnel, so the holdout converts as the treated store would without the
+    initiative: the conversion uplift measured is the one simulated, nothing else. (A channel
+    control would not do: the app already converts better than the web.) Its KPI is
+    conversion because the two stores' order values differ. Investment and margin are sized
+    so that at the default 200 events/s the incremental profit passes the investment within
+    a few minutes, i.e. the ROI turns positive while you watch.
+    """
+
+    name: str = "demo"
+    treated: str = "storefront=north-outfitters"
+    control: str = "storefront=fern-and-field"
+    kpi: str = "conversion"
+    conversion_uplift: float = 0.3  # checkout converts 1.3 times as often in the treated store
+    investment: float = 500.0
+    currency: str = "EUR"  # both stores sell in EUR; revenue in other currencies is not counted
+    margin: float = 0.4
+
+    def declare_argv(self, start_day: str, bootstrap: str) -> list[str]:
+        """The ``cxpulse initiative`` command line that declares it."""
+        return ["declare", self.name, "--start", start_day, "--treated", self.treated, "--control", self.control,
+                "--kpi", self.kpi, "--investment", f"{self.investment:g}", "--currency", self.currency,
+                "--margin", f"{self.margin:g}", "--bootstrap", bootstrap]
+
+    def simulate_argv(self) -> list[str]:
+        """The ``cxpulse simulate`` options that give the treated arm its uplift."""
+        return ["--treated", self.treated, "--conversion-uplift", f"{self.conversion_uplift:g}"]
+
+
+def declare_initiative(argv: list[str]) -> int:
+    """Run ``cxpulse initiative <argv>`` in this process: the parser and the code path of the CLI."""
+    from streams.initiatives import core
+
+    parser = argparse.ArgumentParser(prog="cxpulse initiative")
+    core.add_arguments(parser)
+    return core.run(parser.parse_args(argv))
+
+
+def demo_initiative(args: argparse.Namespace) -> DemoInitiative | None:
+    """The demo initiative the command line asks for, or None with ``--no-demo-initiative``."""
+    if args.no_demo_initiative:
+        return None
+    demo = DemoInitiative(conversion_uplift=args.demo_uplift)
+    # Refuse an impossible uplift now, naming the option, rather than a simulator that exits later.
+    from streams.devtools.simulate import SimConfig
+    from streams.initiatives.core import parse_segment
+
+    try:
+        SimConfig(treated=parse_segment(demo.treated), conversion_uplift=demo.conversion_uplift).validate()
+    except ConfigError as error:
+        raise ConfigError(f"--demo-uplift {args.demo_uplift:g} is not valid: {error}") from None
+    return demo
+
+
+def simulator_command(args: argparse.Namespace, bootstrap: str, demo: DemoInitiative | None) -> list[str]:
+    """The ``cxpulse simulate`` process of the stack."""
+    return [sys.executable, "-m", "streams.cli", "simulate", "--kafka", "--bootstrap", bootstrap,
+            "--rate", str(args.rate), "--seed", str(args.seed), "--scenario", args.scenario,
+            "--incident-after", str(args.incident_after),
+            # start in steady state: orders come minutes after their sessions, so a cold start
+            # converts almost nothing at first (and the demo initiative's ROI would wait for it)
+            "--warmup", "900",
+            # support answers 10x sooner than in a real shop, so the Support panels fill in a demo
+            "--support-time-scale", "0.1",
+            *(demo.simulate_argv() if demo else [])]
+
+
 # ------------------------------------------------------------------ cxpulse up
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -203,6 +281,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker-port", type=int, default=9092)
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    parser.add_argument("--no-demo-initiative", action="store_true",
+                        help=f"declare no demo initiative and simulate no uplift (by default `{DemoInitiative.name}` "
+                             f"is declared from today: treated {DemoInitiative.treated}, control "
+                             f"{DemoInitiative.control})")
+    parser.add_argument("--demo-uplift", type=float, default=DemoInitiative.conversion_uplift, metavar="F",
+                        help="the demo initiative's simulated conversion uplift in its treated store "
+                             f"(default {DemoInitiative.conversion_uplift:g}: conversion "
+                             f"x{1 + DemoInitiative.conversion_uplift:g}; 0 shows an initiative that does nothing; at most 0.4)")
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "run", help="logs and Prometheus data (default ./run)")
 
@@ -218,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
     prometheus = None
     simulator = None
     stopping = False
+    demo = demo_initiative(args)
 
     def stop_signal(signum, frame):
         nonlocal stopping
@@ -232,6 +319,13 @@ def run(args: argparse.Namespace) -> int:
                                            remote_write_url=f"http://127.0.0.1:{args.prometheus_port}/api/v1/write")
         create_topics(settings)
         say(f"broker      {broker.bootstrap} (Tansu, in memory: a restart starts empty)")
+        # From today (UTC): the ROI adds up the arms' day totals from the start day on, so a
+        # start of today counts every event the simulator sends (its event time is now).
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        if demo is not None:
+            # Before the workers start: they read the initiatives topic from the beginning,
+            # so the first scrape already carries the declaration.
+            declare_initiative(demo.declare_argv(today, broker.bootstrap))
         for index in range(args.workers):
             worker = WorkerProcess(worker_settings(settings, index), index,
                                    args.workdir / f"worker-{index}.log").start()
@@ -242,13 +336,8 @@ def run(args: argparse.Namespace) -> int:
                                            workdir=args.workdir / "prometheus")
             shutil.rmtree(prometheus.workdir / "data", ignore_errors=True)
             prometheus.start()
-        simulator = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "simulate", "--kafka", "--bootstrap", broker.bootstrap,
-             "--rate", str(args.rate), "--seed", str(args.seed), "--scenario", args.scenario,
-             "--incident-after", str(args.incident_after), "--warmup", "900",
-             # support answers 10x sooner than in a real shop, so the Support panels fill in a demo
-             "--support-time-scale", "0.1"],
-            cwd=ROOT, env=dict(os.environ), stderr=open(args.workdir / "simulator.log", "ab"))
+        simulator = subprocess.Popen(simulator_command(args, broker.bootstrap, demo),
+                                     cwd=ROOT, env=dict(os.environ), stderr=open(args.workdir / "simulator.log", "ab"))
         say("waiting for the workers to join and recover (about 10 s on the test broker)...")
         for worker in workers:
             worker.wait_ready(90)
@@ -264,10 +353,17 @@ def run(args: argparse.Namespace) -> int:
                 f"for {alert}" + (" (about 3 minutes later)" if alert == "CxpulseConversionCollapse" else
                                   " (it compares with last week: a fresh stack shows the FRT rise on the "
                                   "Support dashboard instead)"))
-        today = time.strftime("%Y-%m-%d", time.gmtime())
-        say(f"initiative  declare one to see its ROI live: cxpulse initiative declare demo --start {today} "
-            f"--treated channel=app --control channel=web --investment 500 --currency EUR --margin 0.4 "
-            f"--bootstrap {broker.bootstrap}  (docs/initiatives.md)")
+        if demo is not None:
+            roi = "initiative:cxpulse_initiative_roi:ratio"
+            where = (f"{prometheus.url}/graph?g0.expr={urllib.parse.quote(roi)}" if prometheus else roi)
+            say(f"initiative  {demo.name} from {today}: treated {demo.treated} (the simulator raises its "
+                f"conversion by {demo.conversion_uplift:.0%}), control {demo.control}, "
+                f"{demo.investment:g} {demo.currency} invested; ROI within minutes: {where}  "
+                f"(--no-demo-initiative skips it)")
+        else:
+            command = shlex.join(["cxpulse", "initiative", *DemoInitiative().declare_argv(today, broker.bootstrap)])
+            say(f"initiative  none (--no-demo-initiative); declare one to see its ROI live: {command}  "
+                "(docs/initiatives.md)")
         say("Ctrl-C stops everything.")
         began = time.monotonic()
         while not stopping and (args.duration <= 0 or time.monotonic() - began < args.duration):
