@@ -19,7 +19,8 @@ from confluent_kafka import Consumer, Producer
 
 from streams.config import Settings
 from streams.decode import decode_message
-from streams.pipeline.window_state import Message, PartitionState, state_partition
+from streams.pipeline.records import Message, state_partition
+from streams.pipeline.window_state import PartitionState
 
 
 def main() -> None:

@@ -29,7 +29,8 @@ from streams.config import Settings
 from streams.pipeline.customer_state import CustomerState
 from streams.decode import decode_message
 from streams.contract import partition_for
-from streams.pipeline.window_state import Message, PartitionState
+from streams.pipeline.records import Message
+from streams.pipeline.window_state import PartitionState
 
 from bench.workload import Workload, messages
 

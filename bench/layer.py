@@ -14,7 +14,8 @@ from collections import defaultdict
 
 from streams.config import Settings
 from streams.decode import decode_message
-from streams.pipeline.window_state import Message, PartitionState
+from streams.pipeline.records import Message
+from streams.pipeline.window_state import PartitionState
 
 from bench.workload import Workload, messages
 

@@ -2,8 +2,9 @@
 
 Events are dated *now* and carry unique ids, so nothing is late or a duplicate and
 the expected count of ``cxpulse_events_total`` is simply what was produced, per
-(family, partition). Produced with an explicit partition, keyless, one event per
-message or small batches, by kafka-python.
+(family, partition). Produced with an explicit partition, one event per message or
+small batches, by kafka-python; each event's key maps to the partition it is sent to
+(the batching rule, docs/events.md).
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.contract import FAMILIES
+from streams.contract import FAMILIES, partition_for
 
 STORES = ("north", "south")
 
 
-def valid_body(rng: random.Random, family: str, now: datetime | None = None) -> dict[str, Any]:
-    """One valid event of ``family``, dated ``now`` (default: the current time), with a unique id."""
+def valid_body(rng: random.Random, family: str, now: datetime | None = None,
+               partition: int | None = None, partitions: int = 1) -> dict[str, Any]:
+    """One valid event of ``family``, dated ``now`` (default: the current time), with a unique id
+    (and, given ``partition``, a key that Kafka's partitioner maps to it)."""
     now = now or datetime.now(timezone.utc)
     body: dict[str, Any] = {"event_id": uuid.UUID(int=rng.getrandbits(128)).hex, "schema_version": 1,
                             "occurred_at": now.isoformat(timespec="milliseconds"),
                             "storefront": rng.choice(STORES)}
     key = f"k{rng.getrandbits(40):x}"
+    while partition is not None and partition_for(key, partitions) != partition:
+        key = f"k{rng.getrandbits(40):x}"
     if family == "session":
         body.update(type="session.started", session_id=key, visitor_id=f"v{key}", channel=rng.choice(["web", "app"]),
                     device=rng.choice(["desktop", "mobile"]))
@@ -64,7 +69,7 @@ class Sender:
             partition = self.rng.randrange(self.settings.partitions)
             size = min(remaining, self.rng.randint(1, self.batch))
             now = datetime.now(timezone.utc)
-            items = [valid_body(self.rng, family, now) for _ in range(size)]
+            items = [valid_body(self.rng, family, now, partition, self.settings.partitions) for _ in range(size)]
             value = orjson.dumps(items if self.batch > 1 else items[0])
             futures.append((family, partition, size,
                             self.producer.send(self.settings.topics[family], value=value, partition=partition)))

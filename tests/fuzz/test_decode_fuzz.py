@@ -27,7 +27,8 @@ from streams.config import Settings
 from streams.contract import ENVELOPE, EVENT_TYPES, FAMILIES
 from streams.decode import decode_message
 from streams.errors import REASONS
-from streams.pipeline.window_state import Message, PartitionState
+from streams.pipeline.records import Message
+from streams.pipeline.window_state import PartitionState
 from tests.fuzz import tally
 from tests.fuzz.strategies import (
     NOW_MS,

@@ -22,7 +22,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from streams.contract import EVENT_TYPES, FAMILIES
 from streams.decode import decode_message
 from streams.errors import REASONS
-from streams.pipeline.window_state import Message, PartitionState
+from streams.pipeline.records import Message
+from streams.pipeline.window_state import PartitionState
 from streams.devtools.stack import WorkerProcess
 from tests.faults.common import metric_sum, valid_body
 from tests.fuzz import tally
@@ -75,10 +76,10 @@ def build_messages(rng: random.Random, partitions: int, n: int) -> list[tuple[st
         partition = rng.randrange(partitions)
         roll = rng.random()
         if roll < 0.35:
-            value = orjson.dumps(valid_body(rng, family, now))
+            value = orjson.dumps(valid_body(rng, family, now, partition, partitions))
         elif roll < 0.65:
-            items = [valid_body(rng, family, now) if rng.random() < 0.6 else _hostile_item(rng, family, now)
-                     for _ in range(rng.randint(1, 8))]
+            items = [valid_body(rng, family, now, partition, partitions) if rng.random() < 0.6
+                     else _hostile_item(rng, family, now) for _ in range(rng.randint(1, 8))]
             value = orjson.dumps(items)
         elif roll < 0.85:
             value = orjson.dumps(_hostile_item(rng, family, now))
@@ -95,7 +96,8 @@ def expected(messages: list[tuple[str, int, bytes]], settings) -> tuple[Counter,
     offsets: Counter = Counter()
     for family, partition, value in messages:
         state = states.setdefault((family, partition), PartitionState(family, partition, settings))
-        decoded = decode_message(value, family, max_bytes=MAX_BYTES, max_events=MAX_EVENTS, not_after_ms=not_after)
+        decoded = decode_message(value, family, max_bytes=MAX_BYTES, max_events=MAX_EVENTS, not_after_ms=not_after,
+                                 partition=partition, partitions=settings.partitions)
         state.apply([Message(offsets[family, partition], *decoded)])
         offsets[family, partition] += 1
     events = Counter({key: s.meta.events for key, s in states.items() if s.meta.events})

@@ -18,7 +18,8 @@ from streams.config import Settings
 from streams.pipeline.customer_state import CustomerState, contribution, iso_week, week_start_ms
 from streams.decode import decode_message
 from streams.contract import partition_for
-from streams.pipeline.window_state import Message, PartitionState
+from streams.pipeline.records import Message
+from streams.pipeline.window_state import PartitionState
 from tests.customer_events import T0, customer_events
 from tests.customer_reference import customer_kpis
 from tests.helpers import apply_with_crashes, facts_of

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from streams.config import Settings
 from streams.decode import decode_message
-from streams.pipeline.window_state import Message, PartitionState
+from streams.pipeline.records import Message
+from streams.pipeline.window_state import PartitionState
 from tests.helpers import apply_with_crashes, facts_of
 
 SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000)
