@@ -225,10 +225,13 @@ def _indent(text: str, spaces: int = 2) -> str:
 
 
 # ------------------------------------------------------- event-time windows
-# The merge stage writes every complete window to Prometheus at its end (remote write):
-# ``cxpulse_window_<counter>{window="5m", <segment>}`` holds the window [t - 5m, t) at t,
-# one sample a minute for each view (trailing windows ending at every minute). A range of
-# ``[1m]`` ending at a minute boundary holds exactly one such sample: the window ending there.
+# The merge stage writes every complete window to Prometheus (remote write), stamped 1 ms
+# before its end: ``cxpulse_window_<counter>{window="5m", <segment>}`` holds the window
+# [t - 5m, t) at t - 1 ms, one sample a minute for each view (trailing windows ending at every
+# minute). ``last_over_time(...[1m])`` at t reads exactly the window ending at t: the range
+# holds that one sample and not the one a minute earlier (Prometheus 2 includes a range's
+# start, 3 does not; the -1 ms makes both read the same). At any other time it reads the
+# newest window ending at or before it.
 WINDOWS: tuple[str, ...] = ("5m", "1h")  # KPI windows recorded by the rules (views: 1m, 5m, 15m, 1h)
 VIEWS: tuple[str, ...] = ("1m", "5m", "15m", "1h")
 _DEFAULTS = Settings.from_env()
@@ -249,13 +252,13 @@ def window_component(metric: str, level: Level, window: str, offset: str = "") -
     name = next((c.window_name for c in COUNTERS if c.name == metric), None)
     if name is None:  # a histogram's count: its per-channel summary's _count
         name = next(h.window_count_name for h in HISTOGRAMS if h.name + "_count" == metric)
-    return f'sum by ({", ".join(level)}) (sum_over_time({name}{{window="{window}"}}[1m]{off}))'
+    return f'sum by ({", ".join(level)}) (last_over_time({name}{{window="{window}"}}[1m]{off}))'
 
 
 def window_complete(family: str, window: str, offset: str = "") -> str:
     """1 per storefront whose ``family`` window is complete (also with no event of it)."""
     off = f" offset {offset}" if offset else ""
-    return (f'sum by (storefront) (sum_over_time({WINDOW_COMPLETE}{{family="{family}", window="{window}"}}'
+    return (f'sum by (storefront) (last_over_time({WINDOW_COMPLETE}{{family="{family}", window="{window}"}}'
             f"[1m]{off}))")
 
 
@@ -281,14 +284,14 @@ def window_kpi_expr(kpi: Kpi, level: Level, window: str, offset: str = "") -> st
     absent, never wrong. Quantiles are the merge stage's, within its sketch's 1% (not bucket
     interpolation).
 
-        >>> window_kpi_expr(next(k for k in KPIS if k.key == "csat_mean"), ("storefront",), "5m").count("sum_over_time")
+        >>> window_kpi_expr(next(k for k in KPIS if k.key == "csat_mean"), ("storefront",), "5m").count("last_over_time")
         4
     """
     off = f" offset {offset}" if offset else ""
     if kpi.shape == "quantile":
         hist = next(h for h in HISTOGRAMS if h.name == kpi.histogram)
         name = hist.window_storefront_name if tuple(level) == ("storefront",) else hist.window_name
-        return (f'max by ({", ".join(level)}) (sum_over_time({name}{{window="{window}", '
+        return (f'max by ({", ".join(level)}) (last_over_time({name}{{window="{window}", '
                 f'quantile="{kpi.quantile}"}}[1m]{off}))')
 
     def component(metric: str, lvl: Level) -> str:

@@ -26,7 +26,7 @@ log = logging.getLogger("cxpulse.changelog")
 
 
 class ChangelogReader:
-    def __init__(self, settings: Settings, timeout_s: float = 120.0) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = 50.0) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
         self._consumer: Consumer | None = None

@@ -48,7 +48,11 @@ class KafkaSource:
             # joins near 5 s; a stopped worker loses its partitions after 10 s.
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
-            "max.poll.interval.ms": 300_000,
+            # librdkafka sends this as the group's rebalance timeout too: how long a rebalance
+            # waits for members that were in the group to join again (the test broker keeps a
+            # member that left mid-rebalance until then). Recovery happens between polls, so it
+            # must fit in it (a changelog reads at 100k+ records/s here).
+            "max.poll.interval.ms": 60_000,
             # Eager range assignment: measured on the test broker, a join takes ~5 s; the
             # cooperative protocol needs two rounds (~30 s to move a partition).
             "partition.assignment.strategy": "range",
