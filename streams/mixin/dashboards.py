@@ -1,18 +1,24 @@
 """Grafana dashboards as code, rendered from the catalog and the rule names.
 
 Sits at the end of the flow beside ``rules.py``: it reads ``catalog.py`` (KPI
-titles, formulas, help texts) and ``rules.py`` (recorded series names, alert
-names and thresholds) and writes one JSON file per dashboard into
-``grafana/dashboards/``, built with the grafana-foundation-sdk builders for
-Grafana 11.6 and serialised with sorted keys, so a re-render is byte-stable.
-Panels read the recording rules wherever one exists, so a dashboard shows the
-number an alert fires on; the ``window`` variable picks the rules' range
-suffix (``storefront:cxpulse_conversion:ratio_rate${window}``).
+titles, formulas, help texts) and ``rules.py`` (recorded series names, the
+event-time window expressions, alert names and thresholds) and writes one JSON
+file per dashboard into ``grafana/dashboards/``, built with the
+grafana-foundation-sdk builders for Grafana 11.6 and serialised with sorted
+keys, so a re-render is byte-stable.
+
+Every number says which clock it counts by. Headline KPIs count by **event
+time**: a tile shows the last complete ``$window`` window from the recording
+rules the alerts read (``storefront:cxpulse_conversion:ratio_window${window}``),
+pooled over the selected storefronts; a graph draws one point per whole window
+from the windows the merge stage wrote (``rules.window_kpi_expr``, step =
+``$window``). Throughput "live" views count by **arrival time** (``rate()`` of
+the workers' counters) and sit in rows of their own.
 
     >>> sorted(p.name for p in outputs())[:2]
     ['cx-customers.json', 'cx-initiatives.json']
-    >>> substitute('storefront:cxpulse_conversion:ratio_rate${window}{storefront=~"$storefront"}')
-    'storefront:cxpulse_conversion:ratio_rate5m{storefront=~".*"}'
+    >>> substitute('storefront:cxpulse_conversion:ratio_window${window}{storefront=~"$storefront"}')
+    'storefront:cxpulse_conversion:ratio_window5m{storefront=~".*"}'
 """
 
 from __future__ import annotations
@@ -21,16 +27,27 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from grafana_foundation_sdk.builders import bargauge, common as common_b, dashboard as db
 from grafana_foundation_sdk.builders import prometheus as prom, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common, dashboard as dm, prometheus as prom_m
 
-from streams.mixin import rules
-from streams.catalog import COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, KPIS, PIPELINE, Kpi
+from streams.catalog import (
+    COUNTERS,
+    CUSTOMER,
+    CUSTOMER_PIPELINE,
+    HISTOGRAMS,
+    INITIATIVE,
+    KPIS,
+    PIPELINE,
+    WINDOW_COMPLETE,
+    Kpi,
+)
+from streams.config import Settings, parse_duration_ms
 from streams.initiatives.core import Z95
+from streams.mixin import rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
@@ -40,15 +57,15 @@ DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="prometheus")
 TAGS = ["cxpulse"]
 
 # Values the e2e test puts in for Grafana's variables before it runs a panel query against
-# Prometheus (``substitute``): every segment, the 5m rules, the 5m event-time view.
+# Prometheus (``substitute``): every segment and currency, the 5m windows.
 TEST_VARIABLES: dict[str, str] = {
     "storefront": ".*",
     "channel": ".*",
     "support_channel": ".*",
+    "currency": ".*",
     "family": ".*",
     "initiative": ".*",
     "window": "5m",
-    "view": "5m",
     "__rate_interval": "1m",
     "__interval": "1m",
     "__range": "1h",
@@ -57,10 +74,219 @@ TEST_VARIABLES: dict[str, str] = {
 PROMETHEUS_SERIES: frozenset[str] = frozenset({"ALERTS", "up"})
 
 SF = 'storefront=~"$storefront"'
-SFC = 'storefront=~"$storefront", channel=~"$channel"'
-SSC = 'storefront=~"$storefront", support_channel=~"$support_channel"'
 FAM = 'family=~"$family"'
 W = "${window}"  # braces: `$window_offset1w` would name another variable
+# The one default of `$window` on every dashboard: the window the KPI alerts judge, and
+# a sample large enough that a tile is not noise at ordinary volumes.
+WINDOW_DEFAULT = "1h"
+# Grafana and Prometheus both refuse more than 11,000 points per series: with this as
+# maxDataPoints, Grafana's step stays at `$window` up to 38 days of 5m windows.
+MAX_POINTS = 11_000
+
+# ------------------------------------------------------------------ clocks
+# Every panel's description ends with one of these, so a reader knows whether the number
+# counts by event time (when it happened) or by arrival time (when a worker processed it)
+# and what waiting for late events costs (STYLE.md, "Time: say which one").
+_SETTINGS = Settings.from_env()  # the same settings rules.DELAY is rendered from
+DELAY_S = parse_duration_ms(rules.DELAY) // 1000
+
+
+def _about_time(ms: int) -> str:
+    """``210_000`` -> ``3.5 min``, ``30_000`` -> ``30 s``: a delay as an ops lead says it."""
+    seconds = ms / 1000
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+DELAY_TEXT = _about_time(DELAY_S * 1000)
+_WAIT = (f"the grace period of {_about_time(_SETTINGS.grace_ms)} for late events, up to "
+         f"{_about_time(_SETTINGS.idle_partition_ms)} more while a source partition is quiet, and the "
+         f"{_about_time(_SETTINGS.window_ms)} step in which windows complete")
+EVENT_LAST = (f"By event time: the last complete $window window of events, which the recording rules read "
+              f"{rules.DELAY} behind now ({_WAIT}), so it ended ~{DELAY_TEXT} ago. Events that arrive up to the grace "
+              "period late are in it; later ones are counted as late and left out.")
+EVENT_GRAPH = (f"By event time: one point per whole $window window of events, drawn at the window's end (step "
+               f"$window; over a range too long for one point per window, every n-th window). A window appears once "
+               f"every source partition has closed it, ~{DELAY_TEXT} after it ends ({_WAIT}): the newest points are "
+               "missing until then, never partial.")
+EVENT_BARS = (f"By event time: the newest $window window complete in every family it reads (trailing windows end "
+              f"every minute; a window is complete ~{DELAY_TEXT} after it ends: {_WAIT}).")
+EVENT_LAG = (f"By event time against the wall clock: normally about {DELAY_TEXT} ({_WAIT}); more means windows "
+             "wait on a partition, and every event-time KPI shows an older window.")
+EVENT_CLOSED = (f"By event time against the wall clock: normally the grace period of "
+                f"{_about_time(_SETTINGS.grace_ms)} plus up to the {_about_time(_SETTINGS.window_ms)} step; a quiet "
+                f"partition's follows the others' after {_about_time(_SETTINGS.idle_partition_ms)}.")
+EVENT_WATERMARK = ("By event time against the wall clock: the newest event time a partition has seen, so producers' "
+                   "own delay and quiet periods; the grace period is not in it (windows close a grace period later: "
+                   "see the completeness row).")
+ARRIVAL = ("By arrival time: rate() of the workers' counters over 5 minutes, as events are processed, about a "
+           "scrape behind. No grace period: nothing waits for late events, so a backlog or a replay shows when it is "
+           "worked off, not when the events happened.")
+ARRIVAL_NOW = ("By arrival time: the workers' own state as last scraped (processing time, not the events' time); the "
+               "grace period adds no delay here.")
+CUSTOMER_CLOCK = ("By event time: a cohort is the ISO week (UTC) of the customers' own events (first order, "
+                  "ticket), and a fact counts as soon as the window stage has counted its event, without waiting for "
+                  "the grace period: the newest cohorts still grow.")
+INITIATIVE_CLOCK = ("By event time: each arm sums the UTC days its events happened on, updated as the workers count "
+                    "them, without waiting for the grace period: the current day still grows.")
+ALERTS_CLOCK = (f"KPI alerts count by event time (the last complete hour, ~{DELAY_TEXT} behind: the grace period of "
+                f"{_about_time(_SETTINGS.grace_ms)} included); pipeline alerts count by arrival time (rates of the "
+                "workers' counters, no grace period delay).")
+
+
+# ------------------------------------------------------------------ event-time windows
+# rules.window_kpi_expr reads each window with a `[1m]` range, which holds one sample when
+# evaluated between minute boundaries (the recording rules). Grafana aligns a graph's
+# points to its step, so they fall exactly on the minute boundaries the windows are stamped
+# at, and Prometheus 2.x ranges are closed at both ends: `[1m]` there holds the window ending
+# at the point *and* the one a minute before (measured: Prometheus 2.42 sums both). `[59s]`
+# holds the sample at the boundary alone, on 2.x and on 3.x (left-open ranges) alike; a
+# window not yet written stays absent instead of borrowing the previous one.
+LOOKBACK = "59s"
+# a selector's quoted values may hold braces (`window="${window}"`)
+_WINDOW_RANGE = re.compile(r'(?P<name>cxpulse_window_\w+)\{(?P<labels>(?:[^{}"]|"[^"]*")*)\}\[1m\]')
+
+
+def _window_labels(name: str) -> tuple[str, ...]:
+    """The labels (besides ``window``) a window series carries, to filter it by the variables."""
+    for counter in COUNTERS:
+        if name == counter.window_name:
+            return counter.labels
+    for hist in HISTOGRAMS:
+        if name in (hist.window_name, hist.window_count_name, hist.window_name + "_sum"):
+            return hist.labels
+        if name.startswith(hist.window_storefront_name):
+            return ("storefront",)
+    if name == WINDOW_COMPLETE:
+        return ("storefront", "family")
+    raise KeyError(f"{name} is not an event-time window series")
+
+
+def at_window_ends(expr: str, filters: Mapping[str, str]) -> str:
+    """An expression over the window series for points on minute boundaries (``[59s]``, see
+    LOOKBACK), each window selector narrowed by ``filters`` ({label: regex}) where it has the label.
+
+        >>> at_window_ends('sum(sum_over_time(cxpulse_window_complete{window="5m"}[1m]))', {"channel": "$channel"})
+        'sum(sum_over_time(cxpulse_window_complete{window="5m"}[59s]))'
+    """
+    def narrow(match: re.Match[str]) -> str:
+        labels = _window_labels(match["name"])
+        extra = [f'{label}=~"{value}"' for label, value in filters.items() if label in labels]
+        return f"{match['name']}{{{', '.join([match['labels'], *extra])}}}[{LOOKBACK}]"
+
+    out, found = _WINDOW_RANGE.subn(narrow, expr)
+    if not found or "[1m]" in out:
+        raise ValueError(f"not a window expression of rules.py: {expr}")
+    return out
+
+
+def window_kpi(key: str, level: rules.Level, filters: Mapping[str, str], offset: str = "") -> str:
+    """A KPI per window ending at each point (``rules.window_kpi_expr``): complete windows only,
+    so a cross-family ratio never divides a complete window by an incomplete one."""
+    return at_window_ends(rules.window_kpi_expr(_kpi(key), level, W, offset), filters)
+
+
+def window_count(metric: str, level: rules.Level, filters: Mapping[str, str], offset: str = "") -> str:
+    """A counter (or a duration summary's ``_count``) summed over the window ending at each point."""
+    return at_window_ends(rules.window_component(metric, level, W, offset), filters)
+
+
+def complete_in(families: Iterable[str], filters: Mapping[str, str]) -> str:
+    """``and on (storefront)`` every family's completeness mark: keeps a per-storefront value
+    only where the window is complete in all ``families`` (a funnel that spans two families)."""
+    return "".join(f"\nand on (storefront) {at_window_ends(rules.window_complete(family, W), filters)}"
+                   for family in families)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A line and its 95% interval: (expr, legend) of the value and of each bound. Legends are
+    fixed names, because Grafana's fillBelowTo pairs the upper series with the lower by name."""
+
+    value: tuple[str, str]
+    lower: tuple[str, str]
+    upper: tuple[str, str]
+
+
+def window_band(key: str, filters: Mapping[str, str], offset: str = "", name: str = "") -> tuple[Band, str]:
+    """A share's (or the NPS's) value per window with its 95% interval, and its sample size n,
+    at the storefront level: the formulas of the recorded ``..._lower`` / ``..._upper`` bounds
+    (``rules._wilson_bound``, ``rules._nps_bound``) over the window ending at each point."""
+    kpi = _kpi(key)
+    level = rules.kpi_levels(kpi)[0]
+    value = rules.window_kpi_expr(kpi, level, W, offset)
+    n = rules.window_component(kpi.denominator, rules.component_level(kpi.denominator, level), W, offset)
+    if kpi.shape == "nps":
+        promoters, detractors = (rules.window_numerator(kpi, m, level, W, offset) for m in kpi.numerator)
+        lower, upper = (rules._nps_bound(promoters, detractors, 1, n, side) for side in ("lower", "upper"))
+    else:
+        lower, upper = (rules._wilson_bound(f"clamp({value}, 0, 1)", n, side) for side in ("lower", "upper"))
+    name = name or _short(kpi)
+    return (Band((at_window_ends(value, filters), name),
+                 (at_window_ends(lower, filters), f"{name} 95% lower"),
+                 (at_window_ends(upper, filters), f"{name} 95% upper")),
+            at_window_ends(n, filters))
+
+
+# ------------------------------------------------------------------ tiles: pooled, from the rules
+def _match(labels: Iterable[str], filters: Mapping[str, str]) -> str:
+    """``{storefront=~"$storefront", ...}`` for the labels a recorded series carries."""
+    parts = [f'{label}=~"{filters[label]}"' for label in labels if label in filters]
+    return "{" + ", ".join(parts) + "}" if parts else ""
+
+
+def pooled_total(key: str, level: rules.Level, filters: Mapping[str, str], offset: bool = False) -> tuple[str, str]:
+    """(numerator, sample n) of a ratio KPI over the selected segments of ``level`` that have
+    the KPI in the last complete window: sum(KPI x n) and sum(n), the KPI's own counts summed
+    (revenue for AOV, orders for CVR). ``offset``: the same window a week earlier."""
+    kpi = _kpi(key)
+    suffix = "_offset1w" if offset else ""
+    ratio = f"{rules.window_rule(kpi, level, W)}{suffix}{_match(level, filters)}"
+    by = "sum by (currency) " if "currency" in level else "sum "
+    den_level = rules.component_level(kpi.denominator, level)
+    n = f"{rules.denominator_rule(kpi, level, W, offset)}{_match(den_level, filters)}"
+    if den_level == level:
+        return f"{by}(\n  {ratio}\n  * {n}\n)", f"{by}(\n  {n}\n  and {ratio}\n)"
+    # revenue per visitor: revenue per currency over the storefront's sessions (no currency)
+    on = ", ".join(den_level)
+    return (f"{by}(\n  {ratio}\n  * on ({on}) group_left () {n}\n)",
+            f"{by}(\n  0 * {ratio}\n  + on ({on}) group_left () {n}\n)")
+
+
+def pooled(key: str, level: rules.Level, filters: Mapping[str, str], offset: bool = False) -> tuple[str, str]:
+    """(KPI, sample n) of the last complete window for the selected segments as one number
+    (per currency for money): sum(KPI x n) / sum(n), which is the KPI of their summed counts.
+    A quantile cannot be pooled from per-storefront quantiles: the slowest segment's is
+    shown, with the measurements of all of them as n.
+
+        >>> kpi, n = pooled("conversion", ("storefront",), {"storefront": "$storefront"})
+        >>> kpi.startswith("sum (") and kpi.endswith(n) and "storefront:cxpulse_conversion:ratio_window${window}" in n
+        True
+    """
+    kpi = _kpi(key)
+    if kpi.shape == "quantile":
+        suffix = "_offset1w" if offset else ""
+        ratio = f"{rules.window_rule(kpi, level, W)}{suffix}{_match(level, filters)}"
+        count = rules.rule_name(level, rules.base(kpi.histogram + "_count"), f"window{W}{suffix}")
+        return f"max ({ratio})", f"sum (\n  {count}{_match(level, filters)}\n  and {ratio}\n)"
+    total, sample = pooled_total(key, level, filters, offset)
+    return f"{total}\n/ {sample}", sample
+
+
+def pooled_change(key: str, level: rules.Level, filters: Mapping[str, str], relative: bool) -> str:
+    """This window against the same window a week earlier, pooled like ``pooled``: relative
+    (this / last week - 1) or a difference. For a quantile, the largest per-segment change:
+    what the spike alerts judge, segment by segment."""
+    kpi = _kpi(key)
+    if kpi.shape == "quantile":
+        ratio = f"{rules.window_rule(kpi, level, W)}"
+        return f"max (\n  {ratio}{_match(level, filters)}\n  / {ratio}_offset1w{_match(level, filters)}\n  - 1\n)"
+    now, before = pooled(key, level, filters)[0], pooled(key, level, filters, offset=True)[0]
+    return f"(\n{_indent(now)}\n)\n/ (\n{_indent(before)}\n)\n- 1" if relative else (
+        f"(\n{_indent(now)}\n)\n- (\n{_indent(before)}\n)")
+
+
+def _indent(text: str, spaces: int = 2) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
 
 
 # ------------------------------------------------------------------ helpers
@@ -68,23 +294,15 @@ def _kpi(key: str) -> Kpi:
     return next(k for k in KPIS if k.key == key)
 
 
-def _level(kpi: Kpi, segment: str = "") -> rules.Level:
-    """The KPI's first level, or the one that adds ``segment`` (channel, support_channel)."""
-    levels = rules.kpi_levels(kpi)
-    if not segment:
-        return levels[0]
-    return next(level for level in levels if segment in level)
-
-
-def kpi_series(key: str, segment: str = "", offset: bool = False) -> str:
-    """Recorded KPI name with the dashboard's window, e.g. ``storefront:cxpulse_nps:ratio_rate${window}``."""
-    kpi = _kpi(key)
-    return rules.kpi_rule(kpi, _level(kpi, segment), W) + ("_offset1w" if offset else "")
-
-
-def rate_series(metric: str, level: rules.Level, offset: bool = False) -> str:
-    """Recorded per-second rate of a component at ``level`` with the dashboard's window."""
-    return rules.component_rule(metric, level, W, "1w" if offset else "")
+def _short(kpi: Kpi) -> str:
+    """The name a tile or legend uses: the abbreviation in the title, else a short form."""
+    match = re.search(r"\(([A-Z]+)\)", kpi.title)
+    if match:
+        return match.group(1)
+    return {"first_response_p50": "FRT p50", "first_response_p90": "FRT p90", "resolution_p50": "TTR p50",
+            "resolution_p90": "TTR p90", "csat_mean": "CSAT mean", "cart_abandonment": "Cart abandonment",
+            "refund_return_rate": "Refund & return rate", "repeat_purchase": "Repeat purchase rate",
+            "ticket_to_order": "Ticket-to-order"}.get(kpi.key, kpi.title)
 
 
 def _help(metric: str) -> str:
@@ -103,6 +321,18 @@ def _help(metric: str) -> str:
 def _about(key: str) -> str:
     kpi = _kpi(key)
     return f"{kpi.title} = {kpi.formula}."
+
+
+def _noun(metric: str) -> str:
+    """``cxpulse_sessions_started_total`` -> ``sessions started``: what a sample counts."""
+    return {"cxpulse_ticket_first_response_seconds_count": "first responses",
+            "cxpulse_ticket_resolution_seconds_count": "resolutions"}.get(
+        metric, rules.base(metric).removeprefix("cxpulse_").replace("_", " "))
+
+
+def _sample_noun(key: str) -> str:
+    kpi = _kpi(key)
+    return _noun(kpi.histogram + "_count" if kpi.shape == "quantile" else kpi.denominator)
 
 
 def _target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prom.Dataquery:
@@ -125,13 +355,42 @@ def _steps(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
 
 
 NEUTRAL = _steps((None, "blue"))
+NPS_BANDS = _steps((None, "red"), (0, "yellow"), (30, "green"))
+# No alert pages on the level of CSAT or FCR (their alerts, where they exist, compare with last
+# week), so their tiles are banded by common service benchmarks instead: CSAT around 75-85% is
+# ordinary for e-commerce, FCR around 70% is the usual contact-centre average. One place to edit.
+CSAT_BANDS = _steps((None, "red"), (0.70, "yellow"), (0.80, "green"))
+FCR_BANDS = _steps((None, "red"), (0.60, "yellow"), (0.70, "green"))
+
+# ------------------------------------------------------------------ money
+# Grafana cannot take a panel's unit from a variable or a label (grafana/grafana#82938 is
+# open; `currency${currency}` stays a literal string), so a money panel carries one override
+# per currency, matched on the series' display name, which ends in its `currency` label:
+# each series (and its axis) gets its own symbol and a mix of currencies never shares one.
+# Grafana's built-in currency units, then prefixes for common currencies it lacks; a
+# currency outside this list shows as a plain number with its code in the legend.
+CURRENCY_UNITS: dict[str, str] = {
+    **{code: f"currency{code}" for code in ("USD", "EUR", "GBP", "JPY", "CHF", "SEK", "NOK", "DKK", "ISK", "PLN",
+                                             "CZK", "BRL", "INR", "KRW", "ZAR", "RUB", "UAH")},
+    "AUD": "currency:A$", "CAD": "currency:CA$", "NZD": "currency:NZ$", "HKD": "currency:HK$",
+    "SGD": "currency:S$", "MXN": "currency:MX$", "CNY": "currency:CN¥", "TRY": "currency:₺", "ILS": "currency:₪",
+}
+CURRENCY_LEGEND = "{{currency}}"  # a money series' legend ends with this: the overrides match on it
 
 
-def _stat(title: str, description: str, unit: str, targets: list[prom.Dataquery],
+def _money(panel: Any) -> Any:
+    """Give every series whose name ends in a known currency code that currency's unit."""
+    for code, unit in CURRENCY_UNITS.items():
+        panel = panel.override_by_regexp(f"^(.* )?{code}$", [dm.DynamicConfigValue(id_val="unit", value=unit)])
+    return panel
+
+
+# ------------------------------------------------------------------ panels
+def _stat(title: str, description: str, unit: str, targets: list[prom.Dataquery], *, clock: str,
           thresholds: db.ThresholdsConfig = NEUTRAL, span: int = 4, height: int = 5,
           decimals: float | None = None, min_max: tuple[float, float] | None = None) -> stat.Panel:
     panel = (
-        stat.Panel().title(title).description(description).datasource(DATASOURCE).targets(targets)
+        stat.Panel().title(title).description(f"{description} {clock}").datasource(DATASOURCE).targets(targets)
         .unit(unit).thresholds(thresholds).span(span).height(height)
         .color_mode(common.BigValueColorMode.VALUE).graph_mode(common.BigValueGraphMode.AREA)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
@@ -144,17 +403,66 @@ def _stat(title: str, description: str, unit: str, targets: list[prom.Dataquery]
     return panel
 
 
-def _series(title: str, description: str, unit: str, targets: list[prom.Dataquery],
+SAMPLE_COLOR = "#8e8e8e"
+
+
+def _sample_field() -> list[dm.DynamicConfigValue]:
+    """The sample size beside a KPI: a grey count, whatever the KPI's unit and thresholds."""
+    return [dm.DynamicConfigValue(id_val="unit", value="short"), dm.DynamicConfigValue(id_val="decimals", value=0),
+            dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": SAMPLE_COLOR}),
+            dm.DynamicConfigValue(id_val="min", value=0)]
+
+
+def _kpi_tile(key: str, level: rules.Level, filters: Mapping[str, str], *, thresholds: db.ThresholdsConfig = NEUTRAL,
+              span: int = 4, note: str = "") -> stat.Panel:
+    """The KPI of the last complete window, pooled over the selected segments, and beside it
+    the sample n it is computed on (both from the recording rules the alerts read)."""
+    kpi = _kpi(key)
+    value, sample = pooled(key, level, filters)
+    money = kpi.unit == "currency"
+    short = _short(kpi)
+    noun = _sample_noun(key)
+    name = f"{short} in $currency" if money else short
+    unit = {"ratio": "percentunit", "seconds": "s"}.get(kpi.unit, "none")
+    pooling = ("the slowest of the selected segments (quantiles do not add up across storefronts), with the "
+               "measurements of all of them" if kpi.shape == "quantile" else
+               "pooled over the selected segments: sum(KPI x n) / sum(n), the KPI of their summed counts")
+    description = (f"{_about(key)} {name} of the last complete $window window, {pooling}; from "
+                   f"`{rules.window_rule(kpi, level, W)}`. Beside it, grey: n, the {noun} it is computed on "
+                   f"(`{_sample_rule(kpi, level)}`): a small n is a noisy number.{note}")
+    panel = _stat(f"{name} · last complete $window", description, unit,
+                  [_target(value, CURRENCY_LEGEND if money else short, "A"),
+                   _target(sample, f"n {noun}", "B")],
+                  clock=EVENT_LAST, thresholds=thresholds, span=span,
+                  decimals=2 if money else (1 if kpi.unit == "score" else None),
+                  min_max=(-100, 100) if kpi.shape == "nps" else None)
+    panel = panel.override_by_name(f"n {noun}", _sample_field())
+    return _money(panel) if money else panel
+
+
+def _sample_rule(kpi: Kpi, level: rules.Level) -> str:
+    if kpi.shape == "quantile":
+        return rules.rule_name(level, rules.base(kpi.histogram + "_count"), f"window{W}")
+    return rules.denominator_rule(kpi, level, W)
+
+
+def _series(title: str, description: str, unit: str, targets: list[prom.Dataquery], *, clock: str,
             thresholds: db.ThresholdsConfig | None = None, span: int = 12, height: int = 8,
             stacked: bool = False, min_max: tuple[float, float] | None = None,
-            dashed: str = "") -> timeseries.Panel:
-    """A time series; ``thresholds`` are drawn as dashed lines, ``dashed`` dashes matching series."""
+            dashed: str = "", bars: bool = False) -> timeseries.Panel:
+    """A time series; ``thresholds`` are drawn as dashed lines, ``dashed`` dashes matching series.
+    An event-time graph steps by the window (``interval`` = ``$window``, enough points), so each
+    point is one whole window and no window is drawn twice."""
     panel = (
-        timeseries.Panel().title(title).description(description).datasource(DATASOURCE).targets(targets)
-        .unit(unit).span(span).height(height).line_width(1).fill_opacity(10)
+        timeseries.Panel().title(title).description(f"{description} {clock}").datasource(DATASOURCE)
+        .targets(targets).unit(unit).span(span).height(height).line_width(1).fill_opacity(10)
         .legend(common_b.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
                 .placement(common.LegendPlacement.BOTTOM).show_legend(True))
     )
+    if clock == EVENT_GRAPH:
+        panel = panel.interval(W).max_data_points(MAX_POINTS).show_points(common.VisibilityMode.ALWAYS).point_size(4)
+    if bars:
+        panel = panel.draw_style(common.GraphDrawStyle.BARS).fill_opacity(60)
     if thresholds is not None:
         panel = panel.thresholds(thresholds).thresholds_style(
             common_b.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
@@ -168,21 +476,11 @@ def _series(title: str, description: str, unit: str, targets: list[prom.Dataquer
     return panel
 
 
-BAND_COLOR, BASELINE_COLOR, SAMPLE_COLOR = "blue", "text", "#8e8e8e"
-
-
-@dataclass(frozen=True)
-class Band:
-    """A line and its 95% interval: (expr, legend) of the value and of each bound. Legends are
-    fixed names, because Grafana's fillBelowTo pairs the upper series with the lower by name."""
-
-    value: tuple[str, str]
-    lower: tuple[str, str]
-    upper: tuple[str, str]
+BAND_COLOR, BASELINE_COLOR = "blue", "text"
 
 
 def _band_panel(title: str, description: str, unit: str, main: Band, sample: tuple[str, str] | None = None,
-                other: Band | None = None, span: int = 12,
+                other: Band | None = None, span: int = 12, *, clock: str,
                 thresholds: db.ThresholdsConfig | None = None) -> timeseries.Panel:
     """``main`` as a blue line in a shaded band (the upper series filled down to the lower),
     ``sample`` (expr, legend) as grey bars on the right axis, ``other`` dashed and grey in a
@@ -190,7 +488,7 @@ def _band_panel(title: str, description: str, unit: str, main: Band, sample: tup
     specs = [main.value, main.lower, main.upper] + ([sample] if sample else [])
     if other is not None:
         specs += [other.value, other.lower, other.upper]
-    panel = _series(title, description, unit, _targets(*specs), thresholds=thresholds, span=span)
+    panel = _series(title, description, unit, _targets(*specs), thresholds=thresholds, span=span, clock=clock)
     panel = panel.fill_opacity(0).legend(
         common_b.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
         .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull"]))
@@ -200,7 +498,8 @@ def _band_panel(title: str, description: str, unit: str, main: Band, sample: tup
 
     def bound(color: str, fill_to: str = "", opacity: int = 0) -> list[dm.DynamicConfigValue]:
         props = [fixed(color), dm.DynamicConfigValue(id_val="custom.lineWidth", value=0),
-                 dm.DynamicConfigValue(id_val="custom.fillOpacity", value=opacity)]
+                 dm.DynamicConfigValue(id_val="custom.fillOpacity", value=opacity),
+                 dm.DynamicConfigValue(id_val="custom.showPoints", value="never")]
         if fill_to:
             props.append(dm.DynamicConfigValue(id_val="custom.fillBelowTo", value=fill_to))
         return props
@@ -213,7 +512,8 @@ def _band_panel(title: str, description: str, unit: str, main: Band, sample: tup
     )
     if sample is not None:
         panel = panel.override_by_name(sample[1], [
-            fixed(SAMPLE_COLOR), dm.DynamicConfigValue(id_val="unit", value="short"),
+            dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": SAMPLE_COLOR}),
+            dm.DynamicConfigValue(id_val="unit", value="short"),
             dm.DynamicConfigValue(id_val="decimals", value=0),
             dm.DynamicConfigValue(id_val="custom.drawStyle", value="bars"),
             dm.DynamicConfigValue(id_val="custom.fillOpacity", value=15),
@@ -230,34 +530,34 @@ def _band_panel(title: str, description: str, unit: str, main: Band, sample: tup
     return panel
 
 
+DROP_ALERTS = {"conversion": "CxpulseConversionDrop", "nps": "CxpulseNpsDrop", "csat": "CxpulseCsatDrop",
+               "revenue_per_visitor": "CxpulseRevenuePerVisitorDrop"}
+
+
 def _band(key: str, span: int = 12, baseline: bool = False, title: str = "") -> timeseries.Panel:
-    """A share or NPS of one storefront (the row repeats per ``$storefront``) with its 95% interval
-    as a band and its sample size n as bars on the right axis; ``baseline`` adds last week's line
-    and band, dashed and grey."""
+    """A share or NPS of one storefront (the row repeats per ``$storefront``, all channels) per
+    window, with its 95% interval as a band and its sample size n as bars on the right axis;
+    ``baseline`` adds the same windows a week earlier, dashed and grey in their own band."""
     kpi = _kpi(key)
-    level = _level(kpi)
     short = _short(kpi)
+    filters = {"storefront": "$storefront"}
+    main, n = window_band(key, filters)
     unit = "none" if kpi.shape == "nps" else "percentunit"
     method = ("adjusted-Wald interval (3/4 of a pseudo-answer added to promoters and to detractors)"
               if kpi.shape == "nps" else "Wilson score interval")
-    n_rule = rules.denominator_rule(kpi, level, W)
-    main = Band((f"{kpi_series(key)}{{{SF}}}", short),
-                (f"{rules.bound_rule(kpi, level, W, 'lower')}{{{SF}}}", f"{short} 95% lower"),
-                (f"{rules.bound_rule(kpi, level, W, 'upper')}{{{SF}}}", f"{short} 95% upper"))
-    alert = {"conversion": "CxpulseConversionDrop", "nps": "CxpulseNpsDrop", "csat": "CxpulseCsatDrop"}.get(key)
-    text = (f"{_about(key)} Line: `{kpi_series(key)}`; band: its 95% {method} "
-            f"(`{rules.bound_rule(kpi, level, W, 'lower')}` to `..._upper`), the range the true value lies in "
-            f"given the sample; bars (right axis): the sample "
-            f"size n over $window (`{n_rule}`). A narrow band is a large sample; a move inside the band is noise.")
+    alert = DROP_ALERTS.get(key)
+    text = (f"{_about(key)} Line: the KPI of each $window window; band: its 95% {method}, the range the true value "
+            f"lies in given the sample (the formula of the recorded "
+            f"`{rules.bound_rule(kpi, ('storefront',), W, 'lower')}` and `..._upper`); bars (right axis): the "
+            f"sample size n, the {_sample_noun(key)} in the window. A narrow band is a large sample; a move inside "
+            "the band is noise.")
     other = None
     if baseline:
-        other = Band((f"{kpi_series(key, offset=True)}{{{SF}}}", "last week"),
-                     (f"{rules.bound_rule(kpi, level, W, 'lower', offset=True)}{{{SF}}}", "last week 95% lower"),
-                     (f"{rules.bound_rule(kpi, level, W, 'upper', offset=True)}{{{SF}}}", "last week 95% upper"))
-        text += (" Dashed line and grey band: the same time last week and its interval"
-                 + (f"; {alert} pages only while the two bands are apart (over 1h)." if alert else "."))
-    return _band_panel(title or f"{short} with its 95% interval, $storefront", text, unit, main,
-                       (f"{n_rule}{{{SF}}}", "n (sample)"), other, span=span)
+        other = window_band(key, filters, offset="1w", name="last week")[0]
+        text += (" Dashed line and grey band: the same windows a week earlier and their interval"
+                 + (f"; {alert} pages only while the two 1h bands are apart." if alert else "."))
+    return _band_panel(title or f"{short} per $window window with its 95% interval, $storefront", text, unit, main,
+                       (n, "n (sample)"), other, span=span, clock=EVENT_GRAPH)
 
 
 @dataclass(frozen=True)
@@ -274,12 +574,13 @@ class Column:
 
 
 def _table(title: str, description: str, labels: list[str], columns: list[Column], drop: tuple[str, ...] = (),
-           sort: tuple[str, bool] | None = None, span: int = 12, height: int = 9) -> table.Panel:
+           sort: tuple[str, bool] | None = None, span: int = 12, height: int = 9, *, clock: str) -> table.Panel:
     """One row per value of ``labels`` (the label columns, in this order), one column per query.
 
     Each query is an instant table; Grafana drops its Time, ``__name__`` and the labels in ``drop``
     (constant within a query, e.g. ``horizon``), merges the rows that agree on the labels every
-    query shares, then names and orders the columns. ``sort``: (column, descending).
+    query shares, then names and orders the columns. ``sort``: (column, descending). A money
+    column's rows may be in different currencies: the ``currency`` label column says which.
     """
     refs = [chr(ord("A") + i) for i in range(len(columns))]
     values = ["Value" if len(columns) == 1 else f"Value #{ref}" for ref in refs]
@@ -294,7 +595,7 @@ def _table(title: str, description: str, labels: list[str], columns: list[Column
         steps.append(dm.DataTransformerConfig(id_val="merge", options={}))
     steps.append(dm.DataTransformerConfig(id_val="organize", options=organize))
     panel = (
-        table.Panel().title(title).description(description).datasource(DATASOURCE)
+        table.Panel().title(title).description(f"{description} {clock}").datasource(DATASOURCE)
         .targets([_table_target(column.expr, ref) for column, ref in zip(columns, refs)])
         .transformations(steps).thresholds(NEUTRAL).span(span).height(height)
     )
@@ -317,14 +618,18 @@ def _table(title: str, description: str, labels: list[str], columns: list[Column
 
 
 def _bars(title: str, description: str, targets: list[prom.Dataquery], span: int = 12, unit: str = "short",
-          height: int = 8) -> bargauge.Panel:
-    """Horizontal bars, one per series, at its last value."""
-    return (
-        bargauge.Panel().title(title).description(description).datasource(DATASOURCE).targets(targets)
+          height: int = 8, *, clock: str) -> bargauge.Panel:
+    """Horizontal bars, one per series, at its last value. On event time the points are the
+    trailing windows ending every minute, so the last one is the newest complete window."""
+    panel = (
+        bargauge.Panel().title(title).description(f"{description} {clock}").datasource(DATASOURCE).targets(targets)
         .unit(unit).span(span).height(height).thresholds(NEUTRAL)
         .orientation(common.VizOrientation.HORIZONTAL).display_mode(common.BarGaugeDisplayMode.GRADIENT)
         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
+    if clock == EVENT_BARS:
+        panel = panel.interval(rules.VIEWS[0]).max_data_points(MAX_POINTS)
+    return panel
 
 
 def alert_state_expr(names: Iterable[str]) -> str:
@@ -347,7 +652,7 @@ def _alerts(names: list[str], span: int = 24) -> statetimeline.Panel:
     description = (
         "State of the alerts that cover this dashboard (green ok, yellow pending, red firing), across all "
         "storefronts: open the alert in Prometheus or Alertmanager for its labels. Read from Prometheus' "
-        f"ALERTS series; rules and runbooks in docs/alerts.md. {lines}"
+        f"ALERTS series; rules and runbooks in docs/alerts.md. {lines} {ALERTS_CLOCK}"
     )
     mappings: list[Any] = [dm.ValueMap(options={
         "0": dm.ValueMappingResult(text="ok", color="green", index=0),
@@ -362,7 +667,8 @@ def _alerts(names: list[str], span: int = 24) -> statetimeline.Panel:
     )
 
 
-def _variables(*names: str, window: str = "5m") -> list[Any]:
+# ------------------------------------------------------------------ variables and the dashboard
+def _variables(*names: str) -> list[Any]:
     out: list[Any] = []
     for name in names:
         if name == "storefront":
@@ -370,7 +676,8 @@ def _variables(*names: str, window: str = "5m") -> list[Any]:
                                 for ms in rules.FAMILY_ARRIVALS.values() for m in ms)
             out.append(_query_variable(
                 "storefront", f'label_values({{__name__=~"cxpulse_({arrivals})_total"}}, storefront)',
-                "Storefront label of the events (bounded by the allow-list / label cap; `other` collects the rest)."))
+                "Storefront label of the events (bounded by the allow-list / label cap; `other` collects the rest). "
+                "With several selected, tiles pool them into one number."))
         elif name == "channel":
             out.append(_query_variable(
                 "channel", f"label_values(cxpulse_sessions_started_total{{{SF}}}, channel)",
@@ -379,6 +686,11 @@ def _variables(*names: str, window: str = "5m") -> list[Any]:
             out.append(_query_variable(
                 "support_channel", f"label_values(cxpulse_tickets_created_total{{{SF}}}, support_channel)",
                 "Support channel of the ticket: email, chat, sms, phone, social."))
+        elif name == "currency":
+            out.append(_query_variable(
+                "currency", f"label_values(cxpulse_order_revenue_total{{{SF}}}, currency)",
+                "Currency of the money panels: money is never summed across currencies; the money tiles repeat "
+                "once per selected currency."))
         elif name == "family":
             out.append(_query_variable("family", "label_values(cxpulse_events_total, family)",
                                        "Event family: session, order, ticket, survey."))
@@ -388,12 +700,11 @@ def _variables(*names: str, window: str = "5m") -> list[Any]:
                 "A declared CX initiative (`cxpulse initiative declare`, docs/initiatives.md)."))
         elif name == "window":
             out.append(_custom_variable(
-                "window", list(rules.RANGES), window,
-                "Rate window of the recording rules (...:ratio_rate5m or ...:ratio_rate1h). Alerts use 1h."))
-        elif name == "view":
-            out.append(_custom_variable(
-                "view", ["1m", "5m", "15m", "1h"], "5m",
-                "Event-time view of the window gauges (cxpulse_window_*{view, state=\"closed\"})."))
+                "window", list(rules.WINDOWS), WINDOW_DEFAULT,
+                "Length of the event-time window every KPI shows: tiles show the last complete one, graphs one point "
+                "per window. The KPI alerts judge 1h windows."))
+        else:
+            raise ValueError(f"unknown variable {name}")
     return out
 
 
@@ -408,8 +719,9 @@ def _query_variable(name: str, query: str, description: str) -> db.QueryVariable
 
 def _custom_variable(name: str, values: list[str], default: str, description: str) -> db.CustomVariable:
     return (
+        # only the windows the rules record: a typed-in 15m would leave every tile empty
         db.CustomVariable(name).label(name).description(description).values(",".join(values))
-        .current(dm.VariableOption(selected=True, text=default, value=default))
+        .allow_custom_value(False).current(dm.VariableOption(selected=True, text=default, value=default))
         .options([dm.VariableOption(selected=v == default, text=v, value=v) for v in values])
     )
 
@@ -418,11 +730,11 @@ Rows = list[tuple[str, list[Any]] | tuple[str, list[Any], str]]  # (title, panel
 
 
 def _dashboard(uid: str, title: str, description: str, variables: list[Any], rows: Rows,
-               marks: str = "", since: str = "now-6h") -> dm.Dashboard:
+               marks: str = "", since: str = "now-24h") -> dm.Dashboard:
     """``marks``: label matchers for the initiative annotations (default: every initiative)."""
     builder = (
         db.Dashboard(title).uid(uid).description(f"{GENERATED} {description}").tags(TAGS)
-        .time(since, "now").refresh("30s").timezone("browser").readonly()
+        .time(since, "now").refresh("1m").timezone("browser").readonly()
         .tooltip(dm.DashboardCursorSync.CROSSHAIR).variables(variables)
         .link(db.DashboardLink("cxpulse").type(dm.DashboardLinkType.DASHBOARDS).tags(TAGS)
               .as_dropdown(True).include_vars(True).keep_time(True))
@@ -435,7 +747,7 @@ def _dashboard(uid: str, title: str, description: str, variables: list[Any], row
     dashboard = builder.build()
     for number, panel in enumerate(dashboard.panels or [], start=1):
         panel.id_val = number
-    dashboard.annotations = dm.AnnotationContainer(list_val=initiative_annotations(marks))
+    dashboard.annotations = dm.AnnotationContainer(list_val=[*initiative_annotations(marks), *team_annotations()])
     return dashboard
 
 
@@ -503,6 +815,22 @@ def initiative_annotations(match: str = "") -> list[dm.AnnotationQuery]:
     return out
 
 
+# Deploys and incidents are Grafana's own annotations, organisation-wide, found by tag: a CI
+# step posts one per deploy (POST /api/annotations, tags ["deploy", ...]), and whoever runs an
+# incident marks its start and end as a region (in the UI, or the same API with timeEnd).
+# Unlike a Prometheus series they carry free text, span a region and need no write access to
+# Prometheus; they live in Grafana's database (docs/dashboards.md, "Deploys and incidents").
+GRAFANA = dm.DataSourceRef(type_val="grafana", uid="-- Grafana --")
+TEAM_MARKS = (("Deploys", "deploy", "blue"), ("Incidents", "incident", "red"))
+
+
+def team_annotations() -> list[dm.AnnotationQuery]:
+    """Every annotation of the organisation tagged ``deploy`` or ``incident``, on every dashboard."""
+    return [dm.AnnotationQuery(name=name, datasource=GRAFANA, enable=True, hide=False, icon_color=color,
+                               target=dm.AnnotationTarget(limit=100, match_any=False, tags=[tag], type_val="tags"))
+            for name, tag, color in TEAM_MARKS]
+
+
 def load(doc: dict[str, Any]) -> dm.Dashboard:
     """A dashboard JSON document back into the model, Prometheus annotation options included."""
     dashboard = dm.Dashboard.from_json(doc)
@@ -515,426 +843,427 @@ def load(doc: dict[str, Any]) -> dm.Dashboard:
 
 
 # ------------------------------------------------------------- CX overview
-# (KPI key, legend, unit, change: relative | absolute, change thresholds, value thresholds,
-#  sample-size component, its alert guard per hour)
-def _overview_kpis() -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Headline:
+    """A KPI of the overview: its change against last week is relative or in points, coloured
+    from its alert's threshold; its sample tile turns yellow below the alert's volume guard."""
+
+    key: str
+    relative: bool
+    change_steps: db.ThresholdsConfig
+    value_steps: db.ThresholdsConfig = NEUTRAL
+    guard: int | None = None
+    alert: str = ""
+
+
+def _headlines() -> list[Headline]:
     return [
-        dict(key="conversion", unit="percentunit", change="relative",
-             change_steps=_steps((None, "red"), (-rules.CONVERSION_DROP, "green")),
-             sample="cxpulse_sessions_started_total", guard=rules.MIN_SESSIONS_PER_HOUR),
-        dict(key="revenue_per_visitor", unit="none", change="relative",
-             change_steps=_steps((None, "red"), (-rules.RPV_DROP, "green")),
-             sample="cxpulse_sessions_started_total", guard=rules.MIN_SESSIONS_PER_HOUR),
-        dict(key="average_order_value", unit="none", change="relative", change_steps=NEUTRAL,
-             sample="cxpulse_orders_placed_total", guard=None),
-        dict(key="first_response_p90", unit="s", change="relative",
-             change_steps=_steps((None, "green"), (rules.RESPONSE_SPIKE_FACTOR - 1, "red")),
-             value_steps=_steps((None, "green"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
-             sample="cxpulse_ticket_first_response_seconds_count", guard=rules.MIN_TICKET_TIMES_PER_HOUR),
-        dict(key="nps", unit="none", change="absolute",
-             change_steps=_steps((None, "red"), (-rules.NPS_DROP_POINTS, "green")),
-             value_steps=_steps((None, "red"), (0, "yellow"), (30, "green")),
-             sample="cxpulse_nps_responses_total", guard=rules.MIN_SURVEY_RESPONSES_PER_HOUR),
-        dict(key="csat", unit="percentunit", change="absolute",
-             change_steps=_steps((None, "red"), (-rules.CSAT_DROP, "green")),
-             sample="cxpulse_csat_responses_total", guard=rules.MIN_SURVEY_RESPONSES_PER_HOUR),
+        Headline("conversion", True, _steps((None, "red"), (-rules.CONVERSION_DROP, "green")),
+                 guard=rules.MIN_SESSIONS_PER_HOUR, alert="CxpulseConversionDrop"),
+        Headline("first_response_p90", True, _steps((None, "green"), (rules.RESPONSE_SPIKE_FACTOR - 1, "red")),
+                 _steps((None, "green"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
+                 rules.MIN_TICKET_TIMES_PER_HOUR, "CxpulseFirstResponseSlow"),
+        Headline("nps", False, _steps((None, "red"), (-rules.NPS_DROP_POINTS, "green")), NPS_BANDS,
+                 rules.MIN_SURVEY_RESPONSES_PER_HOUR, "CxpulseNpsDrop"),
+        Headline("csat", False, _steps((None, "red"), (-rules.CSAT_DROP, "green")), CSAT_BANDS,
+                 rules.MIN_SURVEY_RESPONSES_PER_HOUR, "CxpulseCsatDrop"),
+        Headline("revenue_per_visitor", True, _steps((None, "red"), (-rules.RPV_DROP, "green")),
+                 guard=rules.MIN_SESSIONS_PER_HOUR, alert="CxpulseRevenuePerVisitorDrop"),
+        # No alert watches AOV alone, but RPV = AOV x CVR: an AOV fall of RPV_DROP at steady
+        # conversion is the RPV fall that pages CxpulseRevenuePerVisitorDrop.
+        Headline("average_order_value", True, _steps((None, "red"), (-rules.RPV_DROP, "green"))),
     ]
 
 
-def _short(kpi: Kpi) -> str:
-    match = re.search(r"\(([A-Z]+)\)", kpi.title)
-    return match.group(1) if match else kpi.title.replace("First-response time, p90", "FRT p90")
+def _overview_tiles(spec: Headline, filters: Mapping[str, str]) -> list[stat.Panel]:
+    """Three tiles: the KPI of the last complete window, its change against the same window a
+    week earlier, and its sample size, each pooled over the selected storefronts."""
+    kpi = _kpi(spec.key)
+    level = rules.kpi_levels(kpi)[0]
+    money = kpi.unit == "currency"
+    short = _short(kpi)
+    name = f"{short} in $currency" if money else short
+    legend = CURRENCY_LEGEND if money else short
+    value, sample = pooled(spec.key, level, filters)
+    unit = {"ratio": "percentunit", "seconds": "s"}.get(kpi.unit, "none")
+    scale = {"nps": " NPS is on -100..100 (red below 0, yellow 0-30, green 30+).",
+             "csat": " Red below 70%, yellow to 80%, green above: common e-commerce benchmarks (no alert judges the "
+                     "level).",
+             "first_response_p90": f" Red above {rules.FIRST_RESPONSE_P90_FLOOR_S // 60} min, the floor of "
+                                   "CxpulseFirstResponseSlow."}.get(spec.key, "")
+    pooling = ("the slowest selected storefront (quantiles do not add up across storefronts)"
+               if kpi.shape == "quantile" else "pooled over the selected storefronts (the KPI of their summed counts)")
+    value_tile = _stat(
+        f"{name} · last complete $window",
+        f"{_about(spec.key)} {pooling}; recording rule `{rules.window_rule(kpi, level, W)}`.{scale}",
+        unit, [_target(value, legend)], clock=EVENT_LAST, thresholds=spec.value_steps,
+        decimals=2 if money else (1 if kpi.unit == "score" else None),
+        min_max=(-100, 100) if kpi.shape == "nps" else None)
+    if spec.relative:
+        how = ("the largest change among the selected storefronts, each this window / the same window last week - 1"
+               if kpi.shape == "quantile" else "this window / the same window last week - 1, both pooled")
+    else:
+        how = ("this window - the same window last week, in points" if kpi.unit == "score"
+               else "this window - the same window last week, in percentage points")
+    why = (f" Red where {spec.alert} may fire (over 1h windows, with a volume guard"
+           + (", and only when the 95% intervals of the two hours are apart: see the bands below)."
+              if spec.key in rules.INTERVAL_KPIS else ").") if spec.alert else
+           f" Red below -{rules.RPV_DROP:.0%}: at steady conversion that is the RPV fall CxpulseRevenuePerVisitorDrop "
+           "pages on.")
+    change_tile = _stat(
+        f"{name} · vs last week", f"{short}, {how}; the baseline `{rules.window_rule(kpi, level, W)}_offset1w` reads "
+        f"the window a week before the one shown.{why}",
+        "none" if not spec.relative and kpi.unit == "score" else "percentunit",
+        [_target(pooled_change(spec.key, level, filters, spec.relative), legend)], clock=EVENT_LAST,
+        thresholds=spec.change_steps, decimals=1)
+    noun = _sample_noun(spec.key)
+    guard = (f" Yellow below {spec.guard}, the volume {spec.alert} needs in its 1h window before it may judge a drop: "
+             "a smaller sample is noise." if spec.guard else "")
+    sample_tile = _stat(
+        f"{name} · sample n", f"The sample {short} is computed on: {noun} in the last complete $window window of the "
+        f"storefronts that have {short} in it (`{_sample_rule(kpi, level)}`).{guard}",
+        "short", [_target(sample, f"n {noun} ({CURRENCY_LEGEND})" if money else f"n {noun}")], clock=EVENT_LAST,
+        thresholds=_steps((None, "yellow"), (spec.guard, "green")) if spec.guard else NEUTRAL, decimals=0)
+    tiles = [value_tile, change_tile, sample_tile]
+    return [_money(t) for t in tiles[:2]] + tiles[2:] if money else tiles
+
+
+def _this_week_and_last(key: str, filters: Mapping[str, str]) -> timeseries.Panel:
+    """A KPI per window for one storefront, solid, and the same windows a week earlier, dashed."""
+    kpi = _kpi(key)
+    level = rules.kpi_levels(kpi)[0]
+    money = kpi.unit == "currency"
+    short = _short(kpi)
+    unit = {"ratio": "percentunit", "seconds": "s"}.get(kpi.unit, "none")
+    legend = CURRENCY_LEGEND if money else short
+    panel = _series(
+        f"{short} per $window window: this week and last, $storefront",
+        f"{_about(key)} Solid: each $window window; dashed: the same window a week earlier (`offset 1w`)."
+        + (" Money per currency, never summed across currencies." if money else ""),
+        unit, _targets((window_kpi(key, level, filters), legend),
+                       (window_kpi(key, level, filters, "1w"), f"last week {legend}")),
+        clock=EVENT_GRAPH, span=8, dashed="last week.*")
+    return _money(panel) if money else panel
 
 
 def cx_overview() -> dm.Dashboard:
-    headline, trends = [], []
-    for spec in _overview_kpis():
-        kpi = _kpi(spec["key"])
-        level = _level(kpi)
-        legend = " ".join("{{" + label + "}}" for label in level)
-        now, before = kpi_series(kpi.key), kpi_series(kpi.key, offset=True)
-        money = " Money stays per currency (legend): never summed across currencies." if kpi.unit == "currency" else ""
-        scale = " NPS is on -100..100 (bands: below 0 red, 0-30 yellow, 30+ green)." if kpi.key == "nps" else ""
-        floor = (f" Red above {rules.FIRST_RESPONSE_P90_FLOOR_S // 60} min, the floor of CxpulseFirstResponseSlow."
-                 if kpi.key == "first_response_p90" else "")
-        short = _short(kpi)
-        headline.append(_stat(
-            short, f"{_about(kpi.key)} Over the last $window, per storefront; recording rule `{now}`.{money}{scale}{floor}",
-            spec["unit"], [_target(f"{now}{{{SF}}}", legend)], spec.get("value_steps", NEUTRAL),
-            decimals=2 if kpi.unit == "currency" else None))
-        if spec["change"] == "relative":
-            change_expr = f"{now}{{{SF}}}\n/ {before}{{{SF}}}\n- 1"
-            change_text = "relative change: this window / same window last week - 1"
-        else:
-            change_expr = f"{now}{{{SF}}}\n- {before}{{{SF}}}"
-            change_text = ("difference in points: this window - same window last week" if kpi.unit == "score"
-                           else "difference in percentage points: this window - same window last week")
-        alert = {"conversion": "CxpulseConversionDrop", "revenue_per_visitor": "CxpulseRevenuePerVisitorDrop",
-                 "nps": "CxpulseNpsDrop", "csat": "CxpulseCsatDrop",
-                 "first_response_p90": "CxpulseFirstResponseSlow"}.get(kpi.key)
-        aligned = (f" Red where {alert} may fire (over 1h, with a volume guard"
-                   + (", and only when the 95% intervals of the two hours are apart: see the bands below)."
-                      if kpi.key in rules.INTERVAL_KPIS else ").") if alert else "")
-        headline.append(_stat(
-            f"{short} vs last week", f"{short}, {change_text}; the baseline `{before}` is computed from the raw "
-            f"counters with `offset 1w`.{aligned}",
-            "none" if spec["change"] == "absolute" and kpi.unit == "score" else "percentunit",
-            [_target(change_expr, legend)], spec["change_steps"], decimals=1 if kpi.unit == "score" else None))
-        sample_level = rules.component_level(spec["sample"], level)
-        sample = rate_series(spec["sample"], level)
-        guard = spec["guard"]
-        headline.append(_stat(
-            f"{short} sample / h",
-            f"Sample size behind {short}: {rules.base(spec['sample']).removeprefix('cxpulse_').replace('_', ' ')} per "
-            f"hour (rate over $window x 3600, recording rule `{sample}`). {_help(spec['sample'])}"
-            + (f" Yellow below {guard}/h, the volume an alert needs before it may fire: a drop on a smaller "
-               "sample is noise." if guard else ""),
-            "short", [_target(f"{sample}{{{SF}}} * 3600", " ".join("{{" + l + "}}" for l in sample_level))],
-            _steps((None, "yellow"), (guard, "green")) if guard else NEUTRAL, decimals=0))
-        if kpi.key in rules.INTERVAL_KPIS:
-            trends.append(_band(kpi.key, span=8, baseline=True, title=f"{short}: this week and last week, $storefront"))
-            continue
-        trends.append(_series(
-            f"{short}: this week and last week, $storefront",
-            f"{_about(kpi.key)} Solid: `{now}`; dashed: the same time last week (`{before}`).",
-            spec["unit"], _targets((f"{now}{{{SF}}}", legend), (f"{before}{{{SF}}}", f"{legend} last week")),
-            span=8, dashed=".*last week"))
-    cvr_last = (
-        f'sum by (storefront) (cxpulse_window_orders_placed{{view="$view", state="closed", {SF}}})\n'
-        f'/ (sum by (storefront) (cxpulse_window_sessions_started{{view="$view", state="closed", {SF}}}) > 0)'
-    )
-    closed = [
-        _stat("CVR, last closed window", (
-            "Conversion of the last closed event-time window of the selected view, from the window gauges: orders "
-            "placed / sessions started in that window, summed over workers. Exact counts, no rate extrapolation; "
-            "during a rebalance workers may report different windows (see window end)."),
-            "percentunit", [_target(cvr_last, "{{storefront}}")], span=6),
-        _stat("Sessions, last closed window", "Sessions started in the last closed window of the view "
-              f"(cxpulse_window_sessions_started, summed over workers). {_help('cxpulse_sessions_started_total')}",
-              "short", [_target(f'sum by (storefront) (cxpulse_window_sessions_started{{view="$view", state="closed", {SF}}})',
-                                "{{storefront}}")], span=6, decimals=0),
-        _stat("Orders, last closed window", "Orders placed in the last closed window of the view "
-              f"(cxpulse_window_orders_placed, summed over workers). {_help('cxpulse_orders_placed_total')}",
-              "short", [_target(f'sum by (storefront) (cxpulse_window_orders_placed{{view="$view", state="closed", {SF}}})',
-                                "{{storefront}}")], span=6, decimals=0),
-        _stat("Window end", "End of the last closed window of the view, per family: the earliest among workers "
-              "(cxpulse_window_end_timestamp_seconds x 1000). A window closes when every partition's watermark "
-              "passed its end plus the grace period.", "dateTimeAsIso",
-              [_target('min by (family) (cxpulse_window_end_timestamp_seconds{view="$view", state="closed"}) * 1000',
-                       "{{family}}")], span=6),
-    ]
+    filters = {"storefront": "$storefront", "currency": "$currency"}
+    tiles = {spec.key: _overview_tiles(spec, filters) for spec in _headlines()}
+    arrivals = _targets(
+        (f"sum(storefront:cxpulse_sessions_started:rate5m{{{SF}}}) * 60", "sessions / min"),
+        (f"sum(storefront:cxpulse_orders_placed:rate5m{{{SF}}}) * 60", "orders / min"))
     return _dashboard(
         "cx-overview", "CX overview",
-        "The executive view: each KPI with its change against the same time last week and its sample size.",
-        _variables("storefront", "window", "view", window="1h"),
+        "The executive view: each KPI of the last complete event-time window, its change against the same window "
+        "last week and its sample size, pooled over the selected storefronts; then each storefront's windows "
+        "against last week's.",
+        _variables("storefront", "currency", "window"),
         [
-            ("KPIs over $window, against the same time last week", headline),
-            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseRevenuePerVisitorDrop", "CxpulseNpsDrop",
-                                 "CxpulseCsatDrop", "CxpulseFirstResponseSlow", "CxpulseEventsSilent",
-                                 "CxpulseNoWorkerReady"])]),
-            ("This week and last week: $storefront", trends, "storefront"),
-            ("Last closed event-time window ($view)", closed),
+            (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selected storefronts pooled",
+             [t for key in ("conversion", "first_response_p90", "nps", "csat") for t in tiles[key]]),
+            ("Money in $currency: last complete $window window, selected storefronts pooled",
+             [t for key in ("revenue_per_visitor", "average_order_value") for t in tiles[key]], "currency"),
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseRevenuePerVisitorDrop",
+                                 "CxpulseNpsDrop", "CxpulseCsatDrop", "CxpulseFirstResponseSlow",
+                                 "CxpulseEventsSilent", "CxpulseWindowsBehind", "CxpulseNoWorkerReady"])]),
+            ("Per $window window, this week and last: $storefront",
+             [*(_band(key, span=8, baseline=True,
+                      title=f"{_short(_kpi(key))} per $window window: this week and last, $storefront")
+                for key in ("conversion", "nps", "csat")),
+              _this_week_and_last("first_response_p90", {"storefront": "$storefront"}),
+              _this_week_and_last("revenue_per_visitor", {"storefront": "$storefront", "currency": "$currency"}),
+              _this_week_and_last("average_order_value", {"storefront": "$storefront", "currency": "$currency"})],
+             "storefront"),
+            ("Live, by arrival time (not windowed)", [_series(
+                "Sessions and orders per minute, by arrival time",
+                "Sessions started and orders placed per minute over the selected storefronts, as the workers count "
+                "them (recording rules `storefront:cxpulse_sessions_started:rate5m` and "
+                "`storefront:cxpulse_orders_placed:rate5m`, x 60): the pulse of the shop right now, minutes before "
+                "the event-time windows above complete. Not a KPI: a backlog shows when it is worked off.",
+                "short", arrivals, clock=ARRIVAL, span=24)]),
         ],
     )
 
 
 # -------------------------------------------------------- Revenue & funnel
+FUNNEL: tuple[tuple[str, str], ...] = (
+    ("1 sessions", "cxpulse_sessions_started_total"),
+    ("2 product views", "cxpulse_product_views_total"),
+    ("3 added to cart", "cxpulse_carts_added_total"),
+    ("4 checkouts", "cxpulse_checkouts_started_total"),
+    ("5 orders", "cxpulse_orders_placed_total"),
+)
+
+
 def revenue_funnel() -> dm.Dashboard:
-    sc = ("storefront", "channel")
-    steps = [
-        ("1 sessions", f"sum({rate_series('cxpulse_sessions_started_total', sc)}{{{SFC}}}) * 3600"),
-        ("2 product views", f"sum(rate(cxpulse_product_views_total{{{SFC}}}[{W}])) * 3600"),
-        ("3 added to cart", f"sum(rate(cxpulse_carts_added_total{{{SFC}}}[{W}])) * 3600"),
-        ("4 checkouts", f"sum({rate_series('cxpulse_checkouts_started_total', sc)}{{{SFC}}}) * 3600"),
-        ("5 orders", f"sum({rate_series('cxpulse_orders_placed_total', sc)}{{{SFC}}}) * 3600"),
+    sfc = {"storefront": "$storefront", "channel": "$channel"}
+    money_filters = {**sfc, "currency": "$currency"}
+    sc, scc = ("storefront", "channel"), ("storefront", "channel", "currency")
+    chan, chan_cur = "{{storefront}} {{channel}}", "{{storefront}} {{channel}} {{currency}}"
+
+    def step(metric: str) -> str:
+        # both families complete for the storefront, so every step counts the same window
+        per_storefront = window_count(metric, ("storefront",), sfc) + complete_in(("session", "order"), sfc)
+        return f"sum (\n{_indent(per_storefront)}\n)"
+
+    steps = [(step(metric), name) for name, metric in FUNNEL]
+    funnel_text = ("Sessions started -> product views -> products added to a cart -> checkouts started -> orders "
+                   "placed in the selected storefronts and channels, each a window's count, only where the window is "
+                   "complete in both the session and the order family (so all five count the same window). Views and "
+                   "carts count events, not sessions, so a step can exceed the one before it.")
+    headline = [
+        _kpi_tile(key, sc, sfc, span=6)
+        for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")
     ]
-    funnel_text = ("Funnel per hour over $window for the selected storefronts and channels: sessions started -> "
-                   "product views -> products added to a cart -> checkouts started -> orders placed "
-                   "(rates x 3600; sessions, checkouts and orders from the recording rules, views and carts from "
-                   "the raw counters). Views and carts count events, not sessions, so a step can exceed the one "
-                   "before it.")
+    money_tiles = [
+        _kpi_tile("revenue_per_visitor", scc, money_filters, span=8,
+                  note=" Sessions count in RPV's n for the storefronts that sold in $currency in the window."),
+        _kpi_tile("average_order_value", scc, money_filters, span=8),
+        _money(_stat("Revenue in $currency · last complete $window",
+                     f"{_help('cxpulse_order_revenue_total')} Summed over the selected storefronts and channels: AOV x "
+                     "orders of the last complete $window window, from the same recording rules as the tiles beside "
+                     "it.", "none",
+                     [_target(pooled_total("average_order_value", scc, money_filters)[0], CURRENCY_LEGEND)],
+                     clock=EVENT_LAST, span=8, decimals=2)),
+    ]
     funnel = [
-        _bars("Funnel, per hour", funnel_text, _targets(*((e, name) for name, e in steps))),
-        _series("Funnel over time, per hour", funnel_text, "short", _targets(*((e, name) for name, e in steps))),
+        _bars("Funnel, last complete $window window", funnel_text, _targets(*steps), clock=EVENT_BARS),
+        _series("Funnel per $window window", funnel_text, "short", _targets(*steps), clock=EVENT_GRAPH),
     ]
-    chan = "{{storefront}} {{channel}}"
-    chan_cur = "{{storefront}} {{channel}} {{currency}}"
-    device_cvr = (
-        f"sum by (storefront, device) (rate(cxpulse_orders_placed_total{{{SFC}}}[{W}]))\n"
-        f"/ on (storefront, device) (\n"
-        f"  sum by (storefront, device) (rate(cxpulse_sessions_started_total{{{SFC}}}[{W}])) > 0\n"
-        ")"
-    )
     conversion = [
-        _series("CVR by channel", f"{_about('conversion')} Recording rule `{kpi_series('conversion', 'channel')}`.",
-                "percentunit", _targets((f"{kpi_series('conversion', 'channel')}{{{SFC}}}", chan)), span=8),
-        _series("CVR by device", f"{_about('conversion')} By device, from the raw counters over $window (no "
-                "recording rule keeps device); orders without a device count as `unknown`.",
-                "percentunit", _targets((device_cvr, "{{storefront}} {{device}}")), span=8),
-        _series("Cart abandonment by channel",
-                f"{_about('cart_abandonment')} Recording rule `{kpi_series('cart_abandonment', 'channel')}`.",
-                "percentunit", _targets((f"{kpi_series('cart_abandonment', 'channel')}{{{SFC}}}", chan)), span=8),
-        _series("Sessions per hour by channel (CVR sample size)",
-                f"{_help('cxpulse_sessions_started_total')} Rate over $window x 3600: the denominator of CVR and "
-                f"RPV. Alerts on them need {rules.MIN_SESSIONS_PER_HOUR}/h (dashed line).", "short",
-                _targets((f"{rate_series('cxpulse_sessions_started_total', sc)}{{{SFC}}} * 3600", chan)),
-                thresholds=_steps((None, "transparent"), (rules.MIN_SESSIONS_PER_HOUR, "yellow")), span=12),
-        _series("Orders per hour by channel and currency",
-                f"{_help('cxpulse_orders_placed_total')} Rate over $window x 3600: the denominator of AOV, the "
-                "refund & return rate and the repeat purchase rate.", "short",
-                _targets((f"{rate_series('cxpulse_orders_placed_total', (*sc, 'currency'))}{{{SFC}}} * 3600",
-                          chan_cur)), span=12),
+        _series("CVR by channel", f"{_about('conversion')} Per storefront and channel.", "percentunit",
+                _targets((window_kpi("conversion", sc, sfc), chan)), clock=EVENT_GRAPH, span=8),
+        _series("CVR by device", f"{_about('conversion')} Per storefront and device (orders without a device count "
+                "as `unknown`).", "percentunit",
+                _targets((window_kpi("conversion", ("storefront", "device"), sfc), "{{storefront}} {{device}}")),
+                clock=EVENT_GRAPH, span=8),
+        _series("Cart abandonment by channel", f"{_about('cart_abandonment')}", "percentunit",
+                _targets((window_kpi("cart_abandonment", sc, sfc), chan)), clock=EVENT_GRAPH, span=8),
+        _series("Sessions per $window window by channel (CVR and RPV sample)",
+                f"{_help('cxpulse_sessions_started_total')} The denominator of CVR and RPV. The conversion and RPV "
+                f"alerts need {rules.MIN_SESSIONS_PER_HOUR} in the hour (dashed line, for 1h windows).", "short",
+                _targets((window_count("cxpulse_sessions_started_total", sc, sfc), chan)),
+                thresholds=_steps((None, "transparent"), (rules.MIN_SESSIONS_PER_HOUR, "yellow")),
+                clock=EVENT_GRAPH, span=12, bars=True),
+        _series("Orders per $window window by channel and currency",
+                f"{_help('cxpulse_orders_placed_total')} The denominator of AOV, the refund & return rate and the "
+                "repeat purchase rate.", "short",
+                _targets((window_count("cxpulse_orders_placed_total", scc, money_filters), chan_cur)),
+                clock=EVENT_GRAPH, span=12, bars=True),
     ]
-    scc = (*sc, "currency")
-    money = " Per currency (legend): revenue is never summed across currencies."
-    value = [
-        _series("RPV by currency", f"{_about('revenue_per_visitor')}{money} Recording rule "
-                f"`{kpi_series('revenue_per_visitor', 'channel')}`; a drop of {rules.RPV_DROP:.0%} against last "
-                "week pages (CxpulseRevenuePerVisitorDrop, over 1h).", "none",
-                _targets((f"{kpi_series('revenue_per_visitor', 'channel')}{{{SFC}}}", chan_cur)), span=8),
-        _series("AOV by currency", f"{_about('average_order_value')}{money} Recording rule "
-                f"`{kpi_series('average_order_value', 'channel')}`.", "none",
-                _targets((f"{kpi_series('average_order_value', 'channel')}{{{SFC}}}", chan_cur)), span=8),
-        _series("Revenue per hour by currency", f"{_help('cxpulse_order_revenue_total')} Rate over $window x 3600 "
-                f"(recording rule `{rate_series('cxpulse_order_revenue_total', scc)}`).", "none",
-                _targets((f"{rate_series('cxpulse_order_revenue_total', scc)}{{{SFC}}} * 3600", chan_cur)), span=8),
-    ]
+    per_currency = " Per currency (legend and unit): money is never summed across currencies."
+    value = [_money(panel) for panel in (
+        _series("RPV by channel", f"{_about('revenue_per_visitor')}{per_currency} A drop of {rules.RPV_DROP:.0%} "
+                "against last week pages (CxpulseRevenuePerVisitorDrop, over 1h windows).", "none",
+                _targets((window_kpi("revenue_per_visitor", scc, money_filters), chan_cur)),
+                clock=EVENT_GRAPH, span=6),
+        _series("AOV by channel", f"{_about('average_order_value')}{per_currency}", "none",
+                _targets((window_kpi("average_order_value", scc, money_filters), chan_cur)),
+                clock=EVENT_GRAPH, span=6),
+        _series("Revenue per $window window by channel", f"{_help('cxpulse_order_revenue_total')}{per_currency}",
+                "none", _targets((window_count("cxpulse_order_revenue_total", scc, money_filters), chan_cur)),
+                clock=EVENT_GRAPH, span=6, bars=True),
+        _series("Refunded and returned value per $window window",
+                f"{_help('cxpulse_refund_amount_total')} {_help('cxpulse_return_amount_total')} Per storefront, in the "
+                f"window the refund or return happened (not the order's).{per_currency}", "none",
+                _targets((window_count("cxpulse_refund_amount_total", ("storefront", "currency"), money_filters),
+                          f"{{{{storefront}}}} refunded {CURRENCY_LEGEND}"),
+                         (window_count("cxpulse_return_amount_total", ("storefront", "currency"), money_filters),
+                          f"{{{{storefront}}}} returned {CURRENCY_LEGEND}")),
+                clock=EVENT_GRAPH, span=6, bars=True),
+    )]
     after = [
-        _series("Refund & return rate by channel", f"{_about('refund_return_rate')} Recording rule "
-                f"`{kpi_series('refund_return_rate', 'channel')}`.", "percentunit",
-                _targets((f"{kpi_series('refund_return_rate', 'channel')}{{{SFC}}}", chan)), span=8),
-        _series("Repeat purchase rate by channel", f"{_about('repeat_purchase')} Recording rule "
-                f"`{kpi_series('repeat_purchase', 'channel')}`.", "percentunit",
-                _targets((f"{kpi_series('repeat_purchase', 'channel')}{{{SFC}}}", chan)), span=8),
-        _series("Refunds and returns per hour", f"{_help('cxpulse_refunds_total')} {_help('cxpulse_returns_total')} "
-                "Rates over $window x 3600.", "short",
-                _targets((f"{rate_series('cxpulse_refunds_total', sc)}{{{SFC}}} * 3600", f"{chan} refunds"),
-                         (f"{rate_series('cxpulse_returns_total', sc)}{{{SFC}}} * 3600", f"{chan} returns")), span=8),
+        _series("Refund & return rate by channel", f"{_about('refund_return_rate')} Refunds and returns count in the "
+                "window they happen, orders in theirs.", "percentunit",
+                _targets((window_kpi("refund_return_rate", sc, sfc), chan)), clock=EVENT_GRAPH, span=8),
+        _series("Repeat purchase rate by channel", f"{_about('repeat_purchase')}", "percentunit",
+                _targets((window_kpi("repeat_purchase", sc, sfc), chan)), clock=EVENT_GRAPH, span=8),
+        _series("Refunds and returns per $window window", f"{_help('cxpulse_refunds_total')} "
+                f"{_help('cxpulse_returns_total')}", "short",
+                _targets((window_count("cxpulse_refunds_total", sc, sfc), f"{chan} refunds"),
+                         (window_count("cxpulse_returns_total", sc, sfc), f"{chan} returns")),
+                clock=EVENT_GRAPH, span=8, bars=True),
     ]
+    arrivals = _targets((f"sum(storefront:cxpulse_sessions_started:rate5m{{{SF}}}) * 60", "sessions / min"),
+                        (f"sum(storefront:cxpulse_orders_placed:rate5m{{{SF}}}) * 60", "orders / min"))
     return _dashboard(
         "revenue-funnel", "Revenue & funnel",
-        "Where visitors drop out and what they spend: funnel, conversion, order value per currency, refunds, "
-        "returns and repeat purchases, by channel and device.",
-        _variables("storefront", "channel", "window"),
+        "Where visitors drop out and what they spend, by event-time window: funnel, conversion, order value per "
+        "currency, refunds, returns and repeat purchases, by channel and device.",
+        _variables("storefront", "channel", "currency", "window"),
         [
+            (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", headline),
+            ("Money in $currency: last complete $window window, selection pooled", money_tiles, "currency"),
             ("Funnel", funnel),
-            ("Conversion", conversion),
-            ("Order value (per currency)", value),
-            ("After the order", after),
-            ("Shares with their 95% interval (all channels): $storefront",
-             [_band(key, span=6) for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")],
+            ("Conversion per $window window", conversion),
+            ("Order value per $window window (per currency)", value),
+            ("After the order, per $window window", after),
+            ("Shares per $window window with their 95% interval (all channels): $storefront",
+             [_band(key, span=6)
+              for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")],
              "storefront"),
-            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseRevenuePerVisitorDrop", "CxpulseEventsSilent"])]),
+            ("Live, by arrival time (not windowed)", [_series(
+                "Sessions and orders per minute, by arrival time",
+                "Sessions started and orders placed per minute over the selected storefronts (all channels: the "
+                "arrival-time rules keep only the storefront), as the workers count them (recording rules "
+                "`storefront:cxpulse_sessions_started:rate5m`, `storefront:cxpulse_orders_placed:rate5m`, x 60).",
+                "short", arrivals, clock=ARRIVAL, span=24)]),
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseRevenuePerVisitorDrop",
+                                 "CxpulseEventsSilent", "CxpulseWindowsBehind"])]),
         ],
     )
 
 
 # ----------------------------------------------------------------- Support
 def support() -> dm.Dashboard:
-    s, ssc_level = ("storefront",), ("storefront", "support_channel")
+    ssc = {"storefront": "$storefront", "support_channel": "$support_channel"}
+    level = ("storefront", "support_channel")
     by = "{{storefront}} {{support_channel}}"
     frt_floor = _steps((None, "green"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red"))
     ttr_floor = _steps((None, "green"), (rules.RESOLUTION_P90_FLOOR_S, "red"))
-    created = f"sum by (storefront, support_channel) (rate(cxpulse_tickets_created_total{{{SSC}}}[{W}]))"
-    reopened = f"sum by (storefront, support_channel) (rate(cxpulse_tickets_reopened_total{{{SSC}}}[{W}]))"
-    reopen_text = ("Reopen rate = tickets reopened / tickets created over $window, by support channel (raw "
-                   f"counters). {_help('cxpulse_tickets_reopened_total')}")
+    frt_note = (f" Red above {rules.FIRST_RESPONSE_P90_FLOOR_S // 60} min, the floor of CxpulseFirstResponseSlow. "
+                "Quantiles come from the merge stage's sketch of the window (within 1%), not histogram interpolation.")
+    ttr_note = (f" Red above {rules.RESOLUTION_P90_FLOOR_S // 3600} h, the floor of CxpulseResolutionSlow.")
     headline = [
-        _stat("FRT p90", f"{_about('first_response_p90')} {_help('cxpulse_ticket_first_response_seconds')} "
-              f"Recording rule `{kpi_series('first_response_p90')}` (histogram interpolation). Red above "
-              f"{rules.FIRST_RESPONSE_P90_FLOOR_S // 60} min, the floor of CxpulseFirstResponseSlow.", "s",
-              [_target(f"{kpi_series('first_response_p90')}{{{SF}}}", "{{storefront}}")], frt_floor),
-        _stat("TTR p90", f"{_about('resolution_p90')} {_help('cxpulse_ticket_resolution_seconds')} Recording rule "
-              f"`{kpi_series('resolution_p90')}`. Red above {rules.RESOLUTION_P90_FLOOR_S // 3600} h, the floor of "
-              "CxpulseResolutionSlow.", "s",
-              [_target(f"{kpi_series('resolution_p90')}{{{SF}}}", "{{storefront}}")], ttr_floor),
-        _stat("FCR", f"{_about('first_contact_resolution')} "
-              f"{_help('cxpulse_tickets_resolved_one_touch_total')} Recording rule "
-              f"`{kpi_series('first_contact_resolution')}`.", "percentunit",
-              [_target(f"{kpi_series('first_contact_resolution')}{{{SF}}}", "{{storefront}}")]),
-        _stat("Ticket-to-order", f"{_about('ticket_to_order')} Recording rule `{kpi_series('ticket_to_order')}`.",
-              "percentunit", [_target(f"{kpi_series('ticket_to_order')}{{{SF}}}", "{{storefront}}")]),
-        _stat("Tickets created / h", f"{_help('cxpulse_tickets_created_total')} Rate over $window x 3600 "
-              f"(recording rule `{rate_series('cxpulse_tickets_created_total', s)}`).", "short",
-              [_target(f"{rate_series('cxpulse_tickets_created_total', s)}{{{SF}}} * 3600", "{{storefront}}")],
-              decimals=0),
-        _stat("First responses / h (FRT sample)",
-              f"First responses measured per hour, the sample behind FRT (rate over $window x 3600 of "
-              f"cxpulse_ticket_first_response_seconds_count). Yellow below {rules.MIN_TICKET_TIMES_PER_HOUR}/h, "
-              "the volume CxpulseFirstResponseSlow needs before it may fire.", "short",
-              [_target(f"{rate_series('cxpulse_ticket_first_response_seconds_count', s)}{{{SF}}} * 3600",
-                       "{{storefront}}")], _steps((None, "yellow"), (rules.MIN_TICKET_TIMES_PER_HOUR, "green")),
-              decimals=0),
+        _kpi_tile("first_response_p50", level, ssc),
+        _kpi_tile("first_response_p90", level, ssc, thresholds=frt_floor, note=frt_note),
+        _kpi_tile("resolution_p50", level, ssc),
+        _kpi_tile("resolution_p90", level, ssc, thresholds=ttr_floor, note=ttr_note),
+        _kpi_tile("first_contact_resolution", level, ssc, thresholds=FCR_BANDS,
+                  note=f" {_help('cxpulse_tickets_resolved_one_touch_total')} Red below 60%, yellow to 70%, green "
+                       "above: around 70% is the usual contact-centre average (no alert judges FCR)."),
+        _kpi_tile("ticket_to_order", ("storefront",), ssc,
+                  note=" All support channels: orders carry none, so this tile ignores the support channel filter."),
     ]
+    quantiles = {}
+    for kind in ("first_response", "resolution"):
+        quantiles[kind] = _targets(*((window_kpi(f"{kind}_{p}", level, ssc), f"{by} {p}") for p in ("p50", "p90")))
     times = [
         _series("First-response time p50 / p90 by support channel",
-                f"{_help('cxpulse_ticket_first_response_seconds')} Median and 90th percentile over $window from the "
-                f"histogram (recording rules `{kpi_series('first_response_p50', 'support_channel')}`, "
-                f"`{kpi_series('first_response_p90', 'support_channel')}`). Dashed line: the alert floor.", "s",
-                _targets((f"{kpi_series('first_response_p50', 'support_channel')}{{{SSC}}}", f"{by} p50"),
-                         (f"{kpi_series('first_response_p90', 'support_channel')}{{{SSC}}}", f"{by} p90")),
+                f"{_help('cxpulse_ticket_first_response_seconds')} Median and 90th percentile of each window, from the "
+                "merge stage's sketch (within 1%). Dashed line: the alert floor.", "s", quantiles["first_response"],
                 thresholds=_steps((None, "transparent"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
-                dashed=".* p50"),
+                dashed=".* p50", clock=EVENT_GRAPH),
         _series("Resolution time p50 / p90 by support channel",
-                f"{_help('cxpulse_ticket_resolution_seconds')} Median and 90th percentile over $window (recording "
-                f"rules `{kpi_series('resolution_p50', 'support_channel')}`, "
-                f"`{kpi_series('resolution_p90', 'support_channel')}`). Dashed line: the alert floor.", "s",
-                _targets((f"{kpi_series('resolution_p50', 'support_channel')}{{{SSC}}}", f"{by} p50"),
-                         (f"{kpi_series('resolution_p90', 'support_channel')}{{{SSC}}}", f"{by} p90")),
+                f"{_help('cxpulse_ticket_resolution_seconds')} Median and 90th percentile of each window. Dashed line: "
+                "the alert floor.", "s", quantiles["resolution"],
                 thresholds=_steps((None, "transparent"), (rules.RESOLUTION_P90_FLOOR_S, "red")),
-                dashed=".* p50"),
+                dashed=".* p50", clock=EVENT_GRAPH),
     ]
+    created = window_count("cxpulse_tickets_created_total", level, ssc)
+    reopened = window_count("cxpulse_tickets_reopened_total", level, ssc)
     volume = [
-        _series("Tickets created per hour by support channel", f"{_help('cxpulse_tickets_created_total')} Rate "
-                "over $window x 3600 from the raw counter.", "short", _targets((f"{created} * 3600", by)), span=8),
-        _series("FCR by support channel", f"{_about('first_contact_resolution')} Recording rule "
-                f"`{kpi_series('first_contact_resolution', 'support_channel')}`.", "percentunit",
-                _targets((f"{kpi_series('first_contact_resolution', 'support_channel')}{{{SSC}}}", by)), span=8),
-        _series("Reopen rate by support channel", reopen_text, "percentunit",
-                _targets((f"{reopened}\n/ ({created} > 0)", by)), span=8),
+        _series("Tickets created per $window window by support channel", _help("cxpulse_tickets_created_total"),
+                "short", _targets((created, by)), clock=EVENT_GRAPH, span=8, bars=True),
+        _series("FCR by support channel", f"{_about('first_contact_resolution')}", "percentunit",
+                _targets((window_kpi("first_contact_resolution", level, ssc), by)), clock=EVENT_GRAPH, span=8),
+        _series("Reopen rate by support channel", "Reopen rate = tickets reopened / tickets created in the window, "
+                f"by support channel (one family, so both count the same window). "
+                f"{_help('cxpulse_tickets_reopened_total')}", "percentunit",
+                _targets((f"{reopened}\n/ ({created} > 0)", by)), clock=EVENT_GRAPH, span=8),
         _series("Ticket-to-order rate", f"{_about('ticket_to_order')} Per storefront (orders carry no support "
-                f"channel); recording rule `{kpi_series('ticket_to_order')}`.", "percentunit",
-                _targets((f"{kpi_series('ticket_to_order')}{{{SF}}}", "{{storefront}}")), span=12),
-        _series("Resolutions per hour by support channel (TTR and FCR sample)",
-                "Resolutions of tickets whose creation cxpulse saw, per hour (rate over $window x 3600 of "
-                "cxpulse_ticket_resolution_seconds_count): the denominator of FCR and the sample behind TTR; "
-                f"plus {_help('cxpulse_tickets_resolved_unmatched_total')}", "short",
-                _targets((f"{rate_series('cxpulse_ticket_resolution_seconds_count', ssc_level)}{{{SSC}}} * 3600",
-                          f"{by} resolved"),
-                         (f"sum by (storefront, support_channel) (rate(cxpulse_tickets_resolved_unmatched_total"
-                          f"{{{SSC}}}[{W}])) * 3600", f"{by} unmatched")), span=12),
-    ]
-    window_frt = (
-        "max by (storefront, support_channel) (\n"
-        f'  cxpulse_window_ticket_first_response_seconds{{view="$view", state="closed", quantile="0.9", {SSC}}}\n'
-        ")"
-    )
-    closed = [
-        _stat("FRT p90, last closed window", (
-            "90th percentile of first-response times in the last closed event-time window of the view, from the "
-            "window gauge cxpulse_window_ticket_first_response_seconds{quantile=\"0.9\"} (a sketch, 1% relative "
-            "error). The gauge is per worker; the panel shows the largest across workers, so with several "
-            "workers it is an upper bound (the histogram panels above give the fleet-wide value)."), "s",
-            [_target(window_frt, by)], frt_floor, span=12),
-        _stat("Tickets created, last closed window", "Tickets created in the last closed window of the view "
-              "(cxpulse_window_tickets_created, summed over workers).", "short",
-              [_target(f'sum by (storefront, support_channel) (cxpulse_window_tickets_created{{view="$view", '
-                       f'state="closed", {SSC}}})', by)], span=12, decimals=0),
+                "channel), only where the window is complete in both the ticket and the order family.",
+                "percentunit", _targets((window_kpi("ticket_to_order", ("storefront",), ssc), "{{storefront}}")),
+                clock=EVENT_GRAPH, span=12),
+        _series("Resolutions and first responses per $window window (TTR, FCR and FRT sample)",
+                "Resolutions of tickets whose creation cxpulse saw (the denominator of FCR and the sample behind TTR), "
+                f"first responses (the sample behind FRT), and {_help('cxpulse_tickets_resolved_unmatched_total')}",
+                "short", _targets(
+                    (window_count("cxpulse_ticket_resolution_seconds_count", level, ssc), f"{by} resolved"),
+                    (window_count("cxpulse_ticket_first_response_seconds_count", level, ssc), f"{by} first responses"),
+                    (window_count("cxpulse_tickets_resolved_unmatched_total", level, ssc), f"{by} unmatched")),
+                clock=EVENT_GRAPH, span=12),
     ]
     return _dashboard(
         "support", "Support",
-        "Support desk speed and quality: first-response and resolution times (median and p90), first-contact "
-        "resolution, reopen and ticket-to-order rates, by support channel.",
-        _variables("storefront", "support_channel", "window", "view"),
+        "Support desk speed and quality by event-time window: first-response and resolution times (median and p90), "
+        "first-contact resolution, reopen and ticket-to-order rates, by support channel.",
+        _variables("storefront", "support_channel", "window"),
         [
-            ("Support over $window", headline),
-            ("Response and resolution times", times),
-            ("Volume and quality", volume),
-            ("FCR with its 95% interval (all support channels): $storefront",
+            (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", headline),
+            ("Response and resolution times per $window window", times),
+            ("Volume and quality per $window window", volume),
+            ("FCR per $window window with its 95% interval (all support channels): $storefront",
              [_band("first_contact_resolution", span=24)], "storefront"),
-            ("Last closed event-time window ($view)", closed),
-            ("Alerts", [_alerts(["CxpulseFirstResponseSlow", "CxpulseResolutionSlow", "CxpulseEventsSilent"])]),
+            ("Live, by arrival time (not windowed)", [_series(
+                "Tickets created per minute, by arrival time",
+                "Tickets created per minute over the selected storefronts (all support channels), as the workers "
+                "count them (recording rule `storefront:cxpulse_tickets_created:rate5m`, x 60): a surge shows here "
+                "minutes before its windows complete.", "short",
+                _targets((f"sum by (storefront) (storefront:cxpulse_tickets_created:rate5m{{{SF}}}) * 60",
+                          "{{storefront}}")), clock=ARRIVAL, span=24)]),
+            ("Alerts", [_alerts(["CxpulseFirstResponseSlow", "CxpulseResolutionSlow", "CxpulseEventsSilent",
+                                 "CxpulseWindowsBehind"])]),
         ],
     )
 
 
 # ------------------------------------------------------- Voice of customer
 def voice_of_customer() -> dm.Dashboard:
+    sfc = {"storefront": "$storefront", "channel": "$channel"}
     s, sc = ("storefront",), ("storefront", "channel")
     chan = "{{storefront}} {{channel}}"
-
-    def summed(metric: str) -> str:
-        return f"sum by (storefront) ({rate_series(metric, sc)}{{{SFC}}})"
-
-    promoters, detractors = summed("cxpulse_nps_promoters_total"), summed("cxpulse_nps_detractors_total")
-    responses = f'({summed("cxpulse_nps_responses_total")} > 0)'
     headline = [
-        _stat("NPS", f"{_about('nps')} Recording rule `{kpi_series('nps')}`. Bands: below 0 red, 0-30 yellow, "
-              f"30+ green; a fall of {rules.NPS_DROP_POINTS:g} points against last week, beyond both hours' 95% "
-              "intervals, pages (CxpulseNpsDrop).",
-              "none", [_target(f"{kpi_series('nps')}{{{SF}}}", "{{storefront}}")],
-              _steps((None, "red"), (0, "yellow"), (30, "green")), decimals=1, min_max=(-100, 100)),
-        _stat("CSAT", f"{_about('csat')} Recording rule `{kpi_series('csat')}`; a fall of {rules.CSAT_DROP:.0%} "
-              "points against last week, beyond both hours' 95% intervals, pages (CxpulseCsatDrop).", "percentunit",
-              [_target(f"{kpi_series('csat')}{{{SF}}}", "{{storefront}}")], min_max=(0, 1)),
-        _stat("CSAT mean", f"{_about('csat_mean')} On 1-5. Recording rule `{kpi_series('csat_mean')}`.", "none",
-              [_target(f"{kpi_series('csat_mean')}{{{SF}}}", "{{storefront}}")], decimals=2, min_max=(1, 5)),
-        _stat("CES", f"{_about('ces')} On 1-7, lower is better. Recording rule `{kpi_series('ces')}`.", "none",
-              [_target(f"{kpi_series('ces')}{{{SF}}}", "{{storefront}}")], decimals=2, min_max=(1, 7)),
-        _stat("NPS responses / h", f"{_help('cxpulse_nps_responses_total')} Rate over $window x 3600, the sample "
-              f"behind NPS. Yellow below {rules.MIN_SURVEY_RESPONSES_PER_HOUR}/h, the volume the NPS and CSAT "
-              "alerts need before they may fire.", "short",
-              [_target(f"{rate_series('cxpulse_nps_responses_total', s)}{{{SF}}} * 3600", "{{storefront}}")],
-              _steps((None, "yellow"), (rules.MIN_SURVEY_RESPONSES_PER_HOUR, "green")), decimals=0),
-        _stat("CSAT responses / h", f"{_help('cxpulse_csat_responses_total')} Rate over $window x 3600, the sample "
-              "behind CSAT.", "short",
-              [_target(f"{rate_series('cxpulse_csat_responses_total', s)}{{{SF}}} * 3600", "{{storefront}}")],
-              _steps((None, "yellow"), (rules.MIN_SURVEY_RESPONSES_PER_HOUR, "green")), decimals=0),
+        _kpi_tile("nps", sc, sfc, thresholds=NPS_BANDS, span=6,
+                  note=f" Red below 0, yellow 0-30, green 30+; a fall of {rules.NPS_DROP_POINTS:g} points against last "
+                       "week, beyond both hours' 95% intervals, pages (CxpulseNpsDrop)."),
+        _kpi_tile("csat", sc, sfc, thresholds=CSAT_BANDS, span=6,
+                  note=" Red below 70%, yellow to 80%, green above: common e-commerce benchmarks; a fall of "
+                       f"{rules.CSAT_DROP:.0%} points against last week, beyond both hours' 95% intervals, pages "
+                       "(CxpulseCsatDrop)."),
+        _kpi_tile("csat_mean", sc, sfc, span=6, note=" On 1-5."),
+        _kpi_tile("ces", sc, sfc, span=6, note=" On 1-7, lower is better."),
     ]
+    promoters, detractors, responses = (window_count(m, s, sfc) for m in (
+        "cxpulse_nps_promoters_total", "cxpulse_nps_detractors_total", "cxpulse_nps_responses_total"))
+    responses = f"({responses} > 0)"
     nps = [
-        _series("NPS by channel", f"{_about('nps')} Recording rule `{kpi_series('nps', 'channel')}`.", "none",
-                _targets((f"{kpi_series('nps', 'channel')}{{{SFC}}}", chan)), min_max=(-100, 100)),
+        _series("NPS by channel", f"{_about('nps')}", "none", _targets((window_kpi("nps", sc, sfc), chan)),
+                clock=EVENT_GRAPH, min_max=(-100, 100)),
         _series("Promoters, passives, detractors", (
-            "Share of NPS answers over $window per storefront (selected channels): promoters (9-10) / responses, "
-            "passives (7-8) = 1 - promoters - detractors, detractors (0-6) / responses. NPS = 100 x (promoters - "
-            "detractors)."), "percentunit",
+            "Share of the NPS answers of each window per storefront (selected channels): promoters (9-10) / "
+            "responses, passives (7-8) = 1 - promoters - detractors, detractors (0-6) / responses. NPS = 100 x "
+            "(promoters - detractors)."), "percentunit",
             _targets((f"{promoters}\n/ {responses}", "{{storefront}} promoters"),
                      (f"(\n  {responses}\n  - {promoters}\n  - {detractors}\n)\n/ {responses}",
                       "{{storefront}} passives"),
                      (f"{detractors}\n/ {responses}", "{{storefront}} detractors")),
-            stacked=True, min_max=(0, 1)),
+            clock=EVENT_GRAPH, stacked=True, min_max=(0, 1)),
     ]
     csat = [
-        _series("CSAT by channel", f"{_about('csat')} Recording rule `{kpi_series('csat', 'channel')}`.",
-                "percentunit", _targets((f"{kpi_series('csat', 'channel')}{{{SFC}}}", chan)), span=8),
-        _series("CSAT mean by channel", f"{_about('csat_mean')} Recording rule "
-                f"`{kpi_series('csat_mean', 'channel')}`.", "none",
-                _targets((f"{kpi_series('csat_mean', 'channel')}{{{SFC}}}", chan)), span=8, min_max=(1, 5)),
-        _series("CES by channel", f"{_about('ces')} Lower is better. Recording rule "
-                f"`{kpi_series('ces', 'channel')}`.", "none",
-                _targets((f"{kpi_series('ces', 'channel')}{{{SFC}}}", chan)), span=8, min_max=(1, 7)),
-        _series("Responses per hour by channel", "Survey answers per hour (rates over $window x 3600): NPS, CSAT "
-                "and CES responses, the denominators of the scores above.", "short",
-                _targets(*((f"{rate_series(m, sc)}{{{SFC}}} * 3600", f"{chan} {kind}")
+        _series("CSAT by channel", f"{_about('csat')}", "percentunit", _targets((window_kpi("csat", sc, sfc), chan)),
+                clock=EVENT_GRAPH, span=8),
+        _series("CSAT mean by channel", f"{_about('csat_mean')}", "none",
+                _targets((window_kpi("csat_mean", sc, sfc), chan)), clock=EVENT_GRAPH, span=8, min_max=(1, 5)),
+        _series("CES by channel", f"{_about('ces')} Lower is better.", "none",
+                _targets((window_kpi("ces", sc, sfc), chan)), clock=EVENT_GRAPH, span=8, min_max=(1, 7)),
+        _series("Answers per $window window by channel", "NPS, CSAT and CES answers of each window: the denominators "
+                "of the scores above.", "short",
+                _targets(*((window_count(m, sc, sfc), f"{chan} {kind}")
                            for kind, m in (("NPS", "cxpulse_nps_responses_total"),
                                            ("CSAT", "cxpulse_csat_responses_total"),
                                            ("CES", "cxpulse_ces_responses_total")))),
-                span=24),
+                clock=EVENT_GRAPH, span=24, bars=True),
     ]
-
-    def window(metric: str) -> str:
-        return f'sum by (storefront) ({metric}{{view="$view", state="closed", {SFC}}})'
-
-    closed = [
-        _stat("NPS, last closed window", (
-            "NPS of the last closed event-time window of the view, from the window gauges: 100 x (promoters - "
-            "detractors) / responses in that window, summed over workers. Exact counts; small windows mean small "
-            "samples (see responses)."), "none",
-            [_target(f"100 * (\n  {window('cxpulse_window_nps_promoters')}\n  - "
-                     f"{window('cxpulse_window_nps_detractors')}\n)\n/ ({window('cxpulse_window_nps_responses')} > 0)",
-                     "{{storefront}}")],
-            _steps((None, "red"), (0, "yellow"), (30, "green")), span=8, decimals=1),
-        _stat("CSAT, last closed window", "CSAT of the last closed window of the view: answers of 4-5 / answers, "
-              "from the window gauges summed over workers.", "percentunit",
-              [_target(f"{window('cxpulse_window_csat_satisfied')}\n/ ({window('cxpulse_window_csat_responses')} > 0)",
-                       "{{storefront}}")], span=8),
-        _stat("NPS responses, last closed window", "NPS answers in the last closed window of the view "
-              "(cxpulse_window_nps_responses, summed over workers).", "short",
-              [_target(window("cxpulse_window_nps_responses"), "{{storefront}}")], span=8, decimals=0),
-    ]
+    arrivals = _targets(*((f"sum(storefront:cxpulse_{kind}_responses:rate5m{{{SF}}}) * 60", f"{kind.upper()} / min")
+                          for kind in ("nps", "csat", "ces")))
     return _dashboard(
         "voice-of-customer", "Voice of customer",
-        "What customers say: NPS with its promoters, passives and detractors, CSAT share and mean, CES, and the "
-        "number of answers behind each.",
-        _variables("storefront", "channel", "window", "view"),
+        "What customers say, by event-time window: NPS with its promoters, passives and detractors, CSAT share and "
+        "mean, CES, and the number of answers behind each.",
+        _variables("storefront", "channel", "window"),
         [
-            ("Scores over $window", headline),
-            ("NPS", nps),
-            ("CSAT and CES", csat),
-            ("NPS and CSAT with their 95% interval (all channels): $storefront",
+            (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", headline),
+            ("NPS per $window window", nps),
+            ("CSAT and CES per $window window", csat),
+            ("NPS and CSAT per $window window with their 95% interval (all channels): $storefront",
              [_band("nps", span=12, baseline=True), _band("csat", span=12, baseline=True)], "storefront"),
-            ("Last closed event-time window ($view)", closed),
-            ("Alerts", [_alerts(["CxpulseNpsDrop", "CxpulseCsatDrop", "CxpulseEventsSilent"])]),
+            ("Live, by arrival time (not windowed)", [_series(
+                "Survey answers per minute, by arrival time",
+                "NPS, CSAT and CES answers per minute over the selected storefronts (all channels), as the workers "
+                "count them (recording rules `storefront:cxpulse_<kind>_responses:rate5m`, x 60).", "short",
+                arrivals, clock=ARRIVAL, span=24)]),
+            ("Alerts", [_alerts(["CxpulseNpsDrop", "CxpulseCsatDrop", "CxpulseEventsSilent", "CxpulseWindowsBehind"])]),
         ],
     )
 
@@ -942,6 +1271,8 @@ def voice_of_customer() -> dm.Dashboard:
 # --------------------------------------------------------- Pipeline health
 def pipeline_health() -> dm.Dashboard:
     fam = "{{family}}"
+    rate = "$__rate_interval"
+    behind = DELAY_S + rules.WINDOWS_BEHIND_MARGIN_S
 
     def alive(expr: str, label: str) -> str:
         # A worker exports rejected / overflow counters only for reasons it has seen: a zero per family
@@ -952,79 +1283,134 @@ def pipeline_health() -> dm.Dashboard:
     read = f"family:cxpulse_events_read:rate5m{{{FAM}}}"
     rejected_ratio = f"family:cxpulse_events_rejected:ratio_rate5m{{{FAM}}}\nor on (family) 0 * {read}"
     late_ratio = f"family:cxpulse_events_late:ratio_rate5m{{{FAM}}}"
+    complete_lag = f"family:cxpulse_window_complete_lag_seconds:max{{{FAM}}}"
     headline = [
         _stat("Workers up", f"Worker processes Prometheus scrapes successfully: sum of up{{{rules.JOB}}}. A worker "
               "down for 5 min fires CxpulseWorkerDown.", "short",
-              [_target(f"sum(up{{{rules.JOB}}})", "up")], _steps((None, "red"), (1, "green")), decimals=0),
+              [_target(f"sum(up{{{rules.JOB}}})", "up")], clock=ARRIVAL_NOW,
+              thresholds=_steps((None, "red"), (1, "green")), decimals=0),
         _stat("Workers ready", f"{_help('cxpulse_worker_ready')} Sum over workers (recording rule "
               "`job:cxpulse_workers_ready:sum`); none ready for 5 min fires CxpulseNoWorkerReady.", "short",
-              [_target("job:cxpulse_workers_ready:sum", "ready")], _steps((None, "red"), (1, "green")), decimals=0),
+              [_target("job:cxpulse_workers_ready:sum", "ready")], clock=ARRIVAL_NOW,
+              thresholds=_steps((None, "red"), (1, "green")), decimals=0),
+        _stat("Workers without a broker", f"Workers whose cxpulse_broker_up is 0. {_help('cxpulse_broker_up')} One "
+              "for a minute fires CxpulseBrokerUnreachable.", "short",
+              [_target("count(cxpulse_broker_up == 0) or vector(0)", "unreachable")], clock=ARRIVAL_NOW,
+              thresholds=_steps((None, "green"), (1, "red")), decimals=0),
+        _stat("Windows complete, behind now", f"How far behind the wall clock the event-time windows are complete, "
+              f"per family (`family:cxpulse_window_complete_lag_seconds:max`, the slowest merge partition). Yellow "
+              f"above {DELAY_TEXT}, the delay the KPI rules read at; red above {behind} s, where CxpulseWindowsBehind "
+              "fires.", "s", [_target(complete_lag, fam)], clock=EVENT_LAG,
+              thresholds=_steps((None, "green"), (DELAY_S + 1, "yellow"), (behind, "red"))),
         _stat("Consumer lag", f"{_help('cxpulse_consumer_lag_messages')} Summed over partitions per family "
               f"(`family:cxpulse_consumer_lag_messages:sum`); above {rules.CONSUMER_LAG_MAX_MESSAGES} for 10 min "
               "fires CxpulseConsumerLagHigh.", "short",
-              [_target(f"family:cxpulse_consumer_lag_messages:sum{{{FAM}}}", fam)],
-              _steps((None, "green"), (rules.CONSUMER_LAG_MAX_MESSAGES, "red")), decimals=0),
+              [_target(f"family:cxpulse_consumer_lag_messages:sum{{{FAM}}}", fam)], clock=ARRIVAL_NOW,
+              thresholds=_steps((None, "green"), (rules.CONSUMER_LAG_MAX_MESSAGES, "red")), decimals=0),
         _stat("Freshness p99", f"{_help('cxpulse_event_freshness_seconds')} 99th percentile over 5 min from the "
               f"histogram (`job:cxpulse_event_freshness_seconds:p99_rate5m`); above {rules.FRESHNESS_P99_MAX_S:g} s "
               "for 10 min fires CxpulseEventsStale.", "s",
-              [_target("job:cxpulse_event_freshness_seconds:p99_rate5m", "p99")],
-              _steps((None, "green"), (rules.FRESHNESS_P99_MAX_S, "red"))),
+              [_target("job:cxpulse_event_freshness_seconds:p99_rate5m", "p99")], clock=ARRIVAL,
+              thresholds=_steps((None, "green"), (rules.FRESHNESS_P99_MAX_S, "red"))),
         _stat("Dead-letter ratio", f"Rejected / events read over 5 min per family "
               f"(`family:cxpulse_events_rejected:ratio_rate5m`, 0 when nothing was rejected). "
               f"{_help('cxpulse_events_rejected_total')} Above {rules.DEAD_LETTER_RATIO_MAX:.0%} fires "
-              "CxpulseDeadLetterRateHigh.", "percentunit", [_target(rejected_ratio, fam)],
-              _steps((None, "green"), (rules.DEAD_LETTER_RATIO_MAX, "red"))),
+              "CxpulseDeadLetterRateHigh.", "percentunit", [_target(rejected_ratio, fam)], clock=ARRIVAL,
+              thresholds=_steps((None, "green"), (rules.DEAD_LETTER_RATIO_MAX, "red"))),
         _stat("Late ratio", f"Late / events read over 5 min per family (`family:cxpulse_events_late:ratio_rate5m`). "
               f"{_help('cxpulse_events_late_total')} Above {rules.LATE_RATIO_MAX:.0%} fires CxpulseLateEventsHigh.",
-              "percentunit", [_target(late_ratio, fam)], _steps((None, "green"), (rules.LATE_RATIO_MAX, "red"))),
+              "percentunit", [_target(late_ratio, fam)], clock=ARRIVAL,
+              thresholds=_steps((None, "green"), (rules.LATE_RATIO_MAX, "red"))),
+    ]
+    headline = [panel.span(3) for panel in headline]
+    completeness = [
+        _series("Windows complete, behind now, by family", f"Wall clock minus the event time up to which every "
+                f"source partition of the family has closed its windows (`family:cxpulse_window_complete_lag_seconds:"
+                f"max`, from {_help('cxpulse_window_complete_until_timestamp_seconds').lower()}). Dashed line: "
+                "CxpulseWindowsBehind.", "s", _targets((complete_lag, fam)),
+                thresholds=_steps((None, "transparent"), (behind, "red")), clock=EVENT_LAG, span=8),
+        _series("Windows closed, behind now, by source partition", f"Wall clock minus each source partition's "
+                f"closed-until mark: {_help('cxpulse_window_closed_until_timestamp_seconds')} The slowest partition "
+                "of a family holds back its complete windows.", "s",
+                _targets(("time() - max by (family, partition) "
+                          f"(cxpulse_window_closed_until_timestamp_seconds{{{FAM}}})", "{{family}} p{{partition}}")),
+                clock=EVENT_CLOSED, span=8),
+        _series("Idle source partitions by family", f"{_help('cxpulse_partition_idle')} An idle partition's windows "
+                "close by the other partitions' progress, after the idle timeout: part of the normal delay.", "short",
+                _targets((f"sum by (family) (max by (family, partition) (cxpulse_partition_idle{{{FAM}}}))", fam)),
+                clock=ARRIVAL_NOW, span=8),
+    ]
+    export = [
+        _series("Windows exported, behind now, by family", f"Wall clock minus the event time up to which the TSDB "
+                "has acknowledged the family's complete windows (the slowest merge partition): "
+                f"{_help('cxpulse_window_exported_until_timestamp_seconds')} Above the complete-window lag means the "
+                "remote write is behind.", "s",
+                _targets((f"time() - min by (family) (cxpulse_window_exported_until_timestamp_seconds{{{FAM}}})", fam)),
+                clock=EVENT_LAG, span=6),
+        _series("Window samples written per second", f"{_help('cxpulse_window_export_samples_total')} Rate per worker.",
+                "short", _targets((f"sum by (instance) (rate(cxpulse_window_export_samples_total[{rate}]))",
+                                   "{{instance}}")), clock=ARRIVAL, span=6),
+        _series("Export failures and dropped windows per minute", f"{_help('cxpulse_window_export_failures_total')} "
+                f"{_help('cxpulse_window_export_dropped_total')} Failures for 10 min with a queue fire "
+                "CxpulseWindowExportFailing.", "short",
+                _targets((f"sum by (reason) (rate(cxpulse_window_export_failures_total[{rate}])) * 60",
+                          "failed: {{reason}}"),
+                         (f"sum(rate(cxpulse_window_export_dropped_total[{rate}])) * 60", "dropped")),
+                clock=ARRIVAL, span=6),
+        _series("Windows waiting for export", f"{_help('cxpulse_window_export_queued')} Per worker: grows while the "
+                "endpoint is down, drains after.", "short",
+                _targets(("sum by (instance) (cxpulse_window_export_queued)", "{{instance}}")),
+                clock=ARRIVAL_NOW, span=6),
     ]
     throughput = [
         _series("Events per second by family", f"{_help('cxpulse_events_total')} Rate over 5 min "
                 "(`family:cxpulse_events:rate5m`).", "short",
-                _targets((f"family:cxpulse_events:rate5m{{{FAM}}}", fam)), span=8),
+                _targets((f"family:cxpulse_events:rate5m{{{FAM}}}", fam)), clock=ARRIVAL, span=8),
         _series("Messages per second by family", f"{_help('cxpulse_messages_total')} Rate over 5 min "
                 "(`family:cxpulse_messages:rate5m`).", "short",
-                _targets((f"family:cxpulse_messages:rate5m{{{FAM}}}", fam)), span=8),
+                _targets((f"family:cxpulse_messages:rate5m{{{FAM}}}", fam)), clock=ARRIVAL, span=8),
         _series("Events per message", "Events read / messages read over 5 min: how many events a Kafka message "
-                "carries. Batched messages are the fast path (each message costs the worker ~250 us).", "short",
-                _targets((f"{read}\n/ (family:cxpulse_messages:rate5m{{{FAM}}} > 0)", fam)), span=8),
+                "carries. Batched messages are the fast path (each message costs the worker a fixed overhead).",
+                "short", _targets((f"{read}\n/ (family:cxpulse_messages:rate5m{{{FAM}}} > 0)", fam)),
+                clock=ARRIVAL, span=8),
     ]
     lag = [
         _series("Consumer lag by family", f"{_help('cxpulse_consumer_lag_messages')} Summed over partitions. "
                 "Dashed line: the CxpulseConsumerLagHigh threshold.", "short",
                 _targets((f"family:cxpulse_consumer_lag_messages:sum{{{FAM}}}", fam)),
-                thresholds=_steps((None, "transparent"), (rules.CONSUMER_LAG_MAX_MESSAGES, "red")), span=8),
+                thresholds=_steps((None, "transparent"), (rules.CONSUMER_LAG_MAX_MESSAGES, "red")),
+                clock=ARRIVAL_NOW, span=8),
         _series("Watermark lag by family", f"{_help('cxpulse_watermark_lag_seconds')} The largest over partitions "
                 "(`family:cxpulse_watermark_lag_seconds:max`): how far event time trails the wall clock, which "
                 "includes producers' own delay and quiet periods.", "s",
-                _targets((f"family:cxpulse_watermark_lag_seconds:max{{{FAM}}}", fam)), span=8),
+                _targets((f"family:cxpulse_watermark_lag_seconds:max{{{FAM}}}", fam)), clock=EVENT_WATERMARK,
+                span=8),
         _series("Event freshness p50 / p99", f"{_help('cxpulse_event_freshness_seconds')} Quantiles over 5 min "
                 "from the histogram (`job:cxpulse_event_freshness_seconds_bucket:rate5m`); the histogram tops out "
                 "at 60 s. Dashed line: the CxpulseEventsStale threshold.", "s",
                 _targets(("histogram_quantile(0.5, job:cxpulse_event_freshness_seconds_bucket:rate5m)", "p50"),
                          ("job:cxpulse_event_freshness_seconds:p99_rate5m", "p99")),
-                thresholds=_steps((None, "transparent"), (rules.FRESHNESS_P99_MAX_S, "red")), span=8),
+                thresholds=_steps((None, "transparent"), (rules.FRESHNESS_P99_MAX_S, "red")), clock=ARRIVAL, span=8),
     ]
-    rate = "$__rate_interval"
     bad = [
         _series("Dead-letter ratio by family", f"Rejected / events read over 5 min "
                 f"(`family:cxpulse_events_rejected:ratio_rate5m`). {_help('cxpulse_events_rejected_total')}",
                 "percentunit", _targets((rejected_ratio, fam)),
-                thresholds=_steps((None, "transparent"), (rules.DEAD_LETTER_RATIO_MAX, "red")), span=8),
+                thresholds=_steps((None, "transparent"), (rules.DEAD_LETTER_RATIO_MAX, "red")), clock=ARRIVAL, span=8),
         _series("Rejected per second by reason", f"{_help('cxpulse_events_rejected_total')} Rate by family and "
                 "reason (`none` at 0 for a family that never had a rejected event).", "short",
                 _targets((alive(f"sum by (family, reason) (rate(cxpulse_events_rejected_total{{{FAM}}}[{rate}]))",
-                                "reason"), "{{family}} {{reason}}")), span=8),
+                                "reason"), "{{family}} {{reason}}")), clock=ARRIVAL, span=8),
         _series("Late ratio by family", f"Late / events read over 5 min (`family:cxpulse_events_late:ratio_rate5m`). "
                 f"{_help('cxpulse_events_late_total')}", "percentunit", _targets((late_ratio, fam)),
-                thresholds=_steps((None, "transparent"), (rules.LATE_RATIO_MAX, "red")), span=8),
+                thresholds=_steps((None, "transparent"), (rules.LATE_RATIO_MAX, "red")), clock=ARRIVAL, span=8),
         _series("Duplicates per second by family", f"{_help('cxpulse_events_duplicate_total')} Rate over 5 min "
                 "(`family:cxpulse_events_duplicate:rate5m`).", "short",
-                _targets((f"family:cxpulse_events_duplicate:rate5m{{{FAM}}}", fam)), span=12),
+                _targets((f"family:cxpulse_events_duplicate:rate5m{{{FAM}}}", fam)), clock=ARRIVAL, span=12),
         _series("Label overflow per second", f"{_help('cxpulse_label_overflow_total')} Rate by family and label "
                 "(`none` at 0 when nothing overflowed).", "short",
                 _targets((alive(f"sum by (family, label) (rate(cxpulse_label_overflow_total{{{FAM}}}[{rate}]))",
-                                "label"), "{{family}} {{label}}")), span=12),
+                                "label"), "{{family}} {{label}}")), clock=ARRIVAL, span=12),
     ]
     state = [
         _series("State size by family", f"Per family, summed over partitions: base windows "
@@ -1032,42 +1418,55 @@ def pipeline_health() -> dm.Dashboard:
                 f"dedupe ids ({_help('cxpulse_state_seen_ids')})", "short",
                 _targets((f"sum by (family) (cxpulse_state_windows{{{FAM}}})", "{{family}} windows"),
                          (f"sum by (family) (cxpulse_state_tickets{{{FAM}}})", "{{family}} tickets"),
-                         (f"sum by (family) (cxpulse_state_seen_ids{{{FAM}}})", "{{family}} seen ids")), span=8),
+                         (f"sum by (family) (cxpulse_state_seen_ids{{{FAM}}})", "{{family}} seen ids")),
+                clock=ARRIVAL_NOW, span=8),
         _series("Assigned partitions by worker", f"{_help('cxpulse_assigned_partitions')} Summed over families, "
                 "per worker instance; moves when workers join, leave or rebalance.", "short",
-                _targets(("sum by (instance) (cxpulse_assigned_partitions)", "{{instance}}")), span=8),
-        _series("Workers up and ready", f"Workers scraped (up), workers ready, and workers that reach the "
-                f"broker. {_help('cxpulse_worker_ready')} {_help('cxpulse_broker_up')}",
+                _targets(("sum by (instance) (cxpulse_assigned_partitions)", "{{instance}}")),
+                clock=ARRIVAL_NOW, span=8),
+        _series("Workers up, ready and reaching the broker", f"Workers scraped (up), workers ready, and workers that "
+                f"reach a Kafka broker. {_help('cxpulse_worker_ready')} {_help('cxpulse_broker_up')}",
                 "short", _targets((f"sum(up{{{rules.JOB}}})", "up"), ("job:cxpulse_workers_ready:sum", "ready"),
                                   ("sum(cxpulse_broker_up)", "broker reachable")),
-                span=8),
+                clock=ARRIVAL_NOW, span=8),
+        _series("Sink failures per minute by outcome", f"{_help('cxpulse_sink_failures_total')} Fenced writes are "
+                "expected around a rebalance; failed ones mean the broker was lost or slow (the batch is replayed).",
+                "short", _targets((f"sum by (outcome) (rate(cxpulse_sink_failures_total[{rate}])) * 60",
+                                   "{{outcome}}")), clock=ARRIVAL, span=8),
         _series("State recovery time by worker", f"{_help('cxpulse_state_recovery_seconds')} Per worker instance: "
                 "how long the worker rebuilt its state from the changelog after its last assignment.", "s",
-                _targets(("max by (instance) (cxpulse_state_recovery_seconds)", "{{instance}}")), span=12),
+                _targets(("max by (instance) (cxpulse_state_recovery_seconds)", "{{instance}}")),
+                clock=ARRIVAL_NOW, span=8),
         _series("Changelog records recovered per second", f"{_help('cxpulse_state_recovered_records_total')} Rate "
                 "per worker instance.", "short",
                 _targets((f"sum by (instance) (rate(cxpulse_state_recovered_records_total[{rate}]))", "{{instance}}")),
-                span=12),
-        _series("Partition states started over (last hour)", f"{_help('cxpulse_state_resets_total')} Non-zero "
-                "means a source topic was recreated or the broker lost its data: those partitions' counters "
-                "restarted (docs/operations.md).", "short",
-                _targets(("sum by (instance) (increase(cxpulse_state_resets_total[1h]))", "{{instance}}")),
-                span=24),
+                clock=ARRIVAL, span=8),
+        _series("Partition states started over and positions corrected (last hour)",
+                f"{_help('cxpulse_state_resets_total')} Non-zero means a source topic was recreated or the broker "
+                "lost its data: those partitions' counters restarted (docs/operations.md). "
+                f"{_help('cxpulse_position_corrections_total')}", "short",
+                _targets(("sum by (instance) (increase(cxpulse_state_resets_total[1h]))", "{{instance}} resets"),
+                         ("sum by (instance) (increase(cxpulse_position_corrections_total[1h]))",
+                          "{{instance}} position corrections")), clock=ARRIVAL, span=24),
     ]
     pipeline_alerts = [a.name for a in rules.alerts() if a.dashboard == "pipeline-health"]
     return _dashboard(
         "pipeline-health", "Pipeline health",
-        "Is cxpulse keeping up and counting everything: throughput, consumer and watermark lag, freshness, late, "
-        "rejected and duplicate events, label overflow, state size and workers.",
+        "Is cxpulse keeping up and counting everything: event-time completeness and the export of complete windows, "
+        "throughput, consumer and watermark lag, freshness, late, rejected and duplicate events, label overflow, "
+        "broker reachability, sink failures, state size and workers.",
         _variables("family"),
         [
             ("Now", headline),
+            ("Event-time completeness", completeness),
+            ("Window export (remote write)", export),
             ("Throughput", throughput),
             ("Lag and freshness", lag),
             ("Events not counted", bad),
-            ("State and workers", state),
+            ("State, workers and broker", state),
             ("Alerts", [_alerts(pipeline_alerts)]),
         ],
+        since="now-6h",
     )
 
 
@@ -1098,25 +1497,43 @@ NPS_JOIN = ("A customer counts for a horizon once their first order is that old 
 
 
 def customers() -> dm.Dashboard:
-    sf = "{{storefront}}"
     h90 = f'{SF}, horizon="90d"'
+
+    def share(ratio: str, customers: str) -> str:
+        # the selected storefronts pooled: their customers who did / their customers
+        return (f"sum (\n  {ratio}{{{SF}}}\n  * {customers}{{{SF}}}\n)\n"
+                f"/ sum (\n  {customers}{{{SF}}}\n  and {ratio}{{{SF}}}\n)")
+
+    def ltv(category: str) -> str:
+        # 90-day revenue per customer of a category, pooled per currency over the storefronts
+        # that had that revenue: the LTV rule x its customers is the category's revenue
+        ratio = f'{NPS_LTV}{{{h90}, nps_category="{category}"}}'
+        customers = f'{NPS_CUSTOMERS}{{{h90}, nps_category="{category}"}}'
+        on = "on (storefront, nps_category, horizon) group_left ()"
+        return (f"sum by (currency) (\n  {ratio}\n  * {on} {customers}\n)\n"
+                f"/ sum by (currency) (\n  0 * {ratio}\n  + {on} {customers}\n)")
+
+    pooled_note = " The selected storefronts pooled into one number: their customers summed."
     headline = [
         _stat("Customers", f"Customers whose first order falls in an exported first-order cohort, summed over the "
-              f"cohorts (`{CUSTOMERS}`). A customer is a (storefront, customer_id) pair; the id never becomes a "
-              f"label. {COHORTS}", "short", [_target(f"{CUSTOMERS}{{{SF}}}", sf)], span=6, decimals=0),
+              f"cohorts and the selected storefronts (`{CUSTOMERS}`). A customer is a (storefront, customer_id) pair; "
+              f"the id never becomes a label. {COHORTS}", "short", [_target(f"sum({CUSTOMERS}{{{SF}}})", "customers")],
+              clock=CUSTOMER_CLOCK, span=6, decimals=0),
         _stat("Repeat purchase rate", f"Customers who ordered again within 90 days of their first order / customers, "
               f"over the exported cohorts (`{REPEAT}`); its 95% interval is the band below. The youngest cohorts "
-              "have not had 90 days yet, so their share still grows.", "percentunit",
-              [_target(f"{REPEAT}{{{SF}}}", sf)], span=6, min_max=(0, 1)),
+              f"have not had 90 days yet, so their share still grows.{pooled_note}", "percentunit",
+              [_target(share(REPEAT, CUSTOMERS), "repeat purchase")], clock=CUSTOMER_CLOCK, span=6, min_max=(0, 1)),
         _stat("Post-support conversion", "Customers who ordered within CXPULSE_POST_SUPPORT (7 days) after the "
               "first ticket of an ISO week / customers with a ticket that week, over the exported ticket cohorts "
-              f"(`{POST_SUPPORT}`). Did support leave them willing to buy?", "percentunit",
-              [_target(f"{POST_SUPPORT}{{{SF}}}", sf)], span=6, min_max=(0, 1)),
+              f"(`{POST_SUPPORT}`). Did support leave them willing to buy?{pooled_note}", "percentunit",
+              [_target(share(POST_SUPPORT, SUPPORTED), "post-support conversion")], clock=CUSTOMER_CLOCK, span=6,
+              min_max=(0, 1)),
         _stat("Promoter / detractor LTV, 90 days", "How many times a promoter is worth a detractor: 90-day revenue "
-              "per customer of promoters / that of detractors, per currency (`" + NPS_LTV + "`). " + NPS_JOIN,
-              "suffix:x", [_target(f'{NPS_LTV}{{{h90}, nps_category="promoter"}}\n/ ignoring (nps_category)\n  '
-                                   f'{NPS_LTV}{{{h90}, nps_category="detractor"}}', f"{sf} {{{{currency}}}}")],
-              span=6, decimals=2),
+              "per customer of promoters / that of detractors, per currency (`" + NPS_LTV + "`), the selected "
+              "storefronts pooled (each category's revenue / its customers). " + NPS_JOIN,
+              "suffix:x", [_target(f"(\n{_indent(ltv('promoter'))}\n)\n/ (\n{_indent(ltv('detractor'))}\n)",
+                                   "x ({{currency}})")],
+              clock=CUSTOMER_CLOCK, span=6, decimals=2),
     ]
     bands = [
         _band_panel(
@@ -1127,7 +1544,7 @@ def customers() -> dm.Dashboard:
             Band((f"{REPEAT}{{{SF}}}", "repeat purchase rate"),
                  (f"{REPEAT}_lower{{{SF}}}", "repeat purchase 95% lower"),
                  (f"{REPEAT}_upper{{{SF}}}", "repeat purchase 95% upper")),
-            (f"{CUSTOMERS}{{{SF}}}", "n (customers)")),
+            (f"{CUSTOMERS}{{{SF}}}", "n (customers)"), clock=CUSTOMER_CLOCK),
         _band_panel(
             "Post-support conversion with its 95% interval, $storefront",
             f"Customers with a ticket who ordered within 7 days after their week's first ticket / customers with a "
@@ -1136,7 +1553,7 @@ def customers() -> dm.Dashboard:
             Band((f"{POST_SUPPORT}{{{SF}}}", "post-support conversion"),
                  (f"{POST_SUPPORT}_lower{{{SF}}}", "post-support 95% lower"),
                  (f"{POST_SUPPORT}_upper{{{SF}}}", "post-support 95% upper")),
-            (f"{SUPPORTED}{{{SF}}}", "n (customers with a ticket)")),
+            (f"{SUPPORTED}{{{SF}}}", "n (customers with a ticket)"), clock=CUSTOMER_CLOCK),
     ]
     share = dict(unit="percentunit", decimals=1)
     cohorts = [
@@ -1148,7 +1565,7 @@ def customers() -> dm.Dashboard:
                          Column(f"{COHORT_REPEAT}{{{SF}}}", "repeat purchase rate", gauge=True, **share),
                          Column(f"{COHORT_REPEAT}_lower{{{SF}}}", "95% lower", **share),
                          Column(f"{COHORT_REPEAT}_upper{{{SF}}}", "95% upper", **share)],
-            drop=("storefront",), sort=("cohort", True), span=8, height=10),
+            drop=("storefront",), sort=("cohort", True), span=8, height=10, clock=CUSTOMER_CLOCK),
         _table("Revenue per customer (LTV) by cohort, 30 and 90 days", (
             "Per first-order cohort and currency: revenue of the orders within 30 / 90 days of each customer's first "
             f"order / the cohort's customers (`{COHORT_LTV}`, horizon 30d and 90d).{GROSS} A cohort's values are "
@@ -1156,7 +1573,7 @@ def customers() -> dm.Dashboard:
             ["cohort", "currency"], [Column(f'{COHORT_LTV}{{{SF}, horizon="30d"}}', "LTV 30 days", decimals=2),
                                      Column(f'{COHORT_LTV}{{{SF}, horizon="90d"}}', "LTV 90 days", decimals=2),
                                      Column(f"{COHORT_CUSTOMERS}{{{SF}}}", "customers", "short", 0)],
-            drop=("storefront", "horizon"), sort=("cohort", True), span=8, height=10),
+            drop=("storefront", "horizon"), sort=("cohort", True), span=8, height=10, clock=CUSTOMER_CLOCK),
         _table("Post-support conversion by ticket cohort", (
             "Per ticket cohort (the ISO week of a customer's tickets): customers with a ticket that week, the share "
             "who ordered within CXPULSE_POST_SUPPORT (7 days) after that week's first ticket "
@@ -1165,13 +1582,14 @@ def customers() -> dm.Dashboard:
                          Column(f"{COHORT_POST_SUPPORT}{{{SF}}}", "converted", gauge=True, **share),
                          Column(f"{COHORT_POST_SUPPORT}_lower{{{SF}}}", "95% lower", **share),
                          Column(f"{COHORT_POST_SUPPORT}_upper{{{SF}}}", "95% upper", **share)],
-            drop=("storefront",), sort=("cohort", True), span=8, height=10),
+            drop=("storefront",), sort=("cohort", True), span=8, height=10, clock=CUSTOMER_CLOCK),
     ]
     nps = [
-        _bars("LTV by NPS category, 90 days", (
+        _money(_bars("LTV by NPS category, 90 days", (
             f"90-day revenue per customer by NPS category and currency (`{NPS_LTV}`, horizon 90d): revenue within 90 "
             f"days of the first order of the category's customers / those customers. {NPS_JOIN}{GROSS}"),
-            [_target(f"{NPS_LTV}{{{h90}}}", "{{nps_category}} ({{currency}})")], span=6, unit="none", height=9),
+            [_target(f"{NPS_LTV}{{{h90}}}", f"{{{{nps_category}}}} {CURRENCY_LEGEND}")], span=6, unit="none",
+            height=9, clock=CUSTOMER_CLOCK).decimals(2)),
         _table("LTV by NPS category, 30 and 90 days", (
             f"Revenue per customer within 30 / 90 days of the first order, by NPS category and currency (`{NPS_LTV}`),"
             f" and the customers behind each (`{NPS_CUSTOMERS}`): a category of a few customers is a small sample. "
@@ -1181,7 +1599,7 @@ def customers() -> dm.Dashboard:
              Column(f'{NPS_LTV}{{{SF}, horizon="90d"}}', "LTV 90 days", decimals=2),
              Column(f'{NPS_CUSTOMERS}{{{SF}, horizon="30d"}}', "customers 30 days", "short", 0),
              Column(f'{NPS_CUSTOMERS}{{{SF}, horizon="90d"}}', "customers 90 days", "short", 0)],
-            drop=("storefront", "horizon"), sort=("nps_category", False), span=8, height=9),
+            drop=("storefront", "horizon"), sort=("nps_category", False), span=8, height=9, clock=CUSTOMER_CLOCK),
         _table("LTV by NPS category and purchases, 90 days", (
             "The CX guide's \"LTV by NPS purchase cohorts\": 90-day revenue per customer of promoters, passives and "
             "detractors who made the same number of orders within 90 days of their first (1, 2, 3, 4+), per "
@@ -1193,7 +1611,8 @@ def customers() -> dm.Dashboard:
              for c, name in NPS_CATEGORIES]
             + [Column(f'{NPS_PURCHASES_CUSTOMERS}{{{h90}, nps_category="{c}"}}', f"{name} n", "short", 0)
                for c, name in NPS_CATEGORIES],
-            drop=("storefront", "horizon", "nps_category"), sort=("purchases", False), span=10, height=9),
+            drop=("storefront", "horizon", "nps_category"), sort=("purchases", False), span=10, height=9,
+            clock=CUSTOMER_CLOCK),
     ]
     rate = "$__rate_interval"
     lag = 'family:cxpulse_consumer_lag_messages:sum{family="customer"}'
@@ -1201,26 +1620,27 @@ def customers() -> dm.Dashboard:
         _series("Customers held in state", f"{_help('cxpulse_state_customers')} Summed over the customer-topic "
                 "partitions. A customer inactive for CXPULSE_CUSTOMER_TTL (400 days) is forgotten; "
                 "CXPULSE_CUSTOMER_MAX (500,000 per partition) bounds memory.", "short",
-                _targets(("sum(cxpulse_state_customers)", "customers")), span=8),
+                _targets(("sum(cxpulse_state_customers)", "customers")), clock=ARRIVAL_NOW, span=8),
         _series("Customer facts read per second", f"{_help('cxpulse_customer_facts_total')} Rate over all "
                 "partitions: the window stage emits one fact per counted order, ticket or NPS answer that names a "
                 "customer.", "short",
-                _targets((f"sum(rate(cxpulse_customer_facts_total[{rate}]))", "facts")), span=8),
+                _targets((f"sum(rate(cxpulse_customer_facts_total[{rate}]))", "facts")), clock=ARRIVAL, span=8),
         _series("Consumer lag, customer stage", f"{_help('cxpulse_consumer_lag_messages')} For the customer topic, "
                 f"summed over its partitions (`{lag}`). Dashed line: the CxpulseConsumerLagHigh threshold.", "short",
                 _targets((lag, "customer")),
-                thresholds=_steps((None, "transparent"), (rules.CONSUMER_LAG_MAX_MESSAGES, "red")), span=8),
+                thresholds=_steps((None, "transparent"), (rules.CONSUMER_LAG_MAX_MESSAGES, "red")),
+                clock=ARRIVAL_NOW, span=8),
         _series("Customer facts skipped per second by reason", f"{_help('cxpulse_customer_facts_skipped_total')} "
                 "Duplicates are expected after a worker restart (the window stage resends its batch and the "
                 "customer stage applies each fact once); dropped facts mean a customer passed 1,000 orders, tickets "
                 "or answers.", "short",
                 _targets((f"sum by (reason) (rate(cxpulse_customer_facts_skipped_total[{rate}]))", "{{reason}}")),
-                span=12),
+                clock=ARRIVAL, span=12),
         _series("Customers evicted per hour", f"{_help('cxpulse_customers_evicted_total')} Rate x 3600. A steady "
                 "flow is the TTL at work; a burst with `event=customer_budget_reached` in the logs is the memory "
                 "guard, and from then on which customer is forgotten may differ after a crash (docs/customers.md).",
                 "short", _targets((f"sum(rate(cxpulse_customers_evicted_total[{rate}])) * 3600", "evicted")),
-                span=12),
+                clock=ARRIVAL, span=12),
     ]
     return _dashboard(
         "cx-customers", "Customers",
@@ -1256,7 +1676,14 @@ INTERVAL_MEANS = ("The 95% interval is the normal approximation of the differenc
                   "covers sampling noise only, not a control that differs from the treated segment for other "
                   "reasons. Both bounds above 0: the evidence says it pays; both below: it does not; across 0: not "
                   "enough evidence yet.")
-CURRENCY_NOTE = " Money in the initiative's currency (table above); only orders in that currency count."
+CURRENCY_NOTE = " Money in the initiative's currency (legend and unit); only orders in that currency count."
+
+
+def _in_currency(expr: str) -> str:
+    """An initiative's money series with the initiative's ``currency`` label (from its declared
+    investment), so the legend ends in the code and the money overrides give it its unit."""
+    return (f"{expr}\n* on (initiative) group_left (currency)\n"
+            f"  (0 * max by (initiative, currency) (cxpulse_initiative_investment{{{INI}}}) + 1)")
 
 
 def _arm_band(short: str, title: str, what: str, unit: str) -> timeseries.Panel:
@@ -1273,7 +1700,9 @@ def _arm_band(short: str, title: str, what: str, unit: str) -> timeseries.Panel:
         "treated "
         f"(blue) and control (dashed, grey). The bands are each mean +- {Z95:.2f} standard errors "
         f"(`...:squared_stderr`, the squared standard error the ROI interval is built from). Bands apart: the arms "
-        "differ beyond sampling noise.", unit, band("treated"), other=band("control"), span=8)
+        "differ beyond sampling noise." + (" In the initiative's currency (the table above): a band's series names "
+                                            "must be fixed, so the unit stays plain." if unit == "none" else ""),
+        unit, band("treated"), other=band("control"), span=8, clock=INITIATIVE_CLOCK)
 
 
 def initiatives() -> dm.Dashboard:
@@ -1301,31 +1730,36 @@ def initiatives() -> dm.Dashboard:
              Column(f"{ROI}{{{INI}}}", "ROI", "percentunit", 1),
              Column(f"{ROI}_lower{{{INI}}}", "ROI 95% lower", "percentunit", 1),
              Column(f"{ROI}_upper{{{INI}}}", "ROI 95% upper", "percentunit", 1)],
-            sort=("initiative", False), span=24, height=7),
+            sort=("initiative", False), span=24, height=7, clock=INITIATIVE_CLOCK),
     ]
     break_even = _steps((None, "red"), (0, "green"))
     roi = [
         _stat("ROI", f"{ROI_MEANS} Recording rule `{ROI}`; green from break-even up.",
-              "percentunit", [_target(f"{ROI}{{{INI}}}", ini)], break_even, decimals=1),
+              "percentunit", [_target(f"{ROI}{{{INI}}}", ini)], clock=INITIATIVE_CLOCK, thresholds=break_even,
+              decimals=1),
         _stat("ROI 95% interval", f"Lower and upper bound of the ROI's 95% interval "
               f"(`{ROI}_lower`, `..._upper`). {INTERVAL_MEANS}", "percentunit",
               _targets((f"{ROI}_lower{{{INI}}}", "lower"),
-                       (f"{ROI}_upper{{{INI}}}", "upper")), break_even, decimals=1),
+                       (f"{ROI}_upper{{{INI}}}", "upper")), clock=INITIATIVE_CLOCK, thresholds=break_even,
+              decimals=1),
         _stat("Uplift", f"KPI(treated) - KPI(control) (`{UPLIFT}`), in the unit of the "
               "initiative's KPI (table above): money per session for revenue per visitor, a share (0.01 = 1 "
-              "point) for conversion, money per order for average order value.", "none",
-              [_target(f"{UPLIFT}{{{INI}}}", ini)], break_even),
+              "point) for conversion, money per order for average order value. Its unit follows the KPI, so it "
+              "stays plain.", "none",
+              [_target(f"{UPLIFT}{{{INI}}}", ini)], clock=INITIATIVE_CLOCK, thresholds=break_even),
         _stat("Relative uplift", f"Uplift / KPI(control) (`{UPLIFT_RATIO}`): +10% means "
               "the treated segment did 10% better than the control on the initiative's KPI.", "percentunit",
-              [_target(f"{UPLIFT_RATIO}{{{INI}}}", ini)], break_even, decimals=1),
-        _stat("Incremental revenue", f"Revenue the initiative added (`{INCREMENTAL_REVENUE}`)"
-              ": uplift x treated sessions for revenue per visitor, uplift x treated sessions x AOV(treated) for "
-              f"conversion, uplift x treated orders for average order value.{CURRENCY_NOTE}", "none",
-              [_target(f"{INCREMENTAL_REVENUE}{{{INI}}}", ini)], break_even, decimals=2),
-        _stat("Incremental profit", "Gross margin x incremental revenue "
-              f"(`{INCREMENTAL_PROFIT}`): what the ROI compares with the investment."
-              f"{CURRENCY_NOTE}", "none",
-              [_target(f"{INCREMENTAL_PROFIT}{{{INI}}}", ini)], break_even, decimals=2),
+              [_target(f"{UPLIFT_RATIO}{{{INI}}}", ini)], clock=INITIATIVE_CLOCK, thresholds=break_even, decimals=1),
+        _money(_stat("Incremental revenue", f"Revenue the initiative added (`{INCREMENTAL_REVENUE}`)"
+                     ": uplift x treated sessions for revenue per visitor, uplift x treated sessions x AOV(treated) "
+                     f"for conversion, uplift x treated orders for average order value.{CURRENCY_NOTE}", "none",
+                     [_target(_in_currency(f"{INCREMENTAL_REVENUE}{{{INI}}}"), f"{ini} {CURRENCY_LEGEND}")],
+                     clock=INITIATIVE_CLOCK, thresholds=break_even, decimals=2)),
+        _money(_stat("Incremental profit", "Gross margin x incremental revenue "
+                     f"(`{INCREMENTAL_PROFIT}`): what the ROI compares with the investment."
+                     f"{CURRENCY_NOTE}", "none",
+                     [_target(_in_currency(f"{INCREMENTAL_PROFIT}{{{INI}}}"), f"{ini} {CURRENCY_LEGEND}")],
+                     clock=INITIATIVE_CLOCK, thresholds=break_even, decimals=2)),
         _band_panel(
             "ROI with its 95% interval, $initiative",
             f"{ROI_MEANS} Line: `{ROI}`; band: `..._lower` to `..._upper`. "
@@ -1334,24 +1768,25 @@ def initiatives() -> dm.Dashboard:
             Band((f"{ROI}{{{INI}}}", "ROI"),
                  (f"{ROI}_lower{{{INI}}}", "ROI 95% lower"),
                  (f"{ROI}_upper{{{INI}}}", "ROI 95% upper")),
-            thresholds=_steps((None, "transparent"), (0, "red"))),
-        _series("Incremental revenue and profit against the investment, $initiative", (
+            thresholds=_steps((None, "transparent"), (0, "red")), clock=INITIATIVE_CLOCK),
+        _money(_series("Incremental revenue and profit against the investment, $initiative", (
             f"Incremental revenue (`{INCREMENTAL_REVENUE}`), incremental profit (gross "
             "margin x incremental revenue) and the declared investment (cxpulse_initiative_investment, dashed). "
             f"Profit above the investment is a positive ROI.{CURRENCY_NOTE}"), "none",
-            _targets((f"{INCREMENTAL_REVENUE}{{{INI}}}", "incremental revenue"),
-                     (f"{INCREMENTAL_PROFIT}{{{INI}}}", "incremental profit"),
-                     (f"max by (initiative) (cxpulse_initiative_investment{{{INI}}})", "investment")),
-            dashed="investment"),
+            _targets((_in_currency(f"{INCREMENTAL_REVENUE}{{{INI}}}"), f"incremental revenue {CURRENCY_LEGEND}"),
+                     (_in_currency(f"{INCREMENTAL_PROFIT}{{{INI}}}"), f"incremental profit {CURRENCY_LEGEND}"),
+                     (f"max by (initiative, currency) (cxpulse_initiative_investment{{{INI}}})",
+                      f"investment {CURRENCY_LEGEND}")),
+            dashed="investment.*", clock=INITIATIVE_CLOCK)),
         _series("Uplift, $initiative", f"KPI(treated) - KPI(control) over time (`{UPLIFT}`)"
                 ", in the unit of the initiative's KPI: money per session (revenue per visitor), a share "
                 "(conversion) or money per order (average order value). Dashed line: no difference.", "none",
                 _targets((f"{UPLIFT}{{{INI}}}", "uplift")),
-                thresholds=_steps((None, "transparent"), (0, "text"))),
+                thresholds=_steps((None, "transparent"), (0, "text")), clock=INITIATIVE_CLOCK),
         _series("Relative uplift, $initiative", "Uplift / KPI(control) over time "
                 f"(`{UPLIFT_RATIO}`). Dashed line: no difference.", "percentunit",
                 _targets((f"{UPLIFT_RATIO}{{{INI}}}", "relative uplift")),
-                thresholds=_steps((None, "transparent"), (0, "text"))),
+                thresholds=_steps((None, "transparent"), (0, "text")), clock=INITIATIVE_CLOCK),
     ]
     arms = [
         _arm_band("rpv", "Revenue per visitor", "Revenue / sessions (RPV, money per session; an order per session at "
@@ -1360,10 +1795,12 @@ def initiatives() -> dm.Dashboard:
         _arm_band("aov", "Average order value", "Revenue / orders (AOV, money per order)", "none"),
         _series("Sessions per arm, $initiative", f"{_help('cxpulse_initiative_sessions')} Summed over workers: the "
                 "sample size behind RPV and conversion. A small arm means a wide interval.", "short",
-                _targets((f"sum by (arm) (cxpulse_initiative_sessions{{{INI}}})", "{{arm}}"))),
+                _targets((f"sum by (arm) (cxpulse_initiative_sessions{{{INI}}})", "{{arm}}")),
+                clock=INITIATIVE_CLOCK),
         _series("Orders per arm, $initiative", f"{_help('cxpulse_initiative_orders')} Summed over workers: the "
                 "sample size behind AOV.", "short",
-                _targets((f"sum by (arm) (cxpulse_initiative_orders{{{INI}}})", "{{arm}}"))),
+                _targets((f"sum by (arm) (cxpulse_initiative_orders{{{INI}}})", "{{arm}}")),
+                clock=INITIATIVE_CLOCK),
     ]
     return _dashboard(
         "cx-initiatives", "Initiatives",
@@ -1412,7 +1849,7 @@ def outputs() -> dict[Path, str]:
 def panel_queries() -> list[tuple[str, str, str]]:
     """(dashboard title, panel title, expr) of every panel target, variables not substituted.
 
-        >>> ("CX overview", "CVR") in {(d, p) for d, p, _ in panel_queries()}
+        >>> ("CX overview", "CVR · last complete $window") in {(d, p) for d, p, _ in panel_queries()}
         True
     """
     out = []
