@@ -134,16 +134,13 @@ ALERTS_CLOCK = (f"KPI alerts count by event time (the last complete hour, ~{DELA
 
 
 # ------------------------------------------------------------------ event-time windows
-# rules.window_kpi_expr reads each window with a `[1m]` range, which holds one sample when
-# evaluated between minute boundaries (the recording rules). Grafana aligns a graph's
-# points to its step, so they fall exactly on the minute boundaries the windows are stamped
-# at, and Prometheus 2.x ranges are closed at both ends: `[1m]` there holds the window ending
-# at the point *and* the one a minute before (measured: Prometheus 2.42 sums both). `[59s]`
-# holds the sample at the boundary alone, on 2.x and on 3.x (left-open ranges) alike; a
-# window not yet written stays absent instead of borrowing the previous one.
-LOOKBACK = "59s"
+# rules.window_kpi_expr reads each window with a range one millisecond short of a minute
+# (rules.WINDOW_RANGE): at a point on a minute boundary (where Grafana puts a graph's points)
+# it holds exactly the window ending there, on Prometheus 2.x (ranges closed at both ends) and
+# 3.x (left-open) alike; a window not yet written stays absent instead of borrowing the one before.
+LOOKBACK = rules.WINDOW_RANGE
 # a selector's quoted values may hold braces (`window="${window}"`)
-_WINDOW_RANGE = re.compile(r'(?P<name>cxpulse_window_\w+)\{(?P<labels>(?:[^{}"]|"[^"]*")*)\}\[1m\]')
+_WINDOW_RANGE = re.compile(r'(?P<name>cxpulse_window_\w+)\{(?P<labels>(?:[^{}"]|"[^"]*")*)\}\[59s999ms\]')
 
 
 def _window_labels(name: str) -> tuple[str, ...]:
@@ -162,11 +159,11 @@ def _window_labels(name: str) -> tuple[str, ...]:
 
 
 def at_window_ends(expr: str, filters: Mapping[str, str]) -> str:
-    """An expression over the window series for points on minute boundaries (``[59s]``, see
-    LOOKBACK), each window selector narrowed by ``filters`` ({label: regex}) where it has the label.
+    """An expression over the window series for points on minute boundaries (see LOOKBACK),
+    each window selector narrowed by ``filters`` ({label: regex}) where it has the label.
 
-        >>> at_window_ends('sum(sum_over_time(cxpulse_window_complete{window="5m"}[1m]))', {"channel": "$channel"})
-        'sum(sum_over_time(cxpulse_window_complete{window="5m"}[59s]))'
+        >>> at_window_ends('sum(last_over_time(cxpulse_window_complete{window="5m"}[59s999ms]))', {"storefront": "$sf"})
+        'sum(last_over_time(cxpulse_window_complete{window="5m", storefront=~"$sf"}[59s999ms]))'
     """
     def narrow(match: re.Match[str]) -> str:
         labels = _window_labels(match["name"])
@@ -174,7 +171,7 @@ def at_window_ends(expr: str, filters: Mapping[str, str]) -> str:
         return f"{match['name']}{{{', '.join([match['labels'], *extra])}}}[{LOOKBACK}]"
 
     out, found = _WINDOW_RANGE.subn(narrow, expr)
-    if not found or "[1m]" in out:
+    if not found:
         raise ValueError(f"not a window expression of rules.py: {expr}")
     return out
 

@@ -225,13 +225,25 @@ def _indent(text: str, spaces: int = 2) -> str:
 
 
 # ------------------------------------------------------- event-time windows
-# The merge stage writes every complete window to Prometheus (remote write), stamped 1 ms
-# before its end: ``cxpulse_window_<counter>{window="5m", <segment>}`` holds the window
-# [t - 5m, t) at t - 1 ms, one sample a minute for each view (trailing windows ending at every
-# minute). ``last_over_time(...[1m])`` at t reads exactly the window ending at t: the range
-# holds that one sample and not the one a minute earlier (Prometheus 2 includes a range's
-# start, 3 does not; the -1 ms makes both read the same). At any other time it reads the
-# newest window ending at or before it.
+# The merge stage writes every complete window to Prometheus at its end (remote write):
+# ``cxpulse_window_<counter>{window="5m", <segment>}`` holds the window [t - 5m, t) at t, one
+# sample a minute for each view (trailing windows ending at every minute). A range one
+# millisecond short of a minute, ending at t, holds exactly the window ending at t: not the
+# one a minute earlier, which a ``[1m]`` range would also hold in Prometheus 2 (its ranges
+# include their start; Prometheus 3's do not). Between minute boundaries it holds the newest
+# window ending before (or, for 1 ms a minute, none: a rule reads nothing then, never wrong).
+WINDOW_RANGE = "59s999ms"
+
+
+def window_range(windows: int = 1) -> str:
+    """The range holding the last ``windows`` one-minute samples ending at the evaluation time.
+
+        >>> window_range(), window_range(2)
+        ('59s999ms', '1m59s999ms')
+    """
+    return WINDOW_RANGE if windows == 1 else f"{windows - 1}m{WINDOW_RANGE}"
+
+
 WINDOWS: tuple[str, ...] = ("5m", "1h")  # KPI windows recorded by the rules (views: 1m, 5m, 15m, 1h)
 VIEWS: tuple[str, ...] = ("1m", "5m", "15m", "1h")
 _DEFAULTS = Settings.from_env()
@@ -252,14 +264,14 @@ def window_component(metric: str, level: Level, window: str, offset: str = "") -
     name = next((c.window_name for c in COUNTERS if c.name == metric), None)
     if name is None:  # a histogram's count: its per-channel summary's _count
         name = next(h.window_count_name for h in HISTOGRAMS if h.name + "_count" == metric)
-    return f'sum by ({", ".join(level)}) (last_over_time({name}{{window="{window}"}}[1m]{off}))'
+    return f'sum by ({", ".join(level)}) (last_over_time({name}{{window="{window}"}}[{WINDOW_RANGE}]{off}))'
 
 
 def window_complete(family: str, window: str, offset: str = "") -> str:
     """1 per storefront whose ``family`` window is complete (also with no event of it)."""
     off = f" offset {offset}" if offset else ""
     return (f'sum by (storefront) (last_over_time({WINDOW_COMPLETE}{{family="{family}", window="{window}"}}'
-            f"[1m]{off}))")
+            f"[{WINDOW_RANGE}]{off}))")
 
 
 def window_numerator(kpi: Kpi, metric: str, level: Level, window: str, offset: str = "") -> str:
@@ -292,7 +304,7 @@ def window_kpi_expr(kpi: Kpi, level: Level, window: str, offset: str = "") -> st
         hist = next(h for h in HISTOGRAMS if h.name == kpi.histogram)
         name = hist.window_storefront_name if tuple(level) == ("storefront",) else hist.window_name
         return (f'max by ({", ".join(level)}) (last_over_time({name}{{window="{window}", '
-                f'quantile="{kpi.quantile}"}}[1m]{off}))')
+                f'quantile="{kpi.quantile}"}}[{WINDOW_RANGE}]{off}))')
 
     def component(metric: str, lvl: Level) -> str:
         if metric == kpi.denominator:
@@ -609,7 +621,7 @@ def _collapse_expr() -> str:
 
     def minutes(metric: str) -> str:
         name = next(c.window_name for c in COUNTERS if c.name == metric)
-        return f'sum by (storefront) (sum_over_time({name}{{window="1m"}}[2m] offset {DELAY}))'
+        return f'sum by (storefront) (sum_over_time({name}{{window="1m"}}[{window_range(2)}] offset {DELAY}))'
 
     before = window_kpi_expr(_kpi("conversion"), ("storefront",), "15m", two)
     return (

@@ -13,8 +13,8 @@ Every copy of a window is the same (its contents are final), so sending it again
 crash or a partition move is harmless: Prometheus keeps the first copy of an
 out-of-order sample, and an in-order duplicate with the same value is accepted.
 
-Samples are stamped 1 ms before the window's (exclusive) end, so a ``[1m]`` range ending at
-the end holds this window and not the previous one in Prometheus 2 and 3 alike.
+Samples are stamped at the window's (exclusive) end; ``rules.WINDOW_RANGE`` is the range
+that reads one window there.
 
 The encoding is the remote-write 1.0 protobuf (``prometheus.WriteRequest``), written by
 hand (four message types), compressed with snappy's literal-only block format, which
@@ -102,7 +102,7 @@ def window_series(export: WindowExport) -> list[Series]:
     """The samples of one complete window: every counter of the family per segment, the
     duration summaries (per support channel and per storefront), and the completeness mark."""
     window = format_duration(export.view_ms)
-    ts = export.end_ms - 1  # inside the window: a range ending at the window's end holds it, and only it
+    ts = export.end_ms
     labels_of = SEGMENT_LABELS[export.family]  # type: ignore[index]
     out: list[Series] = [({"__name__": WINDOW_COMPLETE, "storefront": export.storefront, "family": export.family,
                            "window": window}, [(1.0, ts)])]
