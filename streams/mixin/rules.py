@@ -294,6 +294,10 @@ _DEFAULTS = Settings.from_env()
 # window earlier). So grace + idle + one window, in whole seconds: 3m30s by default. Rendered
 # from the environment's settings: re-render the rules after changing them.
 DELAY = format_duration(-(-(_DEFAULTS.grace_ms + _DEFAULTS.idle_partition_ms + _DEFAULTS.window_ms) // 1000) * 1000)
+# The collapse alert reads a minute once it ends DELAY before an evaluation, needs two broken
+# minutes, then holds for its `for` (1m): it fires DELAY + 2 minutes after the end of the first
+# broken minute, or up to one evaluation interval later (docs/alerts.md, the checkout-broken test).
+COLLAPSE_PAGE_AFTER = format_duration(parse_duration_ms(DELAY) + 120_000)
 _FAMILY_OF = {c.name: c.family for c in COUNTERS} | {h.name + "_count": h.family for h in HISTOGRAMS}
 
 
@@ -611,10 +615,19 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
     n_now, n_before = denominator_rule(kpi, level, "1h"), denominator_rule(kpi, level, "1h", offset=True)
     on = ", ".join(component_level(kpi.denominator, level))
     noise = key in INTERVAL_KPIS
+    live_now = now
+    if tuple(component_level(kpi.denominator, level)) != tuple(level):
+        # Revenue per currency: a currency with no order this hour has no revenue series, so no
+        # RPV at all, and a payment method of one currency that fails completely would never page.
+        # It is 0 where last week had that currency and this hour's orders are complete (the
+        # storefront's conversion exists: its order window is complete and it had sessions).
+        conversion = window_rule(_kpi("conversion"), level[:1], "1h")
+        live_now = (f"(\n    {now}\n    or on ({', '.join(level)})\n    0 * {before}\n"
+                    f"    and on (storefront) {conversion}\n  )")
     if change == "relative":
-        delta = f"{now}\n  / {before}\n  - 1"
+        delta = f"{live_now}\n  / {before}\n  - 1"
     else:
-        delta = f"{now}\n  - {before}"
+        delta = f"{live_now}\n  - {before}"
     beyond = (f"and on ({', '.join(level)})\n  {bound_rule(kpi, level, '1h', 'upper')}\n"
               f"  < {bound_rule(kpi, level, '1h', 'lower', offset=True)}\n") if noise else ""
     expr = (
@@ -626,11 +639,12 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
     labels = ", ".join(f"{lbl}='%s'" for lbl in level)
     args = " ".join(f"$labels.{lbl}" for lbl in level)
 
-    def show(series: str) -> str:
+    def show(series: str, absent: str = "") -> str:
+        otherwise = f"{{{{ else }}}}{absent}" if absent else ""
         return (f'{{{{ with printf "{series}{{{labels}}}" {args} | query }}}}'
-                f"{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}")
+                f"{{{{ . | first | value | {fmt} }}}}{otherwise}{{{{ end }}}}")
 
-    live, was = show(now), show(before)
+    live, was = show(now, "0 (no order in this currency)" if live_now != now else ""), show(before)
     if noise:
         live += (f" (95% interval {show(bound_rule(kpi, level, '1h', 'lower'))} to "
                  f"{show(bound_rule(kpi, level, '1h', 'upper'))})")
@@ -656,12 +670,21 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
 
 def _collapse_expr() -> str:
     """Conversion of the newest two complete minutes of event time below half of the 15 minutes
-    before them, while both families' windows are complete that far (a lag never pages here)."""
+    before them, on a storefront whose two minutes are complete in both families.
+
+    Completeness is read from the windows themselves (``cxpulse_window_complete`` of both minutes,
+    order and session), per storefront: an order minute not in the TSDB yet (a family that lags, a
+    remote write still queued) would otherwise read as zero orders against the sessions of that
+    minute, a collapse that is not there. So a lag never pages here; CxpulseWindowsBehind does."""
     two = f"{_seconds(DELAY) + 120}s"  # offset of the 15 minutes before the two minutes
 
     def minutes(metric: str) -> str:
         name = next(c.window_name for c in COUNTERS if c.name == metric)
         return f'sum by (storefront) (sum_over_time({name}{{window="1m"}}[2m] offset {DELAY}))'
+
+    def complete(family: str) -> str:  # 2 where both minutes of the family are complete
+        return (f'sum by (storefront) (sum_over_time({WINDOW_COMPLETE}{{family="{family}", window="1m"}}'
+                f"[2m] offset {DELAY})) == 2")
 
     before = window_kpi_expr(_kpi("conversion"), ("storefront",), "15m", two)
     return (
@@ -672,8 +695,8 @@ def _collapse_expr() -> str:
         f"and on (storefront)\n"
         f"  {minutes('cxpulse_sessions_started_total')}\n"
         f"  * (\n{_indent(before, 4)}\n  ) >= {COLLAPSE_MIN_EXPECTED_ORDERS}\n"
-        f"and on () max(family:cxpulse_window_complete_lag_seconds:max{{family=~\"order|session\"}})"
-        f" <= {_seconds(DELAY)}"
+        f"and on (storefront) {complete('order')}\n"
+        f"and on (storefront) {complete('session')}"
     )
 
 
@@ -738,12 +761,13 @@ def alerts() -> list[Alert]:
             name="CxpulseConversionCollapse", expr=_collapse_expr(), for_="1m", severity="critical",
             summary="Conversion on {{ $labels.storefront }} collapsed to {{ $value | humanizePercentage }}",
             description=("Orders / sessions over the newest two complete minutes of event time (ending "
-                         f"{DELAY} ago) is {{{{ $value | humanizePercentage }}}}, below {COLLAPSE_FACTOR:.0%} of the "
-                         f"15 minutes before, with at least {COLLAPSE_MIN_EXPECTED_ORDERS} orders expected at the "
-                         "earlier rate: a broken checkout, payment provider or deploy, not noise. Needs no history, "
-                         "unlike CxpulseConversionDrop. Reads only windows complete in both families: a delayed "
-                         f"family pages as CxpulseWindowsBehind instead. Pages {DELAY} + 2 minutes after the "
-                         "first broken minute ends (the window closes), at most one evaluation later."),
+                         f"{DELAY} ago or earlier) is {{{{ $value | humanizePercentage }}}}, below "
+                         f"{COLLAPSE_FACTOR:.0%} of the 15 minutes before, with at least "
+                         f"{COLLAPSE_MIN_EXPECTED_ORDERS} orders expected at the earlier rate: a broken checkout, "
+                         "payment provider or deploy, not noise. Needs no history, unlike CxpulseConversionDrop. "
+                         "Reads only minutes complete in both families: a delayed family pages as "
+                         f"CxpulseWindowsBehind instead. Fires {COLLAPSE_PAGE_AFTER} ({DELAY} + 2 minutes) after the end "
+                         "of the first broken minute, or up to one evaluation interval later."),
             dashboard="cx-overview", labels={"kind": "kpi", "family": "order"},
         ),
         _drop_alert("CxpulseRevenuePerVisitorDrop", "revenue_per_visitor", "relative", RPV_DROP,
@@ -773,11 +797,11 @@ def alerts() -> list[Alert]:
             for_="2m", severity="critical",
             summary="{{ $labels.family }} windows are complete only up to {{ $value | humanizeDuration }} ago",
             description=("The event-time windows of {{ $labels.family }} are complete (every source partition "
-                         "past them) only up to {{ $value | humanizeDuration }} ago, against "
-                         f"{DELAY} normally: a producer sends late, a topic has a backlog, or a partition's worker "
-                         "is down or rebalancing. KPIs that read this family show the last complete window and "
-                         "their alerts stay silent (they read complete windows only) until it catches up: this "
-                         "is a pipeline problem, not a drop in the KPI."),
+                         "past them) only up to {{ $value | humanizeDuration }} ago, against at most "
+                         f"{DELAY} normally (grace + idle partition + one window): a producer sends late, a topic "
+                         "has a backlog, or a partition's worker is down or rebalancing. KPIs that read this "
+                         "family show the last complete window and their alerts stay silent (they read complete "
+                         "windows only) until it catches up: this is a pipeline problem, not a drop in the KPI."),
             dashboard="pipeline-health",
         ),
         Alert(
@@ -791,14 +815,22 @@ def alerts() -> list[Alert]:
         ),
         Alert(
             name="CxpulseWindowExportFailing",
-            expr=("sum by (instance) (increase(cxpulse_window_export_failures_total[10m])) > 0\n"
-                  "and on (instance) cxpulse_window_export_queued > 0"),
+            # Failing writes while windows wait (retried), or windows given up: no remote-write URL, or
+            # refused as invalid or too old (older than the TSDB's out-of-order window). Dropped windows
+            # never reach the TSDB and the complete-until mark moves on, so nothing else pages for them.
+            expr=("(\n  sum by (instance) (increase(cxpulse_window_export_failures_total[10m])) > 0\n"
+                  "  and on (instance) cxpulse_window_export_queued > 0\n)\n"
+                  "or sum by (instance) (increase(cxpulse_window_export_dropped_total[10m])) > 0"),
             for_="10m", severity="warning",
             summary="cxpulse worker {{ $labels.instance }} cannot write event-time windows",
-            description=("The worker's remote writes to Prometheus fail and complete windows wait in its queue "
-                         "(retried with backoff): event-time panels and KPI alerts stop at the last window "
-                         "written. Check CXPULSE_REMOTE_WRITE_URL and that Prometheus runs with "
-                         "--web.enable-remote-write-receiver."),
+            description=("The worker's remote writes to Prometheus have failed for 10 minutes, with complete "
+                         "windows waiting in its queue (retried with backoff), or it gave windows up "
+                         "({{ $value | humanize }} failed or dropped in the last 10 minutes): no "
+                         "CXPULSE_REMOTE_WRITE_URL, or the endpoint refused them as invalid or older than its "
+                         "out-of-order window. Event-time panels and KPI alerts stop at the last window "
+                         "written, or have holes. Check CXPULSE_REMOTE_WRITE_URL, that Prometheus runs with "
+                         "--web.enable-remote-write-receiver and an out_of_order_time_window, and the "
+                         "worker's remote_write_failed log lines."),
             dashboard="pipeline-health",
         ),
         Alert(
