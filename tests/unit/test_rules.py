@@ -167,3 +167,13 @@ def test_share_and_nps_drop_alerts_need_the_bands_apart_and_rpv_does_not():
         apart = f"storefront:cxpulse_{key}:ratio_window1h_upper\n  < storefront:cxpulse_{key}:ratio_window1h_lower_offset1w"
         assert apart in exprs[name], name
     assert "_upper" not in exprs["CxpulseRevenuePerVisitorDrop"]
+
+
+def test_docs_alerts_name_only_recorded_series_and_list_every_alert_as_shipped():
+    doc = (ROOT / "docs" / "alerts.md").read_text()
+    # a renamed recording rule must not survive in a runbook
+    named = set(re.findall(r"\b[a-z_]+:cxpulse_[a-z0-9_]+:[a-z0-9_]+\b", doc))
+    assert named and named <= recorded_names(), named - recorded_names()
+    # the table at the top: every alert with its severity and `for`
+    rows = {m[0]: (m[1], m[2]) for m in re.findall(r"^\| \[(Cxpulse\w+)\]\(#\w+\) \| (\w+) \| (\w+) \|", doc, re.M)}
+    assert rows == {a.name: (a.severity, a.for_) for a in alerts()}
