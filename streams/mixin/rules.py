@@ -4,21 +4,23 @@ Sits beside ``render.py`` at the end of the flow: it reads ``catalog.py`` and
 writes ``deploy/prometheus/rules/cxpulse.rules.yml`` (the monitoring-mixin
 habit: one registry, rules and dashboards derived from it). Recording rules are
 named ``level:metric:operation``; the level lists the labels kept after
-``sum by (...)``, which every counter needs because it has one series per
-source ``partition`` per worker:
+``sum by (...)``. KPIs are read from the event-time windows the merge stage
+remote-writes (``window_kpi_expr``), DELAY behind the evaluation; pipeline
+health from the scraped counters (arrival time):
 
-    storefront:cxpulse_sessions_started:rate5m            a KPI's sample size
-    storefront_channel:cxpulse_conversion:ratio_rate1h    a KPI by segment
-    storefront:cxpulse_conversion:ratio_rate1h_offset1w   same time last week
-    storefront:cxpulse_conversion:denominator_increase1h  the sample size n (a count)
-    storefront:cxpulse_conversion:ratio_rate1h_lower      its 95% interval (also _upper, _lower_offset1w)
+    storefront_channel:cxpulse_conversion:ratio_window1h       a KPI of the last complete hour, by segment
+    storefront:cxpulse_conversion:ratio_window1h_offset1w      the same hour last week
+    storefront:cxpulse_conversion:denominator_window1h         its sample size n (a count)
+    storefront:cxpulse_conversion:ratio_window1h_lower         its 95% interval (also _upper, _lower_offset1w)
+    family:cxpulse_window_complete_lag_seconds:max             how far behind now a family's windows are complete
 
-Baselines are computed from the raw counters with ``offset 1w`` (not from the
-recorded series a week ago), so alerts work from the first day the rules are
-loaded into a Prometheus that already has a week of history.
+Baselines read the windows a week back (``offset 1w``), not recorded series, so
+alerts work from the first day the rules are loaded into a Prometheus that
+already holds a week of windows. Alerts carry absolute ``runbook_url`` and
+``dashboard_url`` annotations built from ``Links`` (options of ``cxpulse render``).
 
-    >>> rule_name("storefront", "cxpulse_conversion", "ratio_rate5m")
-    'storefront:cxpulse_conversion:ratio_rate5m'
+    >>> rule_name("storefront", "cxpulse_conversion", "ratio_window5m")
+    'storefront:cxpulse_conversion:ratio_window5m'
 """
 
 from __future__ import annotations
