@@ -246,20 +246,53 @@ def metrics_doc(settings: Settings | None = None) -> str:
     return "\n".join(lines)
 
 
-def outputs() -> dict[Path, str]:
-    """Every generated file and its content."""
+def outputs(links=None) -> dict[Path, str]:
+    """Every generated file and its content; ``links`` (``rules.Links``) are the absolute URLs the
+    alerts link to, the placeholders of ``rules.LINKS`` by default (what the committed files hold)."""
     from streams.mixin import dashboards, rules
 
-    return {ROOT / "docs" / "metrics.md": metrics_doc(), **rules.outputs(), **dashboards.outputs()}
+    return {ROOT / "docs" / "metrics.md": metrics_doc(), **rules.outputs(links), **dashboards.outputs()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from streams.mixin.rules import GRAFANA_URL_DEFAULT, RUNBOOK_BASE_DEFAULT
+
     parser.add_argument("--check", action="store_true", help="fail if a generated file is out of date")
+    parser.add_argument(
+        "--runbook-base", metavar="URL",
+        help="absolute URL where docs/alerts.md is published; every alert's runbook_url is URL#<alert name in "
+             f"lower case> (default: $CXPULSE_RUNBOOK_BASE, else the placeholder {RUNBOOK_BASE_DEFAULT})")
+    parser.add_argument(
+        "--grafana-url", metavar="URL",
+        help="Grafana's absolute root URL; every alert's dashboard_url is URL/d/<dashboard uid> (default: "
+             f"$CXPULSE_GRAFANA_URL, else the placeholder {GRAFANA_URL_DEFAULT})")
+
+
+def links_from_args(args: argparse.Namespace, env: dict[str, str] | None = None):
+    """The alert links of a render: the options, else the environment, else the placeholders."""
+    from dataclasses import replace
+
+    from streams.mixin.rules import Links
+
+    links = Links.from_env(env)
+    if getattr(args, "runbook_base", None):
+        links = replace(links, runbook_base=args.runbook_base)
+    if getattr(args, "grafana_url", None):
+        links = replace(links, grafana_url=args.grafana_url)
+    return links
 
 
 def run(args: argparse.Namespace) -> int:
+    from streams.mixin.rules import LINKS
+
+    links = links_from_args(args)
+    if links != LINKS:
+        print(f"alert links: runbooks at {links.runbook_base}, dashboards at {links.grafana_url}")
+    else:
+        print(f"alert links: the placeholders {LINKS.runbook_base} and {LINKS.grafana_url}; render with "
+              "--runbook-base and --grafana-url (or CXPULSE_RUNBOOK_BASE, CXPULSE_GRAFANA_URL) for your own")
     stale = []
-    for path, content in outputs().items():
+    for path, content in outputs(links).items():
         current = path.read_text() if path.exists() else None
         if current == content:
             continue

@@ -8,15 +8,16 @@ order (promtool otherwise evaluates groups in random order).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from streams.mixin.rules import RULES_PATH, rules_yaml
+from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_COMPLETE
+from streams.mixin.rules import RULES_PATH, catalog_series, rules_yaml
 
 HERE = Path(__file__).resolve().parent
 TEST_FILES = sorted(HERE.glob("*.test.yml"))
@@ -86,3 +87,30 @@ def test_every_test_file_pins_the_group_order():
         doc = yaml.safe_load(path.read_text())
         assert doc.get("group_eval_order") == groups, path.name
         assert doc["rule_files"] == ["../../deploy/prometheus/rules/cxpulse.rules.yml"], path.name
+
+
+def _window_labels() -> dict[str, set[str]]:
+    """The labels of every series the merge stage remote-writes (streams/runtime/remote_write.py)."""
+    out = {c.window_name: {*c.labels, "window"} for c in COUNTERS}
+    for h in HISTOGRAMS:
+        out[h.window_name] = {*h.labels, "window", "quantile"}
+        out[h.window_storefront_name] = {"storefront", "window", "quantile"}
+        for summary, labels in ((h.window_name, h.labels), (h.window_storefront_name, ("storefront",))):
+            out[summary + "_count"] = out[summary + "_sum"] = {*labels, "window"}
+    out[WINDOW_COMPLETE] = {"storefront", "family", "window"}
+    return out
+
+
+def test_input_series_are_series_cxpulse_writes_with_their_labels():
+    # A misspelt metric or label makes a series no rule reads: a "stays quiet" case would pass for nothing.
+    known = catalog_series() | {"up"}
+    windows = _window_labels()
+    for path in TEST_FILES:
+        for group in yaml.safe_load(path.read_text())["tests"]:
+            for item in group.get("input_series", []):
+                match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}", item["series"])
+                assert match, (path.name, item["series"])
+                name, labels = match.group(1), set(re.findall(r"([a-z_]+)=", match.group(2)))
+                assert name in known, (path.name, name)
+                if name in windows:
+                    assert labels == windows[name], (path.name, item["series"])

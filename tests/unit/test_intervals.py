@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from streams.mixin import rules
-from streams.catalog import KPIS
+from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, WINDOW_COMPLETE
 from streams.mixin.intervals import Z95, nps_interval, nps_wald, wilson
 
 WINDOWS = 4000
@@ -156,9 +156,8 @@ def test_nps_interval_holds_a_shrunk_estimate_within_the_scale(p: int, d: int, n
 
 # ------------------------------------------------------- the PromQL rules agree
 SEGMENT = {"channel": "web", "device": "mobile", "currency": "EUR", "support_channel": "email"}
-STEP_S = 300  # 5-minute samples: the 5m and 1h ranges both have a sample on each end (exact increases)
-STEPS_PER_HOUR = 3600 // STEP_S
-WEEK_STEPS = 7 * 24 * STEPS_PER_HOUR
+WEEK_MINUTES = 7 * 24 * 60
+EVAL = "7d1h"  # reads the windows stamped 7d0h56m (this hour, 5 minutes) and 0d0h56m (last week)
 # Per KPI: (numerator counts, denominator) for this hour and for the same hour last week.
 # NPS numerators are (promoters, detractors). Over 1 share included on purpose.
 SHARE_CASES: list[tuple[tuple[int, ...], int]] = [((30,), 1000), ((0,), 40), ((40,), 40), ((7,), 9), ((210,), 200)]
@@ -183,31 +182,19 @@ def _expected(kpi, numerators: tuple[int, ...], denominator: int) -> tuple[float
     return (1 - hi, 1 - lo) if kpi.shape == "one_minus" else (lo, hi)
 
 
-def _values(last_week: int, hour: int, five_minutes: int) -> str:
-    """promtool notation for a counter that counts ``last_week`` in its first hour, one a step
-    until 7d, then ``hour`` in 7d..7d1h of which ``five_minutes`` in the last step."""
-    increments = [last_week // STEPS_PER_HOUR] * STEPS_PER_HOUR
-    increments[0] += last_week - sum(increments)
-    increments += [1] * (WEEK_STEPS - STEPS_PER_HOUR)
-    increments += [(hour - five_minutes) // (STEPS_PER_HOUR - 1)] * (STEPS_PER_HOUR - 1)
-    increments[-(STEPS_PER_HOUR - 1)] += hour - five_minutes - sum(increments[-(STEPS_PER_HOUR - 1):])
-    increments.append(five_minutes)
-    tokens, value, i = ["0"], 0, 0
-    while i < len(increments):
-        run = 1
-        while i + run < len(increments) and increments[i + run] == increments[i]:
-            run += 1
-        tokens.append(f"{value + increments[i]}+{increments[i]}x{run - 1}")
-        value += increments[i] * run
-        i += run
-    return " ".join(tokens)
+def _window_name(metric: str) -> str:
+    """The remote-written window series of a counter or of a duration's count (streams/catalog.py)."""
+    for counter in COUNTERS:
+        if counter.name == metric:
+            return counter.window_name
+    return next(h.window_count_name for h in HISTOGRAMS if h.name + "_count" == metric)
 
 
 def _check(expr: str, labels: dict[str, str], expected: float) -> dict:
     # promtool compares floats exactly: ask PromQL whether it is within 1e-9 of Python's value
     tolerance = 1e-9 * max(1.0, abs(expected))
     matcher = ", ".join(f'{k}="{v}"' for k, v in labels.items())
-    return {"expr": f"abs({expr}{{{matcher}}} - {expected!r}) < bool {tolerance!r}", "eval_time": "7d1h",
+    return {"expr": f"abs({expr}{{{matcher}}} - {expected!r}) < bool {tolerance!r}", "eval_time": EVAL,
             "exp_samples": [{"labels": "{" + matcher + "}", "value": 1}]}
 
 
@@ -223,23 +210,31 @@ def test_recorded_bounds_equal_streams_intervals(tmp_path: Path) -> None:
             now_counts = _counts(kpi, numerators, denominator)
             week_counts = _counts(kpi, *before)
             storefront = f"{kpi.key}_{i}"
+            # The merge stage's windows, one a minute at their end: the 1h view holds last week's hour
+            # until 7d and this hour from then on, the 5m view a third of this hour.
             for metric in rules.kpi_components(kpi):
                 labels = {"storefront": storefront, **{label: SEGMENT[label] for label in rules._LABELS[metric]
-                                                       if label != "storefront"}, "partition": "0"}
+                                                       if label != "storefront"}}
                 matcher = ",".join(f'{k}="{v}"' for k, v in labels.items())
-                hour = now_counts[metric]
-                series.append({"series": f"{metric}{{{matcher}}}",
-                               "values": _values(week_counts[metric], hour, hour // 3)})
+                name = _window_name(metric)
+                series.append({"series": f'{name}{{{matcher},window="1h"}}',
+                               "values": f"{week_counts[metric]}x{WEEK_MINUTES - 1} {now_counts[metric]}x60"})
+                series.append({"series": f'{name}{{{matcher},window="5m"}}',
+                               "values": f"{now_counts[metric] // 3}x{WEEK_MINUTES + 60}"})
+            for family in {rules._FAMILY_OF[m] for m in rules.kpi_components(kpi)}:
+                for window in ("1h", "5m"):
+                    series.append({"series": f'{WINDOW_COMPLETE}{{storefront="{storefront}",family="{family}",'
+                                             f'window="{window}"}}', "values": f"1x{WEEK_MINUTES + 60}"})
             five = tuple(c // 3 for c in numerators), denominator // 3
             if kpi.key == "refund_return_rate":  # the split above, per counter, then summed
                 five = (sum(_counts(kpi, numerators, denominator)[m] // 3 for m in kpi.numerator),), denominator // 3
             for level in rules.kpi_levels(kpi):
                 labels = {label: storefront if label == "storefront" else SEGMENT[label] for label in level}
-                for range_, counts in (("1h", (numerators, denominator)), ("5m", five)):
+                for window, counts in (("1h", (numerators, denominator)), ("5m", five)):
                     if counts[1] == 0:
                         continue
                     for side, bound in zip(("lower", "upper"), _expected(kpi, *counts)):
-                        checks.append(_check(rules.bound_rule(kpi, level, range_, side), labels, bound))
+                        checks.append(_check(rules.bound_rule(kpi, level, window, side), labels, bound))
             if kpi.key in rules.BASELINE_KPIS:
                 level = rules.kpi_levels(kpi)[0]
                 for side, bound in zip(("lower", "upper"), _expected(kpi, *before)):
@@ -247,9 +242,9 @@ def test_recorded_bounds_equal_streams_intervals(tmp_path: Path) -> None:
                                          {"storefront": storefront}, bound))
     doc = {
         "rule_files": [str(rules.RULES_PATH)],
-        "evaluation_interval": "30m",
+        "evaluation_interval": EVAL,  # evaluations at 0 and at EVAL only: the rules read no earlier result
         "group_eval_order": [g["name"] for g in rules.recording_groups() + rules.alert_groups()],
-        "tests": [{"interval": f"{STEP_S}s", "input_series": series, "promql_expr_test": checks}],
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}],
     }
     path = tmp_path / "intervals.test.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False, width=1_000_000))
