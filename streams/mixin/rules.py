@@ -701,7 +701,7 @@ def _collapse_expr() -> str:
 
     def complete(family: str) -> str:  # 2 where both minutes of the family are complete
         return (f'sum by (storefront) (sum_over_time({WINDOW_COMPLETE}{{family="{family}", window="1m"}}'
-                f"[2m] offset {DELAY})) == 2")
+                f"[{window_range(2)}] offset {DELAY})) == 2")
 
     before = window_kpi_expr(_kpi("conversion"), ("storefront",), "15m", two)
     return (
