@@ -59,7 +59,6 @@ class Source(Protocol):
     def pause(self, keys: set[Key]) -> None: ...
     def committed(self, keys: set[Key]) -> dict[Key, int | None]: ...
     def highwater(self, key: Key) -> int | None: ...
-    def reachable(self, timeout_s: float = 2.0) -> bool: ...
     def group_metadata(self) -> Any: ...
     def tp(self, key: Key, offset: int | None = None) -> Any: ...
     def commit(self, offsets: dict[Key, int]) -> None: ...
@@ -381,23 +380,43 @@ def describe(keys: Iterable[Key]) -> str:
     return ",".join(f"{stage}:{'+'.join(map(str, parts))}" for stage, parts in by_stage.items()) or "none"
 
 
+SETTLE_S = 20.0  # how long a stopping worker waits for a rebalance in progress to end
+
+
 def run_loop(engine: Engine, source: Any, stop: threading.Event) -> None:
-    """The batch engine's loop: poll, recover what was assigned, process; until ``stop``."""
+    """The batch engine's loop: poll, recover what was assigned, process; until ``stop``.
+
+    A worker asked to stop while its group rebalances finishes the rebalance first (up to
+    SETTLE_S), then leaves: a member that leaves in the middle of a rebalance can wedge the
+    group on some brokers (measured on the test broker: the next member never got an
+    assignment), and its partitions move sooner once it has them to give back."""
     settings = engine.settings
     engine.source = source
-    while not stop.is_set():
+
+    def step() -> None:
         records = source.poll(settings.batch_max, settings.batch_wait_s)
         engine.recover()
         engine.process(records)
 
+    while not stop.is_set():
+        step()
+    deadline = time.monotonic() + SETTLE_S
+    while source.rebalancing and time.monotonic() < deadline:
+        step()
+
 
 class BrokerWatch:
-    """Checks every second that a broker answers; ``publisher.broker_up`` follows within
-    ~3 s of a loss (two failed checks, each bounded at 1 s) and at once on return."""
+    """Checks every second that a broker answers a metadata request, with a client of its own
+    (a consumer busy in ``consume()`` answers other threads late); ``publisher.broker_up``
+    follows within ~3 s of a loss (two failed checks, each bounded at 1 s) and at once on return."""
 
-    def __init__(self, publisher: Publisher, source: Any, interval_s: float = 1.0) -> None:
+    def __init__(self, publisher: Publisher, settings: Settings, interval_s: float = 1.0) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from streams.runtime.kafka import client_config
+
         self.publisher = publisher
-        self.source = source
+        self.admin = AdminClient(client_config(settings, **{"log_level": 2}))
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cxpulse-broker-watch", daemon=True)
@@ -409,10 +428,17 @@ class BrokerWatch:
     def stop(self) -> None:
         self._stop.set()
 
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        try:
+            self.admin.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
+
     def _run(self) -> None:
         failures = 0
         while not self._stop.wait(self.interval_s):
-            if self.source.reachable(1.0):
+            if self.reachable(1.0):
                 if not self.publisher.broker_up:
                     log.info("event=broker_reachable")
                 failures = 0

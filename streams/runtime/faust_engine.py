@@ -41,7 +41,6 @@ class FaustSource:
         self.app = app
         self.engine = engine
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._admin: Any = None
 
     def tp(self, key: Key, offset: int | None = None) -> TP:
         return TP(self.engine.pipeline.topic_of[key[0]], key[1])
@@ -75,20 +74,6 @@ class FaustSource:
 
     def commit(self, offsets: dict[Key, int]) -> None:
         pass
-
-    def reachable(self, timeout_s: float = 2.0) -> bool:
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-
-        from streams.runtime.kafka import client_config
-
-        if self._admin is None:
-            self._admin = AdminClient(client_config(self.engine.settings))
-        try:
-            self._admin.list_topics(timeout=timeout_s)
-        except KafkaException:
-            return False
-        return True
 
 
 def _limit_fetch_wait(wait_ms: int) -> None:
@@ -187,7 +172,7 @@ def run_faust(settings: Settings, publisher: Publisher, log_level: str) -> None:
     """Run the Faust worker until SIGTERM or Ctrl-C (Faust handles both)."""
     engine = Engine(settings, publisher, "faust")
     app = build_app(settings, engine)
-    watch = BrokerWatch(publisher, engine.source).start()
+    watch = BrokerWatch(publisher, settings).start()
     # Our log format and levels stay (override_logging=False); no terminal spinner in logs.
     worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False, override_logging=False)
     worker.spinner = None

@@ -27,6 +27,9 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "socket.timeout.ms": 10_000,
         "reconnect.backoff.max.ms": 2_000,
         "log.connection.close": False,
+        # librdkafka logs every failed connection attempt (several a second while a broker is
+        # down); errors reach the clients' error callbacks, which say it once.
+        "log_level": 2,
     }
     if settings.sasl_mechanism:
         config.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,

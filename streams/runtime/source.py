@@ -37,7 +37,7 @@ class KafkaSource:
         self.topic_of = {stage: topic for topic, stage in stage_of.items()}
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
-        self.broker_down_since: float | None = None
+        self.rebalancing = False  # between a revoke and the next assignment
         self._last_error_log = 0.0
         self.consumer = Consumer(client_config(settings, **{
             "group.id": settings.app_id,
@@ -68,22 +68,22 @@ class KafkaSource:
         return {(self.stage_of[tp.topic], tp.partition) for tp in partitions if tp.topic in self.stage_of}
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalancing = False
         consumer.assign(partitions)
         consumer.pause(partitions)  # until the engine has recovered their state (start())
         self._on_assigned(self._keys(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalancing = True
         self._on_revoked(self._keys(partitions), False)
         consumer.unassign()
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalancing = True
         self._on_revoked(self._keys(partitions), True)
         consumer.unassign()
 
     def _client_error(self, error: KafkaError) -> None:
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            if self.broker_down_since is None and error.code() == KafkaError._ALL_BROKERS_DOWN:
-                self.broker_down_since = time.monotonic()
         now = time.monotonic()
         if now - self._last_error_log > 10:
             self._last_error_log = now
@@ -145,15 +145,6 @@ class KafkaSource:
                 self.consumer.commit(offsets=[self.tp(k, o) for k, o in offsets.items()], asynchronous=False)
             except KafkaException as exc:  # a stale member: the new owner reads from its state anyway
                 log.warning("event=commit_failed error=%s", exc.args[0])
-
-    def reachable(self, timeout_s: float = 2.0) -> bool:
-        """True if a broker answers a metadata request within ``timeout_s`` (any thread)."""
-        try:
-            self.consumer.list_topics(self.topic_of["session"], timeout=timeout_s)
-        except KafkaException:
-            return False
-        self.broker_down_since = None
-        return True
 
     def close(self) -> None:
         try:

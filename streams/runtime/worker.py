@@ -62,8 +62,11 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    for noisy in ("faust", "mode", "aiokafka", "kafka"):
+    for noisy in ("faust", "mode", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python (the initiatives reader) logs every failed reconnect at ERROR while a broker
+    # is down; the worker's broker check says it once (event=broker_unreachable)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -247,7 +250,7 @@ def _run_batch_engine(settings: Settings, publisher: Publisher) -> None:
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     source = KafkaSource(settings, {topic: engine.pipeline.stage_of(topic) for topic in engine.pipeline.topics()},
                          engine.on_assigned, engine.on_revoked)
-    watch = BrokerWatch(publisher, source).start()
+    watch = BrokerWatch(publisher, settings).start()
     try:
         run_loop(engine, source, stop)
     except Exception:

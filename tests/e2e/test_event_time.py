@@ -195,7 +195,15 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
                                 if len(problems) < 30:
                                     problems.append(f"{view} window ending {datetime.fromtimestamp(end / 1000, timezone.utc):%H:%M} "
                                                     f"{kpi.key} {level} {group}: prometheus {have.get(group)} "
-                                                    f"reference {want.get(group)}")
+                                                    f"reference {want.get(group)}@{end}")
+        if problems:  # what Prometheus holds for the first one, to tell a wrong value from a wrong window
+            first_end = int(problems[0].split("@")[-1])
+            raw = _query_range(prometheus, '{__name__=~"cxpulse_window_.*", window="1m"}', first_end / 1000,
+                               first_end / 1000)
+            detail = "\n".join(f"  {dict(labels)}: {list(values.values())}" for labels, values in sorted(raw.items())
+                                if "ticket" in dict(labels).get("__name__", "") or dict(labels).get("family") == "ticket")
+            problems = [p.rsplit("@", 1)[0] for p in problems]
+            problems.append(f"window series of the ticket family ending at {first_end}:\n{detail}")
         assert not problems, f"{mismatches} of {checked} values differ:\n" + "\n".join(problems)
         # and the check covered the run: most of its minutes, thousands of values
         assert until - start_ms >= 11 * MINUTE, f"windows complete only {(until - start_ms) / MINUTE:.1f} minutes in"
