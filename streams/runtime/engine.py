@@ -400,8 +400,8 @@ def run_loop(engine: Engine, source: Any, stop: threading.Event) -> None:
 
     while not stop.is_set():
         step()
-    deadline = time.monotonic() + SETTLE_S
-    while source.rebalancing and time.monotonic() < deadline:
+    began = time.monotonic()  # a heartbeat interval first: a rebalance may be starting unnoticed
+    while (time.monotonic() - began < 1.5 or source.rebalancing) and time.monotonic() - began < SETTLE_S:
         step()
 
 

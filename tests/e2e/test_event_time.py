@@ -204,6 +204,11 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
                                 if "ticket" in dict(labels).get("__name__", "") or dict(labels).get("family") == "ticket")
             problems = [p.rsplit("@", 1)[0] for p in problems]
             problems.append(f"window series of the ticket family ending at {first_end}:\n{detail}")
+            resolved = [(sent, e) for sent, e in traffic if e["type"] == "ticket.resolved"
+                        and first_end - MINUTE <= event_ms(e["occurred_at"]) < first_end]
+            problems.append("resolves sent for that window (send time, ticket, storefront, event id): " + ", ".join(
+                f"{sent} {e['ticket_id']} {e['storefront']} {e['event_id'][:8]}" for sent, e in resolved))
+            problems.append(f"reference resolutions by channel: {[(k, len(v)) for k, v in reference.samples.items() if k[4] == 'resolution' and k[2] == first_end - MINUTE]}")
         assert not problems, f"{mismatches} of {checked} values differ:\n" + "\n".join(problems)
         # and the check covered the run: most of its minutes, thousands of values
         assert until - start_ms >= 11 * MINUTE, f"windows complete only {(until - start_ms) / MINUTE:.1f} minutes in"
