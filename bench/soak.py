@@ -61,7 +61,8 @@ def main() -> int:
             say(f"round {round_ + 1}/{args.rounds}, seed {seed}, broker {broker.bootstrap}, logs {rundir}")
             try:
                 outcome = run_schedule(settings, start, seed=seed, steps=0, max_workers=args.workers, say=say,
-                                       deadline_s=args.minutes * 60)
+                                       deadline_s=args.minutes * 60, broker=broker,
+                                       cover=("sigstop", "broker_restart", "poison"))
             finally:
                 for worker in started:
                     worker.kill()
@@ -73,7 +74,10 @@ def main() -> int:
     sent = sum(sum(o.sent.values()) for o in outcomes)
     print(f"\nSUMMARY: {len(outcomes)} schedule(s), {faults} faults, {sent:,} events sent, "
           f"lost {lost}, double-counted {doubled}; logs in {workdir}")
-    return 1 if lost or doubled else 0
+    unparked = sum(o.poison_sent - o.poison_parked for o in outcomes)
+    exits = sum(len(o.unclean_exits) for o in outcomes)
+    print(f"poison messages not parked: {unparked}; unclean worker exits: {exits}")
+    return 1 if lost or doubled or unparked or exits else 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from streams.pipeline.window_state import PartitionState
 from streams.pipeline.windows import window_start
 from tests.faults.common import Sender, metric_sum, owners, per_partition, samples, valid_body
 from tests.faults.conftest import fault_settings
-from tests.helpers import wait_until
+from tests.helpers import changelog_states, wait_until
 from tests.reference import event_ms
 
 
@@ -51,22 +51,6 @@ def _scrape_all(workers) -> list[str]:
             except OSError:
                 pass
     return texts
-
-
-def _changelog_windows(settings) -> dict[tuple[str, int], PartitionState]:
-    """Every window-stage state as a recovery would rebuild it from the changelog (read to its end)."""
-    consumer = KafkaConsumer(settings.topic_state, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000,
-                             max_partition_fetch_bytes=16 * 1024 * 1024)
-    records = [(r.key, r.value) for r in consumer]
-    consumer.close()
-    states = {}
-    for family in ("session", "order", "ticket", "survey"):
-        for partition in range(settings.partitions):
-            state = PartitionState(family, partition, settings)  # type: ignore[arg-type]
-            state.restore(records)
-            states[family, partition] = state
-    return states
 
 
 class FlowingSender(Sender):
@@ -153,7 +137,7 @@ def test_zombie_worker_stalled_past_the_session_timeout_loses_and_doubles_nothin
     expected: dict[tuple[str, int, int], int] = Counter()
     for family, partition, body in sender.events:
         expected[family, partition, window_start(event_ms(body["occurred_at"]), settings.window_ms)] += 1
-    states = _changelog_windows(settings)
+    states = changelog_states(settings)
     got_windows: dict[tuple[str, int, int], int] = Counter()
     for (family, partition), state in states.items():
         for start, slot in state.windows.items():
