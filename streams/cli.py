@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("streams.devtools.broker", "run the embedded Tansu broker on loopback with the topics created"),
     "worker": ("streams.runtime.worker", "run a stream worker that serves /metrics"),
     "simulate": ("streams.devtools.simulate", "generate storefront traffic to Kafka or to a file"),
-    "initiative": ("streams.initiatives.core", "declare, list or delete CX initiatives whose ROI the workers compute"),
+    "initiative": ("streams.initiatives.cli", "declare, list or delete CX initiatives whose ROI the workers compute"),
     "topics": ("streams.topics", "create every topic cxpulse needs on your Kafka cluster, or --check / --dry-run"),
     "render": ("streams.mixin.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
     "report": ("streams.report.weekly", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),

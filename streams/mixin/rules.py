@@ -531,8 +531,8 @@ def customer_rules() -> list[dict[str, str]]:
 
 def initiative_rules() -> list[dict[str, str]]:
     """Uplift, incremental revenue and profit, ROI and its 95% interval per declared initiative
-    (docs/initiatives.md); the expressions live in ``streams.initiatives.core``."""
-    from streams.initiatives.core import ROI_RULES
+    (docs/initiatives.md); the expressions live in ``streams.initiatives.rules``."""
+    from streams.initiatives.rules import ROI_RULES
 
     return [{"record": name, "expr": expr} for name, expr in ROI_RULES]
 

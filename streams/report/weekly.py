@@ -653,13 +653,13 @@ ARM_KPI_RULES: dict[str, tuple[str, str]] = {
 def initiatives_section(prom: Prometheus, week: Week) -> Initiatives:
     """Initiatives active during the week and their ROI so far, at the week's end.
 
-    Every ``ROI_QUERIES`` expression of ``streams.initiatives.core`` (PromQL over the raw initiative
+    Every ``ROI_QUERIES`` expression of ``streams.initiatives.rules`` (PromQL over the raw initiative
     gauges, one series per ``initiative``) and the arms' sessions, orders and KPI are evaluated at
     the week's end; the declaration (``cxpulse_initiative_info``: kpi, treated, control; the
     investment and its currency; start and end) labels the row. Active: started before the week's
     end, not ended by its start. No series: "No initiatives declared".
     """
-    from streams.initiatives.core import ROI_QUERIES, ROI_RULES, inline
+    from streams.initiatives.rules import ROI_QUERIES, ROI_RULES, inline
 
     at, week_start_s = week.end_s, week.end_s - WEEK_S
 
@@ -695,7 +695,7 @@ def initiatives_section(prom: Prometheus, week: Week) -> Initiatives:
     for kpi in sorted({about.get(n, {}).get("kpi", "") for n in active} & set(ARM_KPI_RULES)):
         for arm, rule in zip(("treated", "control"), ARM_KPI_RULES[kpi]):
             if rule not in recorded:
-                raise ReportError(f"{rule} is not a recording rule of streams.initiatives.core.ROI_RULES: the report "
+                raise ReportError(f"{rule} is not a recording rule of streams.initiatives.rules.ROI_RULES: the report "
                                   "and the rules disagree on its name")
             for (name,), (_, value) in by_initiative(inline(rule)).items():
                 if name in arms and about.get(name, {}).get("kpi") == kpi:
