@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "initiative": ("streams.initiatives.cli", "declare, list or delete CX initiatives whose ROI the workers compute"),
     "topics": ("streams.topics", "create every topic cxpulse needs on your Kafka cluster, or --check / --dry-run"),
     "render": ("streams.mixin.render", "regenerate docs/metrics.md, Prometheus rules and Grafana dashboards"),
-    "report": ("streams.report.weekly", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),
+    "report": ("streams.report.cli", "write the weekly CX report (KPIs week over week, movers, initiatives) from Prometheus"),
 }
 
 
