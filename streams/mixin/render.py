@@ -23,7 +23,7 @@ def kpi_promql(kpi: Kpi, by: tuple[str, ...] | None = None, range_: str = "5m") 
     from streams.mixin import rules
 
     level = by or rules.kpi_levels(kpi)[0]
-    expr = rules._kpi_expr(kpi, level, range_, lambda metric, lvl: rules._sum_rate(
+    expr = rules.kpi_expr(kpi, level, lambda metric, lvl: rules._sum_rate(
         metric, rules.component_level(metric, lvl), range_))
     return " ".join(expr.split())
 
