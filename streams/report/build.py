@@ -38,9 +38,7 @@ MOVER_KPIS: tuple[tuple[str, str], ...] = (
     ("first_response_p90", "support_channel"), ("resolution_p90", "support_channel"),
 )
 
-
 VOLUME_MOVERS: tuple[tuple[str, str], ...] = (("cxpulse_tickets_created_total", "support_channel"),)
-
 
 Key = tuple[tuple[str, str], ...]
 

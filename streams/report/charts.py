@@ -32,9 +32,7 @@ CHART_KPIS: tuple[str, ...] = (
     "resolution_p90", "nps", "csat",
 )
 
-
 THIS_WEEK_COLOR, LAST_WEEK_COLOR = "#0969da", "#8c959f"
-
 
 BETTER_COLOR, WORSE_COLOR, NEUTRAL_COLOR = "#1a7f37", "#cf222e", "#6e7781"
 

@@ -26,7 +26,6 @@ from streams.report.weeks import DAY_S
 
 MOVERS_SHOWN = 5
 
-
 NOUNS = {  # sample-size words, by denominator series
     "cxpulse_sessions_started_total": "sessions", "cxpulse_orders_placed_total": "orders",
     "cxpulse_checkouts_started_total": "checkouts", "cxpulse_ticket_resolution_seconds_count": "resolutions",
@@ -197,20 +196,17 @@ CUSTOMER_SHARES_CAPTION = (
     "CXPULSE_POST_SUPPORT (7 days by default) after that week's first ticket. Wilson 95% intervals; customers: "
     "the denominator.")
 
-
 COHORT_CAPTION = (
     "LTV: revenue of the cohort's orders within 30 / 90 days of each customer's first order, per customer of the "
     "cohort (the ISO week of the first order; gross of refunds). Mature: the horizon, plus a day for late events, "
     "had passed for every customer of the cohort by the week's end. The cohort before is the latest mature one a "
     "week earlier.")
 
-
 NPS_CAPTION = (
     "Customers by the category of their latest NPS answer and their orders within 90 days of the first (1, 2, 3, "
     "4+), counted once the horizon has passed: LTV (customers). \"Worth X% more\" compares promoters with "
     "detractors at the same purchase counts: the promoters' LTV at each count, weighted by the detractors' "
     "customers at that count, against the detractors' own LTV.")
-
 
 NPS_CATEGORIES = ("promoter", "passive", "detractor")
 

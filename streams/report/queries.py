@@ -79,7 +79,6 @@ ARM_KPI_RULES: dict[str, tuple[str, str]] = {
                             "initiative:cxpulse_initiative_control_aov:ratio"),
 }
 
-
 # The recording rules of customer_rules() the report reads, written in full for grep.
 CUSTOMER_SHARES: dict[str, tuple[str, str, str]] = {  # key -> (title, ratio rule, customers rule)
     "repeat_purchase": ("Repeat customers (2nd order within 90 days)",
@@ -90,15 +89,11 @@ CUSTOMER_SHARES: dict[str, tuple[str, str, str]] = {  # key -> (title, ratio rul
                                 "storefront:cxpulse_customer_post_support_customers:sum"),
 }
 
-
 COHORT_LTV_RULE = "storefront_cohort_currency_horizon:cxpulse_customer_revenue_per_customer:ratio"
-
 
 COHORT_CUSTOMERS_RULE = "storefront_cohort:cxpulse_customer_cohort_customers:sum"
 
-
 NPS_LTV_RULE = "storefront_nps_category_purchases_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio"
-
 
 NPS_CUSTOMERS_RULE = "storefront_nps_category_purchases_horizon:cxpulse_customer_nps_customers:sum"
 

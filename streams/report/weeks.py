@@ -14,8 +14,6 @@ from datetime import datetime, timedelta, timezone
 
 
 DAY_S = 86_400
-
-
 WEEK_S = 7 * DAY_S
 
 
