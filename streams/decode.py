@@ -237,7 +237,7 @@ def validate_event(obj: Any, family: Family | None = None) -> int:
 
         >>> validate_event({"type": "nope"})
         Traceback (most recent call last):
-        streams.errors.InvalidEvent: unknown_type: ...
+        streams.errors.InvalidEvent: unknown_type: type 'nope' is not an event type of the contract
     """
     try:
         return check_event(obj, family)

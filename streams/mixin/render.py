@@ -364,8 +364,13 @@ def links_from_args(args: argparse.Namespace, env: dict[str, str] | None = None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from streams.errors import CxpulseError
     from streams.mixin.rules import LINKS
 
+    if not (ROOT / "deploy" / "kubernetes" / "render.py").is_file():  # an installed copy, not a clone
+        raise CxpulseError(f"cxpulse render rewrites the generated files of a source checkout (docs/, deploy/, "
+                           f"grafana/), and {ROOT} is not one: run it in a clone of cxpulse installed with "
+                           "`pip install -e '.[render]'`")
     links = links_from_args(args)
     if links != LINKS:
         print(f"alert links: runbooks at {links.runbook_base}, dashboards at {links.grafana_url}")

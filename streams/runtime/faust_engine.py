@@ -17,9 +17,12 @@ broker, and the sink's producers fence zombies on any broker.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import ssl
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -97,6 +100,12 @@ def _limit_fetch_wait(wait_ms: int) -> None:
     driver.aiokafka.AIOKafkaConsumer = CappedFetchWait
 
 
+def _scratch_dir() -> str:
+    path = tempfile.mkdtemp(prefix="cxpulse-faust-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def build_app(settings: Settings, engine: Engine) -> faust.App:
     """The Faust app with its one agent and a tick; nothing runs until a worker starts it."""
     _limit_fetch_wait(settings.fetch_wait_ms)
@@ -113,6 +122,9 @@ def build_app(settings: Settings, engine: Engine) -> faust.App:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         table_standby_replicas=0,
+        # Faust makes a table directory even with no table: in a temporary directory, not the
+        # worker's working directory (the state lives in the changelog topics).
+        datadir=_scratch_dir(),
     )
     credentials = _credentials(settings)
     if credentials is not None:

@@ -210,7 +210,7 @@ def free_port_from(host: str, port: int, tries: int = 16) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     settings = settings_from_args(args)
-    from streams.initiatives.core import Registry
+    from streams.initiatives.reader import Registry
 
     publisher = Publisher()
     initiatives = Registry(settings)
