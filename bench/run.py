@@ -21,6 +21,7 @@ import argparse
 import bisect
 import hashlib
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -116,7 +117,6 @@ def machine() -> dict:
     found = json.loads(peers.stdout or "{}")
     versions.update({k: found.get(k) for k in ("quixstreams", "bytewax", "pathway")})
     versions["confluent-kafka (peers' venv)"] = found.get("confluent-kafka")
-    import os
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kb / 1024 / 1024, 1),
             "kernel": platform.release(), "versions": versions,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -493,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             spaces[layout] = (space, n)
             say(f"loaded {results['loaded'][layout]}")
         runs: list[dict] = []
+        results["load"] = {"before throughput": os.getloadavg()[0]}
         names = ONLY[args.only] if args.only else tuple(APPROACHES)
         say(f"throughput: {plan.reps} repetition(s) x {len(spaces)} workloads x {', '.join(names)}")
         for rep in range(plan.reps):
@@ -517,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                            if r.get("cells_checked") and not r.get("error") else "")
                         + (f"  ERROR {r.get('error')}" if r.get("error") else ""))
         results["throughput"] = runs
+        results["load"]["after throughput"] = os.getloadavg()[0]
         from bench.report import peer_summary
         results["peers"] = peer_summary(runs)
         save()
