@@ -129,6 +129,13 @@ class Pipeline:
                 jobs.append(RecoveryJob(key, target, 0, self.new_state(key), None))
         return jobs
 
+    def unclaim(self, jobs: Iterable[RecoveryJob]) -> None:
+        """Recovery jobs that could not run (the broker did not answer): keep what they would
+        have continued from, for the next claim."""
+        for job in jobs:
+            if job.expect_writer is not None and job.key not in self.states:
+                self._kept[job.key] = _Kept(job.state, job.start + 1)
+
     def install(self, job: RecoveryJob, records: list[tuple[bytes, bytes | None]], end: int) -> State | None:
         """Put a recovered state in place; None when an incremental read found that the last
         record before it is not this worker's own (someone wrote in between): recover from 0."""
