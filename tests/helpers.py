@@ -110,7 +110,7 @@ def changelog_states(settings) -> dict:
     from streams.pipeline.window_state import PartitionState
 
     consumer = KafkaConsumer(settings.topic_state, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000, isolation_level="read_committed",
                              max_partition_fetch_bytes=16 * 1024 * 1024)
     records = [(record.key, record.value) for record in consumer]
     consumer.close()

@@ -197,6 +197,9 @@ class Pipeline:
             key = (stage, record.partition)
             if stage is None or key not in self.states:
                 continue
+            batch = messages[key]
+            if batch and record.offset <= batch[-1].offset:
+                continue  # delivered twice in one batch (a source that sought back): a replay
             value = record.value or b""
             if stage in FAMILIES:
                 events, rejections = decode_message(
@@ -204,7 +207,7 @@ class Pipeline:
                     not_after_ms=not_after, partition=record.partition, partitions=settings.partitions)
             else:
                 events, rejections = _internal(stage, value)
-            messages[key].append(Message(record.offset, events, rejections, record.timestamp_ms, value))
+            batch.append(Message(record.offset, events, rejections, record.timestamp_ms, value))
         now = time.monotonic()
         outboxes = []
         for key, batch in messages.items():

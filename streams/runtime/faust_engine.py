@@ -49,12 +49,19 @@ class FaustSource:
         return TP(self.engine.pipeline.topic_of[key[0]], key[1])
 
     def _soon(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on Faust's event loop (awaited there, if it is a coroutine function:
+        Faust's ``seek`` is one)."""
         assert self.loop is not None
-        self.loop.call_soon_threadsafe(fn, *args)
+        if asyncio.iscoroutinefunction(fn):
+            asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
 
     def start(self, positions: dict[Key, int]) -> None:
-        for key, offset in positions.items():
-            self.seek(key, offset)
+        """Nothing: Faust fetches from the group's committed offset. Records below a state's
+        position are skipped as replays, and a gap above it is sought back when it shows
+        (``Engine._gaps``). Seeking here as well would have Faust deliver what it had already
+        fetched a second time."""
 
     def seek(self, key: Key, offset: int) -> None:
         self._soon(self.app.consumer.seek, self.tp(key), offset)

@@ -8,7 +8,9 @@ minutes). Events are dated now with unique ids, so at the end every source parti
 to it: anything below is lost, anything above double-counted. The test broker keeps
 everything in memory, so a broker restart starts the count over: what must be counted is
 what was produced after the last restart (and the workers start those partitions over).
-Poison messages must all be parked and counted as rejected, with no worker exit.
+Poison messages must all be parked and counted as rejected, with no worker exit. After
+the workers stop, the windows rebuilt from the state changelog (what the next start
+recovers) must hold every event produced since the last restart, each once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Callable
 
 from streams.config import Settings
 from streams.devtools.stack import WorkerProcess
-from tests.faults.common import Sender, metric_sum, owners, per_partition
+from tests.faults.common import Sender, metric_sum, owners, per_partition, recovered_windows
 
 STALL_S = (15.0, 25.0)  # a SIGSTOP lasts this long: past the 10 s session timeout
 
@@ -37,6 +39,8 @@ class Outcome:
     unclean_exits: list[int] = field(default_factory=list)
     poison_sent: int = 0  # since the last broker restart
     poison_parked: int = 0
+    windows_sent: Counter = field(default_factory=Counter)  # (family, partition, window start) -> events
+    windows_recovered: Counter = field(default_factory=Counter)  # the same, rebuilt from the changelog
 
     @property
     def lost(self) -> int:
@@ -46,12 +50,24 @@ class Outcome:
     def doubled(self) -> int:
         return sum(max(0, self.counted[k] - self.sent[k]) for k in self.counted)
 
+    @property
+    def windows_differ(self) -> int:
+        """Events missing from or extra in the windows a restart recovers, over all windows."""
+        return sum(((self.windows_sent - self.windows_recovered) + (self.windows_recovered - self.windows_sent)).values())
+
     def summary(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
         return (f"seed {self.seed}: faults [{faults}]; events sent {sum(self.sent.values()):,}, counted "
                 f"{sum(self.counted.values()):,}; lost {self.lost}, double-counted {self.doubled}; poison "
-                f"{self.poison_parked} of {self.poison_sent} parked; "
-                f"settled in {self.settled_s:.0f}s; SIGTERM exits 0: {self.clean_exits}, other: {self.unclean_exits}")
+                f"{self.poison_parked} of {self.poison_sent} parked; recovered windows {len(self.windows_recovered)}, "
+                f"events differing in them {self.windows_differ}; "
+                f"settled in {self.settled_s:.0f}s; SIGTERM exits 0: {self.clean_exits}, other: {self.unclean_exits}"
+                + (f"; partitions that differ (sent, counted): {self.differences()}" if self.lost or self.doubled else ""))
+
+    def differences(self) -> dict[str, tuple[int, int]]:
+        return {f"{family}:{partition}": (self.sent[family, partition], self.counted[family, partition])
+                for family, partition in sorted(set(self.sent) | set(self.counted))
+                if self.sent[family, partition] != self.counted[family, partition]}
 
 
 def _poison(settings: Settings, rng: random.Random) -> None:
@@ -110,6 +126,8 @@ def run_schedule(settings: Settings, start: Callable[[Settings, int], WorkerProc
             choices += ["add"] * bool(dead) + ["sigkill_restart"] * bool(live) + ["poison"]
             choices += ["broker_restart"] * (broker is not None)
             wanted = [a for a in pending if a in choices]
+            if "sigstop" in pending and "sigstop" not in choices and "add" in choices:
+                wanted.insert(0, "add")  # a stall needs another worker to take over
             action = wanted[0] if wanted and rng.random() < 0.7 else rng.choice(choices)
             if action in pending:
                 pending.remove(action)
@@ -159,6 +177,7 @@ def run_schedule(settings: Settings, start: Callable[[Settings, int], WorkerProc
             time.sleep(rng.uniform(0, 4))
         sender.send(rng.randint(100, 500))  # events after the last fault too
         outcome.sent = Counter(sender.sent)
+        outcome.windows_sent = Counter(sender.windows)
     finally:
         sender.close()
     settle_began = time.monotonic()
@@ -179,10 +198,11 @@ def run_schedule(settings: Settings, start: Callable[[Settings, int], WorkerProc
         time.sleep(1)
     outcome.counted = last
     outcome.settled_s = time.monotonic() - settle_began
-    for worker in live_workers:
+    for worker in live_workers:  # one after the other, as a deploy does
         code = worker.stop(60)
         if code == 0:
             outcome.clean_exits += 1
         else:
             outcome.unclean_exits.append(code)
+    outcome.windows_recovered = recovered_windows(settings)  # what the next start would recover
     return outcome

@@ -3,8 +3,14 @@ regaining partitions, and when it must read the changelog from its start."""
 
 from __future__ import annotations
 
+import random
+
+import orjson
+
 from streams.config import Settings
 from streams.pipeline.plan import Pipeline
+from streams.pipeline.records import Record
+from tests.faults.common import valid_body
 
 KEY = ("order", 1)
 
@@ -54,3 +60,19 @@ def test_a_dropped_partition_is_read_from_the_start() -> None:
     (job,) = pipeline.claim([KEY])
 
     assert (job.start, job.expect_writer) == (0, None)
+
+
+def test_a_record_delivered_twice_in_one_batch_counts_once() -> None:
+    settings = Settings(partitions=1)
+    pipeline = Pipeline(settings, "w1")
+    (job,) = pipeline.claim([("order", 0)])
+    pipeline.install(job, [], 0)
+    rng = random.Random(1)
+    values = [orjson.dumps(valid_body(rng, "order")) for _ in range(3)]
+    records = [Record(settings.topic_orders, 0, offset, 0, value) for offset, value in enumerate(values)]
+
+    (outbox,) = pipeline.plan(records + records[1:])  # a source that sought back mid-batch
+
+    assert pipeline.states["order", 0].meta.through == 3
+    assert sum(cell.counts.get("orders_placed", 0) for slot in pipeline.states["order", 0].windows.values()
+               for cell in slot.cells.values()) == 3
