@@ -102,6 +102,40 @@ def facts_of(applied) -> list:
     return [fact for stage, _, value in applied.sends if stage == "customer" for fact in decode_facts(value)]
 
 
+def read_topic(settings, topic: str, stall_s: float = 60.0) -> list[tuple[bytes, bytes]]:
+    """Every committed (key, value) of ``topic``, read up to the end offsets it had when asked.
+
+    Reads until each partition's position reaches that end, not until the broker goes quiet for
+    a moment: on a busy machine a fetch can take seconds, and stopping early would read an
+    older version of a state. Fails if no record arrives for ``stall_s``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             auto_offset_reset="earliest", isolation_level="read_committed",
+                             enable_auto_commit=False, max_partition_fetch_bytes=16 * 1024 * 1024)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert parts, f"topic {topic} has no partitions"
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        records: list[tuple[bytes, bytes]] = []
+        last_progress = time.monotonic()
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            batch = consumer.poll(timeout_ms=1000)
+            if batch:
+                last_progress = time.monotonic()
+            for tp_records in batch.values():
+                records.extend((r.key, r.value) for r in tp_records)
+            behind = {tp.partition: (consumer.position(tp), ends[tp]) for tp in parts
+                      if consumer.position(tp) < ends[tp]}
+            assert time.monotonic() - last_progress < stall_s, (
+                f"reading {topic}: nothing for {stall_s:.0f} s; partitions behind (position, end): {behind}")
+        return records
+    finally:
+        consumer.close()
+
+
 def changelog_states(settings) -> dict:
     """Every window-stage partition state as a recovery rebuilds it from the state changelog."""
     from kafka import KafkaConsumer
@@ -109,11 +143,7 @@ def changelog_states(settings) -> dict:
     from streams.contract import FAMILIES
     from streams.pipeline.window_state import PartitionState
 
-    consumer = KafkaConsumer(settings.topic_state, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000, isolation_level="read_committed",
-                             max_partition_fetch_bytes=16 * 1024 * 1024)
-    records = [(record.key, record.value) for record in consumer]
-    consumer.close()
+    records = read_topic(settings, settings.topic_state)
     states = {}
     for family in FAMILIES:
         for partition in range(settings.partitions):
