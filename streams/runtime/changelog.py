@@ -32,6 +32,7 @@ class ChangelogReader:
         self.settings = settings
         self.timeout_s = timeout_s
         self._consumer: Consumer | None = None
+        self._probe: Consumer | None = None
 
     def _client(self) -> Consumer:
         if self._consumer is None:
@@ -45,6 +46,16 @@ class ChangelogReader:
             }))
         return self._consumer
 
+    def _prober(self) -> Consumer:
+        """A client that only asks for high-water marks (read_uncommitted: the log's end)."""
+        if self._probe is None:
+            self._probe = Consumer(client_config(self.settings, **{
+                "group.id": f"{self.settings.app_id}.recovery",
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",
+            }))
+        return self._probe
+
     def _to_end(self, tps: list[TopicPartition], keep: bool) -> dict[tuple[str, int], tuple[list, int]]:
         """Consume each partition from its given offset to the Fetch high-water mark. Gives up
         when ``timeout_s`` pass without progress (a long changelog may take longer in all)."""
@@ -53,6 +64,7 @@ class ChangelogReader:
         records: dict[tuple[str, int], list] = {(tp.topic, tp.partition): [] for tp in tps}
         ends: dict[tuple[str, int], int] = {}
         errors: set[int] = set()
+        below: dict[tuple[str, int], int] = {}  # a probe's end below where reading starts
         deadline = time.monotonic() + self.timeout_s
         probe_at = time.monotonic() + PROBE_S
         try:
@@ -78,13 +90,21 @@ class ChangelogReader:
                     # its end with nothing, not OFFSET_OUT_OF_RANGE: a partition that gave no
                     # record and no end since reading began, and whose end is below where reading
                     # starts, ends there (the caller sees the changelog shorter than it knew).
+                    # The end is asked for with read_uncommitted (the high-water mark: a
+                    # read_committed answer stops at an open transaction, and Tansu's can
+                    # under-report), and only believed when two probes PROBE_S apart agree:
+                    # a slow fetch on a busy machine must not pass for a lost changelog.
                     probe_at = now + PROBE_S
                     for tp in tps:
                         where = (tp.topic, tp.partition)
                         if where not in ends and not records[where] and tp.offset > 0:
-                            high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1]
-                            if high < tp.offset:
+                            high = self._prober().get_watermark_offsets(tp, timeout=5, cached=False)[1]
+                            if high >= tp.offset:
+                                below.pop(where, None)
+                            elif below.get(where) == high:
                                 ends[where] = high
+                            else:
+                                below[where] = high
                 if now > deadline:
                     late = sorted(set(records) - set(ends))
                     self.close()  # the next attempt starts with a new client (fresh metadata)
@@ -141,6 +161,7 @@ class ChangelogReader:
         return {topic: (str(value) if value else None) for topic, value in ids.items()}
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        for client in (self._consumer, self._probe):
+            if client is not None:
+                client.close()
+        self._consumer = self._probe = None
