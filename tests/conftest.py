@@ -51,7 +51,7 @@ def make_settings(broker: LocalBroker) -> Callable[..., Settings]:
             "web_port": free_port(),
         }
         for name in ("topic_sessions", "topic_orders", "topic_tickets", "topic_surveys", "topic_deadletter", "topic_state",
-                     "topic_customers", "topic_initiatives"):
+                     "topic_customers", "topic_windows", "topic_initiatives"):
             values[name] = prefix + getattr(defaults, name)
         values.update(overrides)
         settings = Settings.from_env({}, **values)

@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.config import Settings
+from streams.config import Settings, format_duration, parse_duration_ms
 from streams.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -349,10 +349,17 @@ def run(args: argparse.Namespace) -> int:
         if args.scenario != "none" and prometheus:
             alert = {"checkout-broken": "CxpulseConversionCollapse",
                      "support-understaffed": "CxpulseFirstResponseSlow"}[args.scenario]
+            if alert == "CxpulseConversionCollapse":
+                from streams.mixin.rules import COLLAPSE_PAGE_AFTER
+
+                # it pages COLLAPSE_PAGE_AFTER after the end of the first whole broken minute
+                soonest = parse_duration_ms(COLLAPSE_PAGE_AFTER) + 60_000
+                when = (f" (it fires {format_duration(soonest)} to {format_duration(soonest + 60_000)} after the "
+                        "incident starts: docs/alerts.md)")
+            else:
+                when = " (it compares with last week: a fresh stack shows the FRT rise on the Support dashboard instead)"
             say(f"incident    {args.scenario} in {args.incident_after:g} s; watch {prometheus.url}/alerts "
-                f"for {alert}" + (" (about 3 minutes later)" if alert == "CxpulseConversionCollapse" else
-                                  " (it compares with last week: a fresh stack shows the FRT rise on the "
-                                  "Support dashboard instead)"))
+                f"for {alert}{when}")
         if demo is not None:
             roi = "initiative:cxpulse_initiative_roi:ratio"
             where = (f"{prometheus.url}/graph?g0.expr={urllib.parse.quote(roi)}" if prometheus else roi)

@@ -1350,7 +1350,9 @@ def pipeline_health() -> dm.Dashboard:
         _series("Export failures and dropped windows per minute", f"{_help('cxpulse_window_export_failures_total')} "
                 f"{_help('cxpulse_window_export_dropped_total')} Failures for 10 min with a queue fire "
                 "CxpulseWindowExportFailing.", "short",
-                _targets((f"sum by (reason) (rate(cxpulse_window_export_failures_total[{rate}])) * 60",
+                # a worker exports a reason once a write failed for it: 0, not "no data", before any did
+                _targets((f"sum by (reason) (rate(cxpulse_window_export_failures_total[{rate}])) * 60\n"
+                          'or on () label_replace(0 * sum(cxpulse_window_export_queued), "reason", "none", "", "")',
                           "failed: {{reason}}"),
                          (f"sum(rate(cxpulse_window_export_dropped_total[{rate}])) * 60", "dropped")),
                 clock=ARRIVAL, span=6),
