@@ -24,8 +24,9 @@ evictions, and the meta record last. A fact is applied to a customer only once
 nothing.
 
 Bounds: a customer inactive for ``customer_ttl`` is forgotten (per message, from
-the event-time watermark and the customer's own last activity, so a replay decides
-the same way); what they contributed stays in the aggregates. ``customer_max`` per
+the event-time watermark and the customer's own last activity only, never from
+where other customers stand, so a replay decides the same way); what they
+contributed stays in the aggregates. ``customer_max`` per
 partition is a memory guard: beyond it the least recently active customer is
 forgotten, and which one may differ after a crash (a record restored ahead of the
 replay counts early), so exactness holds while the guard is not reached.
@@ -202,6 +203,9 @@ class CustomerState:
         self.aggregates: dict[Key, int] = {}
         self.aggregates_through = 0
         self._maturing: list[tuple[int, str, str]] = []  # heap of (watermark, storefront, customer id)
+        # heap of (last activity, storefront, customer id); an entry whose customer has been active
+        # since is stale (a newer one stands for it) and skipped
+        self._expiring: list[tuple[int, str, str]] = []
         self._prefix = f"customer|{partition}|".encode()
         self._warned = False
 
@@ -239,7 +243,9 @@ class CustomerState:
                 if offset < customer.through:
                     continue  # this customer's record holds the fact (and so do the aggregates)
                 customer.seq = (offset, index)
-                customer.last_ms = max(customer.last_ms, ts_ms)
+                if ts_ms > customer.last_ms:
+                    customer.last_ms = ts_ms
+                    heapq.heappush(self._expiring, (ts_ms, storefront, customer_id))
                 touched.add(key)
                 items = customer.orders if kind == "o" else customer.tickets if kind == "t" else customer.answers
                 skipped = "facts_duplicate" if customer.has(event_id) else (
@@ -322,24 +328,37 @@ class CustomerState:
         return changed
 
     def _evict(self) -> set[tuple[str, str]]:
-        """Forget customers inactive for the TTL, and the least recently active beyond the budget."""
+        """Forget customers inactive for the TTL, and the least recently active beyond the budget.
+
+        The TTL is decided per customer (its last activity against the watermark), not by
+        walking the customers in order of arrival: a record restored ahead of the replay
+        moves a customer in that order, and a walk that stops at the first active customer
+        would then forget a different set after a crash than without one.
+        """
         out: set[tuple[str, str]] = set()
         watermark = self.meta.watermark_ms
         customers = self.customers
-        while customers:
-            key, oldest = next(iter(customers.items()))
-            if len(customers) > self.max_customers:
-                reason = "budget"
-            elif watermark is not None and oldest.last_ms < watermark - self.ttl_ms:
-                reason = "ttl"
-            else:
-                break
+        expiring = self._expiring
+        if watermark is not None:
+            while expiring and expiring[0][0] < watermark - self.ttl_ms:
+                last_ms, storefront, customer_id = heapq.heappop(expiring)
+                key = (storefront, customer_id)
+                customer = customers.get(key)
+                if customer is None or customer.last_ms != last_ms:
+                    continue  # forgotten already, or active since
+                del customers[key]
+                out.add(key)
+        while len(customers) > self.max_customers:
+            key = next(iter(customers))
             del customers[key]
             out.add(key)
-            if reason == "budget" and not self._warned:
+            if not self._warned:
                 self._warned = True
                 log.warning("event=customer_budget_reached partition=%d customers=%d action=forget_least_recent",
                             self.partition, self.max_customers)
+        if len(expiring) > 2 * len(customers) + 1024:  # stale entries of active customers: compact
+            self._expiring = [(c.last_ms, sf, cid) for (sf, cid), c in customers.items()]
+            heapq.heapify(self._expiring)
         return out
 
     def _oldest_week(self) -> str | None:
@@ -386,6 +405,8 @@ class CustomerState:
         self._maturing = [(when, sf, cid) for (sf, cid), c in self.customers.items() for when in c.maturities()
                           if c.wm is None or when > c.wm]
         heapq.heapify(self._maturing)
+        self._expiring = [(c.last_ms, sf, cid) for (sf, cid), c in self.customers.items()]
+        heapq.heapify(self._expiring)
         return applied
 
     def tombstones(self) -> list[tuple[bytes, None]]:

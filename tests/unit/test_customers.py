@@ -172,6 +172,28 @@ def test_ttl_forgets_inactive_customers_and_keeps_their_contribution() -> None:
     assert state.aggregates[("customers_created",)] - len(state.customers) == 1  # the exported evictions
 
 
+def test_ttl_decides_per_customer_also_when_a_record_is_restored_ahead_of_the_replay() -> None:
+    """x ordered last at T0 + 5 days, y at T0, y arrived after x. The watermark then passes y's 97
+    days but not x's, y orders again, then x. A crash persists the aggregates and x's record of
+    that batch, not y's: the restored x is ahead of the replay. y is forgotten once the watermark
+    passes its own 97 days whatever x's record says, with and without the crash (a walk in order
+    of arrival kept y while x stood first, and forgot it in the replay where x had moved back)."""
+    settings = Settings(customer_ttl_ms=97 * DAY)
+    order = lambda who, i, ts: ["o", "shop", who, f"e{i}", ts, 1000, "EUR"]  # noqa: E731
+    history = [Message(0, [order("x", 0, T0 + 5 * DAY)], []), Message(1, [order("y", 1, T0)], [])]
+    batch = [Message(2, [order("z", 2, T0 + 97 * DAY + 1)], []), Message(3, [order("y", 3, T0 + 97 * DAY + 2)], []),
+             Message(4, [order("x", 4, T0 + 97 * DAY + 3)], [])]
+    clean = CustomerState(0, settings)
+    changelog = clean.apply(history).records
+    records = clean.apply(batch).records
+    assert clean.customers[("shop", "y")].orders == [[T0 + 97 * DAY + 2, 1000, "EUR", "e3"]]  # forgotten, then new
+    ahead = [r for r in records if r[0].endswith(b"|a|0") or b'"x"' in r[0]]
+    crashed = CustomerState(0, settings)
+    crashed.restore(changelog + ahead)
+    crashed.apply(batch)
+    assert customer_fingerprint(crashed) == customer_fingerprint(clean)
+
+
 def test_budget_bounds_customers_per_partition() -> None:
     """Beyond the budget the least recently active customer goes (a memory guard: which one may
     differ after a crash, so this is not part of the exactness property)."""
