@@ -7,6 +7,7 @@ re-renders and fails if a committed file differs. Today: ``docs/metrics.md``.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from streams.pipeline.aggregates import ALPHA, LE_SECONDS
@@ -77,12 +78,26 @@ def uncertainty_doc() -> list[str]:
 def customers_doc() -> list[str]:
     """The customer-level and initiative series and the rules over them (docs/customers.md and
     docs/initiatives.md explain them)."""
-    from streams.catalog import CUSTOMER, CUSTOMER_PIPELINE, INITIATIVE
-    from streams.mixin.rules import customer_rules, initiative_rules
+    from streams.catalog import CUSTOMER, CUSTOMER_KPIS, CUSTOMER_PIPELINE, INITIATIVE
+    from streams.mixin.rules import customer_expr, customer_rules, initiative_rules
 
     lines = [
         "",
         "## Customer-level KPIs",
+        "",
+        "By event time: cohorts, ticket weeks and retention periods are the customers' own event times, counted "
+        "as facts arrive (no grace period), so the newest still grow. Definitions: docs/customers.md. Each KPI "
+        "is a recording rule, with its sample size in the rule named in *n* and, for a share, a 95% Wilson "
+        "interval (`..._lower`, `..._upper`); the PromQL is the rule over the gauges.",
+        "",
+        "| KPI | formula | labels | recorded as (n) | PromQL |",
+        "|---|---|---|---|---|",
+    ]
+    for kpi in CUSTOMER_KPIS:
+        query = " ".join(customer_expr(kpi.record).split())
+        labels = re.search(r"sum by \(([^)]*)\)", query)[1]  # the numerator's: the KPI's own
+        lines.append(f"| {kpi.title} | {kpi.formula} | {labels} | `{kpi.record}` (`{kpi.sample}`) | `{query}` |")
+    lines += [
         "",
         "Gauges of the customer stage (docs/customers.md), one series per label set per worker: "
         "`sum` over workers, then divide. Money in major units of `currency`.",

@@ -47,7 +47,7 @@ from typing import Any, Callable, Literal
 from streams.catalog import KPIS, Kpi
 from streams.errors import ConfigError, CxpulseError
 from streams.mixin.intervals import Z95, nps_interval, wilson
-from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, Level, _kpi_expr, component_level, customer_rules
+from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, Level, _kpi_expr, component_level, customer_expr
 
 Format = Literal["md", "html"]
 DAY_S = 86_400
@@ -458,34 +458,73 @@ class CohortLtv:
 
 @dataclass
 class NpsLtv:
-    """LTV (revenue per customer within ``horizon``) by NPS category, for one storefront, currency and
-    horizon: per purchase count (1, 2, 3, 4+ orders within 90 days) and category, (customers, LTV)."""
+    """LTV (revenue per customer within ``horizon``) by NPS category (or CSAT band), for one
+    storefront, currency and horizon: per purchase count (1, 2, 3, 4+ orders within 90 days) and
+    category, (customers, LTV). ``high`` and ``low`` are the categories compared."""
 
     storefront: str
     currency: str
     horizon: str
-    strata: dict[str, dict[str, tuple[float, float]]]  # purchases -> nps_category -> (customers, LTV)
+    strata: dict[str, dict[str, tuple[float, float]]]  # purchases -> category -> (customers, LTV)
+    high: str = "promoter"
+    low: str = "detractor"
 
     def compared(self) -> list[str]:
-        """Purchase counts with promoters and detractors both present."""
-        return [b for b, cats in self.strata.items() if cats.get("promoter", (0, 0))[0] > 0
-                and cats.get("detractor", (0, 0))[0] > 0]
+        """Purchase counts with both categories compared present."""
+        return [b for b, cats in self.strata.items() if cats.get(self.high, (0, 0))[0] > 0
+                and cats.get(self.low, (0, 0))[0] > 0]
+
+    @property
+    def premium(self) -> float | None:
+        """How much more ``high`` customers (promoters) are worth than ``low`` ones (detractors) with
+        the same number of purchases, as a ratio - 1: the high category's LTV per purchase count,
+        weighted by the low category's customers at that count, over the low category's own (direct
+        standardisation to the low category's mix).
+
+            sum_b D_b x LTV(high, b) / sum_b D_b x LTV(low, b) - 1
+        """
+        high, low = self.high, self.low
+        at_high_ltv = sum(self.strata[b][low][0] * self.strata[b][high][1] for b in self.compared())
+        own = sum(self.strata[b][low][0] * self.strata[b][low][1] for b in self.compared())
+        return at_high_ltv / own - 1 if own > 0 else None
 
     @property
     def promoter_premium(self) -> float | None:
-        """How much more promoters are worth than detractors with the same number of purchases,
-        as a ratio - 1: promoters' LTV per purchase count, weighted by the detractors' customers
-        at that count, over the detractors' own (direct standardisation to the detractors' mix).
-
-            sum_b D_b x LTV(promoter, b) / sum_b D_b x LTV(detractor, b) - 1
-        """
-        at_promoter_ltv = sum(self.strata[b]["detractor"][0] * self.strata[b]["promoter"][1] for b in self.compared())
-        own = sum(self.strata[b]["detractor"][0] * self.strata[b]["detractor"][1] for b in self.compared())
-        return at_promoter_ltv / own - 1 if own > 0 else None
+        return self.premium
 
     def customers(self, category: str) -> float:
         """Customers of the category over the purchase counts compared."""
         return sum(self.strata[b][category][0] for b in self.compared())
+
+
+@dataclass
+class Retention:
+    """Customer retention of the last retention period of ``period`` complete by the week's end, for
+    one storefront: its customers (those of the period before), the share retained and its Wilson
+    interval; churn is 1 - that."""
+
+    storefront: str
+    period: str  # 30d, 90d, ...
+    period_start: str  # the period's first day, UTC
+    customers: float
+    value: float | None
+    interval: tuple[float, float] | None
+
+    @property
+    def churn(self) -> float | None:
+        return None if self.value is None else 1 - self.value
+
+
+@dataclass
+class SupportRevenue:
+    """Revenue of the orders placed within CXPULSE_POST_SUPPORT after the customer's latest ticket
+    before them, for the tickets of one ISO week (``cohort``), storefront and currency."""
+
+    storefront: str
+    currency: str
+    cohort: str
+    orders: float
+    revenue: float
 
 
 @dataclass
@@ -495,6 +534,9 @@ class Customers:
     shares: list[CustomerShare]
     cohorts: list[CohortLtv]
     nps: list[NpsLtv]
+    csat: list[NpsLtv] = field(default_factory=list)
+    retention: list[Retention] = field(default_factory=list)
+    support_revenue: list[SupportRevenue] = field(default_factory=list)
     note: str = ""
 
 
@@ -713,37 +755,37 @@ def initiatives_section(prom: Prometheus, week: Week) -> Initiatives:
 CUSTOMER_SHARES: dict[str, tuple[str, str, str]] = {  # key -> (title, ratio rule, customers rule)
     "repeat_purchase": ("Repeat customers (2nd order within 90 days)",
                         "storefront:cxpulse_customer_repeat_purchase:ratio",
-                        "storefront:cxpulse_customer_cohort_customers:sum"),
+                        "storefront:cxpulse_customer_cohort_mature_customers:sum"),
     "post_support_conversion": ("Post-support conversion (order after a ticket)",
                                 "storefront:cxpulse_customer_post_support_conversion:ratio",
-                                "storefront:cxpulse_customer_post_support_customers:sum"),
+                                "storefront:cxpulse_customer_post_support_mature_customers:sum"),
 }
 COHORT_LTV_RULE = "storefront_cohort_currency_horizon:cxpulse_customer_revenue_per_customer:ratio"
 COHORT_CUSTOMERS_RULE = "storefront_cohort:cxpulse_customer_cohort_customers:sum"
 NPS_LTV_RULE = "storefront_nps_category_purchases_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio"
 NPS_CUSTOMERS_RULE = "storefront_nps_category_purchases_horizon:cxpulse_customer_nps_customers:sum"
+CSAT_LTV_RULE = "storefront_csat_band_purchases_currency_horizon:cxpulse_customer_csat_revenue_per_customer:ratio"
+CSAT_CUSTOMERS_RULE = "storefront_csat_band_purchases_horizon:cxpulse_customer_csat_customers:sum"
+RETENTION_RULE = "storefront_period_period_start:cxpulse_customer_retention:ratio"
+RETENTION_CUSTOMERS_RULE = "storefront_period_period_start:cxpulse_customer_retention_customers:sum"
+SUPPORT_REVENUE_RULE = "storefront_cohort_currency:cxpulse_customer_post_support_revenue:sum"
+SUPPORT_ORDERS_RULE = "storefront_cohort_currency:cxpulse_customer_post_support_orders:sum"
 
 
 @functools.cache
 def customer_query(record: str) -> str:
     """A recording rule of ``rules.customer_rules()`` as a self-contained query over the raw
-    ``cxpulse_customer_*`` gauges (every recorded series it reads replaced by its own expression),
-    so the report works on a Prometheus without the rules and never keeps a second copy of a formula.
+    ``cxpulse_customer_*`` gauges (``rules.customer_expr``), so the report works on a Prometheus
+    without the rules and never keeps a second copy of a formula.
 
         >>> customer_query("storefront:cxpulse_customer_cohort_customers:sum")
         'sum by (storefront) (cxpulse_customer_cohort_customers)'
     """
-    rules = {rule["record"]: rule["expr"] for rule in customer_rules()}
-    if record not in rules:
-        raise ReportError(f"{record} is not a recording rule of streams.mixin.rules.customer_rules(): the report and the "
-                          "rules disagree on its name")
-    names = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, sorted(rules, key=len, reverse=True)))
-                       + r")(?![\w:])")
-
-    def expand(expr: str) -> str:
-        return names.sub(lambda found: "(" + expand(rules[found[1]]) + ")", expr)
-
-    return expand(rules[record])
+    try:
+        return customer_expr(record)
+    except KeyError:
+        raise ReportError(f"{record} is not a recording rule of streams.mixin.rules.customer_rules(): the report and "
+                          "the rules disagree on its name") from None
 
 
 CustomerRows = Callable[[str, int, tuple[str, ...]], dict[Key, float]]  # (rule, at_s, labels) -> key -> value
@@ -755,18 +797,23 @@ def customers_section(prom: Prometheus, week: Week, storefront: str | None) -> C
 
     - repeat customers and post-support conversion, with their Wilson 95% intervals and customers;
     - LTV (30 / 90-day revenue per customer) of the latest mature first-order cohort;
-    - LTV by NPS category per purchase count, and promoters against detractors at the same counts.
+    - LTV by NPS category and by CSAT band per purchase count, and promoters against detractors,
+      satisfied against unsatisfied customers at the same counts;
+    - retention and churn of the last complete period of each length;
+    - revenue after support of the week's tickets and the week before's.
     """
     def rows(record: str, at_s: int, names: tuple[str, ...]) -> dict[Key, float]:
         found = _by_key(prom.instant(customer_query(record), at_s), names)
         return {k: v for k, v in found.items() if not storefront or dict(k).get("storefront") == storefront}
 
     shares, cohorts, nps = customer_shares(rows, week), cohort_ltv(rows, week), nps_ltv(rows, week)
-    note = "" if shares or cohorts or nps else (
+    csat = nps_ltv(rows, week, CSAT_LTV_RULE, CSAT_CUSTOMERS_RULE, "csat_band", "satisfied", "unsatisfied")
+    retention, support = customer_retention(rows, week), support_revenue(rows, week)
+    note = "" if shares or cohorts or nps or csat or retention or support else (
         "No customer-level data at the week's end: no cxpulse_customer_* series"
         + (f' with storefront="{storefront}"' if storefront else "")
         + " (the customer stage exports them; docs/customers.md).")
-    return Customers(shares, cohorts, nps, note)
+    return Customers(shares, cohorts, nps, csat, retention, support, note)
 
 
 def customer_shares(rows: CustomerRows, week: Week) -> list[CustomerShare]:
@@ -818,23 +865,63 @@ def cohort_ltv(rows: CustomerRows, week: Week) -> list[CohortLtv]:
     return out
 
 
-def nps_ltv(rows: CustomerRows, week: Week) -> list[NpsLtv]:
-    """Per storefront, currency and horizon: customers and LTV by purchase count and NPS category."""
+def nps_ltv(rows: CustomerRows, week: Week, ltv_rule: str = NPS_LTV_RULE, customers_rule: str = NPS_CUSTOMERS_RULE,
+            group: str = "nps_category", high: str = "promoter", low: str = "detractor") -> list[NpsLtv]:
+    """Per storefront, currency and horizon: customers and LTV by purchase count and NPS category
+    (or, with the CSAT rules and ``csat_band``, by CSAT band)."""
     from streams.pipeline.customer_state import HORIZONS
 
-    ltv = rows(NPS_LTV_RULE, week.end_s, ("storefront", "currency", "horizon", "purchases", "nps_category"))
-    customers = rows(NPS_CUSTOMERS_RULE, week.end_s, ("storefront", "horizon", "purchases", "nps_category"))
+    ltv = rows(ltv_rule, week.end_s, ("storefront", "currency", "horizon", "purchases", group))
+    customers = rows(customers_rule, week.end_s, ("storefront", "horizon", "purchases", group))
     groups: dict[tuple[str, str, str], dict[str, dict[str, tuple[float, float]]]] = {}
     for k, value in ltv.items():
         shop, currency, horizon, purchases, category = (v for _, v in k)
         if currency == NO_CURRENCY:
             continue
         n = customers.get((("storefront", shop), ("horizon", horizon), ("purchases", purchases),
-                           ("nps_category", category)), 0.0)
+                           (group, category)), 0.0)
         groups.setdefault((shop, currency, horizon), {}).setdefault(purchases, {})[category] = (n, value)
-    return [NpsLtv(shop, currency, horizon, dict(sorted(strata.items())))
+    return [NpsLtv(shop, currency, horizon, dict(sorted(strata.items())), high, low)
             for (shop, currency, horizon), strata in sorted(
                 groups.items(), key=lambda g: (*g[0][:2], HORIZONS.get(g[0][2], 0)))]
+
+
+def customer_retention(rows: CustomerRows, week: Week) -> list[Retention]:
+    """Per storefront and period length: the latest period complete by the week's end (its first
+    day + its length at or before the week's end), its customers, retention and Wilson interval."""
+    level = ("storefront", "period", "period_start")
+    value, n = rows(RETENTION_RULE, week.end_s, level), rows(RETENTION_CUSTOMERS_RULE, week.end_s, level)
+    bounds = {side: rows(f"{RETENTION_RULE}_{side}", week.end_s, level) for side in ("lower", "upper")}
+    latest: dict[tuple[str, str], Key] = {}
+    for key in n:
+        shop, period, start = (v for _, v in key)
+        days = re.fullmatch(r"(\d+)d", period)
+        start_day = datetime.fromisoformat(start).replace(tzinfo=timezone.utc) if days else None
+        if start_day is None or (start_day + timedelta(days=int(days[1]))).timestamp() > week.end_s:
+            continue  # still in progress at the week's end
+        if (shop, period) not in latest or dict(latest[shop, period])["period_start"] < start:
+            latest[shop, period] = key
+    out = []
+    for (shop, period), key in sorted(latest.items(), key=lambda item: (item[0][0], int(item[0][1][:-1]))):
+        lower, upper = bounds["lower"].get(key), bounds["upper"].get(key)
+        out.append(Retention(shop, period, dict(key)["period_start"], n[key], value.get(key),
+                             None if lower is None or upper is None else (lower, upper)))
+    return out
+
+
+def support_revenue(rows: CustomerRows, week: Week) -> list[SupportRevenue]:
+    """Revenue after support of the tickets of the report week (still growing: orders count up to
+    CXPULSE_POST_SUPPORT after a ticket) and of the week before, per storefront and currency."""
+    level = ("storefront", "cohort", "currency")
+    revenue, orders = rows(SUPPORT_REVENUE_RULE, week.end_s, level), rows(SUPPORT_ORDERS_RULE, week.end_s, level)
+    weeks = (week.label, week.previous().label)
+    return [SupportRevenue(shop, currency, cohort, orders.get(key, 0.0), value)
+            for key, value in sorted(revenue.items(), key=lambda item: (dict(item[0])["storefront"],
+                                                                       dict(item[0])["currency"],
+                                                                       weeks.index(dict(item[0])["cohort"])
+                                                                       if dict(item[0])["cohort"] in weeks else 2))
+            for shop, cohort, currency in [tuple(v for _, v in key)]
+            if cohort in weeks and currency != NO_CURRENCY]
 
 
 def _cohort_end_s(cohort: str) -> int | None:
@@ -855,7 +942,8 @@ def build(prom: Prometheus, week: Week, storefront: str | None = None,
     figures = headline(prom, week, sel)
     progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS))
     moved, volumes = movers(prom, week, sel), volume_movers(prom, week, sel)
-    progress("customers: repeat customers, post-support conversion, cohort LTV, LTV by NPS category")
+    progress("customers: repeat customers, post-support conversion and revenue, cohort LTV, LTV by NPS category "
+             "and CSAT band, retention")
     customers = customers_section(prom, week, storefront)
     progress("initiatives")
     initiatives = initiatives_section(prom, week)
@@ -1064,6 +1152,19 @@ NPS_CAPTION = (
     "detractors at the same purchase counts: the promoters' LTV at each count, weighted by the detractors' "
     "customers at that count, against the detractors' own LTV.")
 NPS_CATEGORIES = ("promoter", "passive", "detractor")
+CSAT_BANDS = ("satisfied", "neutral", "unsatisfied")
+CSAT_CAPTION = (
+    "Customers by the band of their latest CSAT answer (satisfied 4-5, neutral 3, unsatisfied 1-2) and their orders "
+    "within 90 days of the first, counted once the horizon has passed: LTV (customers). \"Worth X% more\" compares "
+    "satisfied with unsatisfied customers at the same purchase counts, as for NPS.")
+RETENTION_CAPTION = (
+    "Of the customers who ordered in the period before (customers), the share who ordered again in the period; "
+    "churn is the rest. A period is a block of days counted from Monday 1969-12-29 UTC (CXPULSE_RETENTION_PERIODS); "
+    "shown: the latest period complete by the week's end. Wilson 95% interval.")
+SUPPORT_REVENUE_CAPTION = (
+    "Orders placed within CXPULSE_POST_SUPPORT (7 days by default) after the customer's latest ticket before them, "
+    "and their revenue, by the ISO week of that ticket (each order once; gross of refunds). The report week's "
+    "tickets still gain orders for up to 7 days after the week's end.")
 
 
 def customer_blocks(report: Report) -> list[Block]:
@@ -1108,22 +1209,55 @@ def customer_blocks(report: Report) -> list[Block]:
         out += [_table(["storefront", "horizon", "purchases", "promoters", "passives", "detractors",
                         "promoters vs detractors"], rows, 3),
                 Block("caption", NPS_CAPTION)]
+    if section.csat:
+        out.append(Block("h3", "LTV by CSAT band, at the same number of purchases"))
+        out.append(Block("ul", items=tuple(nps_sentence(n) for n in section.csat)))
+        rows = []
+        for group in section.csat:
+            for purchases, cats in group.strata.items():
+                cells = [f"{fmt_money(cats[c][1], group.currency)} ({fmt_count(cats[c][0])})" if c in cats else "-"
+                         for c in CSAT_BANDS]
+                both = purchases in group.compared() and cats["unsatisfied"][1] > 0
+                vs = fmt_ratio_change(cats["satisfied"][1] / cats["unsatisfied"][1] - 1) if both else "-"
+                rows.append([group.storefront, _horizon(group.horizon), purchases, *cells, vs])
+        out += [_table(["storefront", "horizon", "purchases", "satisfied", "neutral", "unsatisfied",
+                        "satisfied vs unsatisfied"], rows, 3),
+                Block("caption", CSAT_CAPTION)]
+    if section.retention:
+        rows = [[r.storefront, _horizon(r.period), r.period_start, fmt_count(r.customers),
+                 "no data" if r.value is None else fmt_percent(r.value),
+                 "-" if r.interval is None else f"{fmt_percent(r.interval[0])} to {fmt_percent(r.interval[1])}",
+                 "no data" if r.churn is None else fmt_percent(r.churn)] for r in section.retention]
+        out += [Block("h3", "Customer retention and churn"),
+                _table(["storefront", "period", "from", "customers", "retention", "95% interval", "churn"], rows, 3),
+                Block("caption", RETENTION_CAPTION)]
+    if section.support_revenue:
+        rows = [[r.storefront, r.cohort, fmt_count(r.orders), fmt_money(r.revenue, r.currency)]
+                for r in section.support_revenue]
+        out += [Block("h3", "Revenue after support"), _table(["storefront", "tickets of", "orders", "revenue"], rows, 2),
+                Block("caption", SUPPORT_REVENUE_CAPTION)]
     return out
+
+
+PLURAL = {"promoter": "promoters", "detractor": "detractors", "satisfied": "satisfied customers",
+          "unsatisfied": "unsatisfied customers"}
 
 
 def nps_sentence(group: NpsLtv) -> str:
     """``north-outfitters, 90-day revenue per customer in EUR: promoters are worth 23.9% more than
-    detractors with the same number of purchases (98 promoters, 74 detractors with 1, 2 or 4+ purchases).``"""
+    detractors with the same number of purchases (98 promoters, 74 detractors with 1, 2 or 4+ purchases).``
+    The same for satisfied against unsatisfied customers (CSAT bands)."""
     what = f"{group.storefront}, {group.horizon.removesuffix('d')}-day revenue per customer in {group.currency}"
-    premium = group.promoter_premium
+    high, low = PLURAL[group.high], PLURAL[group.low]
+    premium = group.premium
     if premium is None:
-        return f"{what}: no purchase count with both promoters and detractors yet."
+        return f"{what}: no purchase count with both {high} and {low} yet."
     more = f"{abs(100 * premium):.1f}% {'more' if premium >= 0 else 'less'}"
     counts = group.compared()
     at = ", ".join(counts[:-1]) + " or " + counts[-1] if len(counts) > 1 else counts[0]
-    return (f"{what}: promoters are worth {more} than detractors with the same number of purchases "
-            f"({fmt_count(group.customers('promoter'))} promoters, {fmt_count(group.customers('detractor'))} "
-            f"detractors with {at} purchase{'' if counts == ['1'] else 's'}).")
+    return (f"{what}: {high} are worth {more} than {low} with the same number of purchases "
+            f"({fmt_count(group.customers(group.high))} {high}, {fmt_count(group.customers(group.low))} {low} "
+            f"with {at} purchase{'' if counts == ['1'] else 's'}).")
 
 
 INITIATIVES_CAPTION = (
@@ -1342,6 +1476,16 @@ def figures_json(report: Report) -> dict[str, Any]:
                                     for b, cats in n.strata.items()},
                          "compared": n.compared(), "promoter_premium": n.promoter_premium}
                         for n in report.customers.nps],
+            "csat_ltv": [{"storefront": n.storefront, "currency": n.currency, "horizon": n.horizon,
+                          "strata": {b: {cat: {"customers": v[0], "ltv": v[1]} for cat, v in cats.items()}
+                                     for b, cats in n.strata.items()},
+                          "compared": n.compared(), "satisfied_premium": n.premium}
+                         for n in report.customers.csat],
+            "retention": [{"storefront": r.storefront, "period": r.period, "period_start": r.period_start,
+                           "customers": r.customers, "value": r.value, "interval": r.interval, "churn": r.churn}
+                          for r in report.customers.retention],
+            "support_revenue": [{"storefront": r.storefront, "currency": r.currency, "cohort": r.cohort,
+                                 "orders": r.orders, "revenue": r.revenue} for r in report.customers.support_revenue],
             "note": report.customers.note,
         },
         "initiatives": {row.name: {"kpi": row.kpi, "treated": row.treated, "control": row.control,

@@ -394,3 +394,27 @@ def test_csat_facts_travel_apart_from_the_first_kinds_and_decode() -> None:
     for bad in (["c", "shop", "c1", "e2", T0, 0], ["c", "shop", "c1", "e2", T0, 6], ["n", "shop", "c1", "e2", T0, 11]):
         with pytest.raises(ValueError):
             decode_facts(orjson.dumps([bad]))
+
+
+def test_a_scrape_shows_revenue_after_support_in_major_units_and_no_period_before_it_begins() -> None:
+    from prometheus_client.registry import CollectorRegistry
+
+    from streams.runtime.collector import CxCollector
+    from streams.runtime.published import Published, Publisher
+
+    state = CustomerState(0, Settings(retention_periods_ms=(30 * DAY,)))
+    monday = 1_767_571_200_000  # 2026-01-05, ISO week 2026-W02, in the 30-day period from 2026-01-04
+    state.apply([Message(0, [["t", "shop", "a", "e1", monday], ["o", "shop", "a", "e2", monday + DAY, 1999, "EUR"],
+                             ["o", "shop", "a", "e3", monday + DAY, 500, "JPY"]], [])])
+    publisher = Publisher()
+    publisher.current = Published(snapshots={("customer", 0): state.snapshot()})
+    registry = CollectorRegistry()
+    registry.register(CxCollector(publisher, Settings()))
+    week = {"storefront": "shop", "cohort": "2026-W02"}
+    assert registry.get_sample_value("cxpulse_customer_post_support_revenue", {**week, "currency": "EUR"}) == 19.99
+    assert registry.get_sample_value("cxpulse_customer_post_support_revenue", {**week, "currency": "JPY"}) == 500.0
+    assert registry.get_sample_value("cxpulse_customer_post_support_orders", {**week, "currency": "EUR"}) == 1.0
+    # a is a customer of the next period (from 2026-02-03), which has not begun: not exported yet
+    assert registry.get_sample_value("cxpulse_customer_retention_customers",
+                                     {"storefront": "shop", "period": "30d", "period_start": "2026-02-03"}) is None
+    assert ("retention_customers", "shop", "30d", "2026-02-03") in state.aggregates
