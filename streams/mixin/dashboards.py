@@ -943,6 +943,29 @@ def _this_week_and_last(key: str, filters: Mapping[str, str]) -> timeseries.Pane
     return _money(panel) if money else panel
 
 
+def _long_windows() -> table.Panel:
+    """The windows the small shops' pages read (docs/alerts.md, "Small shops"), per storefront."""
+    columns = []
+    for window in rules.LONG_WINDOWS:
+        conversion = f"storefront:cxpulse_conversion:ratio_window{window}{{{SF}}}"
+        sessions = f"storefront:cxpulse_conversion:denominator_window{window}{{{SF}}}"
+        columns += [
+            Column(sessions, f"sessions {window} (n)", "short", 0),
+            Column(f"{conversion}\n* on (storefront) {sessions}", f"orders {window}", "short", 0),
+            Column(conversion, f"conversion {window}", "percentunit", 2),
+            Column(f"{rules.expected_orders_rule(window)}{{{SF}}}", f"orders expected {window}", "short", 1),
+        ]
+    return _table(
+        "Orders against the orders expected, last complete 6 and 24 hours", (
+            "Per storefront, the windows CxpulseConversionDropSixHours / Day and CxpulseOrdersStopped read, summed from "
+            "the 1-minute windows: sessions (the sample n), orders, conversion, and the orders expected "
+            "(`storefront:cxpulse_conversion:expected_orders_window6h`: these sessions x last week's conversion of "
+            f"the same window at the lower end of its 95% interval). No order where {rules.ORDERS_STOPPED_LAMBDA:.1f} "
+            "or more were expected pages (P < 0.1%). For shops too small for the hourly pages."),
+        ["storefront"], columns, sort=("storefront", False), span=24, height=7, clock=EVENT_LAST.replace(
+            "$window window", "6h / 24h window"))
+
+
 def cx_overview() -> dm.Dashboard:
     filters = {"storefront": "$storefront", "currency": "$currency"}
     tiles = {spec.key: _overview_tiles(spec, filters) for spec in _headlines()}
@@ -960,9 +983,11 @@ def cx_overview() -> dm.Dashboard:
              [t for key in ("conversion", "first_response_p90", "nps", "csat") for t in tiles[key]]),
             ("Money in $currency: last complete $window window, selected storefronts pooled",
              [t for key in ("revenue_per_visitor", "average_order_value") for t in tiles[key]], "currency"),
-            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseRevenuePerVisitorDrop",
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseConversionDropSixHours",
+                                 "CxpulseConversionDropDay", "CxpulseOrdersStopped", "CxpulseRevenuePerVisitorDrop",
                                  "CxpulseNpsDrop", "CxpulseCsatDrop", "CxpulseFirstResponseSlow",
                                  "CxpulseEventsSilent", "CxpulseWindowsBehind", "CxpulseNoWorkerReady"])]),
+            ("Small shops: the last complete 6 and 24 hours", [_long_windows()]),
             ("Per $window window, this week and last: $storefront",
              [*(_band(key, span=8, baseline=True,
                       title=f"{_short(_kpi(key))} per $window window: this week and last, $storefront")
@@ -1105,7 +1130,8 @@ def revenue_funnel() -> dm.Dashboard:
                 "arrival-time rules keep only the storefront), as the workers count them (recording rules "
                 "`storefront:cxpulse_sessions_started:rate5m`, `storefront:cxpulse_orders_placed:rate5m`, x 60).",
                 "short", arrivals, clock=ARRIVAL, span=24)]),
-            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseRevenuePerVisitorDrop",
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseConversionDropSixHours",
+                                 "CxpulseConversionDropDay", "CxpulseOrdersStopped", "CxpulseRevenuePerVisitorDrop",
                                  "CxpulseEventsSilent", "CxpulseWindowsBehind"])]),
         ],
     )

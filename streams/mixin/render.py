@@ -75,6 +75,40 @@ def uncertainty_doc() -> list[str]:
     ]
 
 
+def long_windows_doc() -> list[str]:
+    """The 6h / 24h conversion and the orders expected, recorded for the pages of small shops."""
+    from streams.mixin import rules
+
+    conversion = next(k for k in KPIS if k.key == "conversion")
+    lines = [
+        "## Long windows: small shops",
+        "",
+        "By event time. Conversion over the last complete "
+        + " and ".join(rules.LONG_WINDOWS) + " is recorded per storefront for the pages of shops too small "
+        "for the hourly ones (docs/alerts.md, \"Small shops\"), with its sample size, 95% Wilson interval and "
+        "last week's (`_offset1w`), like the hourly KPIs. These windows are not views of the merge stage: "
+        "a rule sums the window's 1-minute windows, where its last minute is complete (windows complete in "
+        "order; a minute without a sample had no such event). Beside them, the orders a window should hold: "
+        "its sessions x last week's conversion of the same window at the lower end of its interval.",
+        "",
+        "| recorded | PromQL |",
+        "|---|---|",
+    ]
+    level = ("storefront",)
+    for window in rules.LONG_WINDOWS:
+        for record, expr in (
+                (rules.window_rule(conversion, level, window),
+                 rules.window_kpi_expr(conversion, level, window, rules.DELAY)),
+                (rules.window_denominator_rule(conversion, level, window),
+                 rules.window_component(conversion.denominator, level, window, rules.DELAY))):
+            lines.append(f"| `{record}` | `{' '.join(expr.split())}` |")
+    for window in rules.ORDERS_STOPPED_WINDOWS:
+        record = rules.expected_orders_rule(window)
+        expr = next(r["expr"] for g in rules.recording_groups() for r in g["rules"] if r["record"] == record)
+        lines.append(f"| `{record}` | `{' '.join(expr.split())}` |")
+    return lines + [""]
+
+
 def customers_doc() -> list[str]:
     """The customer-level and initiative series and the rules over them (docs/customers.md and
     docs/initiatives.md explain them)."""
@@ -201,6 +235,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "Every ratio ships with its denominator series, so a dashboard can tell a real drop from a small sample.",
         "",
         *uncertainty_doc(),
+        *long_windows_doc(),
         "## Cumulative counters",
         "",
         "Monotonic since the state began; one series per source `partition`, which moves with its state",
