@@ -42,6 +42,7 @@ replay counts early), so exactness holds while the guard is not reached.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import logging
 from collections import OrderedDict
@@ -114,6 +115,7 @@ def period_start_ms(ts_ms: int, period_ms: int) -> int:
     return ts_ms - (ts_ms - PERIOD_ANCHOR_MS) % period_ms
 
 
+@functools.lru_cache(maxsize=4096)  # period starts: a few distinct values, asked for every order of every fact
 def day_label(ts_ms: int) -> str:
     """The UTC date of ``ts_ms``, the ``period_start`` label: ``2026-01-26``."""
     return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
@@ -125,8 +127,16 @@ def iso_week(ts_ms: int) -> str:
         >>> iso_week(1_795_000_000_000)
         '2026-W47'
     """
-    year, week, _ = datetime.fromtimestamp(ts_ms / 1000, timezone.utc).isocalendar()
+    return _week_label(week_start_ms(ts_ms))
+
+
+@functools.lru_cache(maxsize=4096)  # one per Monday: every fact asks for the weeks of all its customer's events
+def _week_label(monday_ms: int) -> str:
+    year, week, _ = datetime.fromtimestamp(monday_ms / 1000, timezone.utc).isocalendar()
     return f"{year}-W{week:02d}"
+
+
+_period_label = functools.lru_cache(maxsize=16)(format_duration)  # "30d" for 30 days of ms
 
 
 def week_start_ms(ts_ms: int) -> int:
@@ -244,7 +254,7 @@ def contribution(storefront: str, customer: Customer, watermark: int | None, pos
                     if ts < first + span:
                         add((f"{survey}_revenue", storefront, category, purchases, currency, horizon), amount)
         for period_ms in periods_ms:
-            period = format_duration(period_ms)
+            period = _period_label(period_ms)
             active = {period_start_ms(o[0], period_ms) for o in orders}
             for start in active:
                 this = day_label(start + period_ms)  # the customer is one of the next period's base
@@ -311,6 +321,7 @@ class CustomerState:
         self._expiring: list[tuple[int, str, str]] = []
         self._prefix = f"customer|{partition}|".encode()
         self._warned = False
+        self._expired: tuple[int | None, Callable[[Key], bool]] | None = None  # (watermark, its test)
 
     # ----------------------------------------------------------------- apply
     def apply(self, messages: Iterable[Message]) -> Applied:
@@ -484,10 +495,12 @@ class CustomerState:
         older than the last ``cohort_weeks``, or a retention period before the previous one.
         Such keys are dropped and never change again (a replay decides the same way)."""
         watermark = self.meta.watermark_ms
+        if self._expired is not None and self._expired[0] == watermark:
+            return self._expired[1]
         if watermark is None:
             return lambda key: False
         oldest_week = iso_week(watermark - (self.cohort_weeks - 1) * 7 * DAY_MS)
-        oldest_period = {format_duration(p): day_label(period_start_ms(watermark, p) - p) for p in self.periods_ms}
+        oldest_period = {_period_label(p): day_label(period_start_ms(watermark, p) - p) for p in self.periods_ms}
 
         def expired(key: Key) -> bool:
             at = _COHORT_AT.get(key[0])
@@ -496,6 +509,7 @@ class CustomerState:
             at = _PERIOD_AT.get(key[0])
             return at is not None and key[at + 1] < oldest_period.get(key[at], "")
 
+        self._expired = (watermark, expired)
         return expired
 
     def _prune(self) -> None:
@@ -509,7 +523,7 @@ class CustomerState:
         watermark = self.meta.watermark_ms
         if watermark is None:
             return dict(self.aggregates)
-        current = {format_duration(p): day_label(period_start_ms(watermark, p)) for p in self.periods_ms}
+        current = {_period_label(p): day_label(period_start_ms(watermark, p)) for p in self.periods_ms}
         out = {}
         for key, value in self.aggregates.items():
             at = _PERIOD_AT.get(key[0])
