@@ -1,7 +1,10 @@
 # cxpulse stream worker: one `cxpulse worker` per container.
 # Build from the repository root:   docker build -t cxpulse:0.1.0 .
 # Dependencies come from requirements.lock through deploy/install.sh, the same
-# step CI runs, so the image and the tested environment cannot differ.
+# step CI runs, so the image and the tested environment cannot differ. It holds
+# the base install with the worker and report extras: `cxpulse worker`, and a
+# scheduled `cxpulse report` from the same image (tests/integration/test_install.py
+# installs the same way and runs every command).
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1

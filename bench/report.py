@@ -7,8 +7,13 @@ from collections import defaultdict
 from pathlib import Path
 
 NAMES = {"ceiling": "bare confluent-kafka loop (ceiling)", "faust": "idiomatic Faust (windowed table per event)",
-         "quix": "Quix Streams (tumbling-window count)", "cxpulse": "cxpulse, 1 worker",
+         "quix": "Quix Streams (tumbling-window count)", "bytewax": "Bytewax, 1 worker (tumbling-window count)",
+         "pathway": "Pathway, 1 thread (tumbling-window count)", "pathway_2t": "Pathway, 2 threads (tumbling-window count)",
+         "cxpulse": "cxpulse, 1 worker",
          "cxpulse_2w": "cxpulse, 2 workers", "bare_window": "cxpulse window layer, bare consumer (no Faust)"}
+# The ratio rows of the peers table: name -> approach (results JSON and docs use these names).
+PEER_RATIOS = {"cxpulse/quix": "quix", "cxpulse/pathway": "pathway", "cxpulse/pathway-2t": "pathway_2t",
+               "cxpulse/bytewax": "bytewax"}
 
 
 def med(xs):
@@ -18,6 +23,57 @@ def med(xs):
 
 def fmt(x, pattern="{:,.0f}"):
     return "—" if x is None else pattern.format(x)
+
+
+def cpu_us(r: dict) -> float | None:
+    return 1e6 * r["cpu_s"] / r["events"] if r.get("events") and r.get("cpu_s") is not None else None
+
+
+def peer_summary(runs: list[dict]) -> dict:
+    """Per workload: each ``cxpulse/<peer>`` ratio (median of the per-repetition ratios, and each
+    one), and each peer's events/s and CPU µs/event (medians over its successful runs)."""
+    out: dict = {}
+    for layout in ("single", "batched"):
+        mine = [r for r in runs if r["layout"] == layout]
+        ratios = {}
+        for name, peer in PEER_RATIOS.items():
+            per_rep = []
+            for rep in sorted({r["rep"] for r in mine}):
+                got = {r["approach"]: r["rate"] for r in mine if r["rep"] == rep}
+                if got.get("cxpulse") and got.get(peer):
+                    per_rep.append(got["cxpulse"] / got[peer])
+            ratios[name] = {"median": med(per_rep), "per_rep": per_rep}
+        peers = {}
+        for peer in PEER_RATIOS.values():
+            rs = [r for r in mine if r["approach"] == peer]
+            ok = [r for r in rs if r.get("rate")]
+            peers[peer] = {"events_per_s": med([r["rate"] for r in ok]),
+                           "cpu_us_per_event": med([cpu_us(r) for r in ok]),
+                           "runs": len(rs), "failed": len(rs) - len(ok),
+                           "counts_checked": sum(1 for r in ok if r.get("cells_checked")),
+                           "errors": sorted({str(r.get("error"))[:200] for r in rs if not r.get("rate")})}
+        out[layout] = {"ratios": ratios, "peers": peers}
+    return out
+
+
+def peers_table(results: dict) -> list[str]:
+    summary = results.get("peers") or peer_summary(results["throughput"])
+    has_cxpulse = any(r["approach"] == "cxpulse" for r in results["throughput"])
+    rows = ["| workload | ratio | median of per-run ratios | per run | peer events/s (median) | "
+            "peer CPU µs/event (median) | peer runs ok |", "|---|---|---:|---|---:|---:|---|"]
+    for layout in ("single", "batched"):
+        for name, peer in PEER_RATIOS.items():
+            ratio = summary[layout]["ratios"][name]
+            p = summary[layout]["peers"][peer]
+            ok = (f"{p['runs'] - p['failed']} of {p['runs']}; counts checked in {p.get('counts_checked', 0)}"
+                  + (f" ({'; '.join(p['errors'])[:200]})" if p["errors"] else ""))
+            rows.append(f"| {layout} | {name} | {fmt(ratio['median'], '{:.3f}')} | "
+                        f"{', '.join(f'{x:.3f}' for x in ratio['per_rep']) or '—'} | {fmt(p['events_per_s'])} | "
+                        f"{fmt(p['cpu_us_per_event'], '{:,.1f}')} | {ok} |")
+    if not has_cxpulse:
+        rows.append("\nNo cxpulse rows in this run: the ratios are left blank; a full run or `--only throughput` "
+                    "fills them.")
+    return rows
 
 
 def tables(results: dict) -> tuple[str, dict]:
@@ -47,19 +103,25 @@ def tables(results: dict) -> tuple[str, dict]:
             if not rs:
                 continue
             rates = [r["rate"] for r in rs]
-            cpu = med([1e6 * r["cpu_s"] / r["events"] for r in rs if r.get("events") and r.get("cpu_s") is not None])
+            ok = [r for r in rs if r["rate"]]
+            cpu = med([cpu_us(r) for r in ok])
             notes = []
+            if len(ok) < len(rs):
+                notes.append(f"{len(rs) - len(ok)} of {len(rs)} runs failed (no rate; left out of the median)")
             if any(r.get("capped") for r in rs):
                 notes.append(f"time-capped at {results['plan']['cap_s']:g} s: rate over the events reached")
             if any(r.get("stalled") for r in rs):
                 notes.append("STALLED: " + str(next(r.get("error") for r in rs if r.get("stalled")))[:160])
             if any(r.get("error") and not r.get("stalled") and r.get("approach") not in ("cxpulse", "cxpulse_2w") for r in rs):
                 notes.append("error: " + str(next(r["error"] for r in rs if r.get("error")))[:160])
-            lines.append(f"| {layout} | {NAMES[name]} | {fmt(med(rates))} | {', '.join(fmt(x) for x in rates)} | "
+            lines.append(f"| {layout} | {NAMES[name]} | {fmt(med([r['rate'] for r in ok]))} | "
+                         f"{', '.join(fmt(x) for x in rates)} | "
                          f"{fmt(cpu, '{:,.1f}')} | {'; '.join(notes)} |")
     rl = ["| workload | ratio | median of per-run ratios | per run |", "|---|---|---:|---|"]
     for (layout, name), xs in ratios.items():
         rl.append(f"| {layout} | {name} | {med(xs):.3f} | {', '.join(f'{x:.3f}' for x in xs)} |")
+    if not ratios:
+        rl = ["No cxpulse rows in this run, so no ratios."]
     return "\n".join(lines) + "\n\n" + "\n".join(rl), {k: med(v) for k, v in ratios.items()}
 
 
@@ -74,11 +136,12 @@ def targets(results: dict, ratios: dict) -> list[str]:
     r = ratios.get(("single", "cxpulse/quix"))
     rows.append(f"| single-event messages: ≥ Quix Streams | {fmt(r, '{:.2f}')}× Quix | "
                 f"{verdict(None if r is None else r >= 1)} |")
-    f5 = next((f for f in results["freshness"] if f["layout"] == "batched" and f["offered_per_s"] == 5000), None)
+    f5 = next((f for f in results.get("freshness", []) if f["layout"] == "batched" and f["offered_per_s"] == 5000),
+              None)
     p99 = f5 and f5["p99_s"]
     rows.append(f"| freshness p99 ≤ 1 s at 5k events/s | p99 {fmt(p99, '{:.2f}')} s (batched) | "
                 f"{verdict(None if p99 is None else p99 <= 1.0 and not f5['missing'])} |")
-    flat = flat_in_events(results["memory_recovery"])
+    flat = flat_in_events(results.get("memory_recovery", []))
     if flat is not None:
         if flat["by_rate"] is None:  # a result from before the same-span, paced stage
             rows.append(f"| RSS flat in event count | {flat['events_x']:.0f}× events → {flat['raw']:.2f}× peak RSS | "
@@ -122,7 +185,7 @@ def mib(x, pattern: str = "{:,.0f}") -> str:
 
 
 def memory_tables(results: dict) -> list[str]:
-    mem = results["memory_recovery"]
+    mem = results.get("memory_recovery", [])
     if mem and "idle_rss" in mem[0]:
         out = ["Each workload fed while one worker runs (`bench.workload.Feeder`, paced, so the worker never "
                "holds a large fetched backlog); the 10× workload covers the same event-time span at 10× the "
@@ -184,12 +247,44 @@ def render(results: dict) -> str:
         "<!-- generated by `python -m bench run` from bench/results/*.json; edit bench/report.py, not this part -->",
         f"## Results ({results['mode']} run)", "",
         f"- machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, Linux {m['kernel']}; broker, "
-        "clients and workers share the cores",
+        "clients and workers share the cores"
+        + (f"; load average (1 min) {' → '.join(f'{x:.1f}' for x in results['load'].values())} "
+           f"({', '.join(results['load'])}): other work on the machine slows every row, ratios within a "
+           "repetition suffer least" if results.get("load") else ""),
         f"- date: {m['date']}; command: `{results['command']}`; wall time {results['elapsed_s'] / 60:.1f} min",
         f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}; broker Tansu 0.6.0 (memory storage)",
         f"- workloads: {results['loaded']}", "",
-        "### Targets", "", *targets(results, ratios), "",
+        "### Targets", "",
+        *(targets(results, ratios) if any(r["approach"] == "cxpulse" for r in results["throughput"])
+          else ["Not measured in this run: it has no cxpulse rows."]), "",
         "### Throughput (medians of the repetitions; ratios computed within each repetition)", "", thr, "",
+        "### cxpulse against its peers (ratios computed within each repetition)", "",
+        "Each peer counts every event of the workload per storefront in 1-minute tumbling windows on the "
+        "event's `occurred_at`, and its counts must equal the workload's, storefront by storefront and minute "
+        "by minute, or the run is a failure with no rate. A ratio above 1 means cxpulse is faster.", "",
+        *peers_table(results), ""]
+    if results.get("skipped_stages"):
+        out += [f"Freshness, memory, recovery, cells, profile and window layer: not measured in this run "
+                f"({results['skipped_stages']}); a full `python -m bench run` measures them."]
+    else:
+        out += later_sections(results)
+    if results.get("code"):
+        c = results["code"]
+        out += ["", f"Code measured: commit `{c['commit']}`, {c.get('streams_files', 'streams/*.py')} sha256 "
+                f"`{c['streams_sha256']}`"
+                + (f", with uncommitted changes in streams/: `{' '.join(c['streams_changes'].split())}`"
+                   if c.get("streams_changes") else "") + "."]
+    if footer_path.exists() and not results.get("skipped_stages"):
+        out += ["", footer_path.read_text()]
+    elif footer_path.exists():
+        out += ["", "The findings written for the last full run (`bench/doc_findings.md`) go with that run's "
+                "tables and are shown with a full run only."]
+    return "\n".join(out) + "\n"
+
+
+def later_sections(results: dict) -> list[str]:
+    """Freshness, memory and recovery, cells, profile and window layer (a full run's later stages)."""
+    out = [
         "### Freshness: produce → visible on /metrics", "",
         "Events sent with `streams.producer.Producer` (batched: 100 events per message, 50 ms linger; single: one "
         "event per message) at a paced rate; /metrics polled every 50 ms. Delay = first poll whose "
@@ -198,7 +293,7 @@ def render(results: dict) -> str:
         "(Kafka timestamp → snapshot published, per message) is shown beside it.", "",
         "| layout | offered events/s | achieved send/s | p50 s | p99 s | max s | not visible after 15 s | "
         "histogram p50 / p99 s |", "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in results["freshness"]:
+    for r in results.get("freshness", []):
         h = r.get("histogram") or {}
         out.append(f"| {r['layout']} | {r['offered_per_s']:,} | {r['achieved_send_per_s']:,.0f} | "
                    f"{fmt(r['p50_s'], '{:.3f}')} | {fmt(r['p99_s'], '{:.3f}')} | {fmt(r['max_s'], '{:.3f}')} | "
@@ -236,11 +331,4 @@ def render(results: dict) -> str:
         for r in results["layer"]:
             out.append(f"| {r['layout']} | {r['decode_us']:.1f} | {r['apply_us']:.1f} | {r['snapshot_us']:.1f} | "
                        f"{r['messages_per_apply']} | {r['changelog_bytes_per_event']:.0f} |")
-    if results.get("code"):
-        c = results["code"]
-        out += ["", f"Code measured: commit `{c['commit']}`, streams/*.py sha256 `{c['streams_sha256']}`"
-                + (f", with uncommitted changes in streams/: `{' '.join(c['streams_changes'].split())}`"
-                   if c.get("streams_changes") else "") + "."]
-    if footer_path.exists():
-        out += ["", footer_path.read_text()]
-    return "\n".join(out) + "\n"
+    return out

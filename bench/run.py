@@ -3,10 +3,16 @@
 Starts its own Tansu broker on a free port, loads the seeded workloads
 (``bench.workload``), then measures, repetition by repetition so that ratios
 come from the same run: the bare confluent-kafka ceiling, idiomatic Faust,
-Quix Streams, one and two ``cxpulse worker`` processes, and the window layer
-fed by a bare consumer; then freshness at paced loads, memory, recovery and
-a py-spy profile of the worker. Results go to ``bench/results/<stamp>.json``
+the peers users compare cxpulse with (Quix Streams, Bytewax, Pathway at 1 and
+2 engine threads: each counts events per storefront in 1-minute event-time
+windows, and its counts must match the workload's, window by window), one and
+two ``cxpulse worker`` processes, and the window layer fed by a bare
+consumer; then freshness at paced loads, memory, recovery and a py-spy
+profile of the worker. Results go to ``bench/results/<mode>-<stamp>.json``
 and ``docs/benchmarks.md``.
+
+``--only peers`` measures the ceiling and the peers alone (no cxpulse rows, no
+later stages); ``--only throughput`` every throughput row, no later stages.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import bisect
 import hashlib
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -40,6 +47,7 @@ class Plan:
     single_events: int
     batched_events: int
     cap_s: float
+    peer_cap_s: float  # a peer must count the whole workload within this (from its first record), or fail
     fresh_levels: tuple[tuple[str, int], ...]  # (layout, events/s)
     fresh_s: float
     memory_events: tuple[int, ...]  # batched events: N and 10 N, over the same event-time span
@@ -50,13 +58,13 @@ class Plan:
     batched_batch_max: int
 
 
-FULL = Plan(reps=3, single_events=60_000, batched_events=500_000, cap_s=12.0,
+FULL = Plan(reps=3, single_events=60_000, batched_events=500_000, cap_s=12.0, peer_cap_s=150.0,
             fresh_levels=(("batched", 1000), ("batched", 5000), ("batched", 20000), ("single", 1000),
                           ("single", 5000)),
             fresh_s=15.0, memory_events=(50_000, 500_000), memory_feed_per_s=12_500, cells_storefronts=(5, 50),
             cells_events=300_000,
             profile_s=10.0, batched_batch_max=50)
-QUICK = Plan(reps=1, single_events=10_000, batched_events=100_000, cap_s=5.0,
+QUICK = Plan(reps=1, single_events=10_000, batched_events=100_000, cap_s=5.0, peer_cap_s=60.0,
              fresh_levels=(("batched", 5000),), fresh_s=5.0, memory_events=(10_000, 100_000),
              memory_feed_per_s=10_000,
              cells_storefronts=(5, 50), cells_events=0, profile_s=0.0, batched_batch_max=50)
@@ -88,9 +96,10 @@ def code_version() -> dict:
     def git(*a: str) -> str:
         r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
         return r.stdout.strip()
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "streams").glob("*.py")))).hexdigest()
+    # Every module of the package (it has subpackages since the layout by layer).
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "streams").rglob("*.py")))).hexdigest()
     return {"commit": git("rev-parse", "--short", "HEAD"), "streams_changes": git("status", "--porcelain", "streams"),
-            "streams_sha256": digest[:16]}
+            "streams_sha256": digest[:16], "streams_files": "streams/**/*.py"}
 
 
 def machine() -> dict:
@@ -102,10 +111,12 @@ def machine() -> dict:
     import faust
     versions = {"python": platform.python_version(), "faust-streaming": faust.__version__,
                 "confluent-kafka": confluent_kafka.__version__}
-    quix = subprocess.run([str(VENV / "bin" / "python"), "-c", "import quixstreams; print(quixstreams.__version__)"],
-                          capture_output=True, text=True)
-    versions["quixstreams"] = quix.stdout.strip()
-    import os
+    peers = subprocess.run([str(VENV / "bin" / "python"), "-c", "import json, importlib.metadata as m; print(json.dumps("
+                            "{p: m.version(p) for p in ('quixstreams', 'bytewax', 'pathway', 'confluent-kafka')}))"],
+                           capture_output=True, text=True)
+    found = json.loads(peers.stdout or "{}")
+    versions.update({k: found.get(k) for k in ("quixstreams", "bytewax", "pathway")})
+    versions["confluent-kafka (peers' venv)"] = found.get("confluent-kafka")
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kb / 1024 / 1024, 1),
             "kernel": platform.release(), "versions": versions,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -133,12 +144,43 @@ def run_faust(s, events: int, cap: float, work: Path) -> dict:
                        "--datadir", str(work / "faust" / f.app_id)], 120 + cap, work / "faust.log", cwd=work)
 
 
-def run_quix(s, events: int, cap: float, work: Path) -> dict:
+# The peers run in the bench virtualenv, each from its own script; each prints its
+# counts per storefront and window (``cells``), which ``check_peer`` holds
+# against the workload's. A peer's cap is a deadline, not a stopping point.
+def run_quix(s, events: int, layout: str, cap: float, work: Path) -> dict:
     f = fresh_app(s)
     return child_json([str(VENV / "bin" / "python"), str(BENCH / "quix_count.py"), "--bootstrap",
                        s.bootstrap_servers, "--topics", ",".join(s.topics.values()), "--events", str(events),
                        "--cap", str(cap), "--group", f"quix.{f.app_id}", "--state-dir",
                        str(work / "quix" / f.app_id)], 120 + cap, work / "quix.log", cwd=work)
+
+
+def run_bytewax(s, events: int, layout: str, cap: float, work: Path) -> dict:
+    return child_json([str(VENV / "bin" / "python"), str(BENCH / "bytewax_count.py"), "--bootstrap",
+                       s.bootstrap_servers, "--topics", ",".join(s.topics.values()), "--events", str(events),
+                       "--cap", str(cap)], 120 + cap, work / "bytewax.log", cwd=work)
+
+
+def run_pathway(s, events: int, layout: str, cap: float, work: Path, threads: int = 1) -> dict:
+    return child_json([str(VENV / "bin" / "python"), str(BENCH / "pathway_count.py"), "--bootstrap",
+                       s.bootstrap_servers, "--topics", ",".join(s.topics.values()), "--events", str(events),
+                       "--layout", layout, "--cap", str(cap)], 120 + cap, work / f"pathway-{threads}t.log", cwd=work,
+                      env={"PATHWAY_THREADS": str(threads)})
+
+
+def check_peer(r: dict, expected: int, truth: dict[str, int]) -> dict:
+    """A peer's result, with ``error`` set unless its window counts are the workload's, cell by cell."""
+    cells = r.pop("cells", None) or {}
+    if r.get("error"):
+        return r
+    if r.get("counted") != expected:
+        r["error"] = f"counted {r.get('counted')} events, the workload has {expected}"
+    elif cells != truth:
+        wrong = sorted(k for k in truth.keys() | cells.keys() if cells.get(k) != truth.get(k))
+        r["error"] = (f"{len(wrong)} of {len(truth)} storefront-minute counts differ from the workload's, e.g. "
+                      + ", ".join(f"{k}: {cells.get(k)} for {truth.get(k)}" for k in wrong[:3]))
+    r["cells_checked"] = len(truth)
+    return r
 
 
 def run_bare(s, events: int, cap: float, work: Path) -> dict:
@@ -159,17 +201,30 @@ def run_cxpulse(s, events: int, cap: float, work: Path, workers: int = 1) -> dic
     return result
 
 
-APPROACHES = {
+PEERS = {
+    "quix": run_quix,
+    "bytewax": run_bytewax,
+    "pathway": run_pathway,
+    "pathway_2t": lambda s, e, layout, c, w: run_pathway(s, e, layout, c, w, threads=2),
+}
+
+APPROACHES = {  # measured in this order in every repetition
     "ceiling": run_ceiling,
     "faust": run_faust,
-    "quix": run_quix,
+    **PEERS,
     "cxpulse": run_cxpulse,
     "cxpulse_2w": lambda s, e, c, w: run_cxpulse(s, e, c, w, workers=2),
     "bare_window": run_bare,
 }
 
 
+ONLY = {"peers": ("ceiling", *PEERS), "throughput": tuple(APPROACHES)}
+
+
 def rate(r: dict) -> float:
+    """Events/s of a result; 0 for a failed peer (no rate for one that did not count everything)."""
+    if r.get("error") and r.get("approach") in PEERS:
+        return 0.0
     return r["events"] / r["seconds"] if r.get("seconds") else 0.0
 
 
@@ -389,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one repetition, small workloads (< 3 min)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cxpulse-bench"))
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--only", choices=tuple(ONLY),
+                        help="peers: the ceiling and the peers only; throughput: every throughput row; "
+                             "either way no freshness, memory, cells, profile or layer stage")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
@@ -399,12 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = args.workdir / stamp
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"plan": asdict(plan), "mode": "quick" if args.quick else "full", "machine": machine(),
-                     "command": "python -m bench run" + (" --quick" if args.quick else ""), "code": code_version(),
-                     "errors": []}
+    mode = "quick" if args.quick else "full"
+    results: dict = {"plan": asdict(plan), "mode": mode + (f", --only {args.only}" if args.only else ""),
+                     "machine": machine(),
+                     "command": "python -m bench run" + (" --quick" if args.quick else "")
+                                + (f" --only {args.only}" if args.only else ""),
+                     "code": code_version(), "errors": []}
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
-    result_path = out / f"{results['mode']}-{stamp}.json"
+    result_path = out / f"{mode}{'-' + args.only if args.only else ''}-{stamp}.json"
 
     def save() -> None:
         results["elapsed_s"] = time.monotonic() - started
@@ -421,47 +482,69 @@ def main(argv: list[str] | None = None) -> int:
     with LocalBroker(log_path=work / "broker.log") as broker:
         base = Settings(bootstrap_servers=broker.bootstrap)
         spaces = {}
+        truth: dict[str, dict[str, int]] = {}  # layout -> events per storefront|minute
         results["loaded"] = {}
         for layout, n in (("single", plan.single_events), ("batched", plan.batched_events)):
             space = namespace_settings(base)
-            results["loaded"][layout] = load(Workload(layout, n), space)
+            truth[layout] = {}
+            results["loaded"][layout] = load(Workload(layout, n), space, cells=truth[layout])
             if layout == "batched":
                 space = replace(space, batch_max=plan.batched_batch_max)
             spaces[layout] = (space, n)
             say(f"loaded {results['loaded'][layout]}")
         runs: list[dict] = []
+        results["load"] = {"before throughput": os.getloadavg()[0]}
+        names = ONLY[args.only] if args.only else tuple(APPROACHES)
+        say(f"throughput: {plan.reps} repetition(s) x {len(spaces)} workloads x {', '.join(names)}")
         for rep in range(plan.reps):
             for layout, (space, n) in spaces.items():
-                for name, fn in APPROACHES.items():
+                for name in names:
                     if args.quick and layout == "single" and name == "cxpulse_2w":
                         continue
                     try:
-                        r = fn(space, n, plan.cap_s, work)
+                        if name in PEERS:
+                            r = check_peer(PEERS[name](space, n, layout, plan.peer_cap_s, work), n, truth[layout])
+                        else:
+                            r = APPROACHES[name](space, n, plan.cap_s, work)
                     except Exception as exc:  # noqa: BLE001 - a failed approach is a reported figure
                         r = {"error": f"{type(exc).__name__}: {exc}"[:400], "events": 0, "seconds": 0}
-                    r.update(rep=rep, layout=layout, approach=name, rate=rate(r))
+                    r.update(rep=rep, layout=layout, approach=name)
+                    r["rate"] = rate(r)
                     runs.append(r)
                     say(f"rep {rep} {layout:7} {name:11} {r['rate']:>10,.0f} events/s"
                         + (f"  cpu {1e6 * r['cpu_s'] / r['events']:.0f} us/event" if r.get("events") else "")
-                        + ("  (capped)" if r.get("capped") else "") + (f"  ERROR {r.get('error')}" if r.get("error") else ""))
+                        + ("  (capped)" if r.get("capped") else "")
+                        + (f"  counts match the workload's in {r['cells_checked']} storefront-minutes"
+                           if r.get("cells_checked") and not r.get("error") else "")
+                        + (f"  ERROR {r.get('error')}" if r.get("error") else ""))
         results["throughput"] = runs
+        results["load"]["after throughput"] = os.getloadavg()[0]
+        from bench.report import peer_summary
+        results["peers"] = peer_summary(runs)
         save()
-        results["freshness"] = []
-        stage("freshness", lambda: fresh_stage(results, plan, base, work))
-        results["memory_recovery"] = []
-        stage("memory_recovery", lambda: memory_stage(results, plan, base, spaces, work))
-        results["cells"] = []
-        stage("cells", lambda: cells_stage(results, plan, base, work))
-        results["profile"] = {}
-        stage("profile", lambda: profile_stage(results, plan, spaces, work))
-        results["layer"] = []
-        stage("layer", lambda: layer_stage(results, plan))
+        if args.only:
+            results["skipped_stages"] = f"--only {args.only}: no freshness, memory, cells, profile or layer stage"
+        else:
+            later_stages(results, plan, base, spaces, work, stage)
     save()
     from bench.report import render
     if not args.no_docs:
         (ROOT / "docs" / "benchmarks.md").write_text(render(results))
     say(f"done in {results['elapsed_s']:.0f} s; results in {result_path.relative_to(ROOT)}")
     return 0
+
+
+def later_stages(results, plan, base, spaces, work, stage) -> None:
+    results["freshness"] = []
+    stage("freshness", lambda: fresh_stage(results, plan, base, work))
+    results["memory_recovery"] = []
+    stage("memory_recovery", lambda: memory_stage(results, plan, base, spaces, work))
+    results["cells"] = []
+    stage("cells", lambda: cells_stage(results, plan, base, work))
+    results["profile"] = {}
+    stage("profile", lambda: profile_stage(results, plan, spaces, work))
+    results["layer"] = []
+    stage("layer", lambda: layer_stage(results, plan))
 
 
 def fresh_stage(results, plan, base, work) -> None:

@@ -92,13 +92,21 @@ def fresh_app(settings: Settings) -> Settings:
     return fresh
 
 
-def messages(workload: Workload, settings: Settings) -> list[tuple[str, int, bytes | None, bytes]]:
-    """(topic, partition, key, value) in send order."""
+def messages(workload: Workload, settings: Settings,
+             cells: dict[str, int] | None = None) -> list[tuple[str, int, bytes | None, bytes]]:
+    """(topic, partition, key, value) in send order.
+
+    ``cells``, when given, receives the events per storefront and minute of event
+    time (``cell_of``): what a peer counting the workload must report.
+    """
     cfg = SimConfig(seed=SEED, rate_per_s=workload.sim_rate_per_s, storefronts=storefronts(workload.storefronts))
     topics = settings.topics
     out: list[tuple[str, int, bytes | None, bytes]] = []
     grouped: dict[tuple[str, int], list[bytes]] = defaultdict(list)
     for event in itertools.islice(generate(cfg), workload.events):
+        if cells is not None:
+            cell = cell_of(event)
+            cells[cell] = cells.get(cell, 0) + 1
         key = message_key(event)
         topic = topics[EVENT_TYPES[event["type"]].family]
         partition = partition_for(key, settings.partitions)
@@ -117,15 +125,27 @@ def messages(workload: Workload, settings: Settings) -> list[tuple[str, int, byt
     return out
 
 
-def load(workload: Workload, settings: Settings) -> dict:
-    """Create the namespace's topics and produce the workload; return what was loaded."""
+def cell_of(event: dict) -> str:
+    """An event's ``storefront|window start``: its 1-minute tumbling window on ``occurred_at`` (ISO-8601, UTC).
+
+        >>> cell_of({"storefront": "harbor-tea", "occurred_at": "2024-05-14T12:03:59.995Z"})
+        'harbor-tea|2024-05-14T12:03'
+    """
+    return f"{event['storefront']}|{event['occurred_at'][:16]}"
+
+
+def load(workload: Workload, settings: Settings, cells: dict[str, int] | None = None) -> dict:
+    """Create the namespace's topics and produce the workload; return what was loaded.
+
+    ``cells``: as for ``messages``.
+    """
     from confluent_kafka import Producer as Confluent
 
     from streams.devtools.broker import create_topics
 
     create_topics(settings)
     began = time.monotonic()
-    batch = messages(workload, settings)
+    batch = messages(workload, settings, cells)
     generated_s = time.monotonic() - began
     producer = Confluent({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20, "acks": "all",
                           "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,

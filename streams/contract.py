@@ -169,10 +169,10 @@ _MASK = 0xFFFFFFFF
 _WORDS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash of ``data`` (32 bits, unsigned; seed 0x9747b28c).
+def _murmur2_python(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` (32 bits, unsigned; seed 0x9747b28c), in Python.
 
-        >>> murmur2(b"") & 0x7FFFFFFF
+        >>> _murmur2_python(b"") & 0x7FFFFFFF
         275646681
     """
     length = len(data)
@@ -198,6 +198,20 @@ def murmur2(data: bytes) -> int:
     h ^= h >> 13
     h = (h * _M) & _MASK
     return h ^ (h >> 15)
+
+
+try:  # the same function in C (0.2 us a key instead of 2): the worker checks every batched event's key
+    from murmurhash2 import murmurhash2 as _murmurhash2
+
+    def murmur2(data: bytes) -> int:
+        """Kafka's murmur2 hash of ``data`` (32 bits, unsigned; seed 0x9747b28c).
+
+            >>> murmur2(b"") & 0x7FFFFFFF
+            275646681
+        """
+        return _murmurhash2(data, 0x9747B28C)
+except ImportError:  # a producer-only install need not compile anything
+    murmur2 = _murmur2_python
 
 
 def partition_for(key: str, partitions: int) -> int:

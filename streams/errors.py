@@ -82,3 +82,7 @@ class DeliveryError(ProducerError):
 
 class StateRecoveryError(CxpulseError):
     """The state changelog could not be read back to its high-water mark."""
+
+
+class ReportError(CxpulseError):
+    """The report cannot be made: Prometheus unreachable, no data, a bad week. The message says what to do."""

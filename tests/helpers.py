@@ -100,3 +100,24 @@ def facts_of(applied) -> list:
     from streams.pipeline.exchange import decode_facts
 
     return [fact for stage, _, value in applied.sends if stage == "customer" for fact in decode_facts(value)]
+
+
+def changelog_states(settings) -> dict:
+    """Every window-stage partition state as a recovery rebuilds it from the state changelog."""
+    from kafka import KafkaConsumer
+
+    from streams.contract import FAMILIES
+    from streams.pipeline.window_state import PartitionState
+
+    consumer = KafkaConsumer(settings.topic_state, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000, isolation_level="read_committed",
+                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    records = [(record.key, record.value) for record in consumer]
+    consumer.close()
+    states = {}
+    for family in FAMILIES:
+        for partition in range(settings.partitions):
+            state = PartitionState(family, partition, settings)
+            state.restore(records)
+            states[family, partition] = state
+    return states

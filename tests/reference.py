@@ -347,7 +347,7 @@ class Reference:
             return sums.get((name, family, group), 0)
 
         out: dict[tuple[str, tuple], Any] = {}
-        groups = {group for (_, family, group) in sums if family != "order$"}
+        groups = {group for (_, family, group) in sums if family != "order$"} | {group for _, group in samples}
         for group in groups:
             sessions = total("sessions_started", "session", group)
             checkouts = total("checkouts_started", "session", group)

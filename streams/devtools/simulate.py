@@ -216,7 +216,7 @@ class SimConfig:
         self._validate_treated(fail)
 
     def _validate_treated(self, fail: Callable[[str, str], None]) -> None:
-        # The segment labels are those a declared initiative can name (streams.initiatives.core);
+        # The segment labels are those a declared initiative can name (streams.initiatives.model);
         # an unknown value would match nothing, and the demo would silently show no uplift.
         known = {"storefront": {s.name for s in self.storefronts}, "channel": set(self.channels),
                  "device": set(self.device_factor)}
@@ -572,7 +572,7 @@ def _share(text: str) -> float:
 
 def _segment(text: str) -> dict[str, str]:
     """``--treated`` in the syntax of ``cxpulse initiative declare --treated`` (one parser for both)."""
-    from streams.initiatives.core import parse_segment
+    from streams.initiatives.model import parse_segment
 
     return parse_segment(text) if text.strip() else {}
 

@@ -233,11 +233,11 @@ class DemoInitiative:
 
 def declare_initiative(argv: list[str]) -> int:
     """Run ``cxpulse initiative <argv>`` in this process: the parser and the code path of the CLI."""
-    from streams.initiatives import core
+    from streams.initiatives import cli
 
     parser = argparse.ArgumentParser(prog="cxpulse initiative")
-    core.add_arguments(parser)
-    return core.run(parser.parse_args(argv))
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(argv))
 
 
 def demo_initiative(args: argparse.Namespace) -> DemoInitiative | None:
@@ -247,7 +247,7 @@ def demo_initiative(args: argparse.Namespace) -> DemoInitiative | None:
     demo = DemoInitiative(conversion_uplift=args.demo_uplift)
     # Refuse an impossible uplift now, naming the option, rather than a simulator that exits later.
     from streams.devtools.simulate import SimConfig
-    from streams.initiatives.core import parse_segment
+    from streams.initiatives.model import parse_segment
 
     try:
         SimConfig(treated=parse_segment(demo.treated), conversion_uplift=demo.conversion_uplift).validate()

@@ -46,7 +46,7 @@ from streams.catalog import (
     Kpi,
 )
 from streams.config import Settings, parse_duration_ms
-from streams.initiatives.core import Z95
+from streams.mixin.intervals import Z95
 from streams.mixin import rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1794,7 +1794,7 @@ def customers() -> dm.Dashboard:
 
 # ------------------------------------------------------------- Initiatives
 INI = 'initiative=~"$initiative"'
-# Recorded series of rules.initiative_rules() (streams/initiatives/core.py), written in full so grep finds them.
+# Recorded series of rules.initiative_rules() (streams/initiatives/rules.py), written in full so grep finds them.
 ROI = "initiative:cxpulse_initiative_roi:ratio"
 UPLIFT = "initiative:cxpulse_initiative_uplift:diff"
 UPLIFT_RATIO = "initiative:cxpulse_initiative_uplift:ratio"

@@ -291,6 +291,18 @@ def _kpi_expr(kpi: Kpi, level: Level, range_: str, component: Any) -> str:
     return f"1 - (\n{_indent(ratio)}\n)" if kpi.shape == "one_minus" else ratio
 
 
+def kpi_expr(kpi: Kpi, level: Level, component: Any) -> str:
+    """A KPI's formula (docs/metrics.md) in PromQL over any components: ``component(metric, level)``
+    returns the series of one counter the KPI reads (a histogram's ``_bucket`` with ``le``), summed
+    to ``level``. The rules feed it windows; the weekly report, counts between two instants.
+
+        >>> print(kpi_expr(next(k for k in KPIS if k.key == "conversion"), (), lambda metric, level: metric))
+        cxpulse_orders_placed_total
+        / (cxpulse_sessions_started_total > 0)
+    """
+    return _kpi_expr(kpi, level, "", component)
+
+
 def _indent(text: str, spaces: int = 2) -> str:
     return "\n".join(" " * spaces + line for line in text.splitlines())
 
@@ -638,8 +650,8 @@ def customer_expr(record: str) -> str:
 
 def initiative_rules() -> list[dict[str, str]]:
     """Uplift, incremental revenue and profit, ROI and its 95% interval per declared initiative
-    (docs/initiatives.md); the expressions live in ``streams.initiatives.core``."""
-    from streams.initiatives.core import ROI_RULES
+    (docs/initiatives.md); the expressions live in ``streams.initiatives.rules``."""
+    from streams.initiatives.rules import ROI_RULES
 
     return [{"record": name, "expr": expr} for name, expr in ROI_RULES]
 

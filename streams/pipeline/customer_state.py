@@ -110,7 +110,7 @@ def period_start_ms(ts_ms: int, period_ms: int) -> int:
     """Start of the retention period of ``period_ms`` (whole days) holding ``ts_ms``.
 
         >>> day_label(period_start_ms(1_767_225_600_000, 30 * DAY_MS))   # 2026-01-01
-        '2025-12-10'
+        '2025-12-05'
     """
     return ts_ms - (ts_ms - PERIOD_ANCHOR_MS) % period_ms
 

@@ -20,7 +20,7 @@ same facts and partials, and the receiving stage applies each once (facts by eve
 partials by their source partition, markers by maximum).
 
     >>> fact_messages([["t", "shop", "c1", "e1", 5]], 4)
-    [('customer', 1, b'[["t","shop","c1","e1",5]]')]
+    [('customer', 3, b'[["t","shop","c1","e1",5]]')]
 """
 
 from __future__ import annotations

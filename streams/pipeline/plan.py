@@ -129,6 +129,13 @@ class Pipeline:
                 jobs.append(RecoveryJob(key, target, 0, self.new_state(key), None))
         return jobs
 
+    def unclaim(self, jobs: Iterable[RecoveryJob]) -> None:
+        """Recovery jobs that could not run (the broker did not answer): keep what they would
+        have continued from, for the next claim."""
+        for job in jobs:
+            if job.expect_writer is not None and job.key not in self.states:
+                self._kept[job.key] = _Kept(job.state, job.start + 1)
+
     def install(self, job: RecoveryJob, records: list[tuple[bytes, bytes | None]], end: int) -> State | None:
         """Put a recovered state in place; None when an incremental read found that the last
         record before it is not this worker's own (someone wrote in between): recover from 0."""
@@ -190,6 +197,9 @@ class Pipeline:
             key = (stage, record.partition)
             if stage is None or key not in self.states:
                 continue
+            batch = messages[key]
+            if batch and record.offset <= batch[-1].offset:
+                continue  # delivered twice in one batch (a source that sought back): a replay
             value = record.value or b""
             if stage in FAMILIES:
                 events, rejections = decode_message(
@@ -197,7 +207,7 @@ class Pipeline:
                     not_after_ms=not_after, partition=record.partition, partitions=settings.partitions)
             else:
                 events, rejections = _internal(stage, value)
-            messages[key].append(Message(record.offset, events, rejections, record.timestamp_ms, value))
+            batch.append(Message(record.offset, events, rejections, record.timestamp_ms, value))
         now = time.monotonic()
         outboxes = []
         for key, batch in messages.items():

@@ -31,11 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import msgspec
 import orjson
 
 from streams.config import Settings
-from streams.contract import Family
-from streams.decode import reencode
+from streams.contract import EVENT_TYPES, Family
 from streams.pipeline import exchange
 from streams.pipeline.aggregates import Cell, Segment
 from streams.pipeline.records import Applied, Message, Meta, Parked
@@ -133,111 +133,122 @@ class PartitionState:
         self._evicted_below = 0  # watermark bucket up to which eviction ran
         self._dirty_windows: set[int] = set()  # changed since the last snapshot
         self._prefix = f"{family}|{partition}|".encode()
-        self._apply_event = getattr(self, f"_apply_{family}")
+        handler = getattr(self, f"_on_{family}")
+        self._handlers = {name: handler for name, t in EVENT_TYPES.items() if t.family == family}
         self._labels = SEGMENT_LABELS[family]
         self._allowed = {name: settings.allowed_values(name) for name in self._labels if name in _CAPPED}
         self._label_cap = settings.label_cap
         self._segment_cap = settings.segment_cap
         self._bounded: dict[Segment, Segment] = {}  # memo of _bound, dropped on restore
+        self._admitting = tuple(label for label in self._labels if label in _CAPPED and self._allowed[label] is None)
+        self._admitted_sets: dict[str, set[str]] = {}  # meta.admitted as sets, dropped on restore
 
     # ----------------------------------------------------------------- apply
     def apply(self, messages: Iterable[Message]) -> Applied:
-        """Apply a batch of messages in offset order; return what to persist."""
+        """Apply a batch of messages in offset order; return what to persist.
+
+        The per-event path, in order: dedupe, lateness, first sight, watermark, label
+        admission, the customer fact, then the event type's additions (``_on_<type>``) to
+        the base window, the day totals and the running totals: each skipped for a record
+        whose ``through`` already holds this message (a replay)."""
         parked: list[Parked] = []
         touched_windows: set[int] = set()
         touched_days: set[int] = set()
         touched_tickets: set[str] = set()
         facts: list[list[Any]] = []
-        keep_days = self._keep_days
         new_seen: list[list[Any]] = []
         meta, window_ms, grace_ms, lead_ms = self.meta, self.window_ms, self.grace_ms, self.lead_ms
-        first_offset = last_offset = None
+        seen, horizon_ms, windows, days, totals = self.seen, self.horizon_ms, self.windows, self.days, self.totals
+        bounded, handlers, keep_days = self._bounded, self._handlers, self._keep_days
+        last_offset = None
         counted = 0
         overflow_event = -1
         totals_touched = False
+        offset = 0
+        ts_ms = 0
+
+        def add(start: int, raw_segment: Segment, name: str, amount: int, duration: int | None) -> None:
+            nonlocal overflow_event, totals_touched
+            segment = bounded.get(raw_segment)
+            if segment is None:
+                segment = self._bound(raw_segment)
+            if segment is not raw_segment and segment != raw_segment and overflow_event != counted:
+                overflow_event = counted  # count an event once, not once per field it adds
+                self._count_overflow(raw_segment, segment)
+            slot = windows.get(start)
+            if slot is None:
+                slot = windows[start] = Slot()
+            if offset >= slot.through:
+                touched_windows.add(start)
+                cell = slot.cells.get(segment) or slot.cell(segment)
+                if duration is None:
+                    cell.counts[name] = cell.counts.get(name, 0) + amount
+                else:
+                    cell.observe(name, duration)
+            if keep_days and name in DAY_FIELDS:
+                day = ts_ms - ts_ms % DAY_MS
+                day_slot = days.get(day)
+                if day_slot is None:
+                    day_slot = days[day] = Slot()
+                if offset >= day_slot.through:
+                    touched_days.add(day)
+                    cell = day_slot.cell(segment)
+                    cell.add(name, amount)
+                    if name == "revenue_minor":  # for the variance of revenue per visitor
+                        cell.add("revenue_sq", float(amount) * amount)
+            if offset >= totals.through:
+                totals_touched = True
+                cell = totals.cells.get(segment) or totals.cell(segment)
+                if duration is None:
+                    cell.counts[name] = cell.counts.get(name, 0) + amount
+                else:
+                    cell.observe(name, duration)
+
         for message in messages:
             offset = message.offset
             if offset < meta.through:
                 continue  # fully persisted before: a replay after a crash or rebalance
-            if first_offset is None:
-                first_offset = offset
             last_offset = offset
             meta.messages += 1
             for rejection in message.rejections:
                 meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
                 parked.append(Parked(offset, rejection.reason, rejection.detail, rejection.index, rejection.raw))
-            for event in message.events:
-                body, ts_ms = event.body, event.ts_ms
-                event_id = body["event_id"]
+            bound_ms = message.timestamp_ms + lead_ms if message.timestamp_ms > 0 else None
+            for body, ts_ms, index in message.events:
+                event_id = body.event_id
                 watermark = meta.watermark_ms
-                first = self.seen.get(event_id)
+                first = seen.get(event_id)
                 # Within the horizon of this watermark only, whenever eviction last ran:
                 # the verdict must not depend on where batches happened to be cut.
-                if (first is not None and (first[1], first[2]) != (offset, event.index)
-                        and (watermark is None or first[0] >= watermark - self.horizon_ms)):
+                if (first is not None and (first[1] != offset or first[2] != index)
+                        and (watermark is None or first[0] >= watermark - horizon_ms)):
                     meta.duplicates += 1
                     continue
-                if watermark is not None and is_late(ts_ms, watermark, window_ms, grace_ms):
+                bucket = ts_ms - ts_ms % window_ms
+                if watermark is not None and watermark >= bucket + window_ms + grace_ms:  # its window closed
                     meta.late += 1
                     parked.append(Parked(offset, "late", f"event time is older than its window's grace "
-                                         f"({watermark - ts_ms} ms behind the watermark)", event.index,
-                                         reencode(body, message.value)))
+                                         f"({watermark - ts_ms} ms behind the watermark)", index,
+                                         _encoded(body, message.value)))
                     continue
                 # Record the first sight, also when replaying it: this batch's seen-ids
                 # record may replace one written under the same key before a crash.
-                bucket = window_start(ts_ms, window_ms)
-                self.seen[event_id] = (bucket, offset, event.index)
-                new_seen.append([event_id, bucket, offset, event.index])
+                seen[event_id] = (bucket, offset, index)
+                new_seen.append([event_id, bucket, offset, index])
                 # The watermark follows event time, but never further than the lead past the
                 # message's timestamp: one producer whose clock runs ahead cannot close the
                 # windows of everyone else (docs/metrics.md, "Watermark").
-                advance = ts_ms if ts_ms <= message.timestamp_ms + lead_ms or message.timestamp_ms <= 0 \
-                    else message.timestamp_ms + lead_ms
+                advance = ts_ms if bound_ms is None or ts_ms <= bound_ms else bound_ms
                 if watermark is None or advance > watermark:
                     meta.watermark_ms = advance
                 meta.events += 1
                 counted += 1
                 self._admit(body)
-                if "customer_id" in body:
+                if getattr(body, "customer_id", None) is not None:
                     fact = self._fact(body, ts_ms)
                     if fact is not None:
                         facts.append(fact)
-                for start, raw_segment, name, amount, duration in self._apply_event(body, ts_ms, offset,
-                                                                                     touched_tickets):
-                    segment = self._bounded.get(raw_segment)
-                    if segment is None:
-                        segment = self._bound(raw_segment)
-                    if segment is not raw_segment and segment != raw_segment and overflow_event != counted:
-                        overflow_event = counted  # count an event once, not once per field it adds
-                        self._count_overflow(raw_segment, segment)
-                    slot = self.windows.get(start)
-                    if slot is None:
-                        slot = self.windows[start] = Slot()
-                    if offset >= slot.through:
-                        touched_windows.add(start)
-                        cell = slot.cell(segment)
-                        if duration is None:
-                            cell.add(name, amount)
-                        else:
-                            cell.observe(name, duration)
-                    if keep_days and name in DAY_FIELDS:
-                        day = ts_ms - ts_ms % DAY_MS
-                        day_slot = self.days.get(day)
-                        if day_slot is None:
-                            day_slot = self.days[day] = Slot()
-                        if offset >= day_slot.through:
-                            touched_days.add(day)
-                            cell = day_slot.cell(segment)
-                            cell.add(name, amount)
-                            if name == "revenue_minor":  # for the variance of revenue per visitor
-                                cell.add("revenue_sq", float(amount) * amount)
-                    if offset >= self.totals.through:
-                        totals_touched = True
-                        cell = self.totals.cell(segment)
-                        if duration is None:
-                            cell.add(name, amount)
-                        else:
-                            cell.observe(name, duration)
+                handlers[body.TYPE](body, ts_ms, offset, touched_tickets, add)
         if last_offset is None:
             return Applied([], parked, 0)
         end = last_offset + 1
@@ -310,21 +321,20 @@ class PartitionState:
         records.append((self._key(b"m", 0), meta.to_json()))
         return Applied(records, [], 0, sends)
 
-    def _fact(self, body: dict, ts_ms: int) -> list[Any] | None:
+    def _fact(self, body: Any, ts_ms: int) -> list[Any] | None:
         """What the customer state needs of a counted event that names a customer.
 
         Label values are bounded like the segment's (the fact's storefront and currency
         become labels of customer-level KPIs).
         """
-        kind = FACT_KINDS.get(body["kind"] if body["type"] == "survey.answered" else body["type"])
+        kind = FACT_KINDS.get(body.kind if body.TYPE == "survey.answered" else body.TYPE)
         if kind is None:
             return None
-        fact = [kind, self._bound_value("storefront", body["storefront"]), body["customer_id"], body["event_id"],
-                ts_ms]
+        fact = [kind, self._bound_value("storefront", body.storefront), body.customer_id, body.event_id, ts_ms]
         if kind == "o":
-            fact += [body["total_minor"], self._bound_value("currency", body["currency"])]
+            fact += [body.total_minor, self._bound_value("currency", body.currency)]
         elif kind in ("n", "c"):
-            fact.append(body["score"])
+            fact.append(body.score)
         return fact
 
     def _bound_value(self, label: str, value: str) -> str:
@@ -333,44 +343,44 @@ class PartitionState:
             return value if value in allowed else OTHER
         return value if value in self.meta.admitted.get(label, ()) else OTHER
 
-    # One generator per family: yields (window start, segment, field, amount, duration_ms or None).
-    def _apply_session(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
-        segment = (body["storefront"], body["channel"], body["device"])
-        yield window_start(ts_ms, self.window_ms), segment, _SESSION_FIELD[body["type"]], 1, None
+    # One handler per family: calls add(window start, segment, field, amount, duration_ms or None).
+    def _on_session(self, body: Any, ts_ms: int, offset: int, touched: set[str], add: Any) -> None:
+        add(ts_ms - ts_ms % self.window_ms, (body.storefront, body.channel, body.device), _SESSION_FIELD[body.TYPE],
+            1, None)
 
-    def _apply_order(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
-        segment = (body["storefront"], body.get("channel") or UNKNOWN, body.get("device") or UNKNOWN,
-                   body.get("currency") or NO_CURRENCY)
-        start = window_start(ts_ms, self.window_ms)
-        kind = body["type"]
+    def _on_order(self, body: Any, ts_ms: int, offset: int, touched: set[str], add: Any) -> None:
+        segment = (body.storefront, body.channel or UNKNOWN, body.device or UNKNOWN, body.currency or NO_CURRENCY)
+        start = ts_ms - ts_ms % self.window_ms
+        kind = body.TYPE
         if kind == "order.placed":
-            yield start, segment, "orders_placed", 1, None
-            yield start, segment, "revenue_minor", body["total_minor"], None
-            if body["first_order"]:
-                yield start, segment, "first_orders", 1, None
+            add(start, segment, "orders_placed", 1, None)
+            add(start, segment, "revenue_minor", body.total_minor, None)
+            if body.first_order:
+                add(start, segment, "first_orders", 1, None)
         elif kind == "order.refunded":
-            yield start, segment, "refunds", 1, None
-            yield start, segment, "refund_minor", body["amount_minor"], None
+            add(start, segment, "refunds", 1, None)
+            add(start, segment, "refund_minor", body.amount_minor, None)
         else:
-            yield start, segment, "returns", 1, None
-            yield start, segment, "return_minor", body.get("amount_minor") or 0, None
+            add(start, segment, "returns", 1, None)
+            add(start, segment, "return_minor", body.amount_minor or 0, None)
 
-    def _apply_survey(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
-        segment = (body["storefront"], body.get("channel") or UNKNOWN)
-        start = window_start(ts_ms, self.window_ms)
-        kind, score = body["kind"], body["score"]
-        yield start, segment, f"{kind}_responses", 1, None
-        yield start, segment, f"{kind}_score_sum", score, None
+    def _on_survey(self, body: Any, ts_ms: int, offset: int, touched: set[str], add: Any) -> None:
+        segment = (body.storefront, body.channel or UNKNOWN)
+        start = ts_ms - ts_ms % self.window_ms
+        kind, score = body.kind, body.score
+        responses, score_sum = _SURVEY_FIELDS[kind]
+        add(start, segment, responses, 1, None)
+        add(start, segment, score_sum, score, None)
         if kind == "nps":
             if score >= 9:
-                yield start, segment, "nps_promoters", 1, None
+                add(start, segment, "nps_promoters", 1, None)
             elif score <= 6:
-                yield start, segment, "nps_detractors", 1, None
+                add(start, segment, "nps_detractors", 1, None)
         elif kind == "csat" and score >= 4:
-            yield start, segment, "csat_satisfied", 1, None
+            add(start, segment, "csat_satisfied", 1, None)
 
-    def _apply_ticket(self, body: dict, ts_ms: int, offset: int, touched: set[str]):
-        ticket_id = body["ticket_id"]
+    def _on_ticket(self, body: Any, ts_ms: int, offset: int, touched: set[str], add: Any) -> None:
+        ticket_id = body.ticket_id
         ticket = self.tickets.get(ticket_id)
         if ticket is None:
             ticket = self.tickets[ticket_id] = Ticket()
@@ -379,41 +389,42 @@ class PartitionState:
             # its observations went to (they are written before tickets).
             return
         touched.add(ticket_id)
-        ticket.storefront = body["storefront"]
+        ticket.storefront = body.storefront
         ticket.last_ms = max(ticket.last_ms, ts_ms)
-        if ticket.channel is None and body.get("support_channel"):
-            ticket.channel = body["support_channel"]
-        kind = body["type"]
+        if ticket.channel is None and body.support_channel:
+            ticket.channel = body.support_channel
+        kind = body.TYPE
+        window_ms = self.window_ms
         segment = (ticket.storefront, ticket.channel or UNKNOWN)
         if kind == "ticket.created":
             ticket.created_ms = ts_ms
-            ticket.channel = body["support_channel"]
+            ticket.channel = body.support_channel
             segment = (ticket.storefront, ticket.channel)
-            yield window_start(ts_ms, self.window_ms), segment, "tickets_created", 1, None
+            add(ts_ms - ts_ms % window_ms, segment, "tickets_created", 1, None)
         elif kind == "ticket.replied":
-            if body["author"] == "agent" and body["public"]:
+            if body.author == "agent" and body.public:
                 ticket.agent_replies += 1
                 if ticket.first_reply_ms is None or ts_ms < ticket.first_reply_ms:
                     ticket.first_reply_ms = ts_ms
         elif kind == "ticket.reopened":
             ticket.reopened = True
-            yield window_start(ts_ms, self.window_ms), segment, "tickets_reopened", 1, None
+            add(ts_ms - ts_ms % window_ms, segment, "tickets_reopened", 1, None)
         elif kind == "ticket.resolved" and ticket.created_ms is not None:
-            start = window_start(ts_ms, self.window_ms)
-            yield start, segment, "resolution", 1, ts_ms - ticket.created_ms
+            start = ts_ms - ts_ms % window_ms
+            add(start, segment, "resolution", 1, ts_ms - ticket.created_ms)
             if ticket.agent_replies <= 1 and not ticket.reopened:
-                yield start, segment, "tickets_resolved_one_touch", 1, None
+                add(start, segment, "tickets_resolved_one_touch", 1, None)
         elif kind == "ticket.resolved":
-            yield window_start(ts_ms, self.window_ms), segment, "resolved_unmatched", 1, None
+            add(ts_ms - ts_ms % window_ms, segment, "resolved_unmatched", 1, None)
         if not ticket.frt_recorded and ticket.created_ms is not None and ticket.first_reply_ms is not None:
             ticket.frt_recorded = True
-            start = window_start(ticket.first_reply_ms, self.window_ms)
+            start = window_start(ticket.first_reply_ms, window_ms)
             watermark = self.meta.watermark_ms
-            if watermark is not None and is_late(ticket.first_reply_ms, watermark, self.window_ms, self.grace_ms):
+            if watermark is not None and is_late(ticket.first_reply_ms, watermark, window_ms, self.grace_ms):
                 # A reply dated before its ticket's creation arrived first and that window has
                 # closed since: a closed window never changes, so it counts where the pair completed.
-                start = window_start(ts_ms, self.window_ms)
-            yield start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms
+                start = window_start(ts_ms, window_ms)
+            add(start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms)
 
     # ----------------------------------------------------------- cardinality
     def _bound(self, segment: Segment) -> Segment:
@@ -439,22 +450,22 @@ class PartitionState:
             self._bounded[segment] = bounded
         return bounded
 
-    def _admit(self, body: dict) -> None:
+    def _admit(self, body: Any) -> None:
         """Give the event's free-form label values a series while the cap allows.
 
         Decided once per counted event, from the event alone, so a replay (which
         may skip the event for some records) admits in the same order.
         """
-        admitted = self.meta.admitted
-        for label in _CAPPED:
-            if self._allowed.get(label, 1) is not None:  # allow-listed, or not this family's label
-                continue
-            value = body.get(label)
+        for label in self._admitting:  # free-form labels of this family without an allow-list
+            value = getattr(body, label, None)
             if value is None:
                 continue
-            values = admitted.setdefault(label, [])
-            if value not in values and len(values) < self._label_cap:
-                values.append(value)
+            known = self._admitted_sets.get(label)
+            if known is None:
+                known = self._admitted_sets[label] = set(self.meta.admitted.get(label, ()))
+            if value not in known and len(known) < self._label_cap:
+                known.add(value)
+                self.meta.admitted.setdefault(label, []).append(value)
 
     def _count_overflow(self, raw: Segment, bounded: Segment) -> None:
         overflow = self.meta.overflow
@@ -540,6 +551,7 @@ class PartitionState:
             elif kind == b"m":
                 self.meta = Meta() if value is None else Meta.from_json(value)
         self._bounded = {}
+        self._admitted_sets = {}
         if self.meta.watermark_ms is not None:
             self._evicted_below = window_start(self.meta.watermark_ms, self.window_ms)
             horizon = self.meta.watermark_ms - self.horizon_ms
@@ -623,6 +635,17 @@ def _seen_chunks(items: list[list[Any]]) -> list[list[list[Any]]]:
     if chunk:
         chunks.append(chunk)
     return chunks
+
+
+_SURVEY_FIELDS = {kind: (f"{kind}_responses", f"{kind}_score_sum") for kind in ("nps", "csat", "ces")}
+
+
+def _encoded(body: Any, fallback: bytes) -> bytes:
+    """The JSON of a decoded event, for the dead-letter topic (a late event)."""
+    try:
+        return msgspec.json.encode(body)
+    except (TypeError, ValueError):
+        return fallback
 
 
 _SESSION_FIELD = {

@@ -255,7 +255,7 @@ class CxCollector(Collector):
 
     # ---------------------------------------------------------- initiatives
     def _initiatives(self, view: Published) -> list[Metric]:
-        from streams.initiatives.core import components
+        from streams.initiatives.components import components
 
         declared = self.initiatives.current if self.initiatives is not None else {}
         arm = ["initiative", "arm"]

@@ -138,15 +138,24 @@ class Engine:
         if unclaimed:
             raise StateRecoveryError(f"could not claim {describe(unclaimed)} (broker unreachable?)")
         jobs = self.pipeline.claim(keys)
-        read = self.reader.read({job.state_partition: job.start for job in jobs})
+        try:
+            read = self.reader.read({job.state_partition: job.start for job in jobs})
+        except (StateRecoveryError, KafkaException):
+            self.pipeline.unclaim(jobs)  # a kept state still saves the next attempt a full read
+            raise
         redo = []
         installed = {}
         for job in jobs:
             records, end = read[job.state_partition]
             state = self.pipeline.install(job, records, end)
             if state is None:
-                log.warning("event=kept_state_not_ours family=%s partition=%d action=recover_from_scratch",
-                            job.key[0], job.key[1])
+                if end <= job.start:  # the changelog ends before the state we kept had read it
+                    log.warning("event=changelog_truncated family=%s partition=%d kept_end=%d changelog_end=%d "
+                                "action=recover_from_scratch", job.key[0], job.key[1], job.start + 1, end)
+                    self.resets += 1
+                else:
+                    log.warning("event=kept_state_not_ours family=%s partition=%d action=recover_from_scratch",
+                                job.key[0], job.key[1])
                 redo.append(job.key)
                 continue
             installed[job.key] = (len(records), job.start, end, job.expect_writer is not None)
@@ -400,8 +409,8 @@ def run_loop(engine: Engine, source: Any, stop: threading.Event) -> None:
 
     while not stop.is_set():
         step()
-    deadline = time.monotonic() + SETTLE_S
-    while source.rebalancing and time.monotonic() < deadline:
+    began = time.monotonic()  # a heartbeat interval first: a rebalance may be starting unnoticed
+    while (time.monotonic() - began < 1.5 or source.rebalancing) and time.monotonic() - began < SETTLE_S:
         step()
 
 

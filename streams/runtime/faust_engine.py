@@ -17,9 +17,12 @@ broker, and the sink's producers fence zombies on any broker.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import ssl
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,12 +49,19 @@ class FaustSource:
         return TP(self.engine.pipeline.topic_of[key[0]], key[1])
 
     def _soon(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on Faust's event loop (awaited there, if it is a coroutine function:
+        Faust's ``seek`` is one)."""
         assert self.loop is not None
-        self.loop.call_soon_threadsafe(fn, *args)
+        if asyncio.iscoroutinefunction(fn):
+            asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
 
     def start(self, positions: dict[Key, int]) -> None:
-        for key, offset in positions.items():
-            self.seek(key, offset)
+        """Nothing: Faust fetches from the group's committed offset. Records below a state's
+        position are skipped as replays, and a gap above it is sought back when it shows
+        (``Engine._gaps``). Seeking here as well would have Faust deliver what it had already
+        fetched a second time."""
 
     def seek(self, key: Key, offset: int) -> None:
         self._soon(self.app.consumer.seek, self.tp(key), offset)
@@ -97,6 +107,12 @@ def _limit_fetch_wait(wait_ms: int) -> None:
     driver.aiokafka.AIOKafkaConsumer = CappedFetchWait
 
 
+def _scratch_dir() -> str:
+    path = tempfile.mkdtemp(prefix="cxpulse-faust-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def build_app(settings: Settings, engine: Engine) -> faust.App:
     """The Faust app with its one agent and a tick; nothing runs until a worker starts it."""
     _limit_fetch_wait(settings.fetch_wait_ms)
@@ -113,6 +129,9 @@ def build_app(settings: Settings, engine: Engine) -> faust.App:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         table_standby_replicas=0,
+        # Faust makes a table directory even with no table: in a temporary directory, not the
+        # worker's working directory (the state lives in the changelog topics).
+        datadir=_scratch_dir(),
     )
     credentials = _credentials(settings)
     if credentials is not None:

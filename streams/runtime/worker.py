@@ -18,6 +18,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -58,12 +59,48 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **moved) if moved else settings
 
 
+class RepeatFilter(logging.Filter):
+    """One line per ``every_s`` for each message of the named libraries' loggers: aiokafka logs
+    every reconnect attempt (10 a second) while a broker is down. The next line it lets through
+    says how many it held back.
+
+        >>> f = RepeatFilter(("aiokafka",), every_s=30)
+        >>> line = lambda: logging.LogRecord("aiokafka", logging.ERROR, "", 0, "Unable connect to %s", ("n1",), None)
+        >>> [f.filter(line()), f.filter(line()), f.filter(line())]
+        [True, False, False]
+    """
+
+    def __init__(self, prefixes: tuple[str, ...], every_s: float = 30.0) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.every_s = every_s
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        seen = self._last.get(key)
+        if seen is not None and now - seen[0] < self.every_s:
+            self._last[key] = (seen[0], seen[1] + 1)
+            return False
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} (and {seen[1]} more like it in the last {now - seen[0]:.0f}s)"
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return True
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     for noisy in ("faust", "mode", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter(("faust", "mode", "aiokafka")))
     # kafka-python (the initiatives reader) logs every failed reconnect at ERROR while a broker
     # is down; the worker's broker check says it once (event=broker_unreachable)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -210,7 +247,7 @@ def free_port_from(host: str, port: int, tries: int = 16) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     settings = settings_from_args(args)
-    from streams.initiatives.core import Registry
+    from streams.initiatives.reader import Registry
 
     publisher = Publisher()
     initiatives = Registry(settings)

@@ -159,10 +159,12 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
                             marks[sample.labels["family"], sample.labels["partition"]] = sample.value * 1000
             return min(marks.values()) if len(marks) == 4 * settings.partitions else 0
 
+        print(f"sent {len(traffic)} events in {time.monotonic() - wall_start:.0f}s")
         wait_until(lambda: complete_until() >= target, 240, interval_s=2, what="windows complete up to the end")
         wait_until(lambda: all(metric_sum(w.scrape(), "cxpulse_window_export_queued") == 0 for w in live), 120,
                    interval_s=1, what="every complete window written to Prometheus")
         until = int(complete_until())
+        print(f"windows complete and written {time.monotonic() - wall_start:.0f}s after the first event")
         assert until <= last_event, "complete-until cannot pass the events sent"
 
         reference = Reference.compute((e for _, e in traffic), Params.of(settings))
@@ -195,15 +197,7 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
                                 if len(problems) < 30:
                                     problems.append(f"{view} window ending {datetime.fromtimestamp(end / 1000, timezone.utc):%H:%M} "
                                                     f"{kpi.key} {level} {group}: prometheus {have.get(group)} "
-                                                    f"reference {want.get(group)}@{end}")
-        if problems:  # what Prometheus holds for the first one, to tell a wrong value from a wrong window
-            first_end = int(problems[0].split("@")[-1])
-            raw = _query_range(prometheus, '{__name__=~"cxpulse_window_.*", window="1m"}', first_end / 1000,
-                               first_end / 1000)
-            detail = "\n".join(f"  {dict(labels)}: {list(values.values())}" for labels, values in sorted(raw.items())
-                                if "ticket" in dict(labels).get("__name__", "") or dict(labels).get("family") == "ticket")
-            problems = [p.rsplit("@", 1)[0] for p in problems]
-            problems.append(f"window series of the ticket family ending at {first_end}:\n{detail}")
+                                                    f"reference {want.get(group)}")
         assert not problems, f"{mismatches} of {checked} values differ:\n" + "\n".join(problems)
         # and the check covered the run: most of its minutes, thousands of values
         assert until - start_ms >= 11 * MINUTE, f"windows complete only {(until - start_ms) / MINUTE:.1f} minutes in"

@@ -3,8 +3,10 @@
 The simulator's log of what it sent is fed to ``tests/reference.py`` (written from
 docs/metrics.md alone), and the workers' /metrics must equal it: every cumulative counter and
 histogram bucket per segment and partition (money exactly), late / duplicate / rejected counts,
-watermarks, and each worker's closed window gauges for the partitions it owns (quantiles within
-the documented 1%). The same holds after a SIGKILL mid-stream and across rebalances.
+watermarks; and every base window of every partition that a restart would recover from the
+state changelog must equal it too. The same holds after a SIGKILL mid-stream and across
+rebalances, with either engine (the batch consumer, and Faust). What Prometheus shows of the
+windows is tests/e2e/test_event_time.py's.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_QUANTILES
+from streams.catalog import COUNTERS, HISTOGRAMS
 from streams.config import Settings
 from streams.devtools.stack import WorkerProcess
 from streams.catalog import CUSTOMER, CUSTOMER_MONEY
 from tests.customer_reference import customer_kpis
-from tests.helpers import wait_until
+from tests.helpers import changelog_states, wait_until
 from tests.reference import SEGMENT_LABELS, Params, Reference, major
 
 Sample = tuple[str, dict[str, str], float]
-RANK_ERROR = 0.01  # docs/metrics.md rule 9: sketches within 1% relative error
+ENGINES = ("kafka", "faust")
 JOIN_S = 90.0
 
 
@@ -187,50 +190,29 @@ def compare_fleet(scrapes: dict[int, list[Sample]], ref: Reference, rejected: Co
     return problems
 
 
-def compare_windows(index: int, samples: list[Sample], ref: Reference, params: Params) -> list[str]:
-    """One worker's closed window gauges against the reference restricted to the partitions it owns."""
+def compare_windows(settings: Settings, ref: Reference) -> list[str]:
+    """Every base window of every partition, as a restart would recover it from the state
+    changelog, against the reference: each counter exactly, each duration histogram's count."""
     problems: list[str] = []
-    mine = owned(samples)
-    ends = {(labels["family"], labels["view"]): value for name, labels, value in samples
-            if name == "cxpulse_window_end_timestamp_seconds" and labels["state"] == "closed"}
-    view_names = {ms: label for label, ms in (("1m", 60_000), ("5m", 300_000), ("15m", 900_000), ("1h", 3_600_000))}
-    for family in sorted({f for f, _ in mine}):
-        partitions = sorted(p for f, p in mine if f == family)
-        low_wm = min(ref.watermark_ms[family, p] for p in partitions if (family, p) in ref.watermark_ms)
-        for view_ms in params.views_ms:
-            view = view_names.get(view_ms, f"{view_ms}ms")
-            where = f"worker {index} {family} view={view} state=closed partitions={partitions}"
-            # rule 10: the last view window closed on every owned partition (end + grace <= smallest watermark)
-            want_end_ms = (low_wm - params.grace_ms) // view_ms * view_ms
-            if (family, view) not in ends:
-                problems.append(f"{where}: no cxpulse_window_end_timestamp_seconds (expected end {want_end_ms / 1000})")
-                continue
-            end_ms = round(ends[family, view] * 1000)
-            if end_ms != want_end_ms:
-                problems.append(f"{where}: window end expected {want_end_ms / 1000}, got {end_ms / 1000}")
-            expected = ref.view(family, end_ms - view_ms, view_ms, partitions)
-            got: dict[str, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
-            quantiles: dict[tuple, float] = {}
-            for name, labels, value in samples:
-                if name in expected and labels.get("view") == view and labels.get("state") == "closed":
-                    if "quantile" in labels:
-                        quantiles[name, segment(family, labels), float(labels["quantile"])] = value
-                    else:
-                        got[name][segment(family, labels)] += value
-            for name, want in expected.items():
-                if want and isinstance(next(iter(want.values())), list):  # quantile gauge: sorted observations
-                    for seg, values in want.items():
-                        for q in WINDOW_QUANTILES:
-                            exact = values[max(1, math.ceil(q * len(values))) - 1]
-                            have = quantiles.get((name, seg, q))
-                            if have is None or abs(have - exact) > RANK_ERROR * abs(exact):
-                                problems.append(f"{where} {name}{{quantile={q}}} {dict(seg)}: exact {exact} "
-                                                f"(n={len(values)}), got {have}")
-                    continue
-                for seg in set(want) | set(got[name]):
-                    if float(want.get(seg, 0)) != got[name].get(seg, 0.0):
-                        problems.append(f"{where} {name} {dict(seg)}: expected {want.get(seg, 0)}, "
-                                        f"got {got[name].get(seg, 0.0)}")
+    states = changelog_states(settings)
+    got: dict[tuple, float] = defaultdict(float)
+    for (family, partition), state in states.items():
+        for start, slot in state.windows.items():
+            for seg, cell in slot.cells.items():
+                labels = tuple(zip(SEGMENT_LABELS[family], seg))
+                for name, value in cell.counts.items():
+                    got[family, partition, start, labels, name] += value
+                for name, sketch in cell.hists.items():
+                    got[family, partition, start, labels, name] += sketch.count
+    want: dict[tuple, float] = defaultdict(float)
+    for key, value in ref.components.items():
+        want[key] += value
+    for key, values in ref.samples.items():
+        want[key] += len(values)
+    oldest = min((start for (_, _, start, _, _) in got), default=0)  # evicted beyond the retention
+    for key in sorted(set(got) | {k for k in want if k[2] >= oldest}, key=str):
+        if got.get(key, 0) != want.get(key, 0):
+            problems.append(f"window {key}: expected {want.get(key, 0)}, recovered {got.get(key, 0)}")
     return problems
 
 
@@ -276,8 +258,7 @@ def assert_exact(live: list[WorkerProcess], events: list[dict], settings: Settin
     assert decisions["late"] and decisions["duplicate"], f"traffic not messy enough to test anything: {decisions}"
     scrapes = wait_settled(live, ref, rejected)
     problems = compare_fleet(scrapes, ref, rejected)
-    for worker in live:
-        problems += compare_windows(worker.index, scrapes[worker.index], ref, params)
+    problems += compare_windows(settings, ref)
     problems += compare_customers(live, events, ref, settings)
     assert not problems, (f"{len(problems)} mismatches with the reference ({len(events)} events sent: "
                           f"{dict(decisions)}):\n" + "\n".join(problems[:60]))
@@ -291,8 +272,10 @@ def processed(worker: WorkerProcess) -> float:
 
 
 # ------------------------------------------------------------------ the tests
-def test_steady_one_worker_equals_reference(make_settings: Callable[..., Settings], make_traffic, workers) -> None:
-    settings = make_settings()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_steady_one_worker_equals_reference(make_settings: Callable[..., Settings], make_traffic, workers,
+                                            engine: str) -> None:
+    settings = make_settings(engine=engine)
     worker = workers(settings, 0)
     worker.wait_ready(JOIN_S)
     rejected = send_malformed(settings)
@@ -301,8 +284,10 @@ def test_steady_one_worker_equals_reference(make_settings: Callable[..., Setting
     assert_exact([worker], events, settings, rejected)
 
 
-def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], make_traffic, workers) -> None:
-    settings = make_settings()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], make_traffic, workers,
+                                        engine: str) -> None:
+    settings = make_settings(engine=engine)
     first = workers(settings, 0)
     first.wait_ready(JOIN_S)
     rejected = send_malformed(settings)
@@ -318,9 +303,10 @@ def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], 
     assert_exact([second], events, settings, rejected)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_rebalance_add_stop_and_kill_workers_stays_exact(make_settings: Callable[..., Settings], make_traffic,
-                                                         workers) -> None:
-    settings = make_settings()
+                                                         workers, engine: str) -> None:
+    settings = make_settings(engine=engine)
     w0 = workers(settings, 0)
     w0.wait_ready(JOIN_S)
     rejected = send_malformed(settings)

@@ -10,7 +10,7 @@ $10,000 a month. Events outside the six months, or on another channel, must not 
 
 The initiative is declared with the CLI a user runs; a worker is SIGKILLed mid-stream and
 another takes over; a real Prometheus scrapes it and evaluates the recording rules of
-``streams.initiatives.core``. The interval is checked against the textbook formula written here.
+``streams.initiatives.rules``. The interval is checked against the textbook formula written here.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import orjson
 import yaml
 
 from streams.config import Settings
-from streams.initiatives.core import ROI_RULES
+from streams.initiatives.rules import ROI_RULES
 from streams.devtools.stack import ROOT, PrometheusProcess, settings_env
 from tests.e2e.test_exact import JOIN_S, scrape
 from tests.helpers import free_port, send_events, wait_until

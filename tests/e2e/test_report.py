@@ -42,7 +42,7 @@ import pytest
 
 from streams.catalog import COUNTERS, HISTOGRAMS, KPIS
 from streams.mixin.intervals import nps_interval, wilson
-from streams.report.weekly import Week
+from streams.report.weeks import Week
 from streams.devtools.simulate import CHANNELS, STOREFRONTS, SimConfig, generate
 from streams.devtools.stack import ROOT, http_get
 from tests.backfill import BackfilledPrometheus, Gauge, gauges, openmetrics

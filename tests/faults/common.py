@@ -19,6 +19,8 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.contract import FAMILIES, partition_for
+from streams.pipeline.windows import window_start
+from tests.reference import event_ms
 
 STORES = ("north", "south")
 
@@ -47,6 +49,25 @@ def valid_body(rng: random.Random, family: str, now: datetime | None = None,
     return body
 
 
+# The count a window of each family holds for the events valid_body makes.
+FIELD = {"session": "sessions_started", "order": "orders_placed", "ticket": "tickets_created",
+         "survey": "nps_responses"}
+
+
+def recovered_windows(settings) -> Counter:
+    """(family, partition, window start) -> events, in the windows a recovery rebuilds from the
+    state changelog (read committed, as the workers read it)."""
+    from tests.helpers import changelog_states
+
+    found: Counter = Counter()
+    for (family, partition), state in changelog_states(settings).items():
+        for start, slot in state.windows.items():
+            total = sum(cell.counts.get(FIELD[family], 0) for cell in slot.cells.values())
+            if total:
+                found[family, partition, start] = total
+    return found
+
+
 class Sender:
     """Produces valid events and remembers how many went to each (family, partition)."""
 
@@ -57,6 +78,7 @@ class Sender:
         self.rng = random.Random(seed)
         self.batch = batch
         self.sent: Counter[tuple[str, int]] = Counter()
+        self.windows: Counter[tuple[str, int, int]] = Counter()  # (family, partition, window start ms)
         self.producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all",
                                       retries=5)
 
@@ -71,13 +93,15 @@ class Sender:
             now = datetime.now(timezone.utc)
             items = [valid_body(self.rng, family, now, partition, self.settings.partitions) for _ in range(size)]
             value = orjson.dumps(items if self.batch > 1 else items[0])
-            futures.append((family, partition, size,
+            start = window_start(event_ms(items[0]["occurred_at"]), self.settings.window_ms)
+            futures.append((family, partition, size, start,
                             self.producer.send(self.settings.topics[family], value=value, partition=partition)))
             remaining -= size
         self.producer.flush()
-        for family, partition, size, future in futures:
+        for family, partition, size, start, future in futures:
             future.get(timeout=30)  # raises if the broker refused it: then it was not sent
             self.sent[family, partition] += size
+            self.windows[family, partition, start] += size
 
     def close(self) -> None:
         self.producer.close(timeout=5)

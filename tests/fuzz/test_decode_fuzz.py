@@ -74,7 +74,7 @@ def test_random_bytes_never_raise(raw: bytes, family: str) -> None:
 def test_every_valid_event_is_accepted(event: dict[str, Any]) -> None:
     events, rejections = decode(orjson.dumps(event), family_of(event))
     assert not rejections, (rejections, event)
-    assert [e.body["event_id"] for e in events] == [event["event_id"]]
+    assert [e.body.event_id for e in events] == [event["event_id"]]
 
 
 @FUZZ
@@ -121,7 +121,7 @@ def test_batch_keeps_every_valid_event(good: list[dict], bad: list[Any], data: s
     assert all(r.index is not None for r in rejections)
     assert sorted(e.index for e in events) + sorted(r.index for r in rejections) != []
     assert {e.index for e in events}.isdisjoint(r.index for r in rejections)
-    out = {e.body["event_id"] for e in events}
+    out = {e.body.event_id for e in events}
     assert {e["event_id"] for e in good} <= out
     for rejection in rejections:  # a parked batch member is re-encoded on its own, readable again
         assert orjson.loads(rejection.raw) is not None or rejection.raw == b"null"

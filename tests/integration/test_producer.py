@@ -27,7 +27,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streams.config import Settings
 from streams.contract import EVENT_TYPES, FAMILIES, message_key
-from streams.decode import decode_message
+from streams.decode import as_dict, decode_message
 from streams.devtools.broker import LocalBroker, create_topics
 from streams.errors import DeliveryError
 from streams.contract import partition_for
@@ -98,7 +98,7 @@ def _decoded(records: list, family: str) -> list[tuple[Any, list[dict]]]:
     for record in records:
         events, rejections = decode_message(record.value, family)
         assert rejections == []
-        out.append((record, [e.body for e in events]))
+        out.append((record, [as_dict(e.body) for e in events]))
     return out
 
 

@@ -34,7 +34,7 @@ def fresh(broker: LocalBroker, **overrides) -> Settings:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     names = {name: prefix + getattr(Settings(), name) for name in (
         "topic_sessions", "topic_orders", "topic_tickets", "topic_surveys", "topic_deadletter", "topic_state",
-        "topic_customers", "topic_initiatives")}
+        "topic_customers", "topic_windows", "topic_initiatives")}
     return Settings.from_env({}, bootstrap_servers=broker.bootstrap, partitions=2, **{**names, **overrides})
 
 
@@ -58,16 +58,19 @@ def described(settings: Settings, topic: str) -> dict[str, str]:
 def test_the_plan_has_every_topic_with_its_settings() -> None:
     plan = {spec.role: spec for spec in topic_plan(Settings(partitions=8, replication_factor=3))}
 
-    assert list(plan) == ["session", "order", "ticket", "survey", "deadletter", "customers", "state", "initiatives"]
-    assert [plan[r].partitions for r in plan] == [8] * 6 + [40, 1]
+    assert list(plan) == ["session", "order", "ticket", "survey", "deadletter", "customers", "windows", "state",
+                          "initiatives"]
+    # state: one changelog partition per (stage, source partition) of the six stages
+    assert [plan[r].partitions for r in plan] == [8] * 7 + [48, 1]
     assert {spec.replication_factor for spec in plan.values()} == {3}
     for role in ("session", "order", "ticket", "survey"):  # the broker stamps arrival time on source topics
         assert plan[role].configs["message.timestamp.type"] == "LogAppendTime"
-    for role in ("deadletter", "customers", "state", "initiatives"):
+    for role in ("deadletter", "customers", "windows", "state", "initiatives"):
         assert "message.timestamp.type" not in plan[role].configs
     for role in ("state", "initiatives"):
         assert plan[role].configs == {"cleanup.policy": "compact", "retention.ms": "-1"}
-    assert plan["customers"].configs == {"cleanup.policy": "delete", "retention.ms": str(7 * 86_400_000)}
+    for role in ("customers", "windows"):
+        assert plan[role].configs == {"cleanup.policy": "delete", "retention.ms": str(7 * 86_400_000)}
 
 
 def test_dry_run_prints_kafka_topics_commands_and_touches_nothing(broker: LocalBroker) -> None:
@@ -77,12 +80,12 @@ def test_dry_run_prints_kafka_topics_commands_and_touches_nothing(broker: LocalB
 
     assert done.returncode == 0, done.stderr
     commands = [line for line in done.stdout.splitlines() if not line.startswith("#")]
-    assert len(commands) == 8
+    assert len(commands) == 9
     prefix = f"kafka-topics.sh --bootstrap-server {broker.bootstrap} --create --if-not-exists --topic "
     assert commands[1] == (prefix + f"{settings.topic_orders} --partitions 2 --replication-factor 1 "
                            "--config cleanup.policy=delete --config retention.ms=604800000 "
                            "--config message.timestamp.type=LogAppendTime")
-    assert commands[6] == (prefix + f"{settings.topic_state} --partitions 10 --replication-factor 1 "
+    assert commands[7] == (prefix + f"{settings.topic_state} --partitions 12 --replication-factor 1 "
                            "--config cleanup.policy=compact --config retention.ms=-1")
     assert commands == kafka_topics_commands(settings)
     assert not {spec.name for spec in topic_plan(settings)} & existing_topics(settings)
@@ -110,19 +113,19 @@ def test_create_then_check_on_the_test_broker(broker: LocalBroker) -> None:
     settings = fresh(broker)
 
     missing = cxpulse_topics(settings, "--check")
-    assert missing.returncode == 1 and missing.stderr.count(": missing") == 8, missing.stderr
+    assert missing.returncode == 1 and missing.stderr.count(": missing") == 9, missing.stderr
 
     created = cxpulse_topics(settings)
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count(" created ") == 8, created.stdout
+    assert created.stdout.count(" created ") == 9, created.stdout
     assert described(settings, settings.topic_state)["cleanup.policy"] == "compact"
     # Tansu records (and describes) the config, yet stamps CreateTime: see docs/deploy.md.
     assert described(settings, settings.topic_orders)["message.timestamp.type"] == "LogAppendTime"
 
     again = cxpulse_topics(settings)
-    assert again.returncode == 0 and again.stdout.count(" ok ") == 8, again.stdout + again.stderr
+    assert again.returncode == 0 and again.stdout.count(" ok ") == 9, again.stdout + again.stderr
     checked = cxpulse_topics(settings, "--check")
-    assert checked.returncode == 0 and checked.stdout.count(" ok ") == 8, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and checked.stdout.count(" ok ") == 9, checked.stdout + checked.stderr
 
 
 def test_check_reports_every_difference_and_changes_nothing(settings: Settings) -> None:
@@ -132,11 +135,11 @@ def test_check_reports_every_difference_and_changes_nothing(settings: Settings) 
     wider = cxpulse_topics(settings, "--check", "--partitions", "8")
     assert wider.returncode == 1
     assert f"{settings.topic_orders}: 4 partitions, cxpulse needs 8 (CXPULSE_PARTITIONS=8)" in wider.stderr
-    assert f"{settings.topic_state}: 20 partitions, cxpulse needs 40 (5 x CXPULSE_PARTITIONS=8)" in wider.stderr
+    assert f"{settings.topic_state}: 24 partitions, cxpulse needs 48 (6 x CXPULSE_PARTITIONS=8)" in wider.stderr
     assert settings.topic_initiatives not in wider.stderr  # always 1 partition
 
     replicated = cxpulse_topics(settings, "--check", "--replication-factor", "2")
-    assert replicated.returncode == 1 and replicated.stderr.count("asks for 2") == 8, replicated.stderr
+    assert replicated.returncode == 1 and replicated.stderr.count("asks for 2") == 9, replicated.stderr
     assert cxpulse_topics(settings, "--check", "--replication-factor", "1").returncode == 0
 
     # Creating over existing topics that differ: reported, exit 1, nothing changed.

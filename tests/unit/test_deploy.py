@@ -66,11 +66,25 @@ def _lock() -> dict[str, str]:
     return pins
 
 
+def _image_extras() -> tuple[str, ...]:
+    """The extras the image installs beside the base install: ``extras=`` in deploy/install.sh."""
+    found = re.findall(r"^extras=(\S+)$", (ROOT / "deploy/install.sh").read_text(), re.M)
+    assert len(found) == 1, "deploy/install.sh names the image's extras once, as extras=a,b"
+    return tuple(found[0].split(","))
+
+
+def _runtime_requirements() -> list[Requirement]:
+    """pyproject's base dependencies and those of the image's extras."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert set(_image_extras()) <= set(extras), f"deploy/install.sh names extras pyproject lacks: {_image_extras()}"
+    return [Requirement(r) for r in project["dependencies"] + [r for e in _image_extras() for r in extras[e]]]
+
+
 def _runtime_closure() -> dict[str, str]:
-    """Installed name -> version for pyproject's dependencies and everything they need."""
-    direct = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    """Installed name -> version for the runtime requirements and everything they need."""
     seen: dict[str, str] = {}
-    todo = [Requirement(r) for r in direct]
+    todo = _runtime_requirements()
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
@@ -87,9 +101,31 @@ def test_lock_pins_exactly_the_runtime_closure():
 
 def test_lock_agrees_with_pyproject_pins():
     lock = _lock()
-    for text in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
-        req = Requirement(text)
-        assert req.specifier.contains(lock[canonicalize_name(req.name)]), f"{text} vs requirements.lock"
+    for req in _runtime_requirements():
+        assert req.specifier.contains(lock[canonicalize_name(req.name)]), f"{req} vs requirements.lock"
+
+
+def test_the_base_install_is_light():
+    """The producer library's install: no stream engine, no charts (docs/events.md)."""
+    base = {canonicalize_name(Requirement(r).name)
+            for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert base.isdisjoint({"faust-streaming", "matplotlib", "numpy", "confluent-kafka", "prometheus-client"}), base
+
+
+def test_each_commands_extra_is_told_by_modules_of_that_extra():
+    """`cxpulse` names the missing extra by its modules (streams.cli.EXTRA_MODULES): each module
+    must come from a distribution that extra lists, or the hint would send users to the wrong one."""
+    from streams.cli import COMMAND_EXTRAS, COMMANDS, EXTRA_MODULES
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(EXTRA_MODULES) <= set(extras)
+    assert set(COMMAND_EXTRAS) <= set(COMMANDS)
+    assert {e for needed in COMMAND_EXTRAS.values() for e in needed} == set(EXTRA_MODULES)
+    distributions = importlib.metadata.packages_distributions()
+    for extra, modules in EXTRA_MODULES.items():
+        listed = {canonicalize_name(Requirement(r).name) for r in extras[extra]}
+        for module in modules:
+            assert {canonicalize_name(d) for d in distributions[module]} & listed, (extra, module)
 
 
 def test_dockerfile_installs_through_deploy_install_sh():
@@ -101,7 +137,7 @@ def test_dockerfile_installs_through_deploy_install_sh():
     assert re.search(r"^COPY deploy/install\.sh ", dockerfile, re.M)
     install = (ROOT / "deploy/install.sh").read_text()
     assert '-r "$root/requirements.lock"' in install
-    assert '--no-deps "$root"' in install
+    assert '--no-deps "$root[$extras]"' in install
 
 
 def test_ci_installs_through_deploy_install_sh():

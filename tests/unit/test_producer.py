@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from streams.config import Settings
-from streams.contract import ENVELOPE, EVENT_TYPES, message_key, murmur2, partition_for
+from streams.contract import ENVELOPE, EVENT_TYPES, _murmur2_python, message_key, murmur2, partition_for
 from streams.decode import decode_message
 from streams.errors import ConfigError, DeliveryError, InvalidEvent, ProducerError
 from streams.producer import (
@@ -577,6 +577,7 @@ def test_own_murmur2_equals_kafka_pythons() -> None:
     keys = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64))) for _ in range(3000)]
     keys += ["tkt-é-😀".encode(), b"", b"a", b"ab", b"abc", b"abcd"]
     assert [murmur2(k) for k in keys] == [kafka_murmur2(k) for k in keys]
+    assert [_murmur2_python(k) for k in keys] == [kafka_murmur2(k) for k in keys]  # the fallback, too
 
 
 HEAVY_MODULES = ("faust", "mode", "matplotlib", "numpy", "prometheus_client", "confluent_kafka", "kafka", "aiokafka")

@@ -15,7 +15,8 @@ from streams.devtools.simulate import SimConfig
 from streams.devtools.simulate import add_arguments as simulate_arguments
 from streams.devtools.simulate import config_from_args
 from streams.errors import ConfigError
-from streams.initiatives import core
+from streams.initiatives import cli
+from streams.initiatives.model import Initiative, day_ms
 
 DAY = "2026-03-02"
 
@@ -31,14 +32,14 @@ def simulator_config(argv: list[str]) -> SimConfig:
     assert argv[:4] == [argv[0], "-m", "streams.cli", "simulate"], argv
     parser = argparse.ArgumentParser()
     simulate_arguments(parser)
-    return config_from_args(parser.parse_args(argv[4:]), now_ms=core.day_ms(DAY))
+    return config_from_args(parser.parse_args(argv[4:]), now_ms=day_ms(DAY))
 
 
-def declared(demo: stack.DemoInitiative) -> core.Initiative:
+def declared(demo: stack.DemoInitiative) -> Initiative:
     """What `cxpulse initiative` makes of the stack's declaration."""
     parser = argparse.ArgumentParser()
-    core.add_arguments(parser)
-    return core.build(parser.parse_args(demo.declare_argv(DAY, "127.0.0.1:9092")))
+    cli.add_arguments(parser)
+    return cli.build(parser.parse_args(demo.declare_argv(DAY, "127.0.0.1:9092")))
 
 
 def test_the_declared_treated_arm_is_the_one_the_simulator_lifts() -> None:
@@ -49,7 +50,7 @@ def test_the_declared_treated_arm_is_the_one_the_simulator_lifts() -> None:
     assert cfg.treated == initiative.treated == {"storefront": "north-outfitters"}
     assert cfg.conversion_uplift == demo.conversion_uplift > 0
     assert initiative.control == {"storefront": "fern-and-field"}
-    assert (initiative.start_ms, initiative.end_ms) == (core.day_ms(DAY), None)  # from the day it runs on
+    assert (initiative.start_ms, initiative.end_ms) == (day_ms(DAY), None)  # from the day it runs on
     assert initiative.kpi == "conversion"
 
 
