@@ -246,15 +246,22 @@ KPIS: tuple[Kpi, ...] = (
 )
 
 
-# Customer-level KPIs (customers.py): gauges summed over workers, no `partition` label.
+# Customer-level KPIs (customer_state.py): gauges summed over workers, no `partition` label.
 # Label values are bounded: storefront as everywhere, cohort = the last CXPULSE_COHORT_WEEKS
-# ISO weeks, nps_category 3 values, purchases 1/2/3/4+, horizon 30d/90d.
+# ISO weeks, nps_category and csat_band 3 values, purchases 1/2/3/4+, horizon 30d/90d, period
+# one per CXPULSE_RETENTION_PERIODS (at most 5), period_start 2 per period (this one, the one before).
 CUSTOMER: dict[str, tuple[str, tuple[str, ...], str]] = {
     # aggregate key kind -> (metric name, labels after storefront, help)
     "cohort_customers": ("cxpulse_customer_cohort_customers", ("cohort",),
                          "Customers whose first order fell in the ISO week `cohort` (first-order cohort)."),
     "cohort_repeat_customers": ("cxpulse_customer_cohort_repeat_customers", ("cohort",),
                                 "Customers of the cohort who ordered again within 90 days of their first order."),
+    "cohort_mature_customers": ("cxpulse_customer_cohort_mature_customers", ("cohort",),
+                                "Customers of the cohort whose first order is at least 90 days + 1 day old (by the "
+                                "customer partition's watermark): those whose repeat purchase is decided."),
+    "cohort_mature_repeat_customers": ("cxpulse_customer_cohort_mature_repeat_customers", ("cohort",),
+                                       "Of those mature customers, the ones who ordered again within 90 days of their "
+                                       "first order (storefront repeat purchase rate = this / mature customers)."),
     "cohort_revenue": ("cxpulse_customer_cohort_revenue", ("cohort", "currency", "horizon"),
                        "Revenue of the cohort's orders within `horizon` (30d, 90d) of each customer's first order, "
                        "in major units (LTV = this / cohort customers)."),
@@ -264,15 +271,107 @@ CUSTOMER: dict[str, tuple[str, tuple[str, ...], str]] = {
     "nps_revenue": ("cxpulse_customer_nps_revenue", ("nps_category", "purchases", "currency", "horizon"),
                     "Revenue within `horizon` of the first order of those customers, in major units "
                     "(LTV by NPS category = this / cxpulse_customer_nps_customers)."),
+    "csat_customers": ("cxpulse_customer_csat_customers", ("csat_band", "purchases", "horizon"),
+                       "Customers with a CSAT answer whose first order is at least `horizon` old, by the band of "
+                       "their latest answer (satisfied 4-5, neutral 3, unsatisfied 1-2) and their orders within "
+                       "90 days of the first (1, 2, 3, 4+)."),
+    "csat_revenue": ("cxpulse_customer_csat_revenue", ("csat_band", "purchases", "currency", "horizon"),
+                     "Revenue within `horizon` of the first order of those customers, in major units "
+                     "(LTV by CSAT band = this / cxpulse_customer_csat_customers)."),
+    "retention_customers": ("cxpulse_customer_retention_customers", ("period", "period_start"),
+                            "Customers of the retention period starting `period_start` (UTC date) of length `period`: "
+                            "those who ordered in the period before it."),
+    "retention_retained": ("cxpulse_customer_retention_retained", ("period", "period_start"),
+                           "Of those, the customers who ordered again in the period (retention = this / customers, "
+                           "churn = 1 - retention)."),
+    "cohort_retention_customers": ("cxpulse_customer_cohort_retention_customers",
+                                   ("cohort", "period", "period_start"),
+                                   "Customers of the retention period (as cxpulse_customer_retention_customers) by "
+                                   "first-order cohort."),
+    "cohort_retention_retained": ("cxpulse_customer_cohort_retention_retained", ("cohort", "period", "period_start"),
+                                  "Of those, the customers who ordered again in the period, by first-order cohort."),
     "support_customers": ("cxpulse_customer_post_support_customers", ("cohort",),
                           "Customers who opened a ticket in the ISO week `cohort`."),
     "support_converted": ("cxpulse_customer_post_support_converted", ("cohort",),
                           "Of those, customers who ordered within CXPULSE_POST_SUPPORT (default 7d) after that "
                           "week's first ticket (post-support conversion = this / customers)."),
+    "support_mature_customers": ("cxpulse_customer_post_support_mature_customers", ("cohort",),
+                                 "Customers with a ticket in the week whose CXPULSE_POST_SUPPORT window after that "
+                                 "week's first ticket has passed (+ 1 day, by the customer partition's watermark)."),
+    "support_mature_converted": ("cxpulse_customer_post_support_mature_converted", ("cohort",),
+                                 "Of those, the customers who ordered in the window (storefront post-support "
+                                 "conversion = this / mature customers)."),
+    "support_orders": ("cxpulse_customer_post_support_orders", ("cohort", "currency"),
+                       "Orders placed within CXPULSE_POST_SUPPORT after the customer's latest ticket before them, "
+                       "by the ISO week of that ticket (each order once)."),
+    "support_revenue": ("cxpulse_customer_post_support_revenue", ("cohort", "currency"),
+                        "Revenue of those orders, in major units (support-generated revenue)."),
 }
+# Kinds whose value is money in minor units (exported in major units of their `currency` label).
+CUSTOMER_MONEY: frozenset[str] = frozenset({"cohort_revenue", "nps_revenue", "csat_revenue", "support_revenue"})
+
+
+
+@dataclass(frozen=True)
+class CustomerKpi:
+    """A customer-level KPI: the recording rule that holds it (``rules.customer_rules``, which a
+    test keeps in step) and the one that holds its sample size."""
+
+    title: str
+    formula: str
+    record: str
+    sample: str
+    interval: bool = False  # a share with a 95% Wilson interval (``record``_lower / _upper)
+
+
+CUSTOMER_KPIS: tuple[CustomerKpi, ...] = (
+    CustomerKpi("Repeat purchase rate", "mature customers with a 2nd order within 90 days of the first / mature "
+                "customers (first order at least 90 days + 1 day old), over the exported first-order cohorts",
+                "storefront:cxpulse_customer_repeat_purchase:ratio",
+                "storefront:cxpulse_customer_cohort_mature_customers:sum", True),
+    CustomerKpi("Repeat purchase rate of a first-order cohort", "customers of the cohort with a 2nd order within 90 "
+                "days of the first / customers of the cohort (live: grows until the cohort is 90 days old)",
+                "storefront_cohort:cxpulse_customer_repeat_purchase:ratio",
+                "storefront_cohort:cxpulse_customer_cohort_customers:sum", True),
+    CustomerKpi("LTV of a first-order cohort, 30 / 90 days", "revenue of orders within 30 / 90 days of each "
+                "customer's first order / customers of the cohort",
+                "storefront_cohort_currency_horizon:cxpulse_customer_revenue_per_customer:ratio",
+                "storefront_cohort:cxpulse_customer_cohort_customers:sum"),
+    CustomerKpi("LTV by NPS category and purchases", "revenue within the horizon of the first order / customers, "
+                "by the category of the latest NPS answer and orders within 90 days (1, 2, 3, 4+); a customer "
+                "counts once first order + horizon + 1 day has passed",
+                "storefront_nps_category_purchases_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio",
+                "storefront_nps_category_purchases_horizon:cxpulse_customer_nps_customers:sum"),
+    CustomerKpi("LTV by CSAT band and purchases", "as by NPS category, by the band of the latest CSAT answer "
+                "(satisfied 4-5, neutral 3, unsatisfied 1-2)",
+                "storefront_csat_band_purchases_currency_horizon:cxpulse_customer_csat_revenue_per_customer:ratio",
+                "storefront_csat_band_purchases_horizon:cxpulse_customer_csat_customers:sum"),
+    CustomerKpi("Customer retention rate", "customers of the previous period who ordered again in this one / "
+                "customers of the previous period (periods: blocks of `period` days from Monday 1969-12-29 UTC)",
+                "storefront_period_period_start:cxpulse_customer_retention:ratio",
+                "storefront_period_period_start:cxpulse_customer_retention_customers:sum", True),
+    CustomerKpi("Churn rate", "1 - customer retention rate (customers of the previous period with no order in this "
+                "one / customers of the previous period)",
+                "storefront_period_period_start:cxpulse_customer_churn:ratio",
+                "storefront_period_period_start:cxpulse_customer_retention_customers:sum", True),
+    CustomerKpi("Customer retention rate of a first-order cohort", "the same, for the customers of one first-order "
+                "cohort", "storefront_cohort_period_period_start:cxpulse_customer_retention:ratio",
+                "storefront_cohort_period_period_start:cxpulse_customer_cohort_retention_customers:sum", True),
+    CustomerKpi("Post-support conversion", "customers who ordered within CXPULSE_POST_SUPPORT after their week's first "
+                "ticket / customers with a ticket, over the exported ticket weeks whose window + 1 day has passed",
+                "storefront:cxpulse_customer_post_support_conversion:ratio",
+                "storefront:cxpulse_customer_post_support_mature_customers:sum", True),
+    CustomerKpi("Post-support conversion of a ticket week", "the same for one ISO week of tickets (live)",
+                "storefront_cohort:cxpulse_customer_post_support_conversion:ratio",
+                "storefront_cohort:cxpulse_customer_post_support_customers:sum", True),
+    CustomerKpi("Revenue after support", "revenue of the orders placed within CXPULSE_POST_SUPPORT after the "
+                "customer's latest ticket before them (each order once), over the exported ticket weeks",
+                "storefront_currency:cxpulse_customer_post_support_revenue:sum",
+                "storefront_currency:cxpulse_customer_post_support_orders:sum"),
+)
 CUSTOMER_PIPELINE: dict[str, str] = {
-    "cxpulse_customer_facts_total": "Facts (counted order, ticket and NPS events naming a customer) read from the "
-                                    "customer topic, per its partition.",
+    "cxpulse_customer_facts_total": "Facts (counted order, ticket, NPS and CSAT events naming a customer) read from "
+                                    "the customer topic, per its partition.",
     "cxpulse_state_customers": "Customers held in the customer state, per customer-topic partition.",
     "cxpulse_customers_evicted_total": "Customers forgotten (their KPI contribution stays): inactive for "
                                        "CXPULSE_CUSTOMER_TTL, or the least recent beyond CXPULSE_CUSTOMER_MAX.",

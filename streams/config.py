@@ -10,8 +10,8 @@ from ``CXPULSE_<NAME>`` without the suffix, which needs a unit (``500ms``,
 or from ``CXPULSE_<NAME>_MS``, which also takes a bare integer of milliseconds.
 
 Dependent defaults follow what the user set: the dedupe horizon, the state
-retention and the customer TTL default to at least what grace, window, views
-and the post-support window require. An unknown ``CXPULSE_*`` variable (a typo)
+retention and the customer TTL default to at least what grace, window, views,
+the post-support window and the retention periods require. An unknown ``CXPULSE_*`` variable (a typo)
 is logged at start-up with the closest known name.
 
     >>> Settings.from_env({"CXPULSE_GRACE": "90s"}).grace_ms
@@ -42,6 +42,7 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 DURATION_EXAMPLES = "500ms, 90s, 5m, 2h or 30d"
 DAY_MS = 86_400_000
+MAX_RETENTION_PERIODS = 5  # each period length is a label value of the retention gauges
 # host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
 _SERVER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9])?):(\d{1,5})$")
 
@@ -169,6 +170,10 @@ class Settings:
     customer_max: int = 500_000
     post_support_ms: int = 7 * 86_400_000  # an order within this long after a ticket converts it
     cohort_weeks: int = 26  # first-order and ticket weeks exported as cohorts
+    # Lengths of the periods customer retention compares (each period against the one before).
+    # A year is opt-in (30d,90d,365d): it needs the customer TTL to cover two years (derived),
+    # which holds nearly twice the customers in memory.
+    retention_periods_ms: tuple[int, ...] = (30 * 86_400_000, 90 * 86_400_000)
     # Cardinality budget: label values outside an allow-list (comma-separated; empty
     # allows any) or beyond label_cap distinct values per partition go to `other`;
     # at most segment_cap label combinations per family and partition.
@@ -301,7 +306,7 @@ class Settings:
             if name in origins:
                 return origins[name]
             value = getattr(self, name)
-            if name == "views_ms":
+            if name in ("views_ms", "retention_periods_ms"):
                 text = ",".join(format_duration(v) for v in value)
             elif name.endswith("_ms"):
                 text = format_duration(value)
@@ -400,6 +405,18 @@ class Settings:
             conflict(("customer_ttl_ms", "post_support_ms"),
                      f"the customer TTL must be at least 90d + the post-support window = {format_duration(needed)} "
                      f"(LTV looks 90 days ahead); raise it, or leave CXPULSE_CUSTOMER_TTL unset (its default follows)")
+        if (not self.retention_periods_ms or len(self.retention_periods_ms) > MAX_RETENTION_PERIODS
+                or len(set(self.retention_periods_ms)) != len(self.retention_periods_ms)
+                or any(p < DAY_MS or p % DAY_MS for p in self.retention_periods_ms)):
+            # whole days: a period is a block of days (docs/customers.md); a few, each a label value
+            fail("retention_periods_ms", f"1 to {MAX_RETENTION_PERIODS} different whole numbers of days, e.g. "
+                                         "30d,90d,365d")
+        needed = 2 * max(self.retention_periods_ms)
+        if self.customer_ttl_ms < needed:
+            conflict(("customer_ttl_ms", "retention_periods_ms"),
+                     f"the customer TTL must be at least twice the longest retention period = "
+                     f"{format_duration(needed)} (a customer of the previous period may next order at the end of "
+                     f"this one); raise it, or leave CXPULSE_CUSTOMER_TTL unset (its default follows)")
         if self.customer_max < 1:
             fail("customer_max", "a positive number of customers per partition")
         if self.cohort_weeks < 1:
@@ -424,7 +441,11 @@ def _derive_defaults(values: dict[str, Any]) -> None:
         longest = max(get("views_ms") or (window,))
         values["retention_ms"] = max(defaults["retention_ms"].default, longest + grace + window)
     if "customer_ttl_ms" not in values:
-        values["customer_ttl_ms"] = max(defaults["customer_ttl_ms"].default, 90 * DAY_MS + get("post_support_ms"))
+        periods = get("retention_periods_ms")
+        longest = max(periods) if periods and all(isinstance(p, int) for p in periods) else 0
+        # two periods and a day: the day covers facts that arrive behind the partition's watermark
+        values["customer_ttl_ms"] = max(defaults["customer_ttl_ms"].default, 90 * DAY_MS + get("post_support_ms"),
+                                        2 * longest + DAY_MS if longest else 0)
 
 
 def warn_unknown_variables(env: Mapping[str, str]) -> list[str]:
@@ -459,7 +480,7 @@ def _parse(name: str, var: str, text: str, annotation: Any, bare_ms: bool = Fals
     ``..._MS`` one, where a bare integer means milliseconds."""
     kind = str(annotation)
     try:
-        if name == "views_ms":
+        if name in ("views_ms", "retention_periods_ms"):
             return tuple(_duration(var, part, bare_ms) for part in text.split(",") if part.strip())
         if name.endswith("_ms"):
             return _duration(var, text, bare_ms)

@@ -1,4 +1,4 @@
-"""Events of repeat customers over months: orders, tickets and NPS answers naming them.
+"""Events of repeat customers over months: orders, tickets, NPS and CSAT answers naming them.
 
 For the customer-level tests (unit and end to end): seeded, in time order, with a few
 events resent within seconds (duplicates) and two shops in two currencies.
@@ -18,7 +18,7 @@ def _iso(ms: int) -> str:
 
 
 def customer_events(rng: random.Random, customers: int = 60, days: int = 200, t0: int = T0) -> list[dict]:
-    """Orders, tickets and NPS answers of repeat customers over ``days``, in time order,
+    """Orders, tickets, NPS and CSAT answers of repeat customers over ``days``, in time order,
     with a few resends of the same event (duplicates) and shops in two currencies."""
     events: list[dict] = []
     n = 0
@@ -45,6 +45,12 @@ def customer_events(rng: random.Random, customers: int = 60, days: int = 200, t0
             events.append({"event_id": f"n{n}", "type": "survey.answered", "schema_version": 1,
                            "occurred_at": _iso(ts), "storefront": storefront, "response_id": f"R{n}",
                            "kind": "nps", "score": rng.randrange(11), "customer_id": f"c{c}"})
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            n += 1
+            ts = first + rng.randrange(60 * DAY)
+            events.append({"event_id": f"s{n}", "type": "survey.answered", "schema_version": 1,
+                           "occurred_at": _iso(ts), "storefront": storefront, "response_id": f"R{n}",
+                           "kind": "csat", "score": rng.randint(1, 5), "customer_id": f"c{c}"})
     events.sort(key=lambda e: e["occurred_at"])
     for i in rng.sample(range(len(events)), k=len(events) // 30):  # resent within seconds
         events.insert(min(len(events), i + 2), dict(events[i]))

@@ -1,4 +1,4 @@
-"""The independent reference for the customer-level KPIs, written from docs/metrics.md.
+"""The independent reference for the customer-level KPIs, written from docs/customers.md.
 
 Input: the events the window stage counted, in send order (``tests/reference.py`` decides
 which: valid, first-seen, on time). Shares nothing with ``streams/pipeline/customer_state.py``; plain dicts:
@@ -6,30 +6,39 @@ which: valid, first-seen, on time). Shares nothing with ``streams/pipeline/custo
     ref = customer_kpis(counted_events, partitions=4)
     ref["cohort_customers"][("shop-a", "2026-W03")]      # customers of a first-order week
     ref["nps_revenue"][("shop-a", "promoter", "2", "EUR", "90d")]   # minor units
+    ref["retention_retained"][("shop-a", "30d", "2026-02-08")]
 
-Definitions (docs/metrics.md, "Customer-level KPIs"):
+Definitions (docs/customers.md, "Definitions"):
 
-* A customer is (storefront, customer_id). Orders count once per event_id.
+* A customer is (storefront, customer_id). Orders count once per event_id. The watermark of
+  a customer is the largest fact time of its customer partition (Kafka's murmur2 of the id);
+  *mature* means the watermark is at least the given time + 1 day.
 * First-order cohort = ISO week (UTC) of the customer's earliest order. Repeat customer: a
-  second order earlier than first + 90 days. Revenue within 30d / 90d: orders earlier than
-  first + 30 / 90 days, per currency.
-* NPS cohort: category of the latest NPS answer (by event time; 9-10 promoter, 7-8 passive,
-  0-6 detractor), purchases = orders within 90 days of the first (1, 2, 3, 4+); a customer
-  counts for horizon h once the customer partition's watermark (largest fact time of the
-  partition of Kafka's murmur2 of the customer id) is at least first + h + 1 day.
+  second order earlier than first + 90 days; counted as mature once first + 90 days is
+  mature. Revenue within 30d / 90d: orders earlier than first + 30 / 90 days, per currency.
+* NPS / CSAT cohort: category of the latest NPS answer (9-10 promoter, 7-8 passive, 0-6
+  detractor), band of the latest CSAT answer (4-5 satisfied, 3 neutral, 1-2 unsatisfied);
+  latest by event time, the higher score on a tie; purchases = orders within 90 days of the
+  first (1, 2, 3, 4+); a customer counts for horizon h once first + h is mature.
+* Retention, period length P (whole days): period number floor((t - 1969-12-29T00:00Z) / P),
+  ``period_start`` its first day. Customers of period k: an order in k - 1; retained: an order
+  in k too. Exported: the period of the watermark and the one before (per partition).
 * Post-support: per customer and ISO week with a ticket, converted when an order's time is
-  after that week's earliest ticket and at most 7 days after it.
+  after that week's earliest ticket and at most N (7 days) after it; mature once that ticket
+  + N is mature. Revenue after support: each order after the customer's latest ticket before
+  it and at most N after it, for the ISO week of that ticket, per currency.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from tests.reference import event_ms, partition_of
 
 DAY = 86_400_000
+GRID_START = datetime(1969, 12, 29, tzinfo=timezone.utc)  # a Monday: ISO week 1970-W01 begins
 
 
 def _week(ms: int) -> str:
@@ -45,18 +54,32 @@ def _category(score: int) -> str:
     return "detractor"
 
 
-def customer_kpis(counted: Iterable[dict[str, Any]], partitions: int,
-                  post_support_ms: int = 7 * DAY) -> dict[str, dict[tuple, int]]:
+def _band(score: int) -> str:
+    return {5: "satisfied", 4: "satisfied", 3: "neutral"}.get(score, "unsatisfied")
+
+
+def _period(ms: int, days: int) -> int:
+    since = datetime.fromtimestamp(ms / 1000, timezone.utc) - GRID_START
+    return (since // timedelta(days=1)) // days
+
+
+def _period_start(number: int, days: int) -> str:
+    return (GRID_START + timedelta(days=number * days)).date().isoformat()
+
+
+def customer_kpis(counted: Iterable[dict[str, Any]], partitions: int, post_support_ms: int = 7 * DAY,
+                  periods_days: tuple[int, ...] = (30, 90)) -> dict[str, dict[tuple, int]]:
     orders: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = defaultdict(dict)
     tickets: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    answers: dict[tuple[str, str], dict[str, tuple[int, int]]] = defaultdict(dict)
+    surveys: dict[str, dict[tuple[str, str], dict[str, tuple[int, int]]]] = {
+        "nps": defaultdict(dict), "csat": defaultdict(dict)}
     watermark: dict[int, int] = {}
     for event in counted:
         customer_id = event.get("customer_id")
         kind = event["type"]
         if customer_id is None or kind not in ("order.placed", "ticket.created", "survey.answered"):
             continue
-        if kind == "survey.answered" and event["kind"] != "nps":
+        if kind == "survey.answered" and event["kind"] not in surveys:
             continue
         ts = event_ms(event["occurred_at"])
         p = partition_of(customer_id, partitions)
@@ -67,40 +90,74 @@ def customer_kpis(counted: Iterable[dict[str, Any]], partitions: int,
         elif kind == "ticket.created":
             tickets[who].setdefault(event["event_id"], ts)
         else:
-            answers[who].setdefault(event["event_id"], (ts, event["score"]))
+            surveys[event["kind"]][who].setdefault(event["event_id"], (ts, event["score"]))
 
     out: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
     for who in set(orders) | set(tickets):
         storefront, customer_id = who
+        wm = watermark[partition_of(customer_id, partitions)]
+
+        def mature(ms: int) -> bool:
+            return wm >= ms + DAY
+
         mine = sorted(orders[who].values())
         if mine:
             first = mine[0][0]
             cohort = _week(first)
             out["cohort_customers"][storefront, cohort] += 1
             within90 = [o for o in mine if o[0] < first + 90 * DAY]
-            if len(within90) >= 2:
+            repeat = len(within90) >= 2
+            if repeat:
                 out["cohort_repeat_customers"][storefront, cohort] += 1
+            if mature(first + 90 * DAY):
+                out["cohort_mature_customers"][storefront, cohort] += 1
+                if repeat:
+                    out["cohort_mature_repeat_customers"][storefront, cohort] += 1
             for horizon, days in (("30d", 30), ("90d", 90)):
                 for ts, amount, currency in mine:
                     if ts < first + days * DAY:
                         out["cohort_revenue"][storefront, cohort, currency, horizon] += amount
-            if answers[who]:
-                latest = max(answers[who].values())
-                category = _category(latest[1])
-                purchases = str(len(within90)) if len(within90) < 4 else "4+"
-                wm = watermark[partition_of(customer_id, partitions)]
+            purchases = str(len(within90)) if len(within90) < 4 else "4+"
+            for survey, group in (("nps", _category), ("csat", _band)):
+                answers = surveys[survey][who]
+                if not answers:
+                    continue
+                latest = max(answers.values())  # (time, score): the later, then the higher score
+                category = group(latest[1])
                 for horizon, days in (("30d", 30), ("90d", 90)):
-                    if wm >= first + days * DAY + DAY:
-                        out["nps_customers"][storefront, category, purchases, horizon] += 1
+                    if mature(first + days * DAY):
+                        out[f"{survey}_customers"][storefront, category, purchases, horizon] += 1
                         for ts, amount, currency in mine:
                             if ts < first + days * DAY:
-                                out["nps_revenue"][storefront, category, purchases, currency, horizon] += amount
+                                out[f"{survey}_revenue"][storefront, category, purchases, currency, horizon] += amount
+            for days in periods_days:
+                shown = {_period(wm, days), _period(wm, days) - 1}
+                active = {_period(ts, days) for ts, _, _ in mine}
+                for k in shown:
+                    if k - 1 in active:
+                        labels = (f"{days}d", _period_start(k, days))
+                        out["retention_customers"][(storefront, *labels)] += 1
+                        out["cohort_retention_customers"][(storefront, cohort, *labels)] += 1
+                        if k in active:
+                            out["retention_retained"][(storefront, *labels)] += 1
+                            out["cohort_retention_retained"][(storefront, cohort, *labels)] += 1
         earliest_in_week: dict[str, int] = {}
         for ts in tickets[who].values():
             week = _week(ts)
             earliest_in_week[week] = min(ts, earliest_in_week.get(week, ts))
         for week, ticket_ts in earliest_in_week.items():
+            converted = any(ticket_ts < o[0] <= ticket_ts + post_support_ms for o in mine)
             out["support_customers"][storefront, week] += 1
-            if any(ticket_ts < o[0] <= ticket_ts + post_support_ms for o in mine):
+            if converted:
                 out["support_converted"][storefront, week] += 1
+            if mature(ticket_ts + post_support_ms):
+                out["support_mature_customers"][storefront, week] += 1
+                if converted:
+                    out["support_mature_converted"][storefront, week] += 1
+        for ts, amount, currency in mine:
+            before = [t for t in tickets[who].values() if t < ts]
+            if before and ts - max(before) <= post_support_ms:
+                week = _week(max(before))
+                out["support_orders"][storefront, week, currency] += 1
+                out["support_revenue"][storefront, week, currency] += amount
     return {kind: dict(values) for kind, values in out.items()}

@@ -39,7 +39,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         var = f"CXPULSE_{name.upper()}"
-        if name == "views_ms":
+        if name in ("views_ms", "retention_periods_ms"):
             env[var] = ",".join(f"{v}ms" for v in value)
         else:
             env[var] = str(value)

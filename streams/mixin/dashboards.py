@@ -943,6 +943,29 @@ def _this_week_and_last(key: str, filters: Mapping[str, str]) -> timeseries.Pane
     return _money(panel) if money else panel
 
 
+def _long_windows() -> table.Panel:
+    """The windows the small shops' pages read (docs/alerts.md, "Small shops"), per storefront."""
+    columns = []
+    for window in rules.LONG_WINDOWS:
+        conversion = f"storefront:cxpulse_conversion:ratio_window{window}{{{SF}}}"
+        sessions = f"storefront:cxpulse_conversion:denominator_window{window}{{{SF}}}"
+        columns += [
+            Column(sessions, f"sessions {window} (n)", "short", 0),
+            Column(f"{conversion}\n* on (storefront) {sessions}", f"orders {window}", "short", 0),
+            Column(conversion, f"conversion {window}", "percentunit", 2),
+            Column(f"{rules.expected_orders_rule(window)}{{{SF}}}", f"orders expected {window}", "short", 1),
+        ]
+    return _table(
+        "Orders against the orders expected, last complete 6 and 24 hours", (
+            "Per storefront, the windows CxpulseConversionDropSixHours / Day and CxpulseOrdersStopped read, summed from "
+            "the 1-minute windows: sessions (the sample n), orders, conversion, and the orders expected "
+            "(`storefront:cxpulse_conversion:expected_orders_window6h`: these sessions x last week's conversion of "
+            f"the same window at the lower end of its 95% interval). No order where {rules.ORDERS_STOPPED_LAMBDA:.1f} "
+            "or more were expected pages (P < 0.1%). For shops too small for the hourly pages."),
+        ["storefront"], columns, sort=("storefront", False), span=24, height=7, clock=EVENT_LAST.replace(
+            "$window window", "6h / 24h window"))
+
+
 def cx_overview() -> dm.Dashboard:
     filters = {"storefront": "$storefront", "currency": "$currency"}
     tiles = {spec.key: _overview_tiles(spec, filters) for spec in _headlines()}
@@ -960,9 +983,11 @@ def cx_overview() -> dm.Dashboard:
              [t for key in ("conversion", "first_response_p90", "nps", "csat") for t in tiles[key]]),
             ("Money in $currency: last complete $window window, selected storefronts pooled",
              [t for key in ("revenue_per_visitor", "average_order_value") for t in tiles[key]], "currency"),
-            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseRevenuePerVisitorDrop",
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseConversionDropSixHours",
+                                 "CxpulseConversionDropDay", "CxpulseOrdersStopped", "CxpulseRevenuePerVisitorDrop",
                                  "CxpulseNpsDrop", "CxpulseCsatDrop", "CxpulseFirstResponseSlow",
                                  "CxpulseEventsSilent", "CxpulseWindowsBehind", "CxpulseNoWorkerReady"])]),
+            ("Small shops: the last complete 6 and 24 hours", [_long_windows()]),
             ("Per $window window, this week and last: $storefront",
              [*(_band(key, span=8, baseline=True,
                       title=f"{_short(_kpi(key))} per $window window: this week and last, $storefront")
@@ -1105,7 +1130,8 @@ def revenue_funnel() -> dm.Dashboard:
                 "arrival-time rules keep only the storefront), as the workers count them (recording rules "
                 "`storefront:cxpulse_sessions_started:rate5m`, `storefront:cxpulse_orders_placed:rate5m`, x 60).",
                 "short", arrivals, clock=ARRIVAL, span=24)]),
-            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseRevenuePerVisitorDrop",
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseConversionDropSixHours",
+                                 "CxpulseConversionDropDay", "CxpulseOrdersStopped", "CxpulseRevenuePerVisitorDrop",
                                  "CxpulseEventsSilent", "CxpulseWindowsBehind"])]),
         ],
     )
@@ -1472,8 +1498,9 @@ def pipeline_health() -> dm.Dashboard:
 # --------------------------------------------------------------- Customers
 # Recorded series of rules.customer_rules() (docs/customers.md), written in full so grep finds them.
 CUSTOMERS = "storefront:cxpulse_customer_cohort_customers:sum"
+MATURE = "storefront:cxpulse_customer_cohort_mature_customers:sum"
 REPEAT = "storefront:cxpulse_customer_repeat_purchase:ratio"
-SUPPORTED = "storefront:cxpulse_customer_post_support_customers:sum"
+SUPPORTED = "storefront:cxpulse_customer_post_support_mature_customers:sum"
 POST_SUPPORT = "storefront:cxpulse_customer_post_support_conversion:ratio"
 COHORT_CUSTOMERS = "storefront_cohort:cxpulse_customer_cohort_customers:sum"
 COHORT_REPEAT = "storefront_cohort:cxpulse_customer_repeat_purchase:ratio"
@@ -1485,6 +1512,20 @@ NPS_LTV = "storefront_nps_category_currency_horizon:cxpulse_customer_nps_revenue
 NPS_PURCHASES_CUSTOMERS = "storefront_nps_category_purchases_horizon:cxpulse_customer_nps_customers:sum"
 NPS_PURCHASES_LTV = "storefront_nps_category_purchases_currency_horizon:cxpulse_customer_nps_revenue_per_customer:ratio"
 NPS_CATEGORIES = (("promoter", "promoters"), ("passive", "passives"), ("detractor", "detractors"))
+CSAT_CUSTOMERS = "storefront_csat_band_horizon:cxpulse_customer_csat_customers:sum"
+CSAT_LTV = "storefront_csat_band_currency_horizon:cxpulse_customer_csat_revenue_per_customer:ratio"
+CSAT_PURCHASES_CUSTOMERS = "storefront_csat_band_purchases_horizon:cxpulse_customer_csat_customers:sum"
+CSAT_PURCHASES_LTV = "storefront_csat_band_purchases_currency_horizon:cxpulse_customer_csat_revenue_per_customer:ratio"
+CSAT_BANDS_SHOWN = (("satisfied", "satisfied (4-5)"), ("neutral", "neutral (3)"), ("unsatisfied", "unsatisfied (1-2)"))
+RETENTION = "storefront_period_period_start:cxpulse_customer_retention:ratio"
+CHURN = "storefront_period_period_start:cxpulse_customer_churn:ratio"
+RETENTION_CUSTOMERS = "storefront_period_period_start:cxpulse_customer_retention_customers:sum"
+COHORT_RETENTION = "storefront_cohort_period_period_start:cxpulse_customer_retention:ratio"
+COHORT_RETENTION_CUSTOMERS = "storefront_cohort_period_period_start:cxpulse_customer_cohort_retention_customers:sum"
+SUPPORT_REVENUE = "storefront_currency:cxpulse_customer_post_support_revenue:sum"
+SUPPORT_ORDERS = "storefront_currency:cxpulse_customer_post_support_orders:sum"
+COHORT_SUPPORT_REVENUE = "storefront_cohort_currency:cxpulse_customer_post_support_revenue:sum"
+COHORT_SUPPORT_ORDERS = "storefront_cohort_currency:cxpulse_customer_post_support_orders:sum"
 
 COHORTS = ("Cohorts are ISO weeks (`2026-W47`, UTC); the last CXPULSE_COHORT_WEEKS (26) are exported.")
 WILSON = ("95% Wilson score interval: the range the true share lies in given the number of customers; a "
@@ -1493,62 +1534,101 @@ GROSS = " Money stays per currency, in major units, gross of refunds (refunds ca
 NPS_JOIN = ("A customer counts for a horizon once their first order is that old (plus a day), so a category's "
             "LTV is never dragged down by customers too young to have spent it; the category is that of the "
             "customer's latest NPS answer (9-10 promoter, 7-8 passive, 0-6 detractor).")
+CSAT_JOIN = ("A customer counts for a horizon once their first order is that old (plus a day); the band is that of "
+             "the customer's latest CSAT answer (satisfied 4-5, neutral 3, unsatisfied 1-2).")
+MATURE_NOTE = (" Only customers whose 90 days (and a day) have passed count, so young cohorts, still inside their "
+               "90 days, do not pull it down; each cohort's own live rate is in the table below.")
+PERIODS = ("A retention period is a block of `period` days (CXPULSE_RETENTION_PERIODS) counted from Monday "
+           "1969-12-29 UTC, labelled by its first day (`period_start`): its customers ordered in the period before, "
+           "retained ones ordered again in it, churned ones did not. Each length shows two periods: the one in "
+           "progress (the newer `period_start`, still growing) and the last complete one (final).")
 
 
 def customers() -> dm.Dashboard:
     h90 = f'{SF}, horizon="90d"'
 
-    def share(ratio: str, customers: str) -> str:
+    def share(ratio: str, customers: str, by: str = "") -> str:
         # the selected storefronts pooled: their customers who did / their customers
-        return (f"sum (\n  {ratio}{{{SF}}}\n  * {customers}{{{SF}}}\n)\n"
-                f"/ sum (\n  {customers}{{{SF}}}\n  and {ratio}{{{SF}}}\n)")
+        agg = f"sum by ({by}) " if by else "sum "
+        return (f"{agg}(\n  {ratio}{{{SF}}}\n  * {customers}{{{SF}}}\n)\n"
+                f"/ {agg}(\n  {customers}{{{SF}}}\n  and {ratio}{{{SF}}}\n)")
 
-    def ltv(category: str) -> str:
+    def ltv(category: str, ltv_rule: str = NPS_LTV, customers_rule: str = NPS_CUSTOMERS,
+            group: str = "nps_category") -> str:
         # 90-day revenue per customer of a category, pooled per currency over the storefronts
         # that had that revenue: the LTV rule x its customers is the category's revenue
-        ratio = f'{NPS_LTV}{{{h90}, nps_category="{category}"}}'
-        customers = f'{NPS_CUSTOMERS}{{{h90}, nps_category="{category}"}}'
-        on = "on (storefront, nps_category, horizon) group_left ()"
+        ratio = f'{ltv_rule}{{{h90}, {group}="{category}"}}'
+        customers = f'{customers_rule}{{{h90}, {group}="{category}"}}'
+        on = f"on (storefront, {group}, horizon) group_left ()"
         return (f"sum by (currency) (\n  {ratio}\n  * {on} {customers}\n)\n"
                 f"/ sum by (currency) (\n  0 * {ratio}\n  + {on} {customers}\n)")
+
+    def csat_ltv(band: str) -> str:
+        return ltv(band, CSAT_LTV, CSAT_CUSTOMERS, "csat_band")
 
     pooled_note = " The selected storefronts pooled into one number: their customers summed."
     headline = [
         _stat("Customers", f"Customers whose first order falls in an exported first-order cohort, summed over the "
               f"cohorts and the selected storefronts (`{CUSTOMERS}`). A customer is a (storefront, customer_id) pair; "
               f"the id never becomes a label. {COHORTS}", "short", [_target(f"sum({CUSTOMERS}{{{SF}}})", "customers")],
-              clock=CUSTOMER_CLOCK, span=6, decimals=0),
+              clock=CUSTOMER_CLOCK, span=4, decimals=0),
         _stat("Repeat purchase rate", f"Customers who ordered again within 90 days of their first order / customers, "
-              f"over the exported cohorts (`{REPEAT}`); its 95% interval is the band below. The youngest cohorts "
-              f"have not had 90 days yet, so their share still grows.{pooled_note}", "percentunit",
-              [_target(share(REPEAT, CUSTOMERS), "repeat purchase")], clock=CUSTOMER_CLOCK, span=6, min_max=(0, 1)),
+              f"over the exported cohorts (`{REPEAT}`); its 95% interval is the band below, grey: n, the mature "
+              f"customers it is computed on (`{MATURE}`).{MATURE_NOTE}{pooled_note}", "percentunit",
+              [_target(share(REPEAT, MATURE), "repeat purchase"), _target(f"sum({MATURE}{{{SF}}})", "n customers",
+                                                                          "B")],
+              clock=CUSTOMER_CLOCK, span=4, min_max=(0, 1)).override_by_name("n customers", _sample_field()),
         _stat("Post-support conversion", "Customers who ordered within CXPULSE_POST_SUPPORT (7 days) after the "
-              "first ticket of an ISO week / customers with a ticket that week, over the exported ticket cohorts "
-              f"(`{POST_SUPPORT}`). Did support leave them willing to buy?{pooled_note}", "percentunit",
-              [_target(share(POST_SUPPORT, SUPPORTED), "post-support conversion")], clock=CUSTOMER_CLOCK, span=6,
-              min_max=(0, 1)),
+              "first ticket of an ISO week / customers with a ticket that week, over the exported ticket weeks whose "
+              f"7 days (and a day) have passed (`{POST_SUPPORT}`); grey: n, those customers (`{SUPPORTED}`). Did "
+              f"support leave them willing to buy?{pooled_note}", "percentunit",
+              [_target(share(POST_SUPPORT, SUPPORTED), "post-support conversion"),
+               _target(f"sum({SUPPORTED}{{{SF}}})", "n customers", "B")], clock=CUSTOMER_CLOCK, span=4,
+              min_max=(0, 1)).override_by_name("n customers", _sample_field()),
         _stat("Promoter / detractor LTV, 90 days", "How many times a promoter is worth a detractor: 90-day revenue "
               "per customer of promoters / that of detractors, per currency (`" + NPS_LTV + "`), the selected "
               "storefronts pooled (each category's revenue / its customers). " + NPS_JOIN,
               "suffix:x", [_target(f"(\n{_indent(ltv('promoter'))}\n)\n/ (\n{_indent(ltv('detractor'))}\n)",
                                    "x ({{currency}})")],
-              clock=CUSTOMER_CLOCK, span=6, decimals=2),
+              clock=CUSTOMER_CLOCK, span=4, decimals=2),
+        _stat("Satisfied / unsatisfied LTV, 90 days", "How many times a satisfied customer (latest CSAT 4-5) is "
+              "worth an unsatisfied one (1-2): 90-day revenue per customer of each band, per currency (`" + CSAT_LTV
+              + "`), the selected storefronts pooled. " + CSAT_JOIN,
+              "suffix:x", [_target(f"(\n{_indent(csat_ltv('satisfied'))}\n)\n/ (\n"
+                                   f"{_indent(csat_ltv('unsatisfied'))}\n)", "x ({{currency}})")],
+              clock=CUSTOMER_CLOCK, span=4, decimals=2),
+        _money(_stat("Revenue after support", "Support-generated revenue: orders placed within CXPULSE_POST_SUPPORT "
+                     "(7 days) after the customer's latest ticket before them, each order once, over the exported "
+                     f"ticket weeks, per currency (`{SUPPORT_REVENUE}`); grey: n, those orders (`{SUPPORT_ORDERS}`)."
+                     f"{pooled_note}", "none",
+                     [_target(f"sum by (currency) ({SUPPORT_REVENUE}{{{SF}}})", CURRENCY_LEGEND),
+                      _target(f"sum({SUPPORT_ORDERS}{{{SF}}})", "n orders", "B")],
+                     clock=CUSTOMER_CLOCK, span=4, decimals=2)).override_by_name("n orders", _sample_field()),
+    ]
+    retention_now = [
+        _stat("Customer retention, each period", f"Customers of the previous period who ordered again in this one / "
+              f"customers of the previous period, per period length and period (`{RETENTION}`), the selected "
+              f"storefronts pooled; churn is 1 - this. {PERIODS}", "percentunit",
+              [_target(share(RETENTION, RETENTION_CUSTOMERS, "period, period_start"),
+                       "{{period}} from {{period_start}}")],
+              clock=CUSTOMER_CLOCK, span=6, height=9, min_max=(0, 1)),
     ]
     bands = [
         _band_panel(
             "Repeat purchase rate with its 95% interval, $storefront",
             f"Customers of the exported first-order cohorts who ordered again within 90 days of their first order / "
             f"those customers. Line: `{REPEAT}`; band: its {WILSON} Bars (right axis): the customers it is "
-            f"measured on (`{CUSTOMERS}`).", "percentunit",
+            f"measured on (`{MATURE}`).{MATURE_NOTE}", "percentunit",
             Band((f"{REPEAT}{{{SF}}}", "repeat purchase rate"),
                  (f"{REPEAT}_lower{{{SF}}}", "repeat purchase 95% lower"),
                  (f"{REPEAT}_upper{{{SF}}}", "repeat purchase 95% upper")),
-            (f"{CUSTOMERS}{{{SF}}}", "n (customers)"), clock=CUSTOMER_CLOCK),
+            (f"{MATURE}{{{SF}}}", "n (customers)"), clock=CUSTOMER_CLOCK),
         _band_panel(
             "Post-support conversion with its 95% interval, $storefront",
             f"Customers with a ticket who ordered within 7 days after their week's first ticket / customers with a "
-            f"ticket, over the exported ticket weeks. Line: `{POST_SUPPORT}`; band: its {WILSON} Bars (right axis): "
-            f"the customers with a ticket (`{SUPPORTED}`).", "percentunit",
+            f"ticket, over the exported ticket weeks whose 7 days (and a day) have passed. Line: `{POST_SUPPORT}`; "
+            f"band: its {WILSON} Bars (right axis): the customers with a ticket it is measured on (`{SUPPORTED}`).",
+            "percentunit",
             Band((f"{POST_SUPPORT}{{{SF}}}", "post-support conversion"),
                  (f"{POST_SUPPORT}_lower{{{SF}}}", "post-support 95% lower"),
                  (f"{POST_SUPPORT}_upper{{{SF}}}", "post-support 95% upper")),
@@ -1583,6 +1663,38 @@ def customers() -> dm.Dashboard:
                          Column(f"{COHORT_POST_SUPPORT}_upper{{{SF}}}", "95% upper", **share)],
             drop=("storefront",), sort=("cohort", True), span=8, height=10, clock=CUSTOMER_CLOCK),
     ]
+    retention = retention_now + [
+        _table("Retention and churn by period", (
+            f"Per period length and period: its customers (those who ordered in the period before, the sample n), "
+            f"the share who ordered again in it (`{RETENTION}`, the bar) with its {WILSON} and the churn rate "
+            f"(`{CHURN}`). {PERIODS}"),
+            ["period", "period_start"],
+            [Column(f"{RETENTION_CUSTOMERS}{{{SF}}}", "customers (n)", "short", 0),
+             Column(f"{RETENTION}{{{SF}}}", "retention", gauge=True, unit="percentunit", decimals=1),
+             Column(f"{RETENTION}_lower{{{SF}}}", "95% lower", unit="percentunit", decimals=1),
+             Column(f"{RETENTION}_upper{{{SF}}}", "95% upper", unit="percentunit", decimals=1),
+             Column(f"{CHURN}{{{SF}}}", "churn", unit="percentunit", decimals=1)],
+            drop=("storefront",), sort=("period_start", True), span=18, height=9, clock=CUSTOMER_CLOCK),
+        _table("Retention by first-order cohort", (
+            f"The same per first-order cohort (the ISO week of each customer's first order): of a cohort's customers "
+            f"who ordered in the period before, the share who ordered again in the period (`{COHORT_RETENTION}`) and "
+            f"its {WILSON} {PERIODS} {COHORTS}"),
+            ["cohort", "period", "period_start"],
+            [Column(f"{COHORT_RETENTION_CUSTOMERS}{{{SF}}}", "customers (n)", "short", 0),
+             Column(f"{COHORT_RETENTION}{{{SF}}}", "retention", gauge=True, unit="percentunit", decimals=1),
+             Column(f"{COHORT_RETENTION}_lower{{{SF}}}", "95% lower", unit="percentunit", decimals=1),
+             Column(f"{COHORT_RETENTION}_upper{{{SF}}}", "95% upper", unit="percentunit", decimals=1)],
+            drop=("storefront",), sort=("cohort", True), span=14, height=9, clock=CUSTOMER_CLOCK),
+        _table("Revenue after support by ticket week", (
+            "Per ticket week (the ISO week of the customer's latest ticket before the order) and currency: orders "
+            "placed within CXPULSE_POST_SUPPORT (7 days) after that ticket and their revenue "
+            f"(`{COHORT_SUPPORT_REVENUE}`), beside post-support conversion (above): support that sells. Each order "
+            f"counts once (last touch).{GROSS} {COHORTS}"),
+            ["cohort", "currency"],
+            [Column(f"{COHORT_SUPPORT_ORDERS}{{{SF}}}", "orders (n)", "short", 0),
+             Column(f"{COHORT_SUPPORT_REVENUE}{{{SF}}}", "revenue", decimals=2)],
+            drop=("storefront",), sort=("cohort", True), span=10, height=9, clock=CUSTOMER_CLOCK),
+    ]
     nps = [
         _money(_bars("LTV by NPS category, 90 days", (
             f"90-day revenue per customer by NPS category and currency (`{NPS_LTV}`, horizon 90d): revenue within 90 "
@@ -1611,6 +1723,26 @@ def customers() -> dm.Dashboard:
             + [Column(f'{NPS_PURCHASES_CUSTOMERS}{{{h90}, nps_category="{c}"}}', f"{name} n", "short", 0)
                for c, name in NPS_CATEGORIES],
             drop=("storefront", "horizon", "nps_category"), sort=("purchases", False), span=10, height=9,
+            clock=CUSTOMER_CLOCK),
+    ]
+    csat = [
+        _money(_bars("LTV by CSAT band, 90 days", (
+            f"90-day revenue per customer by CSAT band and currency (`{CSAT_LTV}`, horizon 90d): revenue within 90 "
+            f"days of the first order of the band's customers / those customers. {CSAT_JOIN}{GROSS}"),
+            [_target(f"{CSAT_LTV}{{{h90}}}", f"{{{{csat_band}}}} {CURRENCY_LEGEND}")], span=6, unit="none",
+            height=9, clock=CUSTOMER_CLOCK).decimals(2)),
+        _table("LTV by CSAT band and purchases, 90 days", (
+            "Satisfaction tied to value: 90-day revenue per customer of satisfied, neutral and unsatisfied customers "
+            "(their latest CSAT answer) who made the same number of orders within 90 days of their first (1, 2, 3, "
+            f"4+), per currency (`{CSAT_PURCHASES_LTV}`), and how many customers each cell holds "
+            f"(`{CSAT_PURCHASES_CUSTOMERS}`): reading across a row compares customers who bought equally often. "
+            f"{CSAT_JOIN}{GROSS}"),
+            ["purchases", "currency"],
+            [Column(f'{CSAT_PURCHASES_LTV}{{{h90}, csat_band="{b}"}}', name, decimals=2)
+             for b, name in CSAT_BANDS_SHOWN]
+            + [Column(f'{CSAT_PURCHASES_CUSTOMERS}{{{h90}, csat_band="{b}"}}', f"{name} n", "short", 0)
+               for b, name in CSAT_BANDS_SHOWN],
+            drop=("storefront", "horizon", "csat_band"), sort=("purchases", False), span=18, height=9,
             clock=CUSTOMER_CLOCK),
     ]
     rate = "$__rate_interval"
@@ -1644,15 +1776,18 @@ def customers() -> dm.Dashboard:
     return _dashboard(
         "cx-customers", "Customers",
         "What a customer is worth and whether a good experience makes them worth more: repeat purchase by "
-        "first-order cohort, 30- and 90-day revenue per customer, LTV by NPS category and purchase count, "
-        "post-support conversion, each with its sample; and the customer stage that computes them.",
+        "first-order cohort, retention and churn per period, 30- and 90-day revenue per customer, LTV by NPS "
+        "category and by CSAT band at the same purchase count, post-support conversion and the revenue after "
+        "support, each with its sample; and the customer stage that computes them.",
         _variables("storefront"),
         [
             ("Customers of the exported cohorts", headline),
             ("Repeat purchase and post-support conversion with their 95% interval: $storefront", bands,
              "storefront"),
             ("First-order and ticket cohorts: $storefront", cohorts, "storefront"),
+            ("Retention, churn and revenue after support: $storefront", retention, "storefront"),
             ("LTV by NPS category: $storefront", nps, "storefront"),
+            ("LTV by CSAT band: $storefront", csat, "storefront"),
             ("Customer stage (all storefronts)", stage),
             ("Alerts", [_alerts(["CxpulseConsumerLagHigh", "CxpulseNoWorkerReady", "CxpulseWorkerDown"])]),
         ],

@@ -7,6 +7,7 @@ re-renders and fails if a committed file differs. Today: ``docs/metrics.md``.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from streams.pipeline.aggregates import ALPHA, LE_SECONDS
@@ -72,15 +73,63 @@ def uncertainty_doc() -> list[str]:
     ]
 
 
+def long_windows_doc() -> list[str]:
+    """The 6h / 24h conversion and the orders expected, recorded for the pages of small shops."""
+    from streams.mixin import rules
+
+    conversion = next(k for k in KPIS if k.key == "conversion")
+    lines = [
+        "## Long windows: small shops",
+        "",
+        "By event time. Conversion over the last complete "
+        + " and ".join(rules.LONG_WINDOWS) + " is recorded per storefront for the pages of shops too small "
+        "for the hourly ones (docs/alerts.md, \"Small shops\"), with its sample size, 95% Wilson interval and "
+        "last week's (`_offset1w`), like the hourly KPIs. These windows are not views of the merge stage: "
+        "a rule sums the window's 1-minute windows, where its last minute is complete (windows complete in "
+        "order; a minute without a sample had no such event). Beside them, the orders a window should hold: "
+        "its sessions x last week's conversion of the same window at the lower end of its interval.",
+        "",
+        "| recorded | PromQL |",
+        "|---|---|",
+    ]
+    level = ("storefront",)
+    for window in rules.LONG_WINDOWS:
+        for record, expr in (
+                (rules.window_rule(conversion, level, window),
+                 rules.window_kpi_expr(conversion, level, window, rules.DELAY)),
+                (rules.window_denominator_rule(conversion, level, window),
+                 rules.window_component(conversion.denominator, level, window, rules.DELAY))):
+            lines.append(f"| `{record}` | `{' '.join(expr.split())}` |")
+    for window in rules.ORDERS_STOPPED_WINDOWS:
+        record = rules.expected_orders_rule(window)
+        expr = next(r["expr"] for g in rules.recording_groups() for r in g["rules"] if r["record"] == record)
+        lines.append(f"| `{record}` | `{' '.join(expr.split())}` |")
+    return lines + [""]
+
+
 def customers_doc() -> list[str]:
     """The customer-level and initiative series and the rules over them (docs/customers.md and
     docs/initiatives.md explain them)."""
-    from streams.catalog import CUSTOMER, CUSTOMER_PIPELINE, INITIATIVE
-    from streams.mixin.rules import customer_rules, initiative_rules
+    from streams.catalog import CUSTOMER, CUSTOMER_KPIS, CUSTOMER_PIPELINE, INITIATIVE
+    from streams.mixin.rules import customer_expr, customer_rules, initiative_rules
 
     lines = [
         "",
         "## Customer-level KPIs",
+        "",
+        "By event time: cohorts, ticket weeks and retention periods are the customers' own event times, counted "
+        "as facts arrive (no grace period), so the newest still grow. Definitions: docs/customers.md. Each KPI "
+        "is a recording rule, with its sample size in the rule named in *n* and, for a share, a 95% Wilson "
+        "interval (`..._lower`, `..._upper`); the PromQL is the rule over the gauges.",
+        "",
+        "| KPI | formula | labels | recorded as (n) | PromQL |",
+        "|---|---|---|---|---|",
+    ]
+    for kpi in CUSTOMER_KPIS:
+        query = " ".join(customer_expr(kpi.record).split())
+        labels = re.search(r"sum by \(([^)]*)\)", query)[1]  # the numerator's: the KPI's own
+        lines.append(f"| {kpi.title} | {kpi.formula} | {labels} | `{kpi.record}` (`{kpi.sample}`) | `{query}` |")
+    lines += [
         "",
         "Gauges of the customer stage (docs/customers.md), one series per label set per worker: "
         "`sum` over workers, then divide. Money in major units of `currency`.",
@@ -261,6 +310,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "Every ratio ships with its denominator series, so a dashboard can tell a real drop from a small sample.",
         "",
         *uncertainty_doc(),
+        *long_windows_doc(),
         "## Cumulative counters (arrival time)",
         "",
         "Monotonic since the state began; one series per source `partition`, which moves with its state",

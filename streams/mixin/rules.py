@@ -76,6 +76,20 @@ CONVERSION_DROP = 0.25  # relative fall of CVR vs last week that pages
 # when at least 30 orders were expected (Poisson: a real halving is > 2.7 sigma).
 COLLAPSE_FACTOR = 0.5
 COLLAPSE_MIN_EXPECTED_ORDERS = 30
+# A small shop (50 orders a day) never expects 30 orders in two minutes, nor 200 sessions in an hour:
+# its pages read longer windows. No order at all in a window where at least ORDERS_STOPPED_LAMBDA were
+# expected pages: by Poisson, P(0 orders | lambda expected) = exp(-lambda) < 0.1% from lambda = ln(1000)
+# = 6.9. Expected = this window's sessions x the conversion of the same window last week, taken at the
+# lower end of its 95% Wilson interval, so an unusually good last week does not make a normal lull
+# look impossible (that needs ~15 orders last week in the window: at 50 a day, 6 daytime hours).
+ORDERS_STOPPED_P = 0.001
+ORDERS_STOPPED_LAMBDA = 6.907755  # -ln(ORDERS_STOPPED_P)
+ORDERS_STOPPED_WINDOWS: tuple[str, ...] = ("1h", "6h", "24h")
+LONG_DROP_FOR = {"1h": "15m", "6h": "30m", "24h": "1h"}  # conversion drop over each window
+# The drop alert of each window (alert names are letters only), and the window it takes over from: a
+# longer window pages only where the shorter one's sample guard fails, so a big shop gets one page.
+LONG_DROPS: dict[str, tuple[str, str]] = {"6h": ("CxpulseConversionDropSixHours", "1h"),
+                                          "24h": ("CxpulseConversionDropDay", "6h")}
 RPV_DROP = 0.25  # relative fall of revenue per visitor vs last week
 MIN_SESSIONS_PER_HOUR = 200  # below this, one order more or less moves CVR by >0.5 points
 NPS_DROP_POINTS = 15.0  # fall on the -100..100 scale vs last week
@@ -315,6 +329,11 @@ def window_range(windows: int = 1) -> str:
 
 WINDOWS: tuple[str, ...] = ("5m", "1h")  # KPI windows recorded by the rules (views: 1m, 5m, 15m, 1h)
 VIEWS: tuple[str, ...] = ("1m", "5m", "15m", "1h")
+# Windows longer than every view, for the pages of small shops: read as the sum of their 1-minute
+# windows (sum_over_time), not exported by the merge stage (docs/alerts.md, "Small shops": exporting
+# 6h and 24h views would keep 12x the window state in every source partition). Conversion only.
+LONG_WINDOWS: tuple[str, ...] = ("6h", "24h")
+LONG_WINDOW_KPIS: tuple[str, ...] = ("conversion",)
 _DEFAULTS = Settings.from_env()
 # How far behind now the rules read. A window is complete once every source partition has
 # closed it: its watermark past the window's end plus the grace period. An active partition's
@@ -332,18 +351,28 @@ _FAMILY_OF = {c.name: c.family for c in COUNTERS} | {h.name + "_count": h.family
 
 def window_component(metric: str, level: Level, window: str, offset: str = "") -> str:
     """The sum of a counter (or a summary's ``_count``) over the ``window`` ending at the
-    evaluation time (minus ``offset``), by ``level``: one sample per series, the whole window."""
+    evaluation time (minus ``offset``), by ``level``: one sample per series, the whole window.
+
+    A window longer than the views (``LONG_WINDOWS``) is the sum of its minutes, where its last
+    minute is complete: windows complete in order, so the minutes before it are complete too, and
+    a minute without a sample had no such event."""
     off = f" offset {offset}" if offset else ""
     name = next((c.window_name for c in COUNTERS if c.name == metric), None)
     if name is None:  # a histogram's count: its per-channel summary's _count
         name = next(h.window_count_name for h in HISTOGRAMS if h.name + "_count" == metric)
-    return f'sum by ({", ".join(level)}) (last_over_time({name}{{window="{window}"}}[{WINDOW_RANGE}]{off}))'
+    if window not in LONG_WINDOWS:  # a view (or a dashboard's $window)
+        return f'sum by ({", ".join(level)}) (last_over_time({name}{{window="{window}"}}[{WINDOW_RANGE}]{off}))'
+    minutes = parse_duration_ms(window) // 60_000
+    return (f'(\n    sum by ({", ".join(level)}) (sum_over_time({name}{{window="1m"}}[{window_range(minutes)}]{off}))'
+            f"\n    and on (storefront) {window_complete(_FAMILY_OF[metric], window, offset)}\n  )")
 
 
 def window_complete(family: str, window: str, offset: str = "") -> str:
-    """1 per storefront whose ``family`` window is complete (also with no event of it)."""
+    """1 per storefront whose ``family`` window is complete (also with no event of it); for a
+    window longer than the views, its last minute."""
     off = f" offset {offset}" if offset else ""
-    return (f'sum by (storefront) (last_over_time({WINDOW_COMPLETE}{{family="{family}", window="{window}"}}'
+    read = "1m" if window in LONG_WINDOWS else window
+    return (f'sum by (storefront) (last_over_time({WINDOW_COMPLETE}{{family="{family}", window="{read}"}}'
             f"[{WINDOW_RANGE}]{off}))")
 
 
@@ -387,6 +416,12 @@ def window_kpi_expr(kpi: Kpi, level: Level, window: str, offset: str = "") -> st
     return _kpi_expr(kpi, level, window, component)
 
 
+def expected_orders_rule(window: str) -> str:
+    """``storefront:cxpulse_conversion:expected_orders_window6h``: this window's sessions x last week's
+    conversion of the same window at the lower end of its 95% interval."""
+    return rule_name("storefront", "cxpulse_conversion", f"expected_orders_window{window}")
+
+
 def window_rule(kpi: Kpi, level: Level, window: str) -> str:
     """The recorded KPI of the last complete window, e.g. ``storefront:cxpulse_conversion:ratio_window5m``."""
     return rule_name(level, f"cxpulse_{kpi.key}", f"{'quantile' if kpi.shape == 'quantile' else 'ratio'}_window{window}")
@@ -427,6 +462,16 @@ def recording_groups() -> list[dict[str, Any]]:
                 count = kpi.histogram + "_count"
                 kpis.append({"record": rule_name(level, base(count), f"window{window}_offset1w"),
                              "expr": window_component(count, level, window, f"1w{DELAY}")})
+    for key in LONG_WINDOW_KPIS:  # the small shops' windows, storefront level, with last week's
+        kpi = _kpi(key)
+        level = kpi_levels(kpi)[0]
+        den_level = component_level(kpi.denominator, level)
+        for window in LONG_WINDOWS:
+            for offset, suffix in ((DELAY, ""), (f"1w{DELAY}", "_offset1w")):
+                kpis.append({"record": window_rule(kpi, level, window) + suffix,
+                             "expr": window_kpi_expr(kpi, level, window, offset)})
+                kpis.append({"record": window_denominator_rule(kpi, level, window) + suffix,
+                             "expr": window_component(kpi.denominator, den_level, window, offset)})
     for kpi in (k for k in KPIS if k.shape == "quantile"):  # the sample size of a quantile: its count
         count = kpi.histogram + "_count"
         for level in kpi_levels(kpi):
@@ -460,6 +505,21 @@ def recording_groups() -> list[dict[str, Any]]:
             for side in ("lower", "upper"):
                 intervals.append({"record": bound_rule(kpi, level, window, side, offset=True),
                                   "expr": _interval_expr(kpi, level, window, side, offset=True)})
+    for key in LONG_WINDOW_KPIS:
+        kpi = _kpi(key)
+        level = kpi_levels(kpi)[0]
+        for window in LONG_WINDOWS:
+            for offset in (False, True):
+                for side in ("lower", "upper"):
+                    intervals.append({"record": bound_rule(kpi, level, window, side, offset=offset),
+                                      "expr": _interval_expr(kpi, level, window, side, offset=offset)})
+    # Orders a storefront's window should have held at last week's conversion (its lower bound) and
+    # this window's sessions: what CxpulseOrdersStopped compares with no order at all.
+    conversion = _kpi("conversion")
+    for window in ORDERS_STOPPED_WINDOWS:
+        intervals.append({"record": expected_orders_rule(window),
+                          "expr": f"{denominator_rule(conversion, ('storefront',), window)}\n"
+                                  f"* on (storefront) {bound_rule(conversion, ('storefront',), window, 'lower', True)}"})
 
     pipeline = []
     for family, metrics in FAMILY_ARRIVALS.items():  # the live view: events as processed
@@ -509,36 +569,83 @@ def recording_groups() -> list[dict[str, Any]]:
 
 def customer_rules() -> list[dict[str, str]]:
     """Customer-level KPIs from the customer stage's gauges (docs/customers.md): summed over
-    workers, divided, and for the two shares a 95% Wilson interval. A count the worker does not
-    export (no repeat customer in a cohort yet) reads as 0 through ``or 0 * denominator``."""
+    workers, divided, and for every share a 95% Wilson interval. A count the worker does not
+    export (no repeat customer in a cohort yet) reads as 0 through ``or 0 * denominator``.
+
+    Storefront-level repeat purchase and post-support conversion read the *mature* counts (the
+    customers and ticket weeks whose 90 / 7 days have passed), so young cohorts do not dilute
+    them; a cohort's own rate is live. Churn is 1 - retention, its interval the retention's
+    swapped (Wilson's is symmetric in p and 1 - p)."""
     def total(kind: str, by: Level) -> str:
         return f"sum by ({', '.join(by)}) ({CUSTOMER[kind][0]})"
 
     out: list[dict[str, str]] = []
-    for by in (("storefront",), ("storefront", "cohort")):
-        level = "_".join(by)
-        for key, part, whole in (("repeat_purchase", "cohort_repeat_customers", "cohort_customers"),
-                                 ("post_support_conversion", "support_converted", "support_customers")):
-            n = rule_name(level, CUSTOMER[whole][0], "sum")
-            ratio = rule_name(level, f"cxpulse_customer_{key}", "ratio")
-            out.append({"record": n, "expr": total(whole, by)})
-            out.append({"record": ratio, "expr": f"(\n  {total(part, by)}\n  or 0 * {n}\n)\n/ ({n} > 0)"})
-            for side in ("lower", "upper"):
-                out.append({"record": f"{ratio}_{side}", "expr": _wilson_bound(ratio, n, side)})
-    cohort = rule_name("storefront_cohort", CUSTOMER["cohort_customers"][0], "sum")
+
+    def share(level: Level, key: str, part: str, whole: str) -> str:
+        """The share ``part / whole`` at ``level``, its sample size and interval; returns the ratio's name."""
+        name = "_".join(level)
+        n = rule_name(name, CUSTOMER[whole][0], "sum")
+        ratio = rule_name(name, f"cxpulse_customer_{key}", "ratio")
+        out.append({"record": n, "expr": total(whole, level)})
+        out.append({"record": ratio, "expr": f"(\n  {total(part, level)}\n  or 0 * {n}\n)\n/ ({n} > 0)"})
+        for side in ("lower", "upper"):
+            out.append({"record": f"{ratio}_{side}", "expr": _wilson_bound(ratio, n, side)})
+        return ratio
+
+    sf, cohort = ("storefront",), ("storefront", "cohort")
+    out.append({"record": rule_name("storefront", CUSTOMER["cohort_customers"][0], "sum"),
+                "expr": total("cohort_customers", sf)})
+    out.append({"record": rule_name("storefront", CUSTOMER["support_customers"][0], "sum"),
+                "expr": total("support_customers", sf)})
+    share(sf, "repeat_purchase", "cohort_mature_repeat_customers", "cohort_mature_customers")
+    share(sf, "post_support_conversion", "support_mature_converted", "support_mature_customers")
+    share(cohort, "repeat_purchase", "cohort_repeat_customers", "cohort_customers")
+    share(cohort, "post_support_conversion", "support_converted", "support_customers")
+    for level, part, whole in ((("storefront", "period", "period_start"), "retention_retained", "retention_customers"),
+                               (("storefront", "cohort", "period", "period_start"), "cohort_retention_retained",
+                                "cohort_retention_customers")):
+        retention = share(level, "retention", part, whole)
+        churn = rule_name("_".join(level), "cxpulse_customer_churn", "ratio")
+        out.append({"record": churn, "expr": f"1 - {retention}"})
+        for side, other in (("lower", "upper"), ("upper", "lower")):
+            out.append({"record": f"{churn}_{side}", "expr": f"1 - {retention}_{other}"})
+    cohorts = rule_name("storefront_cohort", CUSTOMER["cohort_customers"][0], "sum")
     out.append({
         "record": rule_name("storefront_cohort_currency_horizon", "cxpulse_customer_revenue_per_customer", "ratio"),
         "expr": f"{total('cohort_revenue', ('storefront', 'cohort', 'currency', 'horizon'))}\n"
-                f"/ on (storefront, cohort) group_left ()\n  ({cohort} > 0)"})
-    for by in (("storefront", "nps_category", "horizon"), ("storefront", "nps_category", "purchases", "horizon")):
-        level = "_".join(label for label in (*by[:-1], "currency", "horizon"))
-        n = rule_name("_".join(by), CUSTOMER["nps_customers"][0], "sum")
-        out.append({"record": n, "expr": total("nps_customers", by)})
-        out.append({
-            "record": rule_name(level, "cxpulse_customer_nps_revenue_per_customer", "ratio"),
-            "expr": f"{total('nps_revenue', (*by[:-1], 'currency', 'horizon'))}\n"
-                    f"/ on ({', '.join(by)}) group_left ()\n  ({n} > 0)"})
+                f"/ on (storefront, cohort) group_left ()\n  ({cohorts} > 0)"})
+    for survey, group in (("nps", "nps_category"), ("csat", "csat_band")):
+        for by in (("storefront", group, "horizon"), ("storefront", group, "purchases", "horizon")):
+            level = "_".join(label for label in (*by[:-1], "currency", "horizon"))
+            n = rule_name("_".join(by), CUSTOMER[f"{survey}_customers"][0], "sum")
+            out.append({"record": n, "expr": total(f"{survey}_customers", by)})
+            out.append({
+                "record": rule_name(level, f"cxpulse_customer_{survey}_revenue_per_customer", "ratio"),
+                "expr": f"{total(f'{survey}_revenue', (*by[:-1], 'currency', 'horizon'))}\n"
+                        f"/ on ({', '.join(by)}) group_left ()\n  ({n} > 0)"})
+    # Revenue after support: sums (money per currency), over every exported ticket week and per week.
+    for level in (("storefront", "currency"), ("storefront", "cohort", "currency")):
+        for kind in ("support_orders", "support_revenue"):
+            out.append({"record": rule_name("_".join(level), CUSTOMER[kind][0], "sum"), "expr": total(kind, level)})
     return out
+
+
+def customer_expr(record: str) -> str:
+    """A recording rule of ``customer_rules()`` as a self-contained query over the raw
+    ``cxpulse_customer_*`` gauges (every recorded series it reads replaced by its own expression),
+    for a Prometheus without the rules (the report) and for docs/metrics.md. KeyError if unknown.
+
+        >>> customer_expr("storefront:cxpulse_customer_cohort_customers:sum")
+        'sum by (storefront) (cxpulse_customer_cohort_customers)'
+    """
+    rules = {rule["record"]: rule["expr"] for rule in customer_rules()}
+    names = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, sorted(rules, key=len, reverse=True)))
+                       + r")(?![\w:])")
+
+    def expand(expr: str) -> str:
+        return names.sub(lambda found: "(" + expand(rules[found[1]]) + ")", expr)
+
+    return expand(rules[record])
 
 
 def initiative_rules() -> list[dict[str, str]]:
@@ -633,15 +740,16 @@ def _nps_bound(promoters: str, detractors: str, seconds: int, n: str, side: Lite
 
 # --------------------------------------------------------------- alert rules
 def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
-                what: str, fmt: str, summary: str) -> Alert:
-    """A KPI over the last complete hour of event time fell against the same hour last week by
-    more than ``threshold``, with a sample of at least ``guard`` in both; for a KPI with an
-    interval (INTERVAL_KPIS) also beyond the noise: this hour's 95% interval wholly below last
-    week's. Reads complete windows only: a family that lags makes it silent, never wrong."""
+                what: str, fmt: str, summary: str, window: str = "1h") -> Alert:
+    """A KPI over the last complete ``window`` (an hour) of event time fell against the same window
+    last week by more than ``threshold``, with a sample of at least ``guard`` in both; for a KPI
+    with an interval (INTERVAL_KPIS) also beyond the noise: this window's 95% interval wholly below
+    last week's. Reads complete windows only: a family that lags makes it silent, never wrong."""
     kpi = _kpi(key)
     level = kpi_levels(kpi)[0]
-    now, before = window_rule(kpi, level, "1h"), window_rule(kpi, level, "1h") + "_offset1w"
-    n_now, n_before = denominator_rule(kpi, level, "1h"), denominator_rule(kpi, level, "1h", offset=True)
+    span = "hour" if window == "1h" else f"{window.removesuffix('h')} hours"
+    now, before = window_rule(kpi, level, window), window_rule(kpi, level, window) + "_offset1w"
+    n_now, n_before = denominator_rule(kpi, level, window), denominator_rule(kpi, level, window, offset=True)
     on = ", ".join(component_level(kpi.denominator, level))
     noise = key in INTERVAL_KPIS
     live_now = now
@@ -650,21 +758,25 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
         # RPV at all, and a payment method of one currency that fails completely would never page.
         # It is 0 where last week had that currency and this hour's orders are complete (the
         # storefront's conversion exists: its order window is complete and it had sessions).
-        conversion = window_rule(_kpi("conversion"), level[:1], "1h")
+        conversion = window_rule(_kpi("conversion"), level[:1], window)
         live_now = (f"(\n    {now}\n    or on ({', '.join(level)})\n    0 * {before}\n"
                     f"    and on (storefront) {conversion}\n  )")
     if change == "relative":
         delta = f"{live_now}\n  / {before}\n  - 1"
     else:
         delta = f"{live_now}\n  - {before}"
-    beyond = (f"and on ({', '.join(level)})\n  {bound_rule(kpi, level, '1h', 'upper')}\n"
-              f"  < {bound_rule(kpi, level, '1h', 'lower', offset=True)}\n") if noise else ""
+    beyond = (f"and on ({', '.join(level)})\n  {bound_rule(kpi, level, window, 'upper')}\n"
+              f"  < {bound_rule(kpi, level, window, 'lower', offset=True)}\n") if noise else ""
     expr = (
         f"(\n  {delta}\n) < -{threshold}\n"
         f"{beyond}"
         f"and on ({on}) {n_now} >= {guard}\n"
         f"and on ({on}) {n_before} >= {guard}"
     )
+    shorter = LONG_DROPS[window][1] if window in LONG_DROPS else None
+    if shorter is not None:  # the shorter window's alert judges this storefront: it pages, not this one
+        expr += (f"\nunless on ({on}) (\n  {denominator_rule(kpi, level, shorter)} >= {guard}\n"
+                 f"  and on ({on}) {denominator_rule(kpi, level, shorter, offset=True)} >= {guard}\n)")
     labels = ", ".join(f"{lbl}='%s'" for lbl in level)
     args = " ".join(f"$labels.{lbl}" for lbl in level)
 
@@ -675,10 +787,10 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
 
     live, was = show(now, "0 (no order in this currency)" if live_now != now else ""), show(before)
     if noise:
-        live += (f" (95% interval {show(bound_rule(kpi, level, '1h', 'lower'))} to "
-                 f"{show(bound_rule(kpi, level, '1h', 'upper'))})")
-        was += (f" ({show(bound_rule(kpi, level, '1h', 'lower', offset=True))} to "
-                f"{show(bound_rule(kpi, level, '1h', 'upper', offset=True))})")
+        live += (f" (95% interval {show(bound_rule(kpi, level, window, 'lower'))} to "
+                 f"{show(bound_rule(kpi, level, window, 'upper'))})")
+        was += (f" ({show(bound_rule(kpi, level, window, 'lower', offset=True))} to "
+                f"{show(bound_rule(kpi, level, window, 'upper', offset=True))})")
     if change == "relative":
         value = "{{ $value | humanizePercentage }}"
     elif kpi.unit == "ratio":  # a share: the change in percentage points
@@ -687,14 +799,31 @@ def _drop_alert(name: str, key: str, change: str, threshold: float, guard: int,
         value = '{{ $value | printf "%.1f" }} points'
     beyond_text = (" The intervals do not overlap: the drop is beyond sampling noise." if noise else "")
     return Alert(
-        name=name, expr=expr, for_="15m", severity="critical" if key in ("conversion", "revenue_per_visitor")
-        else "warning",
-        summary=summary + f" ({value} vs same hour last week)",
-        description=(f"{what} over the last complete hour of event time (the hour ending {DELAY} ago) is {live}, "
-                     f"against {was} in the same hour last week ({value}).{beyond_text} Formula: {kpi.formula}. "
-                     f"Sample guard: at least {guard} ({base(kpi.denominator)}) in the hour, now and last week."),
+        name=name, expr=expr, for_=LONG_DROP_FOR[window],
+        severity="critical" if key in ("conversion", "revenue_per_visitor") else "warning",
+        summary=summary + f" ({value} vs same {span} last week)",
+        description=(f"{what} over the last complete {span} of event time (the {span} ending {DELAY} ago) is "
+                     f"{live}, against {was} in the same {span} last week ({value}).{beyond_text} Formula: "
+                     f"{kpi.formula}. Sample guard: at least {guard} ({base(kpi.denominator)}) in the {span}, now "
+                     "and last week." + (f" Only where the {LONG_DROPS[window][1]} window's guard fails (that "
+                                         "window's alert judges the others)." if window in LONG_DROPS else "")),
         dashboard="cx-overview", labels={"kind": "kpi", "family": kpi.family},
     )
+
+
+def _orders_stopped_expr() -> str:
+    """No order in the last complete window of a storefront whose window should have held at least
+    ORDERS_STOPPED_LAMBDA, for each of ORDERS_STOPPED_WINDOWS; the value is the orders expected."""
+    conversion = _kpi("conversion")
+    branches = []
+    for window in ORDERS_STOPPED_WINDOWS:
+        branches.append(
+            f"label_replace(\n"
+            f"  {expected_orders_rule(window)} >= {_num(ORDERS_STOPPED_LAMBDA)}\n"
+            f"  and on (storefront) {window_rule(conversion, ('storefront',), window)} == 0,\n"
+            f'  "window", "{window}", "", ""\n'
+            f")")
+    return "\nor\n".join(branches)
 
 
 def _collapse_expr() -> str:
@@ -797,6 +926,24 @@ def alerts() -> list[Alert]:
                          "Reads only minutes complete in both families: a delayed family pages as "
                          f"CxpulseWindowsBehind instead. Fires {COLLAPSE_PAGE_AFTER} ({DELAY} + 2 minutes) after the end "
                          "of the first broken minute, or up to one evaluation interval later."),
+            dashboard="cx-overview", labels={"kind": "kpi", "family": "order"},
+        ),
+        *(_drop_alert(name, "conversion", "relative", CONVERSION_DROP, MIN_SESSIONS_PER_HOUR,
+                      "Conversion (orders / sessions)", "humanizePercentage",
+                      "Conversion on {{ $labels.storefront }} dropped over " + window, window)
+          for window, (name, _) in LONG_DROPS.items()),
+        Alert(
+            name="CxpulseOrdersStopped", expr=_orders_stopped_expr(), for_="5m", severity="critical",
+            summary=("No order on {{ $labels.storefront }} for {{ $labels.window }} of event time, "
+                     "{{ $value | printf \"%.1f\" }} expected"),
+            description=("Not one order in the last complete {{ $labels.window }} of event time (ending "
+                         f"{DELAY} ago), while that window's sessions at last week's conversion of the same window "
+                         "(the lower end of its 95% interval) make {{ $value | printf \"%.1f\" }} expected: by "
+                         f"Poisson, no order at all then has a probability below {ORDERS_STOPPED_P:.1%} "
+                         f"(e^-λ, λ >= {ORDERS_STOPPED_LAMBDA:.1f}). A broken checkout, payment provider or order "
+                         "feed at a shop too small for CxpulseConversionCollapse. Windows: "
+                         f"{', '.join(ORDERS_STOPPED_WINDOWS)}; a shop of 50 orders a day pages on the 6h one "
+                         "(docs/alerts.md)."),
             dashboard="cx-overview", labels={"kind": "kpi", "family": "order"},
         ),
         _drop_alert("CxpulseRevenuePerVisitorDrop", "revenue_per_visitor", "relative", RPV_DROP,

@@ -11,8 +11,9 @@ every customer-level KPI reads the same per-customer record:
           --(customer stage: per-customer record)--> cohort aggregates -> /metrics
 
 A fact is ``[kind, storefront, customer_id, event_id, ts_ms, ...]``: kind ``o``
-(order: amount in minor units, currency), ``t`` (ticket) or ``n`` (NPS answer:
-score). Customers are keyed by (storefront, customer id) and never exported.
+(order: amount in minor units, currency), ``t`` (ticket), ``n`` (NPS answer: score)
+or ``c`` (CSAT answer: score). Customers are keyed by (storefront, customer id) and
+never exported.
 
 What a customer contributes to the exported aggregates is a pure function of its
 record and the watermark (``contribution``); applying a fact replaces the old
@@ -21,11 +22,13 @@ record carries ``through`` (the customer-topic offset after the last fact it
 holds); per batch the aggregates record is written first, then the customers,
 evictions, and the meta record last. A fact is applied to a customer only once
 (its event id is kept), so a window stage that resends facts after a crash adds
-nothing.
+nothing. A state written before some aggregate kinds existed (``NEW_KINDS``) gets them
+on restore, computed from the customers it holds (``restore``).
 
 Bounds: a customer inactive for ``customer_ttl`` is forgotten (per message, from
-the event-time watermark and the customer's own last activity, so a replay decides
-the same way); what they contributed stays in the aggregates. ``customer_max`` per
+the event-time watermark and the customer's own last activity only, never from
+where other customers stand, so a replay decides the same way); what they
+contributed stays in the aggregates. ``customer_max`` per
 partition is a memory guard: beyond it the least recently active customer is
 forgotten, and which one may differ after a crash (a record restored ahead of the
 replay counts early), so exactness holds while the guard is not reached.
@@ -38,16 +41,18 @@ replay counts early), so exactness holds while the guard is not reached.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import heapq
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
-from streams.config import Settings
+from streams.config import Settings, format_duration
 from streams.pipeline.records import Applied, Message, Meta, Parked
 
 log = logging.getLogger("cxpulse.customers")
@@ -60,7 +65,27 @@ REPEAT_WITHIN_MS = 90 * DAY_MS  # a repeat customer ordered again within 90 days
 MATURITY_MARGIN_MS = DAY_MS
 MAX_ITEMS = 1000  # orders / tickets / NPS answers kept per customer; more are counted as dropped
 NPS_CATEGORIES = ("detractor", "passive", "promoter")
+CSAT_BANDS = ("unsatisfied", "neutral", "satisfied")
 PURCHASE_BUCKETS = ("1", "2", "3", "4+")
+# Retention periods are blocks of whole days counted from Monday 1969-12-29 00:00 UTC, the first
+# day of ISO week 1970-W01: one grid for every storefront, and a 7-day period is an ISO week.
+PERIOD_ANCHOR_MS = -3 * DAY_MS
+# The aggregates record's format: [through, items, version, new kinds' through]. Version 2 added
+# NEW_KINDS (a record without a version is 1, written before they existed).
+AGGREGATES_VERSION = 2
+NEW_KINDS = frozenset({
+    "cohort_mature_customers", "cohort_mature_repeat_customers", "support_mature_customers",
+    "support_mature_converted", "support_orders", "support_revenue", "csat_customers", "csat_revenue",
+    "retention_customers", "retention_retained", "cohort_retention_customers", "cohort_retention_retained",
+})
+# Where a kind's key holds its cohort week, and its (period, period_start) labels: what pruning reads.
+_COHORT_AT: dict[str, int] = {kind: 2 for kind in (
+    "cohort_customers", "cohort_repeat_customers", "cohort_revenue", "cohort_mature_customers",
+    "cohort_mature_repeat_customers", "support_customers", "support_converted", "support_mature_customers",
+    "support_mature_converted", "support_orders", "support_revenue", "cohort_retention_customers",
+    "cohort_retention_retained")}
+_PERIOD_AT: dict[str, int] = {"retention_customers": 2, "retention_retained": 2,
+                              "cohort_retention_customers": 3, "cohort_retention_retained": 3}
 
 
 def nps_category(score: int) -> str:
@@ -72,14 +97,46 @@ def nps_category(score: int) -> str:
     return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
 
 
+def csat_band(score: int) -> str:
+    """The band of a CSAT answer (1-5).
+
+        >>> csat_band(5), csat_band(3), csat_band(2)
+        ('satisfied', 'neutral', 'unsatisfied')
+    """
+    return "satisfied" if score >= 4 else "neutral" if score == 3 else "unsatisfied"
+
+
+def period_start_ms(ts_ms: int, period_ms: int) -> int:
+    """Start of the retention period of ``period_ms`` (whole days) holding ``ts_ms``.
+
+        >>> day_label(period_start_ms(1_767_225_600_000, 30 * DAY_MS))   # 2026-01-01
+        '2025-12-05'
+    """
+    return ts_ms - (ts_ms - PERIOD_ANCHOR_MS) % period_ms
+
+
+@functools.lru_cache(maxsize=4096)  # period starts: a few distinct values, asked for every order of every fact
+def day_label(ts_ms: int) -> str:
+    """The UTC date of ``ts_ms``, the ``period_start`` label: ``2026-01-26``."""
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
+
+
 def iso_week(ts_ms: int) -> str:
     """The ISO week of an event time, the cohort label: ``2026-W47``.
 
         >>> iso_week(1_795_000_000_000)
         '2026-W47'
     """
-    year, week, _ = datetime.fromtimestamp(ts_ms / 1000, timezone.utc).isocalendar()
+    return _week_label(week_start_ms(ts_ms))
+
+
+@functools.lru_cache(maxsize=4096)  # one per Monday: every fact asks for the weeks of all its customer's events
+def _week_label(monday_ms: int) -> str:
+    year, week, _ = datetime.fromtimestamp(monday_ms / 1000, timezone.utc).isocalendar()
     return f"{year}-W{week:02d}"
+
+
+_period_label = functools.lru_cache(maxsize=16)(format_duration)  # "30d" for 30 days of ms
 
 
 def week_start_ms(ts_ms: int) -> int:
@@ -98,80 +155,133 @@ class Customer:
     orders: list[list[Any]] = field(default_factory=list)  # [ts_ms, amount_minor, currency, event_id]
     tickets: list[list[Any]] = field(default_factory=list)  # [ts_ms, event_id]
     answers: list[list[Any]] = field(default_factory=list)  # NPS answers: [ts_ms, score, event_id]
+    csat: list[list[Any]] = field(default_factory=list)  # CSAT answers: [ts_ms, score, event_id]
 
     def to_json(self) -> bytes:
         return orjson.dumps([self.through, list(self.seq), self.last_ms, self.wm, self.orders, self.tickets,
-                             self.answers])
+                             self.answers, self.csat])
 
     @classmethod
     def from_json(cls, data: bytes) -> "Customer":
-        through, seq, last_ms, wm, orders, tickets, answers = orjson.loads(data)
-        return cls(through, tuple(seq), last_ms, wm, orders, tickets, answers)
+        through, seq, last_ms, wm, orders, tickets, answers, *rest = orjson.loads(data)
+        # a record written before CSAT facts existed has no 8th field
+        return cls(through, tuple(seq), last_ms, wm, orders, tickets, answers, rest[0] if rest else [])
 
     def has(self, event_id: str) -> bool:
-        return any(item[-1] == event_id for items in (self.orders, self.tickets, self.answers) for item in items)
+        return any(item[-1] == event_id for items in (self.orders, self.tickets, self.answers, self.csat)
+                   for item in items)
 
     def first_order_ms(self) -> int | None:
-        return min((o[0] for o in self.orders), default=None)
+        return self.orders[0][0] if self.orders else None  # kept sorted
 
-    def maturities(self) -> list[int]:
-        """Watermarks at which this customer's contribution changes without a new fact."""
+    def week_tickets(self) -> dict[int, int]:
+        """Start of each ISO week with a ticket -> the earliest ticket of that week."""
+        weeks: dict[int, int] = {}
+        for ts, _ in self.tickets:
+            weeks.setdefault(week_start_ms(ts), ts)  # kept sorted: the first seen is the earliest
+        return weeks
+
+    def maturities(self, post_support_ms: int) -> set[int]:
+        """Watermarks at which this customer's contribution changes without a new fact: its
+        first order's 90 days (repeat purchase), its LTV horizons when it answered a survey,
+        and the post-support window of each ticket week, each a margin later."""
+        out = {ticket_ms + post_support_ms + MATURITY_MARGIN_MS for ticket_ms in self.week_tickets().values()}
         first = self.first_order_ms()
-        if first is None or not self.answers:
-            return []
-        return [first + span + MATURITY_MARGIN_MS for span in HORIZONS.values()]
+        if first is not None:
+            out.add(first + REPEAT_WITHIN_MS + MATURITY_MARGIN_MS)
+            if self.answers or self.csat:
+                out.update(first + span + MATURITY_MARGIN_MS for span in HORIZONS.values())
+        return out
 
 
 Key = tuple[Any, ...]
 
 
-def contribution(storefront: str, customer: Customer, watermark: int | None, post_support_ms: int) -> dict[Key, int]:
+def contribution(storefront: str, customer: Customer, watermark: int | None, post_support_ms: int,
+                 periods_ms: tuple[int, ...] = ()) -> dict[Key, int]:
     """What one customer adds to the exported aggregates (all integers; money in minor units).
 
     * first-order cohort (ISO week of the first order): a customer; a repeat customer
       when a second order falls within 90 days of the first; revenue of the orders within
-      30 and 90 days of the first order (LTV), per currency;
-    * NPS cohort (category of the latest NPS answer, and purchases within 90 days of the
-      first order: 1, 2, 3, 4+): the same customer and LTV, counted once the horizon has
-      passed (so young customers do not drag the LTV of a category down);
+      30 and 90 days of the first order (LTV), per currency; and, once the watermark is 90
+      days and a margin past the first order, the same customer as *mature* (so storefront
+      ratios leave out customers too young to have had their 90 days);
+    * NPS and CSAT cohorts (category of the latest NPS answer, band of the latest CSAT
+      answer, and purchases within 90 days of the first order: 1, 2, 3, 4+): the same
+      customer and LTV, counted once the horizon has passed (so young customers do not drag
+      the LTV of a category down);
+    * retention, for each period length: a customer of period *k* (labelled with the start
+      of *k*) when it ordered in period *k - 1*; retained when it ordered in *k* too; the
+      same per first-order cohort;
     * ticket cohort (ISO week of the customer's first ticket of that week): a customer
-      with a ticket, converted when they order within ``post_support_ms`` after it.
+      with a ticket, converted when they order within ``post_support_ms`` after it (also as
+      mature, once that window and a margin have passed); and every order placed within
+      ``post_support_ms`` after the customer's latest ticket before it, with its revenue,
+      in the ISO week of that ticket.
     """
     out: dict[Key, int] = {}
 
     def add(key: Key, n: int) -> None:
         out[key] = out.get(key, 0) + n
 
+    orders = customer.orders
     first = customer.first_order_ms()
     if first is not None:
         cohort = iso_week(first)
         add(("cohort_customers", storefront, cohort), 1)
-        within = [o for o in customer.orders if o[0] < first + REPEAT_WITHIN_MS]
-        if len(within) >= 2:
+        within = [o for o in orders if o[0] < first + REPEAT_WITHIN_MS]
+        repeat = len(within) >= 2
+        if repeat:
             add(("cohort_repeat_customers", storefront, cohort), 1)
+        if watermark is not None and watermark >= first + REPEAT_WITHIN_MS + MATURITY_MARGIN_MS:
+            add(("cohort_mature_customers", storefront, cohort), 1)
+            if repeat:
+                add(("cohort_mature_repeat_customers", storefront, cohort), 1)
         for horizon, span in HORIZONS.items():
-            for ts, amount, currency, _ in customer.orders:
+            for ts, amount, currency, _ in orders:
                 if ts < first + span:
                     add(("cohort_revenue", storefront, cohort, currency, horizon), amount)
-        if customer.answers and watermark is not None:
-            category = nps_category(max(customer.answers)[1])  # the latest answer (ties: the higher score)
-            purchases = PURCHASE_BUCKETS[min(len(within), 4) - 1]
+        purchases = PURCHASE_BUCKETS[min(len(within), 4) - 1]
+        for survey, answers, group in (("nps", customer.answers, nps_category), ("csat", customer.csat, csat_band)):
+            if not answers or watermark is None:
+                continue
+            category = group(max(answers)[1])  # the latest answer (ties: the higher score)
             for horizon, span in HORIZONS.items():
                 if watermark < first + span + MATURITY_MARGIN_MS:
                     continue
-                add(("nps_customers", storefront, category, purchases, horizon), 1)
-                for ts, amount, currency, _ in customer.orders:
+                add((f"{survey}_customers", storefront, category, purchases, horizon), 1)
+                for ts, amount, currency, _ in orders:
                     if ts < first + span:
-                        add(("nps_revenue", storefront, category, purchases, currency, horizon), amount)
-    weeks: dict[int, int] = {}
-    for ts, _ in customer.tickets:
-        week = week_start_ms(ts)
-        weeks[week] = min(ts, weeks.get(week, ts))
-    for week, ticket_ms in weeks.items():
+                        add((f"{survey}_revenue", storefront, category, purchases, currency, horizon), amount)
+        for period_ms in periods_ms:
+            period = _period_label(period_ms)
+            active = {period_start_ms(o[0], period_ms) for o in orders}
+            for start in active:
+                this = day_label(start + period_ms)  # the customer is one of the next period's base
+                add(("retention_customers", storefront, period, this), 1)
+                add(("cohort_retention_customers", storefront, cohort, period, this), 1)
+                if start + period_ms in active:
+                    add(("retention_retained", storefront, period, this), 1)
+                    add(("cohort_retention_retained", storefront, cohort, period, this), 1)
+    for week, ticket_ms in customer.week_tickets().items():
         cohort = iso_week(week)
+        converted = any(ticket_ms < o[0] <= ticket_ms + post_support_ms for o in orders)
         add(("support_customers", storefront, cohort), 1)
-        if any(ticket_ms < o[0] <= ticket_ms + post_support_ms for o in customer.orders):
+        if converted:
             add(("support_converted", storefront, cohort), 1)
+        if watermark is not None and watermark >= ticket_ms + post_support_ms + MATURITY_MARGIN_MS:
+            add(("support_mature_customers", storefront, cohort), 1)
+            if converted:
+                add(("support_mature_converted", storefront, cohort), 1)
+    if customer.tickets:
+        # last touch: an order belongs to the latest ticket before it, so no order counts twice
+        times = [t[0] for t in customer.tickets]
+        for ts, amount, currency, _ in orders:
+            i = bisect.bisect_left(times, ts)  # times[:i] are the tickets strictly before the order
+            if i and ts - times[i - 1] <= post_support_ms:
+                cohort = iso_week(times[i - 1])
+                add(("support_orders", storefront, cohort, currency), 1)
+                add(("support_revenue", storefront, cohort, currency), amount)
     return out
 
 
@@ -197,13 +307,21 @@ class CustomerState:
         self.max_customers = settings.customer_max
         self.post_support_ms = settings.post_support_ms
         self.cohort_weeks = settings.cohort_weeks
+        self.periods_ms = settings.retention_periods_ms
         self.meta = Meta()
         self.customers: OrderedDict[tuple[str, str], Customer] = OrderedDict()  # oldest activity first
         self.aggregates: dict[Key, int] = {}
         self.aggregates_through = 0
+        # `through` of the NEW_KINDS aggregates: the same as aggregates_through, except after
+        # restoring a state written before they existed, until the batches catch up (``restore``).
+        self.new_kinds_through = 0
         self._maturing: list[tuple[int, str, str]] = []  # heap of (watermark, storefront, customer id)
+        # heap of (last activity, storefront, customer id); an entry whose customer has been active
+        # since is stale (a newer one stands for it) and skipped
+        self._expiring: list[tuple[int, str, str]] = []
         self._prefix = f"customer|{partition}|".encode()
         self._warned = False
+        self._expired: tuple[int | None, Callable[[Key], bool]] | None = None  # (watermark, its test)
 
     # ----------------------------------------------------------------- apply
     def apply(self, messages: Iterable[Message]) -> Applied:
@@ -232,24 +350,26 @@ class CustomerState:
                 if customer is None:
                     customer = self.customers[key] = Customer()
                     evicted.discard(key)
-                    if offset >= self.aggregates_through:
-                        aggregates_touched |= self._change({}, {("customers_created",): 1})
+                    aggregates_touched |= self._account({}, {("customers_created",): 1}, offset)
                 else:
                     self.customers.move_to_end(key)
                 if offset < customer.through:
                     continue  # this customer's record holds the fact (and so do the aggregates)
                 customer.seq = (offset, index)
-                customer.last_ms = max(customer.last_ms, ts_ms)
+                if ts_ms > customer.last_ms:
+                    customer.last_ms = ts_ms
+                    heapq.heappush(self._expiring, (ts_ms, storefront, customer_id))
                 touched.add(key)
-                items = customer.orders if kind == "o" else customer.tickets if kind == "t" else customer.answers
+                items = (customer.orders if kind == "o" else customer.tickets if kind == "t"
+                         else customer.answers if kind == "n" else customer.csat)
                 skipped = "facts_duplicate" if customer.has(event_id) else (
                     "facts_dropped" if len(items) >= MAX_ITEMS else None)
                 if skipped is not None:
                     # a window stage resent it after a crash / more than a customer record keeps
-                    if offset >= self.aggregates_through:
-                        aggregates_touched |= self._change({}, {(skipped,): 1})
+                    aggregates_touched |= self._account({}, {(skipped,): 1}, offset)
                     continue
-                before = contribution(storefront, customer, customer.wm, self.post_support_ms)
+                before = self._contribution(storefront, customer, customer.wm)
+                pending = customer.maturities(self.post_support_ms)
                 if kind == "o":
                     items.append([ts_ms, fact[5], fact[6], event_id])
                 elif kind == "t":
@@ -258,10 +378,10 @@ class CustomerState:
                     items.append([ts_ms, fact[5], event_id])
                 items.sort()
                 customer.wm = meta.watermark_ms
-                after = contribution(storefront, customer, customer.wm, self.post_support_ms)
-                if offset >= self.aggregates_through:
-                    aggregates_touched |= self._change(before, after)
-                for when in customer.maturities():
+                after = self._contribution(storefront, customer, customer.wm)
+                aggregates_touched |= self._account(before, after, offset)
+                # each maturity once: a customer with many facts does not fill the heap with copies
+                for when in customer.maturities(self.post_support_ms) - pending:
                     if when > meta.watermark_ms:
                         heapq.heappush(self._maturing, (when, storefront, customer_id))
             aggregates_touched |= self._mature(offset, touched)
@@ -270,11 +390,14 @@ class CustomerState:
             return Applied([], parked, 0)
         end = last_offset + 1
         records: list[tuple[bytes, bytes | None]] = []
-        if aggregates_touched or self.aggregates_through < end:
+        if aggregates_touched or self.new_kinds_through < end:
             self._prune()
-            self.aggregates_through = end
+            # never back: after an upgrade the old kinds may be ahead of the batch (see ``restore``)
+            self.aggregates_through = max(self.aggregates_through, end)
+            self.new_kinds_through = end
             records.append((self._key(b"a", 0), orjson.dumps(
-                [end, [[list(k), v] for k, v in self.aggregates.items()]])))
+                [self.aggregates_through, [[list(k), v] for k, v in self.aggregates.items()], AGGREGATES_VERSION,
+                 self.new_kinds_through])))
         for key in sorted(touched - evicted):
             customer = self.customers[key]
             customer.through = end
@@ -285,14 +408,27 @@ class CustomerState:
         records.append((self._key(b"m", 0), meta.to_json()))
         return Applied(records, parked, 0)
 
+    def _contribution(self, storefront: str, customer: Customer, watermark: int | None) -> dict[Key, int]:
+        return contribution(storefront, customer, watermark, self.post_support_ms, self.periods_ms)
+
+    def _account(self, before: dict[Key, int], after: dict[Key, int], offset: int) -> bool:
+        """Apply a change of contribution made by the message at ``offset``, to the aggregates
+        that do not hold that message yet."""
+        if offset >= self.aggregates_through:
+            return self._change(before, after)
+        if offset >= self.new_kinds_through:  # only right after restoring a state of an older format
+            return self._change(_new_kinds(before), _new_kinds(after))
+        return False
+
     def _change(self, before: dict[Key, int], after: dict[Key, int]) -> bool:
-        """Replace a customer's old contribution by its new one (cohorts past the horizon are frozen)."""
-        oldest = self._oldest_week()
+        """Replace a customer's old contribution by its new one (cohorts and periods past the
+        exported horizon are frozen)."""
+        expired = self._expiry()
         changed = False
         aggregates = self.aggregates
         for key in before.keys() | after.keys():
             delta = after.get(key, 0) - before.get(key, 0)
-            if not delta or (oldest is not None and _week_of(key) is not None and _week_of(key) < oldest):
+            if not delta or expired(key):
                 continue
             value = aggregates.get(key, 0) + delta
             if value:
@@ -312,47 +448,88 @@ class CustomerState:
             customer = self.customers.get(key)
             if customer is None or customer.wm == watermark or offset < customer.through:
                 continue  # gone, current, or its record (and the aggregates) already hold this
-            before = contribution(storefront, customer, customer.wm, self.post_support_ms)
-            after = contribution(storefront, customer, watermark, self.post_support_ms)
+            before = self._contribution(storefront, customer, customer.wm)
+            after = self._contribution(storefront, customer, watermark)
             if before != after:
                 customer.wm = watermark
                 touched.add(key)
-                if offset >= self.aggregates_through:
-                    changed |= self._change(before, after)
+                changed |= self._account(before, after, offset)
         return changed
 
     def _evict(self) -> set[tuple[str, str]]:
-        """Forget customers inactive for the TTL, and the least recently active beyond the budget."""
+        """Forget customers inactive for the TTL, and the least recently active beyond the budget.
+
+        The TTL is decided per customer (its last activity against the watermark), not by
+        walking the customers in order of arrival: a record restored ahead of the replay
+        moves a customer in that order, and a walk that stops at the first active customer
+        would then forget a different set after a crash than without one.
+        """
         out: set[tuple[str, str]] = set()
         watermark = self.meta.watermark_ms
         customers = self.customers
-        while customers:
-            key, oldest = next(iter(customers.items()))
-            if len(customers) > self.max_customers:
-                reason = "budget"
-            elif watermark is not None and oldest.last_ms < watermark - self.ttl_ms:
-                reason = "ttl"
-            else:
-                break
+        expiring = self._expiring
+        if watermark is not None:
+            while expiring and expiring[0][0] < watermark - self.ttl_ms:
+                last_ms, storefront, customer_id = heapq.heappop(expiring)
+                key = (storefront, customer_id)
+                customer = customers.get(key)
+                if customer is None or customer.last_ms != last_ms:
+                    continue  # forgotten already, or active since
+                del customers[key]
+                out.add(key)
+        while len(customers) > self.max_customers:
+            key = next(iter(customers))
             del customers[key]
             out.add(key)
-            if reason == "budget" and not self._warned:
+            if not self._warned:
                 self._warned = True
                 log.warning("event=customer_budget_reached partition=%d customers=%d action=forget_least_recent",
                             self.partition, self.max_customers)
+        if len(expiring) > 2 * len(customers) + 1024:  # stale entries of active customers: compact
+            self._expiring = [(c.last_ms, sf, cid) for (sf, cid), c in customers.items()]
+            heapq.heapify(self._expiring)
         return out
 
-    def _oldest_week(self) -> str | None:
-        if self.meta.watermark_ms is None:
-            return None
-        return iso_week(self.meta.watermark_ms - (self.cohort_weeks - 1) * 7 * DAY_MS)
+    def _expiry(self) -> Callable[[Key], bool]:
+        """Whether a key lies past the exported horizon at the current watermark: a cohort week
+        older than the last ``cohort_weeks``, or a retention period before the previous one.
+        Such keys are dropped and never change again (a replay decides the same way)."""
+        watermark = self.meta.watermark_ms
+        if self._expired is not None and self._expired[0] == watermark:
+            return self._expired[1]
+        if watermark is None:
+            return lambda key: False
+        oldest_week = iso_week(watermark - (self.cohort_weeks - 1) * 7 * DAY_MS)
+        oldest_period = {_period_label(p): day_label(period_start_ms(watermark, p) - p) for p in self.periods_ms}
+
+        def expired(key: Key) -> bool:
+            at = _COHORT_AT.get(key[0])
+            if at is not None and key[at] < oldest_week:
+                return True
+            at = _PERIOD_AT.get(key[0])
+            return at is not None and key[at + 1] < oldest_period.get(key[at], "")
+
+        self._expired = (watermark, expired)
+        return expired
 
     def _prune(self) -> None:
-        oldest = self._oldest_week()
-        if oldest is None:
-            return
-        for key in [k for k in self.aggregates if _week_of(k) is not None and _week_of(k) < oldest]:
+        expired = self._expiry()
+        for key in [k for k in self.aggregates if expired(k)]:
             del self.aggregates[key]
+
+    def exported(self) -> dict[Key, int]:
+        """The aggregates as exported: a retention period starts to show once the watermark is
+        in it (until then its base grows, with nothing retained yet)."""
+        watermark = self.meta.watermark_ms
+        if watermark is None:
+            return dict(self.aggregates)
+        current = {_period_label(p): day_label(period_start_ms(watermark, p)) for p in self.periods_ms}
+        out = {}
+        for key, value in self.aggregates.items():
+            at = _PERIOD_AT.get(key[0])
+            if at is None or key[at + 1] <= current.get(key[at], ""):
+                out[key] = value
+        return out
 
     # --------------------------------------------------------------- restore
     def _key(self, kind: bytes, ident: int | str) -> bytes:
@@ -360,6 +537,7 @@ class CustomerState:
 
     def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         applied = 0
+        version = AGGREGATES_VERSION
         prefix, size = self._prefix, len(self._prefix)
         for key, value in records:
             if not key.startswith(prefix):
@@ -374,18 +552,29 @@ class CustomerState:
                     self.customers[who] = Customer.from_json(value)
             elif kind == b"a":
                 if value is None:
-                    self.aggregates, self.aggregates_through = {}, 0
+                    self.aggregates, self.aggregates_through, version = {}, 0, AGGREGATES_VERSION
+                    self.new_kinds_through = 0
                 else:
-                    through, items = orjson.loads(value)
+                    through, items, *rest = orjson.loads(value)
                     self.aggregates = {tuple(k): v for k, v in items}
                     self.aggregates_through = through
+                    version, self.new_kinds_through = (rest[0], rest[1]) if rest else (1, through)
             elif kind == b"m":
                 self.meta = Meta() if value is None else Meta.from_json(value)
         # The eviction order is the order of last activity, as it was when the facts arrived.
         self.customers = OrderedDict(sorted(self.customers.items(), key=lambda item: item[1].seq))
-        self._maturing = [(when, sf, cid) for (sf, cid), c in self.customers.items() for when in c.maturities()
-                          if c.wm is None or when > c.wm]
+        self._maturing = [(when, sf, cid) for (sf, cid), c in self.customers.items()
+                          for when in c.maturities(self.post_support_ms) if c.wm is None or when > c.wm]
         heapq.heapify(self._maturing)
+        self._expiring = [(c.last_ms, sf, cid) for (sf, cid), c in self.customers.items()]
+        heapq.heapify(self._expiring)
+        if version < AGGREGATES_VERSION:
+            # Written before NEW_KINDS existed: they start as the contribution of the customers held
+            # (each as of its own record, which may be behind the aggregates after a crash), so until
+            # the next aggregates record every replayed fact a customer applies counts for them.
+            for (storefront, _), customer in self.customers.items():
+                self._change({}, _new_kinds(self._contribution(storefront, customer, customer.wm)))
+            self.new_kinds_through = 0
         return applied
 
     def tombstones(self) -> list[tuple[bytes, None]]:
@@ -394,7 +583,7 @@ class CustomerState:
         return [(key, None) for key in keys]
 
     def snapshot(self, previous: Any = None) -> CustomerSnapshot:
-        return CustomerSnapshot(self.family, self.partition, self.meta.copy(), dict(self.aggregates),
+        return CustomerSnapshot(self.family, self.partition, self.meta.copy(), self.exported(),
                                 len(self.customers))
 
 
@@ -407,7 +596,5 @@ def _parse_ident(text: str) -> tuple[str, str]:
     return storefront, customer_id
 
 
-def _week_of(key: Key) -> str | None:
-    """The cohort week of an aggregate key, when it has one."""
-    return key[2] if key[0] in ("cohort_customers", "cohort_repeat_customers", "cohort_revenue",
-                                "support_customers", "support_converted") else None
+def _new_kinds(contributed: dict[Key, int]) -> dict[Key, int]:
+    return {key: n for key, n in contributed.items() if key[0] in NEW_KINDS}

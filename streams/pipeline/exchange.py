@@ -6,7 +6,8 @@ re-keys what they need onto internal topics, one hop each:
 
 * **customer facts** (to the customer stage, keyed by customer id): a JSON array of
   ``[kind, storefront, customer_id, event_id, ts_ms, ...]``, kind ``o`` (order: amount in
-  minor units, currency), ``t`` (ticket) or ``n`` (NPS answer: score);
+  minor units, currency), ``t`` (ticket), ``n`` (NPS answer: score) or ``c`` (CSAT answer:
+  score, 1-5; added later, so it travels in messages of its own: see ``fact_messages``);
 * **window items** (to the merge stage, keyed by storefront): a JSON array of
   ``["p", family, partition, start_ms, storefront, [[segment, cell], ...]]`` (the cells of
   one closed window of one source partition, one storefront) and
@@ -38,18 +39,26 @@ Send = tuple[str, int, bytes]  # (stage, partition, value)
 
 
 # ------------------------------------------------------------------ customer facts
+# Fact kinds a customer stage of every version reads. Newer kinds go in messages of their own:
+# during a rolling upgrade an older customer stage refuses a message with a kind it does not know
+# (parked as malformed), and must lose only facts it would not have used.
+_FIRST_KINDS = frozenset("otn")
+
+
 def fact_messages(facts: list[list[Any]], partitions: int) -> list[Send]:
-    """Facts grouped by the customer-topic partition of their customer, in chunks."""
-    by_partition: dict[int, list[list[Any]]] = {}
+    """Facts grouped by the customer-topic partition of their customer, in chunks; facts of the
+    first kinds (order, ticket, NPS) and later ones (CSAT) never share a message."""
+    by_partition: dict[tuple[int, bool], list[list[Any]]] = {}
     for fact in facts:
-        by_partition.setdefault(partition_for(fact[2], partitions), []).append(fact)
+        by_partition.setdefault((partition_for(fact[2], partitions), fact[0] not in _FIRST_KINDS), []).append(fact)
     return [("customer", target, orjson.dumps(items[i:i + FACTS_PER_MESSAGE]))
-            for target, items in sorted(by_partition.items())
+            for (target, _), items in sorted(by_partition.items())
             for i in range(0, len(items), FACTS_PER_MESSAGE)]
 
 
 _FACT_SHAPES = {"o": (str, str, str, str, int, int, str), "t": (str, str, str, str, int),
-                "n": (str, str, str, str, int, int)}
+                "n": (str, str, str, str, int, int), "c": (str, str, str, str, int, int)}
+_SCORES = {"n": range(0, 11), "c": range(1, 6)}
 
 
 def decode_facts(value: bytes | None) -> list[list[Any]]:
@@ -61,7 +70,7 @@ def decode_facts(value: bytes | None) -> list[list[Any]]:
         >>> decode_facts(b'[["o", "shop", "c1", "e1", 5]]')
         Traceback (most recent call last):
         ...
-        ValueError: fact 0 is not an order, ticket or NPS fact
+        ValueError: fact 0 is not an order, ticket, NPS or CSAT fact
     """
     facts = orjson.loads(value or b"[]")
     if not isinstance(facts, list):
@@ -69,8 +78,9 @@ def decode_facts(value: bytes | None) -> list[list[Any]]:
     for i, fact in enumerate(facts):
         shape = _FACT_SHAPES.get(fact[0]) if isinstance(fact, list) and fact else None
         if (shape is None or len(fact) != len(shape)
-                or not all(type(v) is t for v, t in zip(fact, shape))):  # noqa: E721 - bool is not an int here
-            raise ValueError(f"fact {i} is not an order, ticket or NPS fact")
+                or not all(type(v) is t for v, t in zip(fact, shape))  # noqa: E721 - bool is not an int here
+                or (fact[0] in _SCORES and fact[5] not in _SCORES[fact[0]])):
+            raise ValueError(f"fact {i} is not an order, ticket, NPS or CSAT fact")
     return facts
 
 

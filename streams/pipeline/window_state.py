@@ -49,8 +49,9 @@ NO_CURRENCY = "XXX"  # ISO 4217's code for "no currency": a return without an am
 DAY_MS = 86_400_000
 # Day totals kept per segment (for initiative ROI over months): field -> also kept.
 DAY_FIELDS = frozenset({"sessions_started", "orders_placed", "revenue_minor"})
-# Counted events that name a customer become facts for the customer state (customers.py).
-FACT_KINDS = {"order.placed": "o", "ticket.created": "t", "survey.answered": "n"}
+# Counted events that name a customer become facts for the customer state (customer_state.py):
+# event type (and survey kind) -> fact kind. CES answers are no customer fact.
+FACT_KINDS = {"order.placed": "o", "ticket.created": "t", "nps": "n", "csat": "c"}
 
 # Label names of each family's segment, in the order of the segment tuple.
 SEGMENT_LABELS: dict[Family, tuple[str, ...]] = {
@@ -326,13 +327,13 @@ class PartitionState:
         Label values are bounded like the segment's (the fact's storefront and currency
         become labels of customer-level KPIs).
         """
-        kind = FACT_KINDS.get(body.TYPE)
-        if kind is None or (kind == "n" and body.kind != "nps"):
+        kind = FACT_KINDS.get(body.kind if body.TYPE == "survey.answered" else body.TYPE)
+        if kind is None:
             return None
         fact = [kind, self._bound_value("storefront", body.storefront), body.customer_id, body.event_id, ts_ms]
         if kind == "o":
             fact += [body.total_minor, self._bound_value("currency", body.currency)]
-        elif kind == "n":
+        elif kind in ("n", "c"):
             fact.append(body.score)
         return fact
 

@@ -13,8 +13,9 @@ the week, with the expressions of ``queries.py``, and returns the figures of
 from __future__ import annotations
 
 import math
+import re
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from streams.catalog import KPIS, Kpi
@@ -24,11 +25,13 @@ from streams.mixin.intervals import Z95, nps_interval, wilson
 from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, component_level, kpi_expr
 from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, NO_CURRENCY, CohortLtv, Customers,
                                     CustomerShare, Figure, Initiative, Initiatives, Mover, NpsLtv, Report,
-                                    VolumeMover)
+                                    Retention, SupportRevenue, VolumeMover)
 from streams.report.prometheus import Prometheus
-from streams.report.queries import (ARM_KPI_RULES, COHORT_CUSTOMERS_RULE, COHORT_LTV_RULE, CUSTOMER_SHARES,
-                                    NPS_CUSTOMERS_RULE, NPS_LTV_RULE, counted, customer_query, headline_level,
-                                    sample_metric, selector)
+from streams.report.queries import (ARM_KPI_RULES, COHORT_CUSTOMERS_RULE, COHORT_LTV_RULE, CSAT_CUSTOMERS_RULE,
+                                    CSAT_LTV_RULE, CUSTOMER_SHARES, NPS_CUSTOMERS_RULE, NPS_LTV_RULE,
+                                    RETENTION_CUSTOMERS_RULE, RETENTION_RULE, SUPPORT_ORDERS_RULE,
+                                    SUPPORT_REVENUE_RULE, counted, customer_query, headline_level, sample_metric,
+                                    selector)
 from streams.report.weeks import DAY_S, WEEK_S, Week
 
 
@@ -239,18 +242,23 @@ def customers_section(prom: Prometheus, week: Week, storefront: str | None) -> C
 
     - repeat customers and post-support conversion, with their Wilson 95% intervals and customers;
     - LTV (30 / 90-day revenue per customer) of the latest mature first-order cohort;
-    - LTV by NPS category per purchase count, and promoters against detractors at the same counts.
+    - LTV by NPS category and by CSAT band per purchase count, and promoters against detractors,
+      satisfied against unsatisfied customers at the same counts;
+    - retention and churn of the last complete period of each length;
+    - revenue after support of the week's tickets and the week before's.
     """
     def rows(record: str, at_s: int, names: tuple[str, ...]) -> dict[Key, float]:
         found = _by_key(prom.instant(customer_query(record), at_s), names)
         return {k: v for k, v in found.items() if not storefront or dict(k).get("storefront") == storefront}
 
     shares, cohorts, nps = customer_shares(rows, week), cohort_ltv(rows, week), nps_ltv(rows, week)
-    note = "" if shares or cohorts or nps else (
+    csat = nps_ltv(rows, week, CSAT_LTV_RULE, CSAT_CUSTOMERS_RULE, "csat_band", "satisfied", "unsatisfied")
+    retention, support = customer_retention(rows, week), support_revenue(rows, week)
+    note = "" if shares or cohorts or nps or csat or retention or support else (
         "No customer-level data at the week's end: no cxpulse_customer_* series"
         + (f' with storefront="{storefront}"' if storefront else "")
         + " (the customer stage exports them; docs/customers.md).")
-    return Customers(shares, cohorts, nps, note)
+    return Customers(shares, cohorts, nps, csat, retention, support, note)
 
 
 def customer_shares(rows: CustomerRows, week: Week) -> list[CustomerShare]:
@@ -302,23 +310,63 @@ def cohort_ltv(rows: CustomerRows, week: Week) -> list[CohortLtv]:
     return out
 
 
-def nps_ltv(rows: CustomerRows, week: Week) -> list[NpsLtv]:
-    """Per storefront, currency and horizon: customers and LTV by purchase count and NPS category."""
+def nps_ltv(rows: CustomerRows, week: Week, ltv_rule: str = NPS_LTV_RULE, customers_rule: str = NPS_CUSTOMERS_RULE,
+            group: str = "nps_category", high: str = "promoter", low: str = "detractor") -> list[NpsLtv]:
+    """Per storefront, currency and horizon: customers and LTV by purchase count and NPS category
+    (or, with the CSAT rules and ``csat_band``, by CSAT band)."""
     from streams.pipeline.customer_state import HORIZONS
 
-    ltv = rows(NPS_LTV_RULE, week.end_s, ("storefront", "currency", "horizon", "purchases", "nps_category"))
-    customers = rows(NPS_CUSTOMERS_RULE, week.end_s, ("storefront", "horizon", "purchases", "nps_category"))
+    ltv = rows(ltv_rule, week.end_s, ("storefront", "currency", "horizon", "purchases", group))
+    customers = rows(customers_rule, week.end_s, ("storefront", "horizon", "purchases", group))
     groups: dict[tuple[str, str, str], dict[str, dict[str, tuple[float, float]]]] = {}
     for k, value in ltv.items():
         shop, currency, horizon, purchases, category = (v for _, v in k)
         if currency == NO_CURRENCY:
             continue
         n = customers.get((("storefront", shop), ("horizon", horizon), ("purchases", purchases),
-                           ("nps_category", category)), 0.0)
+                           (group, category)), 0.0)
         groups.setdefault((shop, currency, horizon), {}).setdefault(purchases, {})[category] = (n, value)
-    return [NpsLtv(shop, currency, horizon, dict(sorted(strata.items())))
+    return [NpsLtv(shop, currency, horizon, dict(sorted(strata.items())), high, low)
             for (shop, currency, horizon), strata in sorted(
                 groups.items(), key=lambda g: (*g[0][:2], HORIZONS.get(g[0][2], 0)))]
+
+
+def customer_retention(rows: CustomerRows, week: Week) -> list[Retention]:
+    """Per storefront and period length: the latest period complete by the week's end (its first
+    day + its length at or before the week's end), its customers, retention and Wilson interval."""
+    level = ("storefront", "period", "period_start")
+    value, n = rows(RETENTION_RULE, week.end_s, level), rows(RETENTION_CUSTOMERS_RULE, week.end_s, level)
+    bounds = {side: rows(f"{RETENTION_RULE}_{side}", week.end_s, level) for side in ("lower", "upper")}
+    latest: dict[tuple[str, str], Key] = {}
+    for key in n:
+        shop, period, start = (v for _, v in key)
+        days = re.fullmatch(r"(\d+)d", period)
+        start_day = datetime.fromisoformat(start).replace(tzinfo=timezone.utc) if days else None
+        if start_day is None or (start_day + timedelta(days=int(days[1]))).timestamp() > week.end_s:
+            continue  # still in progress at the week's end
+        if (shop, period) not in latest or dict(latest[shop, period])["period_start"] < start:
+            latest[shop, period] = key
+    out = []
+    for (shop, period), key in sorted(latest.items(), key=lambda item: (item[0][0], int(item[0][1][:-1]))):
+        lower, upper = bounds["lower"].get(key), bounds["upper"].get(key)
+        out.append(Retention(shop, period, dict(key)["period_start"], n[key], value.get(key),
+                             None if lower is None or upper is None else (lower, upper)))
+    return out
+
+
+def support_revenue(rows: CustomerRows, week: Week) -> list[SupportRevenue]:
+    """Revenue after support of the tickets of the report week (still growing: orders count up to
+    CXPULSE_POST_SUPPORT after a ticket) and of the week before, per storefront and currency."""
+    level = ("storefront", "cohort", "currency")
+    revenue, orders = rows(SUPPORT_REVENUE_RULE, week.end_s, level), rows(SUPPORT_ORDERS_RULE, week.end_s, level)
+    weeks = (week.label, week.previous().label)
+    return [SupportRevenue(shop, currency, cohort, orders.get(key, 0.0), value)
+            for key, value in sorted(revenue.items(), key=lambda item: (dict(item[0])["storefront"],
+                                                                       dict(item[0])["currency"],
+                                                                       weeks.index(dict(item[0])["cohort"])
+                                                                       if dict(item[0])["cohort"] in weeks else 2))
+            for shop, cohort, currency in [tuple(v for _, v in key)]
+            if cohort in weeks and currency != NO_CURRENCY]
 
 
 def _cohort_end_s(cohort: str) -> int | None:
@@ -339,7 +387,8 @@ def build(prom: Prometheus, week: Week, storefront: str | None = None,
     figures = headline(prom, week, sel)
     progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS))
     moved, volumes = movers(prom, week, sel), volume_movers(prom, week, sel)
-    progress("customers: repeat customers, post-support conversion, cohort LTV, LTV by NPS category")
+    progress("customers: repeat customers, post-support conversion and revenue, cohort LTV, LTV by NPS category "
+             "and CSAT band, retention")
     customers = customers_section(prom, week, storefront)
     progress("initiatives")
     initiatives = initiatives_section(prom, week)

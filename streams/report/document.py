@@ -210,6 +210,23 @@ NPS_CAPTION = (
 
 NPS_CATEGORIES = ("promoter", "passive", "detractor")
 
+CSAT_BANDS = ("satisfied", "neutral", "unsatisfied")
+
+CSAT_CAPTION = (
+    "Customers by the band of their latest CSAT answer (satisfied 4-5, neutral 3, unsatisfied 1-2) and their orders "
+    "within 90 days of the first, counted once the horizon has passed: LTV (customers). \"Worth X% more\" compares "
+    "satisfied with unsatisfied customers at the same purchase counts, as for NPS.")
+
+RETENTION_CAPTION = (
+    "Of the customers who ordered in the period before (customers), the share who ordered again in the period; "
+    "churn is the rest. A period is a block of days counted from Monday 1969-12-29 UTC (CXPULSE_RETENTION_PERIODS); "
+    "shown: the latest period complete by the week's end. Wilson 95% interval.")
+
+SUPPORT_REVENUE_CAPTION = (
+    "Orders placed within CXPULSE_POST_SUPPORT (7 days by default) after the customer's latest ticket before them, "
+    "and their revenue, by the ISO week of that ticket (each order once; gross of refunds). The report week's "
+    "tickets still gain orders for up to 7 days after the week's end.")
+
 
 def customer_blocks(report: Report) -> list[Block]:
     section = report.customers
@@ -253,22 +270,55 @@ def customer_blocks(report: Report) -> list[Block]:
         out += [_table(["storefront", "horizon", "purchases", "promoters", "passives", "detractors",
                         "promoters vs detractors"], rows, 3),
                 Block("caption", NPS_CAPTION)]
+    if section.csat:
+        out.append(Block("h3", "LTV by CSAT band, at the same number of purchases"))
+        out.append(Block("ul", items=tuple(nps_sentence(n) for n in section.csat)))
+        rows = []
+        for group in section.csat:
+            for purchases, cats in group.strata.items():
+                cells = [f"{fmt_money(cats[c][1], group.currency)} ({fmt_count(cats[c][0])})" if c in cats else "-"
+                         for c in CSAT_BANDS]
+                both = purchases in group.compared() and cats["unsatisfied"][1] > 0
+                vs = fmt_ratio_change(cats["satisfied"][1] / cats["unsatisfied"][1] - 1) if both else "-"
+                rows.append([group.storefront, _horizon(group.horizon), purchases, *cells, vs])
+        out += [_table(["storefront", "horizon", "purchases", "satisfied", "neutral", "unsatisfied",
+                        "satisfied vs unsatisfied"], rows, 3),
+                Block("caption", CSAT_CAPTION)]
+    if section.retention:
+        rows = [[r.storefront, _horizon(r.period), r.period_start, fmt_count(r.customers),
+                 "no data" if r.value is None else fmt_percent(r.value),
+                 "-" if r.interval is None else f"{fmt_percent(r.interval[0])} to {fmt_percent(r.interval[1])}",
+                 "no data" if r.churn is None else fmt_percent(r.churn)] for r in section.retention]
+        out += [Block("h3", "Customer retention and churn"),
+                _table(["storefront", "period", "from", "customers", "retention", "95% interval", "churn"], rows, 3),
+                Block("caption", RETENTION_CAPTION)]
+    if section.support_revenue:
+        rows = [[r.storefront, r.cohort, fmt_count(r.orders), fmt_money(r.revenue, r.currency)]
+                for r in section.support_revenue]
+        out += [Block("h3", "Revenue after support"), _table(["storefront", "tickets of", "orders", "revenue"], rows, 2),
+                Block("caption", SUPPORT_REVENUE_CAPTION)]
     return out
+
+
+PLURAL = {"promoter": "promoters", "detractor": "detractors", "satisfied": "satisfied customers",
+          "unsatisfied": "unsatisfied customers"}
 
 
 def nps_sentence(group: NpsLtv) -> str:
     """``north-outfitters, 90-day revenue per customer in EUR: promoters are worth 23.9% more than
-    detractors with the same number of purchases (98 promoters, 74 detractors with 1, 2 or 4+ purchases).``"""
+    detractors with the same number of purchases (98 promoters, 74 detractors with 1, 2 or 4+ purchases).``
+    The same for satisfied against unsatisfied customers (CSAT bands)."""
     what = f"{group.storefront}, {group.horizon.removesuffix('d')}-day revenue per customer in {group.currency}"
-    premium = group.promoter_premium
+    high, low = PLURAL[group.high], PLURAL[group.low]
+    premium = group.premium
     if premium is None:
-        return f"{what}: no purchase count with both promoters and detractors yet."
+        return f"{what}: no purchase count with both {high} and {low} yet."
     more = f"{abs(100 * premium):.1f}% {'more' if premium >= 0 else 'less'}"
     counts = group.compared()
     at = ", ".join(counts[:-1]) + " or " + counts[-1] if len(counts) > 1 else counts[0]
-    return (f"{what}: promoters are worth {more} than detractors with the same number of purchases "
-            f"({fmt_count(group.customers('promoter'))} promoters, {fmt_count(group.customers('detractor'))} "
-            f"detractors with {at} purchase{'' if counts == ['1'] else 's'}).")
+    return (f"{what}: {high} are worth {more} than {low} with the same number of purchases "
+            f"({fmt_count(group.customers(group.high))} {high}, {fmt_count(group.customers(group.low))} {low} "
+            f"with {at} purchase{'' if counts == ['1'] else 's'}).")
 
 
 INITIATIVES_CAPTION = (

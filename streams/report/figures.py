@@ -234,34 +234,73 @@ class CohortLtv:
 
 @dataclass
 class NpsLtv:
-    """LTV (revenue per customer within ``horizon``) by NPS category, for one storefront, currency and
-    horizon: per purchase count (1, 2, 3, 4+ orders within 90 days) and category, (customers, LTV)."""
+    """LTV (revenue per customer within ``horizon``) by NPS category (or CSAT band), for one
+    storefront, currency and horizon: per purchase count (1, 2, 3, 4+ orders within 90 days) and
+    category, (customers, LTV). ``high`` and ``low`` are the categories compared."""
 
     storefront: str
     currency: str
     horizon: str
-    strata: dict[str, dict[str, tuple[float, float]]]  # purchases -> nps_category -> (customers, LTV)
+    strata: dict[str, dict[str, tuple[float, float]]]  # purchases -> category -> (customers, LTV)
+    high: str = "promoter"
+    low: str = "detractor"
 
     def compared(self) -> list[str]:
-        """Purchase counts with promoters and detractors both present."""
-        return [b for b, cats in self.strata.items() if cats.get("promoter", (0, 0))[0] > 0
-                and cats.get("detractor", (0, 0))[0] > 0]
+        """Purchase counts with both categories compared present."""
+        return [b for b, cats in self.strata.items() if cats.get(self.high, (0, 0))[0] > 0
+                and cats.get(self.low, (0, 0))[0] > 0]
+
+    @property
+    def premium(self) -> float | None:
+        """How much more ``high`` customers (promoters) are worth than ``low`` ones (detractors) with
+        the same number of purchases, as a ratio - 1: the high category's LTV per purchase count,
+        weighted by the low category's customers at that count, over the low category's own (direct
+        standardisation to the low category's mix).
+
+            sum_b D_b x LTV(high, b) / sum_b D_b x LTV(low, b) - 1
+        """
+        high, low = self.high, self.low
+        at_high_ltv = sum(self.strata[b][low][0] * self.strata[b][high][1] for b in self.compared())
+        own = sum(self.strata[b][low][0] * self.strata[b][low][1] for b in self.compared())
+        return at_high_ltv / own - 1 if own > 0 else None
 
     @property
     def promoter_premium(self) -> float | None:
-        """How much more promoters are worth than detractors with the same number of purchases,
-        as a ratio - 1: promoters' LTV per purchase count, weighted by the detractors' customers
-        at that count, over the detractors' own (direct standardisation to the detractors' mix).
-
-            sum_b D_b x LTV(promoter, b) / sum_b D_b x LTV(detractor, b) - 1
-        """
-        at_promoter_ltv = sum(self.strata[b]["detractor"][0] * self.strata[b]["promoter"][1] for b in self.compared())
-        own = sum(self.strata[b]["detractor"][0] * self.strata[b]["detractor"][1] for b in self.compared())
-        return at_promoter_ltv / own - 1 if own > 0 else None
+        return self.premium
 
     def customers(self, category: str) -> float:
         """Customers of the category over the purchase counts compared."""
         return sum(self.strata[b][category][0] for b in self.compared())
+
+
+@dataclass
+class Retention:
+    """Customer retention of the last retention period of ``period`` complete by the week's end, for
+    one storefront: its customers (those of the period before), the share retained and its Wilson
+    interval; churn is 1 - that."""
+
+    storefront: str
+    period: str  # 30d, 90d, ...
+    period_start: str  # the period's first day, UTC
+    customers: float
+    value: float | None
+    interval: tuple[float, float] | None
+
+    @property
+    def churn(self) -> float | None:
+        return None if self.value is None else 1 - self.value
+
+
+@dataclass
+class SupportRevenue:
+    """Revenue of the orders placed within CXPULSE_POST_SUPPORT after the customer's latest ticket
+    before them, for the tickets of one ISO week (``cohort``), storefront and currency."""
+
+    storefront: str
+    currency: str
+    cohort: str
+    orders: float
+    revenue: float
 
 
 @dataclass
@@ -271,6 +310,9 @@ class Customers:
     shares: list[CustomerShare]
     cohorts: list[CohortLtv]
     nps: list[NpsLtv]
+    csat: list[NpsLtv] = field(default_factory=list)
+    retention: list[Retention] = field(default_factory=list)
+    support_revenue: list[SupportRevenue] = field(default_factory=list)
     note: str = ""
 
 
@@ -322,6 +364,16 @@ def figures_json(report: Report) -> dict[str, Any]:
                                     for b, cats in n.strata.items()},
                          "compared": n.compared(), "promoter_premium": n.promoter_premium}
                         for n in report.customers.nps],
+            "csat_ltv": [{"storefront": n.storefront, "currency": n.currency, "horizon": n.horizon,
+                          "strata": {b: {cat: {"customers": v[0], "ltv": v[1]} for cat, v in cats.items()}
+                                     for b, cats in n.strata.items()},
+                          "compared": n.compared(), "satisfied_premium": n.premium}
+                         for n in report.customers.csat],
+            "retention": [{"storefront": r.storefront, "period": r.period, "period_start": r.period_start,
+                           "customers": r.customers, "value": r.value, "interval": r.interval, "churn": r.churn}
+                          for r in report.customers.retention],
+            "support_revenue": [{"storefront": r.storefront, "currency": r.currency, "cohort": r.cohort,
+                                 "orders": r.orders, "revenue": r.revenue} for r in report.customers.support_revenue],
             "note": report.customers.note,
         },
         "initiatives": {row.name: {"kpi": row.kpi, "treated": row.treated, "control": row.control,

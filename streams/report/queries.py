@@ -18,12 +18,11 @@ the rules and never keeps a second copy of a formula.
 from __future__ import annotations
 
 import functools
-import re
 from typing import Callable
 
 from streams.catalog import Kpi
 from streams.errors import ReportError
-from streams.mixin.rules import JOB, Level, component_level, customer_rules
+from streams.mixin.rules import JOB, Level, component_level, customer_expr
 
 
 def selector(storefront: str | None) -> str:
@@ -83,10 +82,10 @@ ARM_KPI_RULES: dict[str, tuple[str, str]] = {
 CUSTOMER_SHARES: dict[str, tuple[str, str, str]] = {  # key -> (title, ratio rule, customers rule)
     "repeat_purchase": ("Repeat customers (2nd order within 90 days)",
                         "storefront:cxpulse_customer_repeat_purchase:ratio",
-                        "storefront:cxpulse_customer_cohort_customers:sum"),
+                        "storefront:cxpulse_customer_cohort_mature_customers:sum"),
     "post_support_conversion": ("Post-support conversion (order after a ticket)",
                                 "storefront:cxpulse_customer_post_support_conversion:ratio",
-                                "storefront:cxpulse_customer_post_support_customers:sum"),
+                                "storefront:cxpulse_customer_post_support_mature_customers:sum"),
 }
 
 COHORT_LTV_RULE = "storefront_cohort_currency_horizon:cxpulse_customer_revenue_per_customer:ratio"
@@ -97,24 +96,30 @@ NPS_LTV_RULE = "storefront_nps_category_purchases_currency_horizon:cxpulse_custo
 
 NPS_CUSTOMERS_RULE = "storefront_nps_category_purchases_horizon:cxpulse_customer_nps_customers:sum"
 
+CSAT_LTV_RULE = "storefront_csat_band_purchases_currency_horizon:cxpulse_customer_csat_revenue_per_customer:ratio"
+
+CSAT_CUSTOMERS_RULE = "storefront_csat_band_purchases_horizon:cxpulse_customer_csat_customers:sum"
+
+RETENTION_RULE = "storefront_period_period_start:cxpulse_customer_retention:ratio"
+
+RETENTION_CUSTOMERS_RULE = "storefront_period_period_start:cxpulse_customer_retention_customers:sum"
+
+SUPPORT_REVENUE_RULE = "storefront_cohort_currency:cxpulse_customer_post_support_revenue:sum"
+
+SUPPORT_ORDERS_RULE = "storefront_cohort_currency:cxpulse_customer_post_support_orders:sum"
+
 
 @functools.cache
 def customer_query(record: str) -> str:
     """A recording rule of ``rules.customer_rules()`` as a self-contained query over the raw
-    ``cxpulse_customer_*`` gauges (every recorded series it reads replaced by its own expression),
-    so the report works on a Prometheus without the rules and never keeps a second copy of a formula.
+    ``cxpulse_customer_*`` gauges (``rules.customer_expr``), so the report works on a Prometheus
+    without the rules and never keeps a second copy of a formula.
 
         >>> customer_query("storefront:cxpulse_customer_cohort_customers:sum")
         'sum by (storefront) (cxpulse_customer_cohort_customers)'
     """
-    rules = {rule["record"]: rule["expr"] for rule in customer_rules()}
-    if record not in rules:
-        raise ReportError(f"{record} is not a recording rule of streams.mixin.rules.customer_rules(): the report and the "
-                          "rules disagree on its name")
-    names = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, sorted(rules, key=len, reverse=True)))
-                       + r")(?![\w:])")
-
-    def expand(expr: str) -> str:
-        return names.sub(lambda found: "(" + expand(rules[found[1]]) + ")", expr)
-
-    return expand(rules[record])
+    try:
+        return customer_expr(record)
+    except KeyError:
+        raise ReportError(f"{record} is not a recording rule of streams.mixin.rules.customer_rules(): the report and "
+                          "the rules disagree on its name") from None

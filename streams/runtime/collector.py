@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector, CollectorRegistry  # noqa: F40
 from streams.catalog import (
     COUNTERS,
     CUSTOMER,
+    CUSTOMER_MONEY,
     CUSTOMER_PIPELINE,
     HISTOGRAMS,
     INITIATIVE,
@@ -229,8 +230,8 @@ class CxCollector(Collector):
             if kind not in families:
                 continue
             labels = list(key[1:])
-            if kind in ("cohort_revenue", "nps_revenue"):
-                amount = major_units(value, labels[-2])  # (..., currency, horizon)
+            if kind in CUSTOMER_MONEY:
+                amount = major_units(value, labels[1 + CUSTOMER[kind][1].index("currency")])
             else:
                 amount = float(value)
             families[kind].add_metric(labels, amount)

@@ -1,10 +1,11 @@
 """End to end: customer-level KPIs over ten months of event time, with a SIGKILL mid-stream.
 
-Orders, tickets and NPS answers of repeat customers (``tests/customer_events.py``) go to the
-real broker, keyed as any producer keys them; a worker is killed while they arrive and a
-second one takes over. Its cohort, LTV-by-NPS and post-support gauges must equal
-``tests/customer_reference.py`` computed from the events alone. (The simulator's traffic in
-``test_exact.py`` is checked the same way, for the short-span KPIs, across rebalances.)
+Orders, tickets, NPS and CSAT answers of repeat customers (``tests/customer_events.py``) go to
+the real broker, keyed as any producer keys them; a worker is killed while they arrive and a
+second one takes over. Its cohort, mature repeat purchase, LTV-by-NPS and by-CSAT, retention
+(30-, 90- and 365-day periods), post-support conversion and revenue-after-support gauges must
+equal ``tests/customer_reference.py`` computed from the events alone. (The simulator's traffic
+in ``test_exact.py`` is checked the same way, for the short-span KPIs, across rebalances.)
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ from tests.reference import Params, Reference
 
 def test_customer_kpis_survive_a_sigkill_and_equal_the_reference(make_settings: Callable[..., Settings],
                                                                    workers) -> None:
-    settings = make_settings(cohort_weeks=60)
-    now_ms = int(time.time() * 1000)
-    events = customer_events(random.Random(5), customers=500, days=200, t0=now_ms - 330 * DAY)
+    # a yearly period too: its customer TTL (derived) is two years and a day
+    settings = make_settings(cohort_weeks=60, retention_periods_ms=(30 * DAY, 90 * DAY, 365 * DAY))
+    # ~320 days of events, placed (whatever today's date) so that they end ~220 days into a 365-day
+    # period of the grid (blocks from Monday 1969-12-29 UTC, docs/customers.md) and begin 100 days
+    # before it: that period and the one before both have customers, and so do the shorter ones
+    year, grid = 365 * DAY, -3 * DAY
+    start = grid + (int(time.time() * 1000) - 400 * DAY - grid) // year * year
+    events = customer_events(random.Random(5), customers=500, days=200, t0=start - 100 * DAY)
     first = workers(settings, 0)
     first.wait_ready(JOIN_S)
     sender = threading.Thread(target=send_events, args=(settings, events, 100, 0.4), daemon=True)
@@ -52,3 +58,10 @@ def test_customer_kpis_survive_a_sigkill_and_equal_the_reference(make_settings: 
     kinds = {n for n, _, v in scrape(second) if n.startswith("cxpulse_customer_nps") and v > 0}
     assert kinds == {"cxpulse_customer_nps_customers", "cxpulse_customer_nps_revenue"}, \
         "no NPS cohort reached its horizon: the LTV-by-NPS path was not exercised"
+    # every new path carried something through the crash, not only zeros
+    shown = {(n, labels.get("period")) for n, labels, v in scrape(second) if v > 0}
+    for name in ("cxpulse_customer_csat_revenue", "cxpulse_customer_cohort_mature_repeat_customers",
+                 "cxpulse_customer_post_support_mature_converted", "cxpulse_customer_post_support_revenue"):
+        assert (name, None) in shown, f"{name}: nothing to compare"
+    for period in ("30d", "90d", "365d"):
+        assert ("cxpulse_customer_retention_retained", period) in shown, f"no {period} customer retained"

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.catalog import COUNTERS, HISTOGRAMS
 from streams.config import Settings
 from streams.devtools.stack import WorkerProcess
-from streams.catalog import CUSTOMER
+from streams.catalog import CUSTOMER, CUSTOMER_MONEY
 from tests.customer_reference import customer_kpis
 from tests.helpers import changelog_states, wait_until
 from tests.reference import SEGMENT_LABELS, Params, Reference, major
@@ -220,9 +220,11 @@ def compare_customers(live: list[WorkerProcess], events: list[dict], ref: Refere
                       timeout_s: float = 60.0) -> list[str]:
     """Customer-level gauges, summed over the live workers, against tests/customer_reference.py."""
     counted = [e for e, decision in zip(events, ref.decisions) if decision == "counted"]
-    expected = customer_kpis(counted, settings.partitions, settings.post_support_ms)
+    expected = customer_kpis(counted, settings.partitions, settings.post_support_ms,
+                             tuple(p // 86_400_000 for p in settings.retention_periods_ms))
     facts = sum(1 for e in counted if e.get("customer_id") and (
-        e["type"] in ("order.placed", "ticket.created") or (e["type"] == "survey.answered" and e["kind"] == "nps")))
+        e["type"] in ("order.placed", "ticket.created")
+        or (e["type"] == "survey.answered" and e["kind"] in ("nps", "csat"))))
     assert facts, "no event named a customer: the customer stage is not tested"
     by_name = {name: (kind, ("storefront", *labels)) for kind, (name, labels, _) in CUSTOMER.items()}
     deadline = time.monotonic() + timeout_s
@@ -236,8 +238,10 @@ def compare_customers(live: list[WorkerProcess], events: list[dict], ref: Refere
                 got[kind][tuple(labels[label] for label in label_names)] += value
         problems = []
         for kind in sorted(set(expected) | set(got)):
-            money = kind in ("cohort_revenue", "nps_revenue")
-            want = {k: (float(major(v, k[-2])) if money else float(v)) for k, v in expected.get(kind, {}).items()}
+            label_names = by_name[CUSTOMER[kind][0]][1]
+            currency = label_names.index("currency") if kind in CUSTOMER_MONEY else None
+            want = {k: (float(major(v, k[currency])) if currency is not None else float(v))
+                    for k, v in expected.get(kind, {}).items()}
             for key in sorted(set(want) | set(got[kind])):
                 if not close(want.get(key, 0.0), got[kind].get(key, 0.0)):
                     problems.append(f"{CUSTOMER[kind][0]} {key}: expected {want.get(key, 0.0)}, "

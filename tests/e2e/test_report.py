@@ -140,6 +140,53 @@ NPS: dict[tuple[str, str, str, str], tuple[int, float]] = {
     ("harbor-tea", "90d", "1", "promoter"): (10, 300.00),
     ("harbor-tea", "90d", "1", "detractor"): (8, 320.00),
 }
+# The mature part of the first-order cohorts (first order 90 days + 1 day old): (customers, repeat customers)
+# at W46's end and at W47's end. harbor-tea has none yet: no storefront repeat purchase rate.
+MATURE_COHORTS: dict[tuple[str, str], tuple[tuple[int, int] | None, tuple[int, int]]] = {
+    ("north-outfitters", "2026-W33"): ((400, 96), (400, 96)),
+    ("north-outfitters", "2026-W34"): ((250, 60), (420, 105)),
+}
+# The mature ticket weeks (7 days + 1 day after the week's first ticket): (customers, converted).
+MATURE_SUPPORT: dict[tuple[str, str], tuple[tuple[int, int] | None, tuple[int, int]]] = {
+    ("north-outfitters", "2026-W45"): ((200, 50), (200, 50)),
+    ("north-outfitters", "2026-W46"): (None, (220, 48)),
+    ("harbor-tea", "2026-W46"): (None, (40, 12)),
+}
+# (storefront, horizon, purchases, CSAT band) -> (customers, their revenue within the horizon), both weeks.
+# Satisfied against unsatisfied at the unsatisfied customers' counts, by hand: (25 x 50 + 10 x 120) /
+# (1,000 + 900) = 2,450 / 1,900: 28.9% more.
+CSAT: dict[tuple[str, str, str, str], tuple[int, float]] = {
+    ("north-outfitters", "90d", "1", "satisfied"): (80, 4_000.00),
+    ("north-outfitters", "90d", "1", "neutral"): (20, 900.00),
+    ("north-outfitters", "90d", "1", "unsatisfied"): (25, 1_000.00),
+    ("north-outfitters", "90d", "2", "satisfied"): (40, 4_800.00),
+    ("north-outfitters", "90d", "2", "unsatisfied"): (10, 900.00),
+}
+CSAT_PREMIUM = {("north-outfitters", "90d"): 2_450 / 1_900 - 1}
+# (storefront, period, period_start) -> (customers of the period before, retained), both weeks. 30-day
+# periods from 1969-12-29: 2026-11-23 is 20,783 days on, 692 x 30 + 23, so at W47's end 2026-10-31 is in
+# progress and 2026-10-01 the latest complete; 90 days: 20,783 = 230 x 90 + 83, 2026-09-01 in progress,
+# 2026-06-03 complete.
+RETENTION: dict[tuple[str, str, str], tuple[int, int]] = {
+    ("north-outfitters", "30d", "2026-10-01"): (500, 150),
+    ("north-outfitters", "30d", "2026-10-31"): (520, 60),
+    ("north-outfitters", "90d", "2026-06-03"): (900, 360),
+    ("north-outfitters", "90d", "2026-09-01"): (950, 200),
+    ("harbor-tea", "30d", "2026-10-01"): (80, 20),
+    ("harbor-tea", "30d", "2026-10-31"): (85, 5),
+}
+# Wilson by hand (z^2 = 3.841459): 150 of 500: (151.920729 -+ 1.959964 sqrt(105.960365)) / 503.841459 =
+# 26.1% .. 34.2%; 360 of 900: (361.920729 -+ 1.959964 sqrt(216.960365)) / 903.841459 = 36.8% .. 43.2%;
+# 20 of 80: (21.920729 -+ 1.959964 sqrt(15.960365)) / 83.841459 = 16.8% .. 35.5%.
+RETENTION_SHOWN = {("north-outfitters", "30d"): "2026-10-01", ("north-outfitters", "90d"): "2026-06-03",
+                   ("harbor-tea", "30d"): "2026-10-01"}
+# (storefront, ticket week, currency) -> (orders within 7 days after a ticket, their revenue) at W47's end
+SUPPORT_REVENUE: dict[tuple[str, str, str], tuple[int, float]] = {
+    ("north-outfitters", "2026-W45", "EUR"): (40, 3_000.00),
+    ("north-outfitters", "2026-W46", "EUR"): (45, 3_600.00),
+    ("north-outfitters", "2026-W47", "EUR"): (30, 2_400.00),
+    ("harbor-tea", "2026-W47", "GBP"): (5, 150.00),
+}
 # Promoters against detractors at the detractors' purchase counts, by hand from the table above:
 # north-outfitters 90 days: (50 x 50 + 20 x 110 + 4 x 300) / (2,000 + 1,800 + 960) = 5,900 / 4,760;
 # 30 days: (60 x 40 + 25 x 80) / (2,100 + 1,750) = 4,400 / 3,850; harbor-tea: 8 x 30 / 320 (worth less).
@@ -244,6 +291,27 @@ def gauge_series() -> list[Gauge]:
         out += exported("cxpulse_customer_nps_customers", labels, customers, customers)
         out += exported("cxpulse_customer_nps_revenue", {**labels, "currency": SHOP_CURRENCY[shop]}, revenue, revenue,
                         money=True)
+    for (shop, cohort), (before, after) in MATURE_COHORTS.items():
+        labels = {"storefront": shop, "cohort": cohort}
+        out += exported("cxpulse_customer_cohort_mature_customers", labels, before and before[0], after[0])
+        out += exported("cxpulse_customer_cohort_mature_repeat_customers", labels, before and before[1], after[1])
+    for (shop, cohort), (before, after) in MATURE_SUPPORT.items():
+        labels = {"storefront": shop, "cohort": cohort}
+        out += exported("cxpulse_customer_post_support_mature_customers", labels, before and before[0], after[0])
+        out += exported("cxpulse_customer_post_support_mature_converted", labels, before and before[1], after[1])
+    for (shop, horizon, purchases, band), (customers, revenue) in CSAT.items():
+        labels = {"storefront": shop, "csat_band": band, "purchases": purchases, "horizon": horizon}
+        out += exported("cxpulse_customer_csat_customers", labels, customers, customers)
+        out += exported("cxpulse_customer_csat_revenue", {**labels, "currency": SHOP_CURRENCY[shop]}, revenue,
+                        revenue, money=True)
+    for (shop, period, start), (customers, retained) in RETENTION.items():
+        labels = {"storefront": shop, "period": period, "period_start": start}
+        out += exported("cxpulse_customer_retention_customers", labels, customers, customers)
+        out += exported("cxpulse_customer_retention_retained", labels, retained, retained)
+    for (shop, cohort, currency), (orders, revenue) in SUPPORT_REVENUE.items():
+        labels = {"storefront": shop, "cohort": cohort, "currency": currency}
+        out += exported("cxpulse_customer_post_support_orders", labels, orders, orders)
+        out += exported("cxpulse_customer_post_support_revenue", labels, revenue, revenue, money=True)
     for d in INITIATIVES:
         name = {"initiative": d.name}
         out += exported("cxpulse_initiative_info", {**name, "kpi": d.kpi, "treated": d.treated, "control": d.control},
@@ -658,25 +726,32 @@ def test_customer_figures_equal_promql_and_the_gauges(backfilled, reported) -> N
     def by_storefront(expr: str, at_ms: int) -> dict[str, float]:
         return {labels["storefront"]: value for labels, value in query(url, expr, at_ms)}
 
+    # storefront shares: over the mature customers and ticket weeks only (the young ones do not dilute)
     shares = {(row["key"], row["storefront"]): row for row in data["shares"]}
-    assert set(shares) == {(k, shop) for k in ("repeat_purchase", "post_support_conversion") for shop in SHOP_CURRENCY}
+    assert set(shares) == {("repeat_purchase", "north-outfitters"), ("post_support_conversion", "north-outfitters"),
+                           ("post_support_conversion", "harbor-tea")}
     for (key, shop), row in shares.items():
-        table, (part, whole) = (COHORTS, ("cxpulse_customer_cohort_repeat_customers",
-                                          "cxpulse_customer_cohort_customers")) if key == "repeat_purchase" else (
-            SUPPORT, ("cxpulse_customer_post_support_converted", "cxpulse_customer_post_support_customers"))
+        table, (part, whole) = (MATURE_COHORTS, ("cxpulse_customer_cohort_mature_repeat_customers",
+                                                 "cxpulse_customer_cohort_mature_customers")) \
+            if key == "repeat_purchase" else (MATURE_SUPPORT, ("cxpulse_customer_post_support_mature_converted",
+                                                              "cxpulse_customer_post_support_mature_customers"))
         for at_ms, i, value_key, n_key, interval_key in ((WEEK_END_MS, 1, "value", "n", "interval"),
                                                         (WEEK_START_MS, 0, "previous", "n_previous",
                                                          "interval_previous")):
             cells = [v[i] for (s, _), v in table.items() if s == shop and v[i] is not None]
             n, successes = sum(c[0] for c in cells), sum(c[1] for c in cells)
             where = (key, shop, value_key)
+            if not n:  # harbor-tea's first ticket week matured in W47
+                assert row[n_key] == 0 and row[value_key] is None and row[interval_key] is None, where
+                continue
             assert row[n_key] == n == by_storefront(f'sum by (storefront) ({whole}{{job="cxpulse"}})', at_ms)[shop]
             assert row[value_key] == pytest.approx(successes / n, rel=REL), where
             assert row[value_key] == pytest.approx(by_storefront(
                 f'sum by (storefront) ({part}{{job="cxpulse"}}) / sum by (storefront) ({whole}{{job="cxpulse"}})',
                 at_ms)[shop], rel=REL), where
             assert row[interval_key] == pytest.approx(list(wilson(successes, n)), rel=REL, abs=1e-12), where
-        assert row["change"] == pytest.approx(100 * (row["value"] - row["previous"]), rel=REL)
+        if row["previous"] is not None:
+            assert row["change"] == pytest.approx(100 * (row["value"] - row["previous"]), rel=REL)
 
     revenue = {(l["storefront"], l["cohort"], l["horizon"]): v for l, v in query(
         url, 'sum by (storefront, cohort, currency, horizon) (cxpulse_customer_cohort_revenue{job="cxpulse"})',
@@ -722,6 +797,33 @@ def test_customer_figures_equal_promql_and_the_gauges(backfilled, reported) -> N
                 assert figures["ltv"] == pytest.approx(money / n, rel=REL)
         assert sum(len(c) for c in row["strata"].values()) == sum(1 for k in NPS if k[:2] == (shop, horizon))
 
+    groups = {(row["storefront"], row["horizon"]): row for row in data["csat_ltv"]}
+    assert set(groups) == set(CSAT_PREMIUM)
+    for (shop, horizon), row in groups.items():
+        assert row["satisfied_premium"] == pytest.approx(CSAT_PREMIUM[shop, horizon], rel=REL)
+        assert row["compared"] == ["1", "2"]
+        for purchases, bands in row["strata"].items():
+            for band, figures in bands.items():
+                n, money = CSAT[shop, horizon, purchases, band]
+                assert figures["customers"] == n and figures["ltv"] == pytest.approx(money / n, rel=REL)
+
+    retention = {(row["storefront"], row["period"]): row for row in data["retention"]}
+    assert {k: row["period_start"] for k, row in retention.items()} == RETENTION_SHOWN
+    direct = {(l["storefront"], l["period"], l["period_start"]): v for l, v in query(
+        url, 'sum by (storefront, period, period_start) (cxpulse_customer_retention_retained{job="cxpulse"}) / sum by '
+             '(storefront, period, period_start) (cxpulse_customer_retention_customers{job="cxpulse"})', WEEK_END_MS)}
+    for (shop, period), row in retention.items():
+        customers, retained = RETENTION[shop, period, row["period_start"]]
+        assert row["customers"] == customers
+        assert row["value"] == pytest.approx(retained / customers, rel=REL)
+        assert row["value"] == pytest.approx(direct[shop, period, row["period_start"]], rel=REL)
+        assert row["churn"] == pytest.approx(1 - retained / customers, rel=REL)
+        assert row["interval"] == pytest.approx(list(wilson(retained, customers)), rel=REL)
+
+    support = {(row["storefront"], row["cohort"], row["currency"]): (row["orders"], row["revenue"])
+               for row in data["support_revenue"]}
+    assert support == {k: v for k, v in SUPPORT_REVENUE.items() if k[1] in ("2026-W46", "2026-W47")}
+
 
 def test_the_markdown_shows_the_customers(reported) -> None:
     text = (reported["md"] / "report.md").read_text()
@@ -737,20 +839,34 @@ def test_the_markdown_shows_the_customers(reported) -> None:
             "- harbor-tea, 90-day revenue per customer in GBP: promoters are worth 25.0% less than detractors with "
             "the same number of purchases (10 promoters, 8 detractors with 1 purchase).",
             "| north-outfitters | 90 days | 1 | 50.00 EUR (60) | 45.00 EUR (40) | 40.00 EUR (50) | +25.0% |",
-            "| north-outfitters | 90 days | 3 | 170.00 EUR (12) | - | - | - |"):
+            "| north-outfitters | 90 days | 3 | 170.00 EUR (12) | - | - | - |",
+            "- north-outfitters, 90-day revenue per customer in EUR: satisfied customers are worth 28.9% more than "
+            "unsatisfied customers with the same number of purchases (120 satisfied customers, 35 unsatisfied "
+            "customers with 1 or 2 purchases).",
+            "| north-outfitters | 90 days | 2 | 120.00 EUR (40) | - | 90.00 EUR (10) | +33.3% |",
+            "| north-outfitters | 30 days | 2026-10-01 | 500 | 30.0% | 26.1% to 34.2% | 70.0% |",
+            "| north-outfitters | 90 days | 2026-06-03 | 900 | 40.0% | 36.8% to 43.2% | 60.0% |",
+            "| harbor-tea | 30 days | 2026-10-01 | 80 | 25.0% | 16.8% to 35.5% | 75.0% |",
+            "| north-outfitters | 2026-W47 | 30 | 2,400.00 EUR |",
+            "| harbor-tea | 2026-W47 | 5 | 150.00 GBP |"):
         assert line in section, line
     shares = {(CUSTOMER_TITLES[row["key"]], row["storefront"]): row for row in reported["json"]["customers"]["shares"]}
     table = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
              if line.startswith("| ") and line.split("|")[1].strip() in {t for t, _ in shares}]
-    assert len(table) == len(shares) == 4
+    assert len(table) == len(shares) == 3
     for title, shop, now, interval, before, moved, sample in table:
         row = shares[title, shop]
+        if row["previous"] is None:  # harbor-tea had no mature ticket week a week earlier
+            assert before == "no data" and moved == "-", (title, shop)
         for shown, value in ((now, row["value"]), (before, row["previous"])):
+            if value is None:
+                continue
             parsed, half = displayed(shown)
             assert abs(parsed - value) <= half + 1e-12, (title, shop, shown, value)
         low, high = (displayed(x) for x in interval.split(" to "))
         assert abs(low[0] - row["interval"][0]) <= low[1] + 1e-12 and abs(high[0] - row["interval"][1]) <= high[1]
-        assert moved == f"{row['change']:+.2f} pp" and sample == f"{row['n']:,.0f} / {row['n_previous']:,.0f}"
+        assert moved == ("-" if row["change"] is None else f"{row['change']:+.2f} pp")
+        assert sample == f"{row['n']:,.0f} / {row['n_previous']:,.0f}"
 
 
 CUSTOMER_TITLES = {"repeat_purchase": "Repeat customers (2nd order within 90 days)",

@@ -91,6 +91,22 @@ def test_an_invalid_combination_names_what_the_user_set() -> None:
     assert message.startswith("CXPULSE_WINDOW='7m' is not valid with CXPULSE_VIEWS (default 1m,5m,15m,1h)")
 
 
+def test_a_yearly_retention_period_raises_the_customer_ttl_to_two_years_and_a_day() -> None:
+    # a customer of last year's period may next order at the end of this year's: 2 x 365 days apart
+    settings = Settings.from_env({"CXPULSE_RETENTION_PERIODS": "30d,90d,365d"})
+    assert settings.retention_periods_ms == (30 * 86_400_000, 90 * 86_400_000, 365 * 86_400_000)
+    assert settings.customer_ttl_ms == 731 * 86_400_000
+    message = refusal({"CXPULSE_RETENTION_PERIODS": "365d", "CXPULSE_CUSTOMER_TTL": "400d"})
+    assert message.startswith("CXPULSE_CUSTOMER_TTL='400d' and CXPULSE_RETENTION_PERIODS='365d' are not valid")
+    assert "730d" in message
+
+
+@pytest.mark.parametrize("text", ["12h", "30d,36h", "30d,30d", "1d,2d,3d,4d,5d,6d", "0d"])
+def test_retention_periods_are_a_few_different_whole_numbers_of_days(text: str) -> None:
+    message = refusal({"CXPULSE_RETENTION_PERIODS": text})
+    assert message.startswith(f"CXPULSE_RETENTION_PERIODS={text!r} is not valid: it accepts 1 to 5 different whole")
+
+
 # --- unknown CXPULSE_* variables ------------------------------------------------------------
 
 

@@ -423,7 +423,7 @@ def test_change_tiles_and_the_csat_fcr_and_aov_tiles_are_coloured():
 MONEY = re.compile(
     r"cxpulse_(window_)?(order_revenue|refund_amount|return_amount)\b|"
     r":cxpulse_(average_order_value|revenue_per_visitor):ratio|"
-    r":cxpulse_customer_(nps_)?revenue_per_customer:|"
+    r":cxpulse_customer_(nps_|csat_)?revenue_per_customer:|:cxpulse_customer_post_support_revenue:|"
     r"cxpulse_initiative_incremental_(revenue|profit):estimate|cxpulse_initiative_investment\b")
 
 
@@ -442,7 +442,8 @@ def _unit_of(panel: dict, name: str) -> str:
     return unit
 
 
-NOT_MONEY = {("cx-customers", "Promoter / detractor LTV, 90 days")}  # LTV / LTV: a multiple, "x"
+NOT_MONEY = {("cx-customers", "Promoter / detractor LTV, 90 days"),  # LTV / LTV: a multiple, "x"
+             ("cx-customers", "Satisfied / unsatisfied LTV, 90 days")}
 
 
 def test_money_panels_give_each_currency_its_unit():
@@ -558,7 +559,9 @@ def _two_storefronts(minutes: int = 20) -> list[dict[str, str]]:
 
 
 CUSTOMER_LABELS = {"cohort": ("2026-W40",), "currency": ("EUR",), "horizon": ("30d", "90d"),
-                   "nps_category": ("promoter", "passive", "detractor"), "purchases": ("1", "2")}
+                   "nps_category": ("promoter", "passive", "detractor"), "purchases": ("1", "2"),
+                   "csat_band": ("satisfied", "neutral", "unsatisfied"), "period": ("30d",),
+                   "period_start": ("2026-10-05",)}
 
 
 def _customer_gauges(minutes: int = 20) -> list[dict[str, str]]:
@@ -569,8 +572,8 @@ def _customer_gauges(minutes: int = 20) -> list[dict[str, str]]:
         for label in labels:
             combos = [{**c, label: v} for c in combos for v in CUSTOMER_LABELS[label]]
         for storefront, scale in (("a", 1), ("b", 4)):
-            # a fourth of the customers repeat or convert; revenue is any positive amount
-            value = (16 if any(word in name for word in ("repeat", "converted", "revenue")) else 64) * scale
+            # a fourth of the customers repeat, convert or are retained; revenue is any positive amount
+            value = (16 if any(word in name for word in ("repeat", "converted", "revenue", "retained")) else 64) * scale
             out += [_series(name, {"storefront": storefront, **combo}, f"{value}x{minutes}") for combo in combos]
     return out
 

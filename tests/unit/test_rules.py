@@ -177,3 +177,14 @@ def test_docs_alerts_name_only_recorded_series_and_list_every_alert_as_shipped()
     # the table at the top: every alert with its severity and `for`
     rows = {m[0]: (m[1], m[2]) for m in re.findall(r"^\| \[(Cxpulse\w+)\]\(#\w+\) \| (\w+) \| (\w+) \|", doc, re.M)}
     assert rows == {a.name: (a.severity, a.for_) for a in alerts()}
+
+
+def test_every_customer_kpi_of_the_catalog_is_recorded_with_its_sample_and_its_interval():
+    from streams.catalog import CUSTOMER_KPIS
+    from streams.mixin.rules import customer_rules
+
+    recorded = {r["record"] for r in customer_rules()}
+    for kpi in CUSTOMER_KPIS:
+        assert {kpi.record, kpi.sample} <= recorded, kpi.title
+        bounds = {f"{kpi.record}_lower", f"{kpi.record}_upper"}
+        assert (bounds <= recorded) is kpi.interval, kpi.title
