@@ -1,10 +1,13 @@
-"""cxpulse's window layer without Faust: confluent-kafka consume(1000) -> decode_message
--> PartitionState.apply per source partition -> changelog and dead letters through a
-confluent-kafka producer, acknowledged before the next batch (as the worker waits for
-the broker before Faust may commit) -> snapshot for the scrape.
+"""cxpulse's window stage behind a bare loop: confluent-kafka consume(1000) ->
+decode_message -> PartitionState.apply per source partition -> changelog records and
+dead letters through a plain (not transactional) confluent-kafka producer,
+acknowledged before the next batch -> snapshot for the scrape.
 
-The difference to one ``cxpulse worker`` is what Faust's consumer path costs.
-Run as a child process by ``bench.run``; prints one JSON line.
+A floor for what the window stage costs per event with no engine around it. One
+``cxpulse worker`` adds the rest of the product: one transaction per partition and
+batch (fenced, offsets in it), the customer and merge stages and their topics,
+publishing, scrapes and remote write. Run as a child process by ``bench.run``;
+prints one JSON line.
 """
 
 from __future__ import annotations
@@ -56,14 +59,16 @@ def main() -> None:
             if msg.error():
                 continue
             family = family_of[msg.topic()]
-            events, rejected = decode_message(msg.value(), family, not_after_ms=now_ms + settings.max_clock_skew_ms)
+            events, rejected = decode_message(msg.value(), family, max_bytes=settings.max_message_bytes,
+                                              max_events=settings.max_batch_events,
+                                              not_after_ms=now_ms + settings.max_clock_skew_ms,
+                                              partition=msg.partition(), partitions=settings.partitions)
             grouped[(family, msg.partition())].append(Message(msg.offset(), events, rejected, msg.timestamp()[1]))
         for key, all_messages in grouped.items():
             state = states.get(key)
             if state is None:
                 state = states[key] = PartitionState(key[0], key[1], settings)
-            # At most batch_max messages per apply, as the worker's take batches: one apply
-            # over 1,000 batched messages writes a seen-ids record over the 1 MB limit.
+            # At most batch_max messages per apply, as the worker's batches.
             for i in range(0, len(all_messages), settings.batch_max):
                 applied = state.apply(all_messages[i:i + settings.batch_max])
                 counted += applied.counted

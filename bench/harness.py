@@ -1,9 +1,9 @@
 """Process handles and measurements shared by the bench stages.
 
 A ``cxpulse worker`` is started the way ``streams.devtools.stack.WorkerProcess`` starts
-it (same command, same ``CXPULSE_*`` environment), but with its working
-directory in the bench's scratch directory, so Faust's ``<app_id>-data``
-folders do not land in the repository. CPU time and peak RSS come from
+it (same command, same ``CXPULSE_*`` environment: ``CXPULSE_ENGINE`` picks the engine),
+but with its working directory in the bench's scratch directory, so nothing a worker
+writes lands in the repository. CPU time and peak RSS come from
 ``/proc/<pid>`` (utime + stime of every thread; ``VmHWM``).
 """
 
@@ -97,18 +97,22 @@ class Worker:
                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--log-level", "WARNING"],
+        level = os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING")  # INFO to see recoveries and rebalances
+        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--log-level", level],
                                         env=env, cwd=self.workdir, stdout=open(self.log_path, "ab"),
                                         stderr=subprocess.STDOUT)
         return self
 
     def scrape(self) -> Scrape | None:
         began = time.monotonic()
+        text = self.scrape_text()
+        return None if text is None else parse(text, began, time.monotonic() - began)
+
+    def scrape_text(self) -> str | None:
         try:
-            text = http_get(f"http://127.0.0.1:{self.settings.metrics_port}/metrics")
+            return http_get(f"http://127.0.0.1:{self.settings.metrics_port}/metrics")
         except OSError:
             return None
-        return parse(text, began, time.monotonic() - began)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -145,14 +149,16 @@ def wait_ready(workers: list[Worker], timeout_s: float = 90.0, interval_s: float
 
 
 def drive(workers: list[Worker], expected: int, cap_s: float, interval_s: float = 0.25, stall_s: float = 8.0,
-          produced: Callable[[], int] | None = None) -> dict:
+          produced: Callable[[], int] | None = None, finish_s: float = 0.0) -> dict:
     """From the moment every worker is ready until ``expected`` events are counted (or ``cap_s``).
 
     Events/s is counted events / elapsed between the first ready scrape and the
     scrape that saw the last event; CPU is every worker's CPU time over that span.
     ``produced`` (events handed to a producer so far, when a ``Feeder`` loads the
     topics during the run) gives ``max_lag``: the most events produced but not yet
-    counted at any poll.
+    counted at any poll. ``finish_s``: after a capped span, keep polling (untimed) for
+    up to that long until the whole workload is counted, so its counts can be checked;
+    ``finished`` is the count then.
     """
     first = wait_ready(workers, interval_s=0.1)
     t0 = max(s.at for s in first)
@@ -161,15 +167,13 @@ def drive(workers: list[Worker], expected: int, cap_s: float, interval_s: float 
     last_t, last_count, scrape_s, scrapes, max_lag = t0, count0, 0.0, 0, 0
     while True:
         time.sleep(interval_s)
-        now = [w.scrape() for w in workers]
+        now = poll(workers)
         fed = produced() if produced is not None else 0  # read after the scrape: the lag is not understated
-        if any(s is None for s in now):
-            raise RuntimeError(f"a worker stopped answering; see {[str(w.log_path) for w in workers]}")
-        count = sum(s.events for s in now)  # type: ignore[union-attr]
+        count = sum(s.events for s in now)
         max_lag = max(max_lag, fed - int(count))
-        scrape_s += sum(s.seconds for s in now)  # type: ignore[union-attr]
+        scrape_s += sum(s.seconds for s in now)
         scrapes += 1
-        at = max(s.at for s in now)  # type: ignore[union-attr]
+        at = max(s.at for s in now)
         if count > last_count:
             last_t, last_count = at, count
         if count >= expected or at - t0 > cap_s:
@@ -181,18 +185,35 @@ def drive(workers: list[Worker], expected: int, cap_s: float, interval_s: float 
     cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu0
     done = last_count - count0
     rss = [rss_bytes(w.pid) for w in workers]
+    finished = last_count
+    if finish_s and not stalled and finished < expected:
+        deadline, progress_at = time.monotonic() + finish_s, time.monotonic()
+        while finished < expected and time.monotonic() < deadline and time.monotonic() - progress_at < stall_s:
+            time.sleep(interval_s)
+            now = poll(workers)
+            count = sum(s.events for s in now)
+            if count > finished:
+                finished, progress_at = count, time.monotonic()
     return {
         "events": done, "counted": last_count, "seconds": last_t - t0, "cpu_s": cpu,
         "capped": last_count < expected, "ready_s": t0 - min(w.started_at for w in workers),
         "counted_before_ready": count0, "rss": max(r[0] for r in rss), "rss_peak": max(r[1] for r in rss),
-        "scrape_ms": 1000 * scrape_s / max(scrapes, 1), "last": now,
+        "scrape_ms": 1000 * scrape_s / max(scrapes, 1), "last": now, "finished": finished,
         "max_lag": max_lag if produced is not None else None,
-        "stalled": stalled, "error": last_error(workers),
+        "stalled": stalled, "log_error": last_error(workers),
     }
 
 
+def poll(workers: list[Worker]) -> list[Scrape]:
+    now = [w.scrape() for w in workers]
+    if any(s is None for s in now):
+        raise RuntimeError(f"a worker stopped answering; see {[str(w.log_path) for w in workers]}")
+    return now  # type: ignore[return-value]
+
+
 def last_error(workers: list[Worker]) -> str | None:
-    """The last exception line of the workers' logs (a dead agent leaves its process running)."""
+    """The last line of the workers' logs that names an error (for the report's notes; a
+    worker logs and carries on through a lost broker, so this alone fails nothing)."""
     for w in workers:
         lines = [l for l in w.log_path.read_text(errors="replace").splitlines() if "Error" in l and ":" in l]
         if lines:

@@ -1,18 +1,23 @@
 """Where a worker's state memory goes: a workload replayed in process, its state sized by structure.
 
-Decodes a workload's messages, applies them to one ``PartitionState`` per
-source partition (in take-sized chunks, as the worker does) and the facts to
-one ``CustomerState`` per customer-topic partition, then sizes what the state
-keeps (``sys.getsizeof`` over every object each structure reaches: Python heap
-bytes, without the allocator's own overhead). The bench uses it to say how much
-of a worker's peak RSS growth the state explains, structure by structure:
+Runs a workload's messages through the same pure pipeline a worker runs
+(``streams.pipeline.plan.Pipeline``, every stage, no Kafka): the source records
+in batches of ``batch_max`` messages, as the batch engine's ``consume(n)`` hands
+them over; then what the window stage sent to the customer and merge stages, as
+records of their topics, until nothing is left to send. Then it sizes what the
+states keep (``sys.getsizeof`` over every object each structure reaches: Python
+heap bytes, without the allocator's own overhead). The bench uses it to say how
+much of a worker's peak RSS growth the state explains, structure by structure:
 
-- ``cells``: base windows and running totals (segment -> ``Cell``), plus the
-  copy the published snapshot holds; bounded by segments x retention;
+- ``cells``: the window stage's base windows, day totals and running totals
+  (segment -> ``Cell``), plus the copy the published snapshot holds; bounded by
+  segments x retention. Per cell: these bytes / (window cells + totals cells);
+- ``merge``: the merge stage's partials of closed windows (per source partition)
+  until their window is complete and exported;
 - ``seen``: the dedupe set (event id -> first sighting), every id within the
   dedupe horizon of event time: bounded by event rate x horizon;
 - ``tickets``: tickets followed until their TTL; ``customers``: one record per
-  customer (``CXPULSE_CUSTOMER_MAX`` per partition).
+  customer (``CXPULSE_CUSTOMER_MAX`` per partition), with the cohort aggregates.
 
 ``python -m bench.inventory 50000 500000`` prints one JSON line per event count,
 all over the same event-time span (the first count at 200 events/s).
@@ -22,20 +27,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
 from typing import Any, Iterable
 
 from streams.config import Settings
 from streams.pipeline.customer_state import CustomerState
-from streams.decode import decode_message
-from streams.contract import partition_for
-from streams.pipeline.records import Message
+from streams.pipeline.merge_state import MergeState
+from streams.pipeline.plan import Pipeline
+from streams.pipeline.records import Record
 from streams.pipeline.window_state import PartitionState
 
 from bench.workload import Workload, messages
 
-FACTS_PER_MESSAGE = 2000  # as streams/runtime/faust_app.py sends them
 _LEAVES = (str, int, float, bool, bytes, type(None))
+NOW_MS = 2 ** 62 // 2  # far after every event: no event is refused as from the future
 
 
 def deep_bytes(roots: Iterable[Any]) -> int:
@@ -67,51 +71,65 @@ def deep_bytes(roots: Iterable[Any]) -> int:
 
 
 def replay(batch: list[tuple[str, int, bytes | None, bytes]], settings: Settings,
-           messages_per_apply: int = 50) -> tuple[dict, dict]:
-    """Window and customer state after applying ``batch`` ((topic, partition, key, value) in send order)."""
-    family = {t: f for f, t in settings.topics.items()}
-    per_part: dict[tuple[str, int], list[Message]] = defaultdict(list)
-    for topic, part, _, value in batch:
-        key = (family[topic], part)
-        events, rejected = decode_message(value, key[0], not_after_ms=2 ** 62)
-        per_part[key].append(Message(len(per_part[key]), events, rejected, 0))
-    states: dict[tuple[str, int], PartitionState] = {}
-    facts: dict[int, list[list[Any]]] = defaultdict(list)
-    for key, msgs in per_part.items():
-        state = states[key] = PartitionState(key[0], key[1], settings)
-        for i in range(0, len(msgs), messages_per_apply):
-            for fact in state.apply(msgs[i:i + messages_per_apply]).facts:
-                facts[partition_for(fact[2], settings.partitions)].append(fact)
-    per_part.clear()
-    customers: dict[int, CustomerState] = {}
-    for part, items in facts.items():
-        state = customers[part] = CustomerState(part, settings)
-        state.apply([Message(i // FACTS_PER_MESSAGE, items[i:i + FACTS_PER_MESSAGE], [])
-                     for i in range(0, len(items), FACTS_PER_MESSAGE)])
-    return states, customers
+           batch_max: int | None = None) -> Pipeline:
+    """The pipeline after ``batch`` ((topic, partition, key, value) in send order) and
+    everything it sent on to the customer and merge stages."""
+    pipeline = Pipeline(settings, worker="inventory")
+    keys = [(stage, p) for stage in ("session", "order", "ticket", "survey", "customer", "merge")
+            for p in range(settings.partitions)]
+    for job in pipeline.claim(keys):
+        pipeline.install(job, [], 0)
+    size = batch_max or settings.batch_max
+    offsets: dict[tuple[str, int], int] = {}
+
+    def records(items: Iterable[tuple[str, int, bytes]]) -> list[Record]:
+        out = []
+        for topic, partition, value in items:
+            offset = offsets.get((topic, partition), 0)
+            offsets[topic, partition] = offset + 1
+            out.append(Record(topic, partition, offset, 0, value))
+        return out
+
+    sends: list[tuple[str, int, bytes]] = []
+    for i in range(0, len(batch), size):
+        for outbox in pipeline.plan(records((t, p, v) for t, p, _, v in batch[i:i + size]), now_ms=NOW_MS):
+            sends.extend((pipeline.topic_of[stage], part, value) for stage, part, value in outbox.sends)
+    while sends:  # the re-keyed stages, until they send nothing more
+        pending, sends = sends, []
+        for i in range(0, len(pending), size):
+            for outbox in pipeline.plan(records(pending[i:i + size]), now_ms=NOW_MS):
+                sends.extend((pipeline.topic_of[stage], part, value) for stage, part, value in outbox.sends)
+    return pipeline
 
 
-def inventory(batch: list[tuple[str, int, bytes | None, bytes]], settings: Settings) -> dict:
+def inventory(batch: list[tuple[str, int, bytes | None, bytes]], settings: Settings,
+              batch_max: int | None = None) -> dict:
     """Counts and heap bytes of the state ``batch`` leaves, by structure."""
-    states, customers = replay(batch, settings)
-    snapshots = [state.snapshot(None) for state in states.values()]
-    cells = sum(len(st.totals.cells) + sum(len(slot.cells) for slot in st.windows.values()) for st in states.values())
+    pipeline = replay(batch, settings, batch_max)
+    states = [s for s in pipeline.states.values() if isinstance(s, PartitionState)]
+    customers = [s for s in pipeline.states.values() if isinstance(s, CustomerState)]
+    merges = [s for s in pipeline.states.values() if isinstance(s, MergeState)]
+    snapshots = [state.snapshot(None) for state in states]
+    cells = sum(len(st.totals.cells) + sum(len(slot.cells) for slot in st.windows.values()) for st in states)
     counts = {
-        "windows": sum(len(st.windows) for st in states.values()),
+        "windows": sum(len(st.windows) for st in states),
         "cells": cells,  # (window, segment) cells plus totals cells, as the cells stage counts them
-        "seen_ids": sum(len(st.seen) for st in states.values()),
-        "tickets": sum(len(st.tickets) for st in states.values()),
-        "customers": sum(len(cs.customers) for cs in customers.values()),
+        "merge_partials": sum(len(p) for m in merges for p in m.partials.values()),
+        "seen_ids": sum(len(st.seen) for st in states),
+        "tickets": sum(len(st.tickets) for st in states),
+        "customers": sum(len(cs.customers) for cs in customers),
     }
     heap = {
-        "cells": deep_bytes([[st.windows, st.days, st.totals] for st in states.values()]),
+        "cells": deep_bytes([[st.windows, st.days, st.totals] for st in states]),
         "cells_snapshot": deep_bytes([[s.windows, s.days, s.totals] for s in snapshots]),
-        "seen": deep_bytes([[st.seen, st.seen_records] for st in states.values()]),
-        "tickets": deep_bytes([st.tickets for st in states.values()]),
-        "customers": deep_bytes([[cs.customers, cs.aggregates, cs._maturing] for cs in customers.values()]),
+        "merge": deep_bytes([[m.partials, m._through, m.sources] for m in merges]),
+        "seen": deep_bytes([[st.seen, st.seen_records] for st in states]),
+        "tickets": deep_bytes([st.tickets for st in states]),
+        "customers": deep_bytes([[cs.customers, cs.aggregates, cs._maturing] for cs in customers]),
     }
     return {"counts": counts, "heap_bytes": heap,
             "bytes_per": {"cell": (heap["cells"] + heap["cells_snapshot"]) / max(cells, 1),
+                          "cell_state_only": heap["cells"] / max(cells, 1),
                           "seen_id": heap["seen"] / max(counts["seen_ids"], 1),
                           "ticket": heap["tickets"] / max(counts["tickets"], 1),
                           "customer": heap["customers"] / max(counts["customers"], 1)}}

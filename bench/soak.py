@@ -1,4 +1,5 @@
-"""Randomized fault soak, outside CI: SIGKILL/SIGTERM/restart/add-worker for N minutes, then the books.
+"""Randomized fault soak, outside CI: SIGKILL/SIGTERM/SIGSTOP/restart/add-worker, broker
+restarts and poison messages for N minutes, then the books.
 
     .venv/bin/python bench/soak.py --minutes 10 --seed 7 [--rounds 3] [--workers 3] [--engine faust]
 
@@ -33,7 +34,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds, each with its own broker and seed")
     parser.add_argument("--workers", type=int, default=3, help="most workers at once (default 3)")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--engine", choices=("kafka", "faust"), default="kafka", help="the worker's engine")
+    parser.add_argument("--engine", choices=("kafka", "faust"), default="kafka",
+                        help="CXPULSE_ENGINE of every worker (default kafka, the batch consumer)")
     parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temporary directory)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cxpulse-soak-"))
@@ -61,7 +63,8 @@ def main() -> int:
                                          app_id=f"soak{seed}", metrics_port=free_port(), web_port=free_port(),
                                          engine=args.engine)
             create_topics(settings)
-            say(f"round {round_ + 1}/{args.rounds}, seed {seed}, broker {broker.bootstrap}, logs {rundir}")
+            say(f"round {round_ + 1}/{args.rounds}, seed {seed}, engine {args.engine}, broker {broker.bootstrap}, "
+                f"logs {rundir}")
             try:
                 outcome = run_schedule(settings, start, seed=seed, steps=0, max_workers=args.workers, say=say,
                                        deadline_s=args.minutes * 60, broker=broker,

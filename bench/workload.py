@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Iterator, Literal
 
 import orjson
 
@@ -70,26 +70,37 @@ def namespace_settings(base: Settings, tag: str | None = None) -> Settings:
         topic_sessions=prefix + d.topic_sessions, topic_orders=prefix + d.topic_orders,
         topic_tickets=prefix + d.topic_tickets, topic_surveys=prefix + d.topic_surveys,
         topic_deadletter=prefix + d.topic_deadletter, topic_state=prefix + d.topic_state,
-        topic_customers=prefix + d.topic_customers, topic_initiatives=prefix + d.topic_initiatives,
-        app_id=prefix + d.app_id,
+        topic_customers=prefix + d.topic_customers, topic_windows=prefix + d.topic_windows,
+        topic_initiatives=prefix + d.topic_initiatives, app_id=prefix + d.app_id,
     )
 
 
 def fresh_app(settings: Settings) -> Settings:
-    """Same source topics; a new state, dead-letter and customer topic and app id (consumer group).
+    """Same source topics; a new state, dead-letter, customer and window topic and app id
+    (consumer group, and the prefix of the sink's transactional ids).
 
-    The customer topic is internal (the app's window stage writes it, its customer
-    stage reads it from the start): shared, a new app would also read every fact
-    the apps before it wrote.
+    The customer and window topics are internal (the app's window stage writes them, its
+    customer and merge stages read them from the start): shared, a new app would also
+    read every fact and closed window the apps before it wrote.
     """
     from streams.devtools.broker import create_topics
 
     tag = uuid.uuid4().hex[:6]
     fresh = replace(settings, topic_state=f"{settings.topic_state}.{tag}",
                     topic_deadletter=f"{settings.topic_deadletter}.{tag}",
-                    topic_customers=f"{settings.topic_customers}.{tag}", app_id=f"{settings.app_id}.{tag}")
+                    topic_customers=f"{settings.topic_customers}.{tag}",
+                    topic_windows=f"{settings.topic_windows}.{tag}", app_id=f"{settings.app_id}.{tag}")
     create_topics(fresh)  # explicit: an auto-created state topic would have 1 partition
     return fresh
+
+
+def sim_config(workload: Workload) -> SimConfig:
+    return SimConfig(seed=SEED, rate_per_s=workload.sim_rate_per_s, storefronts=storefronts(workload.storefronts))
+
+
+def events_of(workload: Workload) -> Iterator[dict]:
+    """The workload's events in send order (each time the same: the simulator is seeded)."""
+    return itertools.islice(generate(sim_config(workload)), workload.events)
 
 
 def messages(workload: Workload, settings: Settings,
@@ -99,11 +110,10 @@ def messages(workload: Workload, settings: Settings,
     ``cells``, when given, receives the events per storefront and minute of event
     time (``cell_of``): what a peer counting the workload must report.
     """
-    cfg = SimConfig(seed=SEED, rate_per_s=workload.sim_rate_per_s, storefronts=storefronts(workload.storefronts))
     topics = settings.topics
     out: list[tuple[str, int, bytes | None, bytes]] = []
     grouped: dict[tuple[str, int], list[bytes]] = defaultdict(list)
-    for event in itertools.islice(generate(cfg), workload.events):
+    for event in events_of(workload):
         if cells is not None:
             cell = cell_of(event)
             cells[cell] = cells.get(cell, 0) + 1
