@@ -65,3 +65,17 @@ def make_settings(broker: LocalBroker) -> Callable[..., Settings]:
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     """Settings pointed at the session broker, with this test's own topics (4 partitions) created."""
     return make_settings()
+
+
+# Longest first: the test processes start on the multi-minute end-to-end and fault tests, and
+# the many short tests fill the gaps, so the run does not end with one process alone on a
+# five-minute test (pytest-xdist hands tests out in collection order).
+_FIRST = ("tests/e2e/", "tests/faults/", "tests/fuzz/", "tests/rules/", "tests/integration/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid
+        return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
+
+    items.sort(key=rank)  # stable: a module's own order is kept

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, Callable
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
@@ -33,6 +34,9 @@ class ChangelogReader:
         self.timeout_s = timeout_s
         self._consumer: Consumer | None = None
         self._probe: Consumer | None = None
+        # Called when a read makes no progress for PROBE_S: the engine writes to the shared
+        # partitions so that a broker holding a transaction "prepared" finishes it (Sink.nudge).
+        self.on_stall: Callable[[], Any] | None = None
 
     def _client(self) -> Consumer:
         if self._consumer is None:
@@ -95,6 +99,8 @@ class ChangelogReader:
                     # under-report), and only believed when two probes PROBE_S apart agree:
                     # a slow fetch on a busy machine must not pass for a lost changelog.
                     probe_at = now + PROBE_S
+                    if self.on_stall is not None:
+                        self.on_stall()
                     for tp in tps:
                         where = (tp.topic, tp.partition)
                         if where not in ends and not records[where] and tp.offset > 0:
@@ -126,7 +132,16 @@ class ChangelogReader:
         """The Fetch high-water mark of each (topic, partition), read from near the end (the
         ListOffsets answer, which may stop short, is only where reading starts)."""
         found = self._to_end([TopicPartition(t, p, OFFSET_END) for t, p in topic_partitions], keep=False)
-        return {where: end for where, (_, end) in found.items()}
+        # A read_committed end stops at a transaction still open (or, on Tansu, still
+        # "prepared"): on a topic written in transactions it can lie below what the state has
+        # read. The log's own end (read_uncommitted) may not: take the larger.
+        prober = self._prober()
+        return {where: max(end, prober.get_watermark_offsets(TopicPartition(*where), timeout=5, cached=False)[1])
+                for where, (_, end) in found.items()}
+
+    def log_end(self, topic: str, partition: int) -> int:
+        """The partition's log end (read_uncommitted high-water mark)."""
+        return self._prober().get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)[1]
 
     def has_data(self, topic: str, partition: int, start: int, end: int) -> bool:
         """True if the partition holds a (committed) record at an offset in [start, end)."""

@@ -49,6 +49,7 @@ log = logging.getLogger("cxpulse.worker")
 
 RETRY_S = 2.0  # between attempts to recover a partition while the broker is away
 REFENCE_S = 15.0  # a fenced partition still assigned after this long is claimed again
+NUDGE_S = 10.0  # a merge or customer partition that reads nothing this long while records wait
 
 
 class Source(Protocol):
@@ -73,6 +74,10 @@ class Engine:
         self.pipeline = Pipeline(settings, self.worker)
         self.sink = Sink(settings, self.pipeline.topic_of)
         self.reader = ChangelogReader(settings)
+        self.reader.on_stall = self._nudge
+        self._stuck: dict[Key, tuple[int, float]] = {}  # key -> (position, since) of a still position
+        self._next_nudge_check = 0.0
+        self.nudges = 0
         self.exporter = Exporter(settings)
         publisher.exporter = self.exporter
         self.source: Source | None = None
@@ -229,6 +234,9 @@ class Engine:
                 outboxes += self.pipeline.idle(self._caught_up())
             if outboxes:
                 self._write(outboxes)
+            if now >= self._next_nudge_check:
+                self._next_nudge_check = now + 1.0
+                self._nudge_if_stuck(now)
             for key, family, end in self.exporter.acked():
                 state = self.pipeline.states.get(key)  # type: ignore[arg-type]
                 if isinstance(state, MergeState):
@@ -303,6 +311,41 @@ class Engine:
                             key[0], key[1], result.error)
         if to_commit and source is not None:
             source.commit(to_commit)
+
+    def _nudge(self) -> None:
+        """Write ``[]`` to every partition of the windows and customer topics (Sink.nudge)."""
+        settings = self.settings
+        targets = [(topic, m) for topic in (settings.topic_windows, settings.topic_customers)
+                   for m in range(settings.partitions)]
+        if self.sink.nudge(targets):
+            self.nudges += 1
+            if self.nudges == 1 or self.nudges % 100 == 0:
+                log.info("event=transactions_nudged count=%d reason=read_committed_end_held", self.nudges)
+
+    def _nudge_if_stuck(self, now: float) -> None:
+        """Nudge when a merge or customer partition of ours has stood still for NUDGE_S with
+        records beyond it in the log (the log's end, not the read_committed one)."""
+        stuck = False
+        for key, state in self.pipeline.states.items():
+            if key[0] not in ("merge", "customer") or key in self.to_recover:
+                continue
+            position = state.meta.through
+            seen = self._stuck.get(key)
+            if seen is None or seen[0] != position:
+                self._stuck[key] = (position, now)
+                continue
+            if now - seen[1] < NUDGE_S:
+                continue
+            topic = self.pipeline.topic_of[key[0]]
+            try:
+                end = self.reader.log_end(topic, key[1])
+            except KafkaException:
+                continue
+            if end - position >= 2:  # more than a transaction marker waits
+                stuck = True
+            self._stuck[key] = (position, now)
+        if stuck:
+            self._nudge()
 
     def _caught_up(self) -> set[Key]:
         """Partitions whose state has read everything the last fetch said there was."""

@@ -59,6 +59,9 @@ from tests.customer_events import DAY, customer_events
 from tests.helpers import free_port
 from tests.helpers import send_events as send
 
+# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_prometheus")
+
 RATE = 600
 GRACE_MS = 10_000  # production keeps 2 minutes; this closes 1-minute windows within the test
 INCIDENT_LEAD_S = 20  # at least this much healthy traffic before the incident (it starts on a minute boundary)

@@ -49,6 +49,9 @@ from tests.backfill import BackfilledPrometheus, Gauge, gauges, openmetrics
 from tests.helpers import free_port
 from tests.reference import BUCKETS_S, Params, Reference, major
 
+# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_report")
+
 WEEK = Week.parse("2026-W47")
 DAY_MS = 86_400_000
 WEEK_END_MS = int(WEEK.end.timestamp() * 1000)

@@ -37,6 +37,9 @@ import pytest
 from streams.cli import COMMAND_EXTRAS, COMMANDS
 from tests.helpers import free_port
 
+# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_install")
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_EXTRAS = set(re.findall(r"^extras=(\S+)$", (ROOT / "deploy/install.sh").read_text(), re.M)[0].split(","))
 INSTALL_TIMEOUT_S = 900

@@ -19,6 +19,9 @@ import yaml
 from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_COMPLETE
 from streams.mixin.rules import RULES_PATH, catalog_series, rules_yaml
 
+# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_promtool")
+
 HERE = Path(__file__).resolve().parent
 TEST_FILES = sorted(HERE.glob("*.test.yml"))
 

@@ -17,6 +17,9 @@ from streams.catalog import COUNTERS, CUSTOMER, HISTOGRAMS, WINDOW_COMPLETE, WIN
 from streams.mixin import dashboards, rules
 from streams.mixin.rules import alerts, catalog_series, recorded_names, series_names
 
+# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_dashboards")
+
 FILES = sorted(dashboards.DASHBOARD_DIR.glob("*.json"))
 # The dashboards of KPIs on event-time windows (the other three show pipeline, customer and initiative state).
 KPI_FILES = [dashboards.DASHBOARD_DIR / f"{slug}.json"

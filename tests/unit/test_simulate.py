@@ -24,6 +24,9 @@ from streams.cli import main
 from streams.decode import parse_timestamp_ms, validate_event
 from streams.devtools.simulate import CHANNELS, SimConfig, generate
 
+# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_simulate")
+
 START = "2024-05-14T12:00:00Z"
 START_MS = 1_715_688_000_000
 MIN = 60_000
