@@ -153,8 +153,13 @@ class Sink:
             if offset is not None:
                 producer.send_offsets_to_transaction([offset], group, self.timeout_s)
             producer.commit_transaction(self.timeout_s)
-        except (KafkaException, BufferError, TimeoutError) as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        except (KafkaException, BufferError, TimeoutError, SystemError) as exc:
+            # A fatal error (fenced) can surface from inside a delivery callback during flush():
+            # confluent-kafka then raises SystemError with the KafkaException as its cause.
+            cause = exc.__cause__ if isinstance(exc, SystemError) else exc
+            if isinstance(exc, SystemError) and not isinstance(cause, KafkaException):
+                raise
+            error = cause.args[0] if cause.args and isinstance(cause.args[0], KafkaError) else None
             fenced = error is not None and (error.fatal() or error.code() in _FENCED)
             if not fenced:
                 try:
