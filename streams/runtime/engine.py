@@ -313,9 +313,10 @@ class Engine:
             source.commit(to_commit)
 
     def _nudge(self) -> None:
-        """Write ``[]`` to every partition of the windows and customer topics (Sink.nudge)."""
+        """Write ``[]`` to every partition of the windows, customer and dead-letter topics, the
+        partitions the stages' transactions share (Sink.nudge)."""
         settings = self.settings
-        targets = [(topic, m) for topic in (settings.topic_windows, settings.topic_customers)
+        targets = [(topic, m) for topic in (settings.topic_windows, settings.topic_customers, settings.topic_deadletter)
                    for m in range(settings.partitions)]
         if self.sink.nudge(targets):
             self.nudges += 1

@@ -173,7 +173,8 @@ class Sink:
 
     def nudge(self, targets: list[tuple[str, int]]) -> bool:
         """Write an empty item list (``[]``, which the merge and customer stages read as
-        nothing) to each (topic, partition), in one transaction of a producer this worker holds.
+        nothing; on the dead-letter topic it carries the header ``cx-nudge: 1``) to each
+        (topic, partition), in one transaction of a producer this worker holds.
 
         A broker's transaction coordinator that leaves a committed transaction "prepared" until
         a later transaction on the same partitions ends (the Tansu test broker, measured: its
@@ -187,7 +188,7 @@ class Sink:
         try:
             producer.begin_transaction()
             for topic, partition in targets:
-                _produce(producer, topic, b"[]", None, partition, None, None)
+                _produce(producer, topic, b"[]", None, partition, NUDGE_HEADERS, None)
             _flush(producer, self.timeout_s)
             producer.commit_transaction(self.timeout_s)
         except (KafkaException, BufferError, TimeoutError) as exc:
@@ -204,6 +205,7 @@ class Sink:
         self._pool.shutdown(wait=True)
 
 
+NUDGE_HEADERS = [("cx-nudge", b"1")]  # on a dead-letter record: not a parked message, skip it
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
 
