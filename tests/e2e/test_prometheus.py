@@ -256,7 +256,8 @@ def _this_week(expr: str, rules: list[dict]) -> str:
                           and ("_offset1w" in rule["expr"] or "offset 1w" in rule["expr"])}
     for name, body in built_on_last_week.items():
         expr = re.sub(re.escape(name) + r"(\{[^}]*\})?(?![\w:])", lambda _: f"({body})", expr)
-    return expr.replace("_offset1w", "").replace(" offset 1w", "").replace("offset 1w", "")
+    expr = re.sub(r" offset 1w(?![0-9])", "", expr.replace("_offset1w", ""))
+    return expr.replace("offset 1w", "offset ")  # "offset 1w100s" (a week and the delay) -> "offset 100s"
 
 
 def _exposed_names(stack) -> set[str]:
