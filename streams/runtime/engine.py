@@ -49,6 +49,7 @@ log = logging.getLogger("cxpulse.worker")
 
 RETRY_S = 2.0  # between attempts to recover a partition while the broker is away
 REFENCE_S = 15.0  # a fenced partition still assigned after this long is claimed again
+HELD_READS = 2  # failed committed changelog reads before one read_uncommitted (ChangelogReader.read)
 NUDGE_S = 10.0  # a merge or customer partition that reads nothing this long while records wait
 
 
@@ -78,6 +79,7 @@ class Engine:
         self._stuck: dict[Key, tuple[int, float]] = {}  # key -> (position, since) of a still position
         self._next_nudge_check = 0.0
         self.nudges = 0
+        self._held_reads = 0  # changelog reads in a row that made no progress
         self.exporter = Exporter(settings)
         publisher.exporter = self.exporter
         self.source: Source | None = None
@@ -143,11 +145,20 @@ class Engine:
         if unclaimed:
             raise StateRecoveryError(f"could not claim {describe(unclaimed)} (broker unreachable?)")
         jobs = self.pipeline.claim(keys)
+        committed = self._held_reads < HELD_READS
+        if not committed:
+            log.warning("event=changelog_read_uncommitted partitions=%s attempts=%d reason=read_committed_end_held",
+                        describe(keys), self._held_reads)
         try:
-            read = self.reader.read({job.state_partition: job.start for job in jobs})
+            read = self.reader.read({job.state_partition: job.start for job in jobs}, committed=committed)
         except (StateRecoveryError, KafkaException):
             self.pipeline.unclaim(jobs)  # a kept state still saves the next attempt a full read
+            if self.publisher.broker_up:  # held by the broker's transactions, not by an outage
+                self._held_reads += 1
+            else:
+                self._held_reads = 0
             raise
+        self._held_reads = 0
         redo = []
         installed = {}
         for job in jobs:
@@ -167,7 +178,7 @@ class Engine:
         if redo:
             self.pipeline.drop(redo)
             for job in self.pipeline.claim(redo):
-                records, end = self.reader.read({job.state_partition: 0})[job.state_partition]
+                records, end = self.reader.read({job.state_partition: 0}, committed=committed)[job.state_partition]
                 self.pipeline.install(job, records, end)
                 installed[job.key] = (len(records), 0, end, False)
         source_topics = {key: self.pipeline.topic_of[key[0]] for key in keys}
