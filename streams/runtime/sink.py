@@ -22,8 +22,13 @@ A write that fails for any other reason (the broker is gone, a timeout) is abort
 reported as failed: the engine drops the partition's state and recovers it from the
 changelog, so the batch is replayed, never half-applied, and the worker keeps running.
 
-Partitions are written side by side, one thread each: the producers wait on the broker,
-not on Python.
+A worker writes its partitions' transactions one after the other, not side by side: the
+stages' transactions share partitions (windows, customer facts, dead letters), and a
+transaction coordinator that finishes a transaction only once no overlapping one is open
+(the Tansu test broker) held the read_committed ends of a worker writing two dozen at once
+for minutes (recoveries waited, the merge stage stood still). Measured: with side-by-side
+writes the rebalance and customer e2e tests failed in most full-suite runs; one at a time
+they pass, also under load. The cost in throughput is in docs/benchmarks.md once measured.
 """
 
 from __future__ import annotations
@@ -121,7 +126,7 @@ class Sink:
             offset = offsets_for(outbox) if offsets_for is not None and group is not None else None
             return outbox.key, self._transaction(producer, outbox, offset, group)
 
-        return dict(self._pool.map(write_one, outboxes))
+        return dict(map(write_one, outboxes))  # one at a time: see the module docstring
 
     def _transaction(self, producer: Producer, outbox: Outbox, offset: TopicPartition | None, group: Any) -> Result:
         settings = self.settings
