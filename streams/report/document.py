@@ -228,6 +228,25 @@ SUPPORT_REVENUE_CAPTION = (
     "tickets still gain orders for up to 7 days after the week's end.")
 
 
+def _ltv_blocks(title: str, groups: list, categories: tuple[str, ...], headers: tuple[str, ...],
+                caption: str) -> list[Block]:
+    """LTV per purchase count and category (NPS categories or CSAT bands), the group's ``high``
+    against its ``low`` category in the last column."""
+    if not groups:
+        return []
+    rows = []
+    for group in groups:
+        for purchases, cats in group.strata.items():
+            cells = [f"{fmt_money(cats[c][1], group.currency)} ({fmt_count(cats[c][0])})" if c in cats else "-"
+                     for c in categories]
+            both = purchases in group.compared() and cats[group.low][1] > 0
+            vs = fmt_ratio_change(cats[group.high][1] / cats[group.low][1] - 1) if both else "-"
+            rows.append([group.storefront, _horizon(group.horizon), purchases, *cells, vs])
+    return [Block("h3", title), Block("ul", items=tuple(nps_sentence(g) for g in groups)),
+            _table(["storefront", "horizon", "purchases", *headers, f"{headers[0]} vs {headers[-1]}"], rows, 3),
+            Block("caption", caption)]
+
+
 def customer_blocks(report: Report) -> list[Block]:
     section = report.customers
     out = [Block("h2", "Customers")]
@@ -256,34 +275,10 @@ def customer_blocks(report: Report) -> list[Block]:
                 _table(["storefront", "horizon", "cohort", "LTV", "customers", "cohort before", "LTV", "customers",
                         "change"], rows, 3),
                 Block("caption", COHORT_CAPTION)]
-    if section.nps:
-        out.append(Block("h3", "LTV by NPS category, at the same number of purchases"))
-        out.append(Block("ul", items=tuple(nps_sentence(n) for n in section.nps)))
-        rows = []
-        for group in section.nps:
-            for purchases, cats in group.strata.items():
-                cells = [f"{fmt_money(cats[c][1], group.currency)} ({fmt_count(cats[c][0])})" if c in cats else "-"
-                         for c in NPS_CATEGORIES]
-                both = purchases in group.compared() and cats["detractor"][1] > 0
-                vs = fmt_ratio_change(cats["promoter"][1] / cats["detractor"][1] - 1) if both else "-"
-                rows.append([group.storefront, _horizon(group.horizon), purchases, *cells, vs])
-        out += [_table(["storefront", "horizon", "purchases", "promoters", "passives", "detractors",
-                        "promoters vs detractors"], rows, 3),
-                Block("caption", NPS_CAPTION)]
-    if section.csat:
-        out.append(Block("h3", "LTV by CSAT band, at the same number of purchases"))
-        out.append(Block("ul", items=tuple(nps_sentence(n) for n in section.csat)))
-        rows = []
-        for group in section.csat:
-            for purchases, cats in group.strata.items():
-                cells = [f"{fmt_money(cats[c][1], group.currency)} ({fmt_count(cats[c][0])})" if c in cats else "-"
-                         for c in CSAT_BANDS]
-                both = purchases in group.compared() and cats["unsatisfied"][1] > 0
-                vs = fmt_ratio_change(cats["satisfied"][1] / cats["unsatisfied"][1] - 1) if both else "-"
-                rows.append([group.storefront, _horizon(group.horizon), purchases, *cells, vs])
-        out += [_table(["storefront", "horizon", "purchases", "satisfied", "neutral", "unsatisfied",
-                        "satisfied vs unsatisfied"], rows, 3),
-                Block("caption", CSAT_CAPTION)]
+    out += _ltv_blocks("LTV by NPS category, at the same number of purchases", section.nps, NPS_CATEGORIES,
+                       ("promoters", "passives", "detractors"), NPS_CAPTION)
+    out += _ltv_blocks("LTV by CSAT band, at the same number of purchases", section.csat, CSAT_BANDS,
+                       ("satisfied", "neutral", "unsatisfied"), CSAT_CAPTION)
     if section.retention:
         rows = [[r.storefront, _horizon(r.period), r.period_start, fmt_count(r.customers),
                  "no data" if r.value is None else fmt_percent(r.value),
