@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streams.contract import Family
-from streams.pipeline.window_state import SEGMENT_LABELS
+from streams.pipeline.families import SEGMENT_LABELS
 
 Unit = Literal["count", "currency", "seconds", "ratio", "score", "percent"]
 

@@ -35,6 +35,9 @@ SUPPORT_CHANNELS = ("email", "chat", "sms", "phone", "social")
 AUTHORS = ("agent", "customer", "bot")
 SURVEY_KINDS = ("nps", "csat", "ces")
 SCORE_RANGE: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+# ISO 4217's code for "no currency": the currency label of a return without an amount, which
+# no money KPI reads.
+NO_CURRENCY = "XXX"
 
 # Patterns shared with schemas/ (the JSON Schemas repeat them verbatim).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"

@@ -25,9 +25,9 @@ from datetime import date, datetime, timezone
 import orjson
 
 from streams.contract import LABEL_PATTERN
+from streams.days import DAY_MS
 from streams.errors import ConfigError
 
-DAY_MS = 86_400_000
 KPIS = ("revenue_per_visitor", "conversion", "average_order_value")
 SEGMENT_LABELS = ("storefront", "channel", "device")  # labels both sessions and orders carry
 NAME = re.compile(LABEL_PATTERN)

@@ -41,35 +41,23 @@ replay counts early), so exactness holds while the guard is not reached.
 
 from __future__ import annotations
 
-import bisect
-import functools
 import heapq
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import orjson
 
-from streams.config import Settings, format_duration
+from streams.config import Settings
+from streams.days import DAY_MS, day_label, iso_week
+from streams.pipeline.customer_kpis import Customer, Key, period_label, contribution, period_start_ms
 from streams.pipeline.records import Applied, Message, Meta, Parked
+from streams.pipeline.state import ExactlyOnce
 
 log = logging.getLogger("cxpulse.customers")
 
-DAY_MS = 86_400_000
-HORIZONS: dict[str, int] = {"30d": 30 * DAY_MS, "90d": 90 * DAY_MS}
-REPEAT_WITHIN_MS = 90 * DAY_MS  # a repeat customer ordered again within 90 days of the first order
-# An LTV horizon counts for the NPS cohorts once the watermark is this far past it:
-# orders are counted up to the window stage's grace behind its watermark.
-MATURITY_MARGIN_MS = DAY_MS
 MAX_ITEMS = 1000  # orders / tickets / NPS answers kept per customer; more are counted as dropped
-NPS_CATEGORIES = ("detractor", "passive", "promoter")
-CSAT_BANDS = ("unsatisfied", "neutral", "satisfied")
-PURCHASE_BUCKETS = ("1", "2", "3", "4+")
-# Retention periods are blocks of whole days counted from Monday 1969-12-29 00:00 UTC, the first
-# day of ISO week 1970-W01: one grid for every storefront, and a 7-day period is an ISO week.
-PERIOD_ANCHOR_MS = -3 * DAY_MS
 # The aggregates record's format: [through, items, version, new kinds' through]. Version 2 added
 # NEW_KINDS (a record without a version is 1, written before they existed).
 AGGREGATES_VERSION = 2
@@ -88,203 +76,6 @@ _PERIOD_AT: dict[str, int] = {"retention_customers": 2, "retention_retained": 2,
                               "cohort_retention_customers": 3, "cohort_retention_retained": 3}
 
 
-def nps_category(score: int) -> str:
-    """The category of an NPS answer (0-10).
-
-        >>> nps_category(9), nps_category(7), nps_category(6)
-        ('promoter', 'passive', 'detractor')
-    """
-    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
-
-
-def csat_band(score: int) -> str:
-    """The band of a CSAT answer (1-5).
-
-        >>> csat_band(5), csat_band(3), csat_band(2)
-        ('satisfied', 'neutral', 'unsatisfied')
-    """
-    return "satisfied" if score >= 4 else "neutral" if score == 3 else "unsatisfied"
-
-
-def period_start_ms(ts_ms: int, period_ms: int) -> int:
-    """Start of the retention period of ``period_ms`` (whole days) holding ``ts_ms``.
-
-        >>> day_label(period_start_ms(1_767_225_600_000, 30 * DAY_MS))   # 2026-01-01
-        '2025-12-05'
-    """
-    return ts_ms - (ts_ms - PERIOD_ANCHOR_MS) % period_ms
-
-
-@functools.lru_cache(maxsize=4096)  # period starts: a few distinct values, asked for every order of every fact
-def day_label(ts_ms: int) -> str:
-    """The UTC date of ``ts_ms``, the ``period_start`` label: ``2026-01-26``."""
-    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
-
-
-def iso_week(ts_ms: int) -> str:
-    """The ISO week of an event time, the cohort label: ``2026-W47``.
-
-        >>> iso_week(1_795_000_000_000)
-        '2026-W47'
-    """
-    return _week_label(week_start_ms(ts_ms))
-
-
-@functools.lru_cache(maxsize=4096)  # one per Monday: every fact asks for the weeks of all its customer's events
-def _week_label(monday_ms: int) -> str:
-    year, week, _ = datetime.fromtimestamp(monday_ms / 1000, timezone.utc).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-_period_label = functools.lru_cache(maxsize=16)(format_duration)  # "30d" for 30 days of ms
-
-
-def week_start_ms(ts_ms: int) -> int:
-    """Monday 00:00 UTC of the ISO week holding ``ts_ms`` (1970-01-01 was a Thursday)."""
-    return ts_ms - (ts_ms + 3 * DAY_MS) % (7 * DAY_MS)
-
-
-@dataclass
-class Customer:
-    """What the customer stage remembers of one customer (never exported)."""
-
-    through: int = 0
-    seq: tuple[int, int] = (0, 0)  # (offset, index) of the last fact: the eviction order
-    last_ms: int = 0
-    wm: int | None = None  # the watermark its current contribution was computed at
-    orders: list[list[Any]] = field(default_factory=list)  # [ts_ms, amount_minor, currency, event_id]
-    tickets: list[list[Any]] = field(default_factory=list)  # [ts_ms, event_id]
-    answers: list[list[Any]] = field(default_factory=list)  # NPS answers: [ts_ms, score, event_id]
-    csat: list[list[Any]] = field(default_factory=list)  # CSAT answers: [ts_ms, score, event_id]
-
-    def to_json(self) -> bytes:
-        return orjson.dumps([self.through, list(self.seq), self.last_ms, self.wm, self.orders, self.tickets,
-                             self.answers, self.csat])
-
-    @classmethod
-    def from_json(cls, data: bytes) -> "Customer":
-        through, seq, last_ms, wm, orders, tickets, answers, *rest = orjson.loads(data)
-        # a record written before CSAT facts existed has no 8th field
-        return cls(through, tuple(seq), last_ms, wm, orders, tickets, answers, rest[0] if rest else [])
-
-    def has(self, event_id: str) -> bool:
-        return any(item[-1] == event_id for items in (self.orders, self.tickets, self.answers, self.csat)
-                   for item in items)
-
-    def first_order_ms(self) -> int | None:
-        return self.orders[0][0] if self.orders else None  # kept sorted
-
-    def week_tickets(self) -> dict[int, int]:
-        """Start of each ISO week with a ticket -> the earliest ticket of that week."""
-        weeks: dict[int, int] = {}
-        for ts, _ in self.tickets:
-            weeks.setdefault(week_start_ms(ts), ts)  # kept sorted: the first seen is the earliest
-        return weeks
-
-    def maturities(self, post_support_ms: int) -> set[int]:
-        """Watermarks at which this customer's contribution changes without a new fact: its
-        first order's 90 days (repeat purchase), its LTV horizons when it answered a survey,
-        and the post-support window of each ticket week, each a margin later."""
-        out = {ticket_ms + post_support_ms + MATURITY_MARGIN_MS for ticket_ms in self.week_tickets().values()}
-        first = self.first_order_ms()
-        if first is not None:
-            out.add(first + REPEAT_WITHIN_MS + MATURITY_MARGIN_MS)
-            if self.answers or self.csat:
-                out.update(first + span + MATURITY_MARGIN_MS for span in HORIZONS.values())
-        return out
-
-
-Key = tuple[Any, ...]
-
-
-def contribution(storefront: str, customer: Customer, watermark: int | None, post_support_ms: int,
-                 periods_ms: tuple[int, ...] = ()) -> dict[Key, int]:
-    """What one customer adds to the exported aggregates (all integers; money in minor units).
-
-    * first-order cohort (ISO week of the first order): a customer; a repeat customer
-      when a second order falls within 90 days of the first; revenue of the orders within
-      30 and 90 days of the first order (LTV), per currency; and, once the watermark is 90
-      days and a margin past the first order, the same customer as *mature* (so storefront
-      ratios leave out customers too young to have had their 90 days);
-    * NPS and CSAT cohorts (category of the latest NPS answer, band of the latest CSAT
-      answer, and purchases within 90 days of the first order: 1, 2, 3, 4+): the same
-      customer and LTV, counted once the horizon has passed (so young customers do not drag
-      the LTV of a category down);
-    * retention, for each period length: a customer of period *k* (labelled with the start
-      of *k*) when it ordered in period *k - 1*; retained when it ordered in *k* too; the
-      same per first-order cohort;
-    * ticket cohort (ISO week of the customer's first ticket of that week): a customer
-      with a ticket, converted when they order within ``post_support_ms`` after it (also as
-      mature, once that window and a margin have passed); and every order placed within
-      ``post_support_ms`` after the customer's latest ticket before it, with its revenue,
-      in the ISO week of that ticket.
-    """
-    out: dict[Key, int] = {}
-
-    def add(key: Key, n: int) -> None:
-        out[key] = out.get(key, 0) + n
-
-    orders = customer.orders
-    first = customer.first_order_ms()
-    if first is not None:
-        cohort = iso_week(first)
-        add(("cohort_customers", storefront, cohort), 1)
-        within = [o for o in orders if o[0] < first + REPEAT_WITHIN_MS]
-        repeat = len(within) >= 2
-        if repeat:
-            add(("cohort_repeat_customers", storefront, cohort), 1)
-        if watermark is not None and watermark >= first + REPEAT_WITHIN_MS + MATURITY_MARGIN_MS:
-            add(("cohort_mature_customers", storefront, cohort), 1)
-            if repeat:
-                add(("cohort_mature_repeat_customers", storefront, cohort), 1)
-        for horizon, span in HORIZONS.items():
-            for ts, amount, currency, _ in orders:
-                if ts < first + span:
-                    add(("cohort_revenue", storefront, cohort, currency, horizon), amount)
-        purchases = PURCHASE_BUCKETS[min(len(within), 4) - 1]
-        for survey, answers, group in (("nps", customer.answers, nps_category), ("csat", customer.csat, csat_band)):
-            if not answers or watermark is None:
-                continue
-            category = group(max(answers)[1])  # the latest answer (ties: the higher score)
-            for horizon, span in HORIZONS.items():
-                if watermark < first + span + MATURITY_MARGIN_MS:
-                    continue
-                add((f"{survey}_customers", storefront, category, purchases, horizon), 1)
-                for ts, amount, currency, _ in orders:
-                    if ts < first + span:
-                        add((f"{survey}_revenue", storefront, category, purchases, currency, horizon), amount)
-        for period_ms in periods_ms:
-            period = _period_label(period_ms)
-            active = {period_start_ms(o[0], period_ms) for o in orders}
-            for start in active:
-                this = day_label(start + period_ms)  # the customer is one of the next period's base
-                add(("retention_customers", storefront, period, this), 1)
-                add(("cohort_retention_customers", storefront, cohort, period, this), 1)
-                if start + period_ms in active:
-                    add(("retention_retained", storefront, period, this), 1)
-                    add(("cohort_retention_retained", storefront, cohort, period, this), 1)
-    for week, ticket_ms in customer.week_tickets().items():
-        cohort = iso_week(week)
-        converted = any(ticket_ms < o[0] <= ticket_ms + post_support_ms for o in orders)
-        add(("support_customers", storefront, cohort), 1)
-        if converted:
-            add(("support_converted", storefront, cohort), 1)
-        if watermark is not None and watermark >= ticket_ms + post_support_ms + MATURITY_MARGIN_MS:
-            add(("support_mature_customers", storefront, cohort), 1)
-            if converted:
-                add(("support_mature_converted", storefront, cohort), 1)
-    if customer.tickets:
-        # last touch: an order belongs to the latest ticket before it, so no order counts twice
-        times = [t[0] for t in customer.tickets]
-        for ts, amount, currency, _ in orders:
-            i = bisect.bisect_left(times, ts)  # times[:i] are the tickets strictly before the order
-            if i and ts - times[i - 1] <= post_support_ms:
-                cohort = iso_week(times[i - 1])
-                add(("support_orders", storefront, cohort, currency), 1)
-                add(("support_revenue", storefront, cohort, currency), amount)
-    return out
-
-
 @dataclass(frozen=True)
 class CustomerSnapshot:
     """What the scrape reads of one customer partition: never mutated after creation."""
@@ -296,7 +87,7 @@ class CustomerSnapshot:
     customers: int
 
 
-class CustomerState:
+class CustomerState(ExactlyOnce):
     """Per-customer records of one customer-topic partition and the aggregates they make."""
 
     family = "customer"
@@ -325,88 +116,98 @@ class CustomerState:
 
     # ----------------------------------------------------------------- apply
     def apply(self, messages: Iterable[Message]) -> Applied:
-        meta = self.meta
+        """Apply a batch of facts in offset order; return what to persist (the aggregates
+        record first, then the customers, evictions, and the meta record last)."""
         touched: set[tuple[str, str]] = set()
         parked: list[Parked] = []
         evicted: set[tuple[str, str]] = set()
         last_offset = None
-        aggregates_touched = False
-        for message in messages:
-            offset = message.offset
-            if offset < meta.through:
-                continue  # fully persisted before
-            last_offset = offset
-            meta.messages += 1
-            for rejection in message.rejections:
-                meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
-                parked.append(Parked(offset, rejection.reason, rejection.detail, rejection.index, rejection.raw))
+        changed = False
+        for message in self.unpersisted(messages, parked):
+            offset = last_offset = message.offset
             for index, fact in enumerate(message.events):
-                kind, storefront, customer_id, event_id, ts_ms = fact[:5]
-                meta.events += 1
-                if meta.watermark_ms is None or ts_ms > meta.watermark_ms:
-                    meta.watermark_ms = ts_ms
-                key = (storefront, customer_id)
-                customer = self.customers.get(key)
-                if customer is None:
-                    customer = self.customers[key] = Customer()
-                    evicted.discard(key)
-                    aggregates_touched |= self._account({}, {("customers_created",): 1}, offset)
-                else:
-                    self.customers.move_to_end(key)
-                if offset < customer.through:
-                    continue  # this customer's record holds the fact (and so do the aggregates)
-                customer.seq = (offset, index)
-                if ts_ms > customer.last_ms:
-                    customer.last_ms = ts_ms
-                    heapq.heappush(self._expiring, (ts_ms, storefront, customer_id))
-                touched.add(key)
-                items = (customer.orders if kind == "o" else customer.tickets if kind == "t"
-                         else customer.answers if kind == "n" else customer.csat)
-                skipped = "facts_duplicate" if customer.has(event_id) else (
-                    "facts_dropped" if len(items) >= MAX_ITEMS else None)
-                if skipped is not None:
-                    # a window stage resent it after a crash / more than a customer record keeps
-                    aggregates_touched |= self._account({}, {(skipped,): 1}, offset)
-                    continue
-                before = self._contribution(storefront, customer, customer.wm)
-                pending = customer.maturities(self.post_support_ms)
-                if kind == "o":
-                    items.append([ts_ms, fact[5], fact[6], event_id])
-                elif kind == "t":
-                    items.append([ts_ms, event_id])
-                else:
-                    items.append([ts_ms, fact[5], event_id])
-                items.sort()
-                customer.wm = meta.watermark_ms
-                after = self._contribution(storefront, customer, customer.wm)
-                aggregates_touched |= self._account(before, after, offset)
-                # each maturity once: a customer with many facts does not fill the heap with copies
-                for when in customer.maturities(self.post_support_ms) - pending:
-                    if when > meta.watermark_ms:
-                        heapq.heappush(self._maturing, (when, storefront, customer_id))
-            aggregates_touched |= self._mature(offset, touched)
+                changed |= self._apply_fact(fact, offset, index, touched, evicted)
+            changed |= self._mature(offset, touched)
             evicted |= self._evict()
         if last_offset is None:
             return Applied([], parked, 0)
-        end = last_offset + 1
+        return Applied(self._persist(last_offset + 1, changed, touched, evicted), parked, 0)
+
+    def _apply_fact(self, fact: list[Any], offset: int, index: int, touched: set[tuple[str, str]],
+                    evicted: set[tuple[str, str]]) -> bool:
+        """One fact ``[kind, storefront, customer_id, event_id, ts_ms, ...]`` (``families.fact``);
+        whether the aggregates changed."""
+        kind, storefront, customer_id, event_id, ts_ms = fact[:5]
+        meta = self.meta
+        meta.events += 1
+        if meta.watermark_ms is None or ts_ms > meta.watermark_ms:
+            meta.watermark_ms = ts_ms
+        key = (storefront, customer_id)
+        changed = False
+        customer = self.customers.get(key)
+        if customer is None:
+            customer = self.customers[key] = Customer()
+            evicted.discard(key)
+            changed = self._account({}, {("customers_created",): 1}, offset)
+        else:
+            self.customers.move_to_end(key)
+        if offset < customer.through:
+            return changed  # this customer's record holds the fact (and so do the aggregates)
+        customer.seq = (offset, index)
+        if ts_ms > customer.last_ms:
+            customer.last_ms = ts_ms
+            heapq.heappush(self._expiring, (ts_ms, storefront, customer_id))
+        touched.add(key)
+        items = (customer.orders if kind == "o" else customer.tickets if kind == "t"
+                 else customer.answers if kind == "n" else customer.csat)
+        skipped = "facts_duplicate" if customer.has(event_id) else (
+            "facts_dropped" if len(items) >= MAX_ITEMS else None)
+        if skipped is not None:
+            # a window stage resent it after a crash / more than a customer record keeps
+            return self._account({}, {(skipped,): 1}, offset) or changed
+        return self._add_fact(key, customer, items, fact, offset) or changed
+
+    def _add_fact(self, key: tuple[str, str], customer: Customer, items: list[list[Any]], fact: list[Any],
+                  offset: int) -> bool:
+        """Add a new fact to its customer's record; replace the customer's contribution."""
+        storefront, customer_id = key
+        kind, event_id, ts_ms = fact[0], fact[3], fact[4]
+        before = self._contribution(storefront, customer, customer.wm)
+        pending = customer.maturities(self.post_support_ms)
+        if kind == "o":
+            items.append([ts_ms, fact[5], fact[6], event_id])
+        elif kind == "t":
+            items.append([ts_ms, event_id])
+        else:
+            items.append([ts_ms, fact[5], event_id])
+        items.sort()
+        watermark = customer.wm = self.meta.watermark_ms
+        changed = self._account(before, self._contribution(storefront, customer, watermark), offset)
+        # each maturity once: a customer with many facts does not fill the heap with copies
+        for when in customer.maturities(self.post_support_ms) - pending:
+            if when > watermark:  # type: ignore[operator]
+                heapq.heappush(self._maturing, (when, storefront, customer_id))
+        return changed
+
+    def _persist(self, end: int, changed: bool, touched: set[tuple[str, str]],
+                 evicted: set[tuple[str, str]]) -> list[tuple[bytes, bytes | None]]:
         records: list[tuple[bytes, bytes | None]] = []
-        if aggregates_touched or self.new_kinds_through < end:
+        if changed or self.new_kinds_through < end:
             self._prune()
             # never back: after an upgrade the old kinds may be ahead of the batch (see ``restore``)
             self.aggregates_through = max(self.aggregates_through, end)
             self.new_kinds_through = end
-            records.append((self._key(b"a", 0), orjson.dumps(
+            records.append((self.key(b"a", 0), orjson.dumps(
                 [self.aggregates_through, [[list(k), v] for k, v in self.aggregates.items()], AGGREGATES_VERSION,
                  self.new_kinds_through])))
         for key in sorted(touched - evicted):
             customer = self.customers[key]
             customer.through = end
-            records.append((self._key(b"k", _ident(key)), customer.to_json()))
+            records.append((self.key(b"k", _ident(key)), customer.to_json()))
         for key in sorted(evicted):
-            records.append((self._key(b"k", _ident(key)), None))
-        meta.through = end
-        records.append((self._key(b"m", 0), meta.to_json()))
-        return Applied(records, parked, 0)
+            records.append((self.key(b"k", _ident(key)), None))
+        self.seal(records, end)
+        return records
 
     def _contribution(self, storefront: str, customer: Customer, watermark: int | None) -> dict[Key, int]:
         return contribution(storefront, customer, watermark, self.post_support_ms, self.periods_ms)
@@ -500,7 +301,7 @@ class CustomerState:
         if watermark is None:
             return lambda key: False
         oldest_week = iso_week(watermark - (self.cohort_weeks - 1) * 7 * DAY_MS)
-        oldest_period = {_period_label(p): day_label(period_start_ms(watermark, p) - p) for p in self.periods_ms}
+        oldest_period = {period_label(p): day_label(period_start_ms(watermark, p) - p) for p in self.periods_ms}
 
         def expired(key: Key) -> bool:
             at = _COHORT_AT.get(key[0])
@@ -523,7 +324,7 @@ class CustomerState:
         watermark = self.meta.watermark_ms
         if watermark is None:
             return dict(self.aggregates)
-        current = {_period_label(p): day_label(period_start_ms(watermark, p)) for p in self.periods_ms}
+        current = {period_label(p): day_label(period_start_ms(watermark, p)) for p in self.periods_ms}
         out = {}
         for key, value in self.aggregates.items():
             at = _PERIOD_AT.get(key[0])
@@ -532,9 +333,6 @@ class CustomerState:
         return out
 
     # --------------------------------------------------------------- restore
-    def _key(self, kind: bytes, ident: int | str) -> bytes:
-        return self._prefix + kind + b"|" + str(ident).encode()
-
     def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         applied = 0
         version = AGGREGATES_VERSION
@@ -578,8 +376,8 @@ class CustomerState:
         return applied
 
     def tombstones(self) -> list[tuple[bytes, None]]:
-        keys = [self._key(b"k", _ident(key)) for key in self.customers]
-        keys += [self._key(b"a", 0), self._key(b"m", 0)]
+        keys = [self.key(b"k", _ident(key)) for key in self.customers]
+        keys += [self.key(b"a", 0), self.key(b"m", 0)]
         return [(key, None) for key in keys]
 
     def snapshot(self, previous: Any = None) -> CustomerSnapshot:

@@ -33,6 +33,7 @@ from streams.config import Settings
 from streams.contract import FAMILIES
 from streams.pipeline.aggregates import Cell, Segment, merge_cells
 from streams.pipeline.records import Applied, Message, Meta, Parked
+from streams.pipeline.state import ExactlyOnce
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class MergeSnapshot:
     windows: int
 
 
-class MergeState:
+class MergeState(ExactlyOnce):
     """Partials and markers of one merge-topic partition; see the module docstring."""
 
     family = "merge"
@@ -92,15 +93,8 @@ class MergeState:
         touched: set[tuple[str, int, str]] = set()
         last_offset = None
         progressed = False
-        for message in messages:
-            offset = message.offset
-            if offset < meta.through:
-                continue  # fully persisted before
-            last_offset = offset
-            meta.messages += 1
-            for rejection in message.rejections:
-                meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
-                parked.append(Parked(offset, rejection.reason, rejection.detail, rejection.index, rejection.raw))
+        for message in self.unpersisted(messages, parked):
+            offset = last_offset = message.offset
             for item in message.events:
                 family, source = item[1], item[2]
                 if family not in FAMILIES or not 0 <= source < self.partitions:
@@ -130,10 +124,9 @@ class MergeState:
         records.extend(self._evict())
         if progressed or self.progress_through < end:
             self.progress_through = end
-            records.append((self._key(b"s", "0"), self._progress_value()))
-        meta.through = end
+            records.append((self.key(b"s", "0"), self._progress_value()))
         meta.closed_ms = min(self.complete.values()) if len(self.complete) == len(FAMILIES) else None
-        records.append((self._key(b"m", "0"), meta.to_json()))
+        self.seal(records, end)
         return Applied(records, parked, 0, [], exports)
 
     def _complete(self) -> list[WindowExport]:
@@ -201,11 +194,8 @@ class MergeState:
         return [(self._window_key(key), None) for key in gone]
 
     # --------------------------------------------------------------- records
-    def _key(self, kind: bytes, ident: str) -> bytes:
-        return self._prefix + kind + b"|" + ident.encode()
-
     def _window_key(self, key: tuple[str, int, str]) -> bytes:
-        return self._key(b"w", orjson.dumps(list(key)).decode())
+        return self.key(b"w", orjson.dumps(list(key)).decode())
 
     def _window_value(self, key: tuple[str, int, str], through: int) -> bytes:
         sources = self.partials[key]
@@ -250,7 +240,7 @@ class MergeState:
 
     def tombstones(self) -> list[tuple[bytes, None]]:
         keys = [self._window_key(key) for key in self.partials]
-        keys += [self._key(b"s", "0"), self._key(b"m", "0")]
+        keys += [self.key(b"s", "0"), self.key(b"m", "0")]
         return [(key, None) for key in keys]
 
     def snapshot(self, previous: Any = None) -> MergeSnapshot:

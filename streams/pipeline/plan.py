@@ -40,9 +40,10 @@ from streams.pipeline.customer_state import CustomerState
 from streams.pipeline.deadletter import Headers, dead_letter
 from streams.pipeline.merge_state import MergeState, WindowExport
 from streams.pipeline.records import Applied, Key, Message, Meta, Record, state_partition
+from streams.pipeline.state import PartitionStateProtocol
 from streams.pipeline.window_state import PartitionState
 
-State = PartitionState | CustomerState | MergeState
+State = PartitionStateProtocol  # PartitionState, CustomerState or MergeState
 
 
 @dataclass

@@ -23,7 +23,8 @@ from streams.errors import ReportError
 from streams.initiatives.rules import ROI_QUERIES, ROI_RULES, inline
 from streams.mixin.intervals import Z95, nps_interval, wilson
 from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, component_level, kpi_expr
-from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, NO_CURRENCY, CohortLtv, Customers,
+from streams.contract import NO_CURRENCY
+from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, CohortLtv, Customers,
                                     CustomerShare, Figure, Initiative, Initiatives, Mover, NpsLtv, Report,
                                     Retention, SupportRevenue, VolumeMover)
 from streams.report.prometheus import Prometheus
@@ -285,7 +286,7 @@ def cohort_ltv(rows: CustomerRows, week: Week) -> list[CohortLtv]:
     """Per storefront, currency and horizon: the LTV of the latest first-order cohort whose horizon,
     plus a day for late events (``customers.MATURITY_MARGIN_MS``), had passed for every customer by
     the week's end, and of the latest mature a week earlier."""
-    from streams.pipeline.customer_state import HORIZONS, MATURITY_MARGIN_MS
+    from streams.pipeline.customer_kpis import HORIZONS, MATURITY_MARGIN_MS
 
     ltv = rows(COHORT_LTV_RULE, week.end_s, ("storefront", "currency", "horizon", "cohort"))
     customers = rows(COHORT_CUSTOMERS_RULE, week.end_s, ("storefront", "cohort"))
@@ -314,7 +315,7 @@ def nps_ltv(rows: CustomerRows, week: Week, ltv_rule: str = NPS_LTV_RULE, custom
             group: str = "nps_category", high: str = "promoter", low: str = "detractor") -> list[NpsLtv]:
     """Per storefront, currency and horizon: customers and LTV by purchase count and NPS category
     (or, with the CSAT rules and ``csat_band``, by CSAT band)."""
-    from streams.pipeline.customer_state import HORIZONS
+    from streams.pipeline.customer_kpis import HORIZONS
 
     ltv = rows(ltv_rule, week.end_s, ("storefront", "currency", "horizon", "purchases", group))
     customers = rows(customers_rule, week.end_s, ("storefront", "horizon", "purchases", group))

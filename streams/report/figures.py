@@ -33,7 +33,6 @@ MIN_SEGMENT_SHARE = 0.02  # a segment under 2% of its dimension's volume (either
 
 MIN_SEGMENT_COUNT = 30  # ... nor one under 30 sessions / observations: one order moves it by > 3 points
 
-NO_CURRENCY = "XXX"  # ISO 4217 "no currency": returns without an amount; no money KPI of its own
 
 NOTABLE_RELATIVE = 0.10  # "at a glance" lists a KPI without an interval when it moved by 10% or more
 

@@ -46,7 +46,8 @@ from streams.catalog import (
 from streams.config import Settings
 from streams.contract import FAMILIES, Family
 from streams.pipeline.aggregates import Cell, LogHistogram, Segment
-from streams.pipeline.window_state import SEGMENT_LABELS, PartitionSnapshot
+from streams.pipeline.families import SEGMENT_LABELS
+from streams.pipeline.window_state import PartitionSnapshot
 from streams.runtime.published import FRESHNESS_BUCKETS, Published, Publisher
 
 log = logging.getLogger("cxpulse.collector")

@@ -43,7 +43,7 @@ from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_COMPLETE, WINDOW_QUANTI
 from streams.config import Settings, format_duration
 from streams.pipeline.aggregates import LogHistogram
 from streams.pipeline.merge_state import WindowExport
-from streams.pipeline.window_state import SEGMENT_LABELS
+from streams.pipeline.families import SEGMENT_LABELS
 
 log = logging.getLogger("cxpulse.remote_write")
 

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from streams.config import Settings
-from streams.pipeline.customer_state import (NEW_KINDS, Customer, CustomerState, contribution, csat_band, day_label,
-                                             iso_week, period_start_ms, week_start_ms)
+from streams.days import day_label, iso_week, week_start_ms
+from streams.pipeline.customer_kpis import Customer, contribution, csat_band, period_start_ms
+from streams.pipeline.customer_state import NEW_KINDS, CustomerState
 from streams.decode import decode_message
 from streams.contract import partition_for
 from streams.pipeline.records import Message

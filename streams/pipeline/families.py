@@ -1,0 +1,180 @@
+"""What each event type adds to the base windows: the KPI meaning of the four families.
+
+The window state (``window_state.py``) decides *whether* an event counts (dedupe,
+lateness, label bounds) and persists the result; the handlers here decide *what* it
+counts. Each calls ``add(window start, segment, field, amount, duration_ms or None)``
+once per field it adds (docs/metrics.md defines the fields), and tickets keep a small
+record between their events (``Ticket``) to pair creation, first reply and resolution.
+
+    >>> SEGMENT_LABELS["ticket"]
+    ('storefront', 'support_channel')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+
+from streams.contract import NO_CURRENCY, Family
+from streams.pipeline.windows import is_late, window_start
+
+UNKNOWN = "unknown"  # an optional label the event left out
+
+# Label names of each family's segment, in the order of the segment tuple.
+SEGMENT_LABELS: dict[Family, tuple[str, ...]] = {
+    "session": ("storefront", "channel", "device"),
+    "order": ("storefront", "channel", "device", "currency"),
+    "ticket": ("storefront", "support_channel"),
+    "survey": ("storefront", "channel"),
+}
+# Day totals kept per segment (for initiative ROI over months): field -> also kept.
+DAY_FIELDS = frozenset({"sessions_started", "orders_placed", "revenue_minor"})
+# Counted events that name a customer become facts for the customer state (customer_state.py):
+# event type (and survey kind) -> fact kind. CES answers are no customer fact.
+FACT_KINDS = {"order.placed": "o", "ticket.created": "t", "nps": "n", "csat": "c"}
+
+Add = Callable[[int, tuple, str, int, "int | None"], None]
+
+_SESSION_FIELD = {
+    "session.started": "sessions_started",
+    "session.product_viewed": "product_views",
+    "session.cart_added": "carts_added",
+    "session.checkout_started": "checkouts_started",
+}
+_SURVEY_FIELDS = {kind: (f"{kind}_responses", f"{kind}_score_sum") for kind in ("nps", "csat", "ces")}
+
+
+@dataclass
+class Ticket:
+    """What a partition remembers of one open ticket (never exported)."""
+
+    through: int = 0
+    created_ms: int | None = None
+    channel: str | None = None
+    storefront: str = UNKNOWN
+    first_reply_ms: int | None = None  # earliest public agent reply seen
+    frt_recorded: bool = False
+    agent_replies: int = 0
+    reopened: bool = False
+    last_ms: int = 0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps([self.through, self.created_ms, self.channel, self.storefront, self.first_reply_ms,
+                             self.frt_recorded, self.agent_replies, self.reopened, self.last_ms])
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Ticket":
+        return cls(*orjson.loads(data))
+
+
+def fact(body: Any, ts_ms: int, bound: Callable[[str, str], str]) -> list[Any] | None:
+    """What the customer state needs of a counted event that names a customer:
+    ``[kind, storefront, customer_id, event_id, ts_ms, ...]`` (the customer fact's wire
+    format, read by ``customer_state``), label values bounded like the segment's by
+    ``bound(label, value)`` (the storefront and currency become labels of customer KPIs)."""
+    kind = FACT_KINDS.get(body.kind if body.TYPE == "survey.answered" else body.TYPE)
+    if kind is None:
+        return None
+    out = [kind, bound("storefront", body.storefront), body.customer_id, body.event_id, ts_ms]
+    if kind == "o":
+        out += [body.total_minor, bound("currency", body.currency)]
+    elif kind in ("n", "c"):
+        out.append(body.score)
+    return out
+
+
+# One handler per family: handler(state, body, ts_ms, offset, touched ticket ids, add).
+def on_session(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:
+    add(ts_ms - ts_ms % state.window_ms, (body.storefront, body.channel, body.device), _SESSION_FIELD[body.TYPE],
+        1, None)
+
+
+def on_order(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:
+    segment = (body.storefront, body.channel or UNKNOWN, body.device or UNKNOWN, body.currency or NO_CURRENCY)
+    start = ts_ms - ts_ms % state.window_ms
+    kind = body.TYPE
+    if kind == "order.placed":
+        add(start, segment, "orders_placed", 1, None)
+        add(start, segment, "revenue_minor", body.total_minor, None)
+        if body.first_order:
+            add(start, segment, "first_orders", 1, None)
+    elif kind == "order.refunded":
+        add(start, segment, "refunds", 1, None)
+        add(start, segment, "refund_minor", body.amount_minor, None)
+    else:
+        add(start, segment, "returns", 1, None)
+        add(start, segment, "return_minor", body.amount_minor or 0, None)
+
+
+def on_survey(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:
+    segment = (body.storefront, body.channel or UNKNOWN)
+    start = ts_ms - ts_ms % state.window_ms
+    kind, score = body.kind, body.score
+    responses, score_sum = _SURVEY_FIELDS[kind]
+    add(start, segment, responses, 1, None)
+    add(start, segment, score_sum, score, None)
+    if kind == "nps":
+        if score >= 9:
+            add(start, segment, "nps_promoters", 1, None)
+        elif score <= 6:
+            add(start, segment, "nps_detractors", 1, None)
+    elif kind == "csat" and score >= 4:
+        add(start, segment, "csat_satisfied", 1, None)
+
+
+def on_ticket(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:
+    ticket_id = body.ticket_id
+    ticket = state.tickets.get(ticket_id)
+    if ticket is None:
+        ticket = state.tickets[ticket_id] = Ticket()
+    if offset < ticket.through:
+        # This ticket's record already holds the event; so do the windows
+        # its observations went to (they are written before tickets).
+        return
+    touched.add(ticket_id)
+    ticket.storefront = body.storefront
+    ticket.last_ms = max(ticket.last_ms, ts_ms)
+    if ticket.channel is None and body.support_channel:
+        ticket.channel = body.support_channel
+    kind = body.TYPE
+    start = ts_ms - ts_ms % state.window_ms
+    segment = (ticket.storefront, ticket.channel or UNKNOWN)
+    if kind == "ticket.created":
+        ticket.created_ms = ts_ms
+        ticket.channel = body.support_channel
+        segment = (ticket.storefront, ticket.channel)
+        add(start, segment, "tickets_created", 1, None)
+    elif kind == "ticket.replied":
+        if body.author == "agent" and body.public:
+            ticket.agent_replies += 1
+            if ticket.first_reply_ms is None or ts_ms < ticket.first_reply_ms:
+                ticket.first_reply_ms = ts_ms
+    elif kind == "ticket.reopened":
+        ticket.reopened = True
+        add(start, segment, "tickets_reopened", 1, None)
+    elif kind == "ticket.resolved" and ticket.created_ms is not None:
+        add(start, segment, "resolution", 1, ts_ms - ticket.created_ms)
+        if ticket.agent_replies <= 1 and not ticket.reopened:
+            add(start, segment, "tickets_resolved_one_touch", 1, None)
+    elif kind == "ticket.resolved":
+        add(start, segment, "resolved_unmatched", 1, None)
+    if not ticket.frt_recorded and ticket.created_ms is not None and ticket.first_reply_ms is not None:
+        _first_response(state, ticket, ts_ms, segment, add)
+
+
+def _first_response(state: Any, ticket: Ticket, ts_ms: int, segment: tuple, add: Add) -> None:
+    """The ticket's first response time, once creation and first agent reply are both known."""
+    ticket.frt_recorded = True
+    window_ms = state.window_ms
+    start = window_start(ticket.first_reply_ms, window_ms)
+    watermark = state.meta.watermark_ms
+    if watermark is not None and is_late(ticket.first_reply_ms, watermark, window_ms, state.grace_ms):
+        # A reply dated before its ticket's creation arrived first and that window has
+        # closed since: a closed window never changes, so it counts where the pair completed.
+        start = window_start(ts_ms, window_ms)
+    add(start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms)  # type: ignore[operator]
+
+
+HANDLERS = {"session": on_session, "order": on_order, "survey": on_survey, "ticket": on_ticket}
