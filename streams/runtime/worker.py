@@ -146,8 +146,13 @@ def serve_metrics(settings: Settings, publisher: Publisher, initiatives=None) ->
                 return [b"unauthorized\n"]
         return metrics(environ, start_response)
 
-    server = make_server(settings.metrics_host, settings.metrics_port, app, ThreadingWSGIServer,
-                         handler_class=_QuietHandler)
+    try:
+        server = make_server(settings.metrics_host, settings.metrics_port, app, ThreadingWSGIServer,
+                             handler_class=_QuietHandler)
+    except OSError as exc:  # in use, or an address this machine does not have
+        raise ConfigError(f"cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port} "
+                          f"({exc.strerror or exc}): set CXPULSE_METRICS_PORT (or --metrics-port) to a free port, "
+                          "or CXPULSE_METRICS_HOST to an address of this machine") from None
     if settings.metrics_certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.metrics_certfile, settings.metrics_keyfile)

@@ -119,3 +119,22 @@ def test_a_worker_refuses_topics_that_disagree_with_its_partition_count(make_set
         check_topics(replace(settings, partitions=8))
     with pytest.raises(ConfigError, match="do not exist"):
         check_topics(replace(settings, topic_orders=settings.topic_orders + ".missing"), max_wait_s=2)
+
+
+def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    import os
+    import socket
+    import sys
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "CXPULSE_METRICS_PORT": str(port), "CXPULSE_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+               "CXPULSE_WEB_PORT": str(free_port())}
+        done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "configuration error" in line]
+    assert len(lines) == 1 and "CXPULSE_METRICS_PORT" in lines[0] and str(port) in lines[0], done.stderr
