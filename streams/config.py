@@ -50,9 +50,9 @@ _SERVER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-
 # misspelt settings leaves them alone. Add one here when code starts reading a new one.
 NOT_SETTINGS: dict[str, str] = {
     "CXPULSE_CI_RUN": ".ci/run: marks every process of one CI run, for its clean-up",
-    "CXPULSE_RUNBOOK_BASE": "cxpulse render: base URL of the alert runbooks (streams/mixin/rules.py)",
+    "CXPULSE_RUNBOOK_BASE": "cxpulse render: base URL of the alert runbooks (streams/mixin/rules/links.py)",
     "CXPULSE_FUZZ_SECONDS": "tests/fuzz/test_atheris.py: how long the atheris fuzzer runs",
-    "CXPULSE_GRAFANA_URL": "cxpulse render: base URL of Grafana for the alerts' dashboard links (streams/mixin/rules.py)",
+    "CXPULSE_GRAFANA_URL": "cxpulse render: base URL of Grafana for the alerts' dashboard links (streams/mixin/rules/links.py)",
 }
 _warned_unknown: set[str] = set()  # one warning per variable and process
 

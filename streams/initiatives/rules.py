@@ -12,7 +12,7 @@ frames it:
 
 with a 95% interval from the normal approximation of the two arms' means: per-session
 revenue has variance E[r^2] - RPV^2 (an order per session at most; sessions without
-an order count 0), estimated from the sum of squared order values. ``mixin/rules.py``
+an order count 0), estimated from the sum of squared order values. ``mixin/rules/``
 records ``ROI_RULES`` with the other rules (docs/initiatives.md);
 ``ROI_QUERIES`` are the same figures inlined over the raw gauges, for the weekly
 report on a Prometheus without the rules.
@@ -48,7 +48,7 @@ def _Q(arm: str) -> str:
     return _arm("cxpulse_initiative_revenue_squares", arm)
 
 
-# Recorded names, ``level:metric:operation`` like every rule (streams/mixin/rules.py).
+# Recorded names, ``level:metric:operation`` like every rule (streams/mixin/rules/common.py).
 _NAMES = {
     "uplift": "uplift:diff", "uplift_ratio": "uplift:ratio",
     "incremental_revenue": "incremental_revenue:estimate", "incremental_revenue_se": "incremental_revenue:stderr",

@@ -1,7 +1,7 @@
 """Confidence intervals of the KPIs: how far a share or an NPS may move by chance alone.
 
 Pure maths on counts, beside ``aggregates.py``: no Prometheus, no Faust. The
-recording rules in ``rules.py`` compute the same formulas in PromQL (a test
+recording rules in ``rules/bounds.py`` compute the same formulas in PromQL (a test
 runs both on the same inputs), and reports import these functions directly.
 
 * A share (conversion, CSAT, FCR, cart abandonment, refund & return rate,

@@ -1,0 +1,170 @@
+"""The Revenue & funnel dashboard (``revenue-funnel``): where visitors drop out and what they
+spend, by event-time window.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import bargauge, stat, timeseries
+from grafana_foundation_sdk.models import dashboard as dm
+
+from streams.mixin import rules
+from streams.mixin.dashboards.clocks import ARRIVAL, DELAY_TEXT, EVENT_BARS, EVENT_GRAPH, EVENT_LAST
+from streams.mixin.dashboards.common import SF, _about, _help
+from streams.mixin.dashboards.layout import _dashboard, _variables
+from streams.mixin.dashboards.panels import (CURRENCY_LEGEND, _alerts, _band, _bars, _kpi_tile, _money, _series, _stat,
+                                             _steps, _target, _targets)
+from streams.mixin.dashboards.queries import complete_in, pooled_total, window_count, window_kpi
+from streams.mixin.rules import _indent
+
+FUNNEL: tuple[tuple[str, str], ...] = (
+    ("1 sessions", "cxpulse_sessions_started_total"),
+    ("2 product views", "cxpulse_product_views_total"),
+    ("3 added to cart", "cxpulse_carts_added_total"),
+    ("4 checkouts", "cxpulse_checkouts_started_total"),
+    ("5 orders", "cxpulse_orders_placed_total"),
+)
+# The dashboard's filters, and the levels and legends its panels share.
+SFC = {"storefront": "$storefront", "channel": "$channel"}
+MONEY_FILTERS = {**SFC, "currency": "$currency"}
+SC, SCC = ("storefront", "channel"), ("storefront", "channel", "currency")
+CHAN, CHAN_CUR = "{{storefront}} {{channel}}", "{{storefront}} {{channel}} {{currency}}"
+
+
+def _step(metric: str) -> str:
+    # both families complete for the storefront, so every step counts the same window
+    per_storefront = window_count(metric, ("storefront",), SFC) + complete_in(("session", "order"), SFC)
+    return f"sum (\n{_indent(per_storefront)}\n)"
+
+
+def revenue_funnel() -> dm.Dashboard:
+    arrivals = _targets((f"sum(storefront:cxpulse_sessions_started:rate5m{{{SF}}}) * 60", "sessions / min"),
+                        (f"sum(storefront:cxpulse_orders_placed:rate5m{{{SF}}}) * 60", "orders / min"))
+    return _dashboard(
+        "revenue-funnel", "Revenue & funnel",
+        "Where visitors drop out and what they spend, by event-time window: funnel, conversion, order value per "
+        "currency, refunds, returns and repeat purchases, by channel and device.",
+        _variables("storefront", "channel", "currency", "window"),
+        [
+            (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", _headline()),
+            ("Money in $currency: last complete $window window, selection pooled", _money_tiles(), "currency"),
+            ("Funnel", _funnel()),
+            ("Conversion per $window window", _conversion()),
+            ("Order value per $window window (per currency)", _order_value()),
+            ("After the order, per $window window", _after_order()),
+            ("Shares per $window window with their 95% interval (all channels): $storefront",
+             [_band(key, span=6)
+              for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")],
+             "storefront"),
+            ("Live, by arrival time (not windowed)", [_series(
+                "Sessions and orders per minute, by arrival time",
+                "Sessions started and orders placed per minute over the selected storefronts (all channels: the "
+                "arrival-time rules keep only the storefront), as the workers count them (recording rules "
+                "`storefront:cxpulse_sessions_started:rate5m`, `storefront:cxpulse_orders_placed:rate5m`, x 60).",
+                "short", arrivals, clock=ARRIVAL, span=24)]),
+            ("Alerts", [_alerts(["CxpulseConversionDrop", "CxpulseConversionCollapse", "CxpulseConversionDropSixHours",
+                                 "CxpulseConversionDropDay", "CxpulseOrdersStopped", "CxpulseRevenuePerVisitorDrop",
+                                 "CxpulseEventsSilent", "CxpulseWindowsBehind"])]),
+        ],
+    )
+
+
+def _headline() -> list[stat.Panel]:
+    """The shares of the last complete window, pooled over the selection."""
+    return [
+        _kpi_tile(key, SC, SFC, span=6)
+        for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")
+    ]
+
+
+def _money_tiles() -> list[stat.Panel]:
+    """RPV, AOV and revenue of the last complete window in one currency (the row repeats per currency)."""
+    return [
+        _kpi_tile("revenue_per_visitor", SCC, MONEY_FILTERS, span=8,
+                  note=" Sessions count in RPV's n for the storefronts that sold in $currency in the window."),
+        _kpi_tile("average_order_value", SCC, MONEY_FILTERS, span=8),
+        _money(_stat("Revenue in $currency · last complete $window",
+                     f"{_help('cxpulse_order_revenue_total')} Summed over the selected storefronts and channels: AOV x "
+                     "orders of the last complete $window window, from the same recording rules as the tiles beside "
+                     "it.", "none",
+                     [_target(pooled_total("average_order_value", SCC, MONEY_FILTERS)[0], CURRENCY_LEGEND)],
+                     clock=EVENT_LAST, span=8, decimals=2)),
+    ]
+
+
+def _funnel() -> list[bargauge.Panel | timeseries.Panel]:
+    """The five steps from session to order, counted over the same windows."""
+    steps = [(_step(metric), name) for name, metric in FUNNEL]
+    funnel_text = ("Sessions started -> product views -> products added to a cart -> checkouts started -> orders "
+                   "placed in the selected storefronts and channels, each a window's count, only where the window is "
+                   "complete in both the session and the order family (so all five count the same window). Views and "
+                   "carts count events, not sessions, so a step can exceed the one before it.")
+    return [
+        _bars("Funnel, last complete $window window", funnel_text, _targets(*steps), clock=EVENT_BARS),
+        _series("Funnel per $window window", funnel_text, "short", _targets(*steps), clock=EVENT_GRAPH),
+    ]
+
+
+def _conversion() -> list[timeseries.Panel]:
+    """Conversion and cart abandonment per window, and the sessions and orders behind them."""
+    return [
+        _series("CVR by channel", f"{_about('conversion')} Per storefront and channel.", "percentunit",
+                _targets((window_kpi("conversion", SC, SFC), CHAN)), clock=EVENT_GRAPH, span=8),
+        _series("CVR by device", f"{_about('conversion')} Per storefront and device (orders without a device count "
+                "as `unknown`).", "percentunit",
+                _targets((window_kpi("conversion", ("storefront", "device"), SFC), "{{storefront}} {{device}}")),
+                clock=EVENT_GRAPH, span=8),
+        _series("Cart abandonment by channel", f"{_about('cart_abandonment')}", "percentunit",
+                _targets((window_kpi("cart_abandonment", SC, SFC), CHAN)), clock=EVENT_GRAPH, span=8),
+        _series("Sessions per $window window by channel (CVR and RPV sample)",
+                f"{_help('cxpulse_sessions_started_total')} The denominator of CVR and RPV. The conversion and RPV "
+                f"alerts need {rules.MIN_SESSIONS_PER_HOUR} in the hour (dashed line, for 1h windows).", "short",
+                _targets((window_count("cxpulse_sessions_started_total", SC, SFC), CHAN)),
+                thresholds=_steps((None, "transparent"), (rules.MIN_SESSIONS_PER_HOUR, "yellow")),
+                clock=EVENT_GRAPH, span=12, bars=True),
+        _series("Orders per $window window by channel and currency",
+                f"{_help('cxpulse_orders_placed_total')} The denominator of AOV, the refund & return rate and the "
+                "repeat purchase rate.", "short",
+                _targets((window_count("cxpulse_orders_placed_total", SCC, MONEY_FILTERS), CHAN_CUR)),
+                clock=EVENT_GRAPH, span=12, bars=True),
+    ]
+
+
+def _order_value() -> list[timeseries.Panel]:
+    """RPV, AOV, revenue and refunded value per window, per currency."""
+    per_currency = " Per currency (legend and unit): money is never summed across currencies."
+    return [_money(panel) for panel in (
+        _series("RPV by channel", f"{_about('revenue_per_visitor')}{per_currency} A drop of {rules.RPV_DROP:.0%} "
+                "against last week pages (CxpulseRevenuePerVisitorDrop, over 1h windows).", "none",
+                _targets((window_kpi("revenue_per_visitor", SCC, MONEY_FILTERS), CHAN_CUR)),
+                clock=EVENT_GRAPH, span=6),
+        _series("AOV by channel", f"{_about('average_order_value')}{per_currency}", "none",
+                _targets((window_kpi("average_order_value", SCC, MONEY_FILTERS), CHAN_CUR)),
+                clock=EVENT_GRAPH, span=6),
+        _series("Revenue per $window window by channel", f"{_help('cxpulse_order_revenue_total')}{per_currency}",
+                "none", _targets((window_count("cxpulse_order_revenue_total", SCC, MONEY_FILTERS), CHAN_CUR)),
+                clock=EVENT_GRAPH, span=6, bars=True),
+        _series("Refunded and returned value per $window window",
+                f"{_help('cxpulse_refund_amount_total')} {_help('cxpulse_return_amount_total')} Per storefront, in the "
+                f"window the refund or return happened (not the order's).{per_currency}", "none",
+                _targets((window_count("cxpulse_refund_amount_total", ("storefront", "currency"), MONEY_FILTERS),
+                          f"{{{{storefront}}}} refunded {CURRENCY_LEGEND}"),
+                         (window_count("cxpulse_return_amount_total", ("storefront", "currency"), MONEY_FILTERS),
+                          f"{{{{storefront}}}} returned {CURRENCY_LEGEND}")),
+                clock=EVENT_GRAPH, span=6, bars=True),
+    )]
+
+
+def _after_order() -> list[timeseries.Panel]:
+    """Refunds, returns and repeat purchases per window."""
+    return [
+        _series("Refund & return rate by channel", f"{_about('refund_return_rate')} Refunds and returns count in the "
+                "window they happen, orders in theirs.", "percentunit",
+                _targets((window_kpi("refund_return_rate", SC, SFC), CHAN)), clock=EVENT_GRAPH, span=8),
+        _series("Repeat purchase rate by channel", f"{_about('repeat_purchase')}", "percentunit",
+                _targets((window_kpi("repeat_purchase", SC, SFC), CHAN)), clock=EVENT_GRAPH, span=8),
+        _series("Refunds and returns per $window window", f"{_help('cxpulse_refunds_total')} "
+                f"{_help('cxpulse_returns_total')}", "short",
+                _targets((window_count("cxpulse_refunds_total", SC, SFC), f"{CHAN} refunds"),
+                         (window_count("cxpulse_returns_total", SC, SFC), f"{CHAN} returns")),
+                clock=EVENT_GRAPH, span=8, bars=True),
+    ]

@@ -1,0 +1,97 @@
+"""The Support dashboard (``support``): first-response and resolution times, first-contact
+resolution, reopen and ticket-to-order rates, by support channel.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.models import dashboard as dm
+
+from streams.mixin import rules
+from streams.mixin.dashboards.clocks import ARRIVAL, DELAY_TEXT, EVENT_GRAPH
+from streams.mixin.dashboards.common import SF, _about, _help
+from streams.mixin.dashboards.layout import _dashboard, _variables
+from streams.mixin.dashboards.panels import FCR_BANDS, _alerts, _band, _kpi_tile, _series, _steps, _targets
+from streams.mixin.dashboards.queries import window_count, window_kpi
+
+
+def support() -> dm.Dashboard:
+    ssc = {"storefront": "$storefront", "support_channel": "$support_channel"}
+    level = ("storefront", "support_channel")
+    by = "{{storefront}} {{support_channel}}"
+    frt_floor = _steps((None, "green"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red"))
+    ttr_floor = _steps((None, "green"), (rules.RESOLUTION_P90_FLOOR_S, "red"))
+    frt_note = (f" Red above {rules.FIRST_RESPONSE_P90_FLOOR_S // 60} min, the floor of CxpulseFirstResponseSlow. "
+                "Quantiles come from the merge stage's sketch of the window (within 1%), not histogram interpolation.")
+    ttr_note = (f" Red above {rules.RESOLUTION_P90_FLOOR_S // 3600} h, the floor of CxpulseResolutionSlow.")
+    headline = [
+        _kpi_tile("first_response_p50", level, ssc),
+        _kpi_tile("first_response_p90", level, ssc, thresholds=frt_floor, note=frt_note),
+        _kpi_tile("resolution_p50", level, ssc),
+        _kpi_tile("resolution_p90", level, ssc, thresholds=ttr_floor, note=ttr_note),
+        _kpi_tile("first_contact_resolution", level, ssc, thresholds=FCR_BANDS,
+                  note=f" {_help('cxpulse_tickets_resolved_one_touch_total')} Red below 60%, yellow to 70%, green "
+                       "above: around 70% is the usual contact-centre average (no alert judges FCR)."),
+        _kpi_tile("ticket_to_order", ("storefront",), ssc,
+                  note=" All support channels: orders carry none, so this tile ignores the support channel filter."),
+    ]
+    quantiles = {}
+    for kind in ("first_response", "resolution"):
+        quantiles[kind] = _targets(*((window_kpi(f"{kind}_{p}", level, ssc), f"{by} {p}") for p in ("p50", "p90")))
+    times = [
+        _series("First-response time p50 / p90 by support channel",
+                f"{_help('cxpulse_ticket_first_response_seconds')} Median and 90th percentile of each window, from the "
+                "merge stage's sketch (within 1%). Dashed line: the alert floor.", "s", quantiles["first_response"],
+                thresholds=_steps((None, "transparent"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
+                dashed=".* p50", clock=EVENT_GRAPH),
+        _series("Resolution time p50 / p90 by support channel",
+                f"{_help('cxpulse_ticket_resolution_seconds')} Median and 90th percentile of each window. Dashed line: "
+                "the alert floor.", "s", quantiles["resolution"],
+                thresholds=_steps((None, "transparent"), (rules.RESOLUTION_P90_FLOOR_S, "red")),
+                dashed=".* p50", clock=EVENT_GRAPH),
+    ]
+    created = window_count("cxpulse_tickets_created_total", level, ssc)
+    reopened = window_count("cxpulse_tickets_reopened_total", level, ssc)
+    volume = [
+        _series("Tickets created per $window window by support channel", _help("cxpulse_tickets_created_total"),
+                "short", _targets((created, by)), clock=EVENT_GRAPH, span=8, bars=True),
+        _series("FCR by support channel", f"{_about('first_contact_resolution')}", "percentunit",
+                _targets((window_kpi("first_contact_resolution", level, ssc), by)), clock=EVENT_GRAPH, span=8),
+        _series("Reopen rate by support channel", "Reopen rate = tickets reopened / tickets created in the window, "
+                f"by support channel (one family, so both count the same window). "
+                f"{_help('cxpulse_tickets_reopened_total')}", "percentunit",
+                _targets((f"{reopened}\n/ ({created} > 0)", by)), clock=EVENT_GRAPH, span=8),
+        _series("Ticket-to-order rate", f"{_about('ticket_to_order')} Per storefront (orders carry no support "
+                "channel), only where the window is complete in both the ticket and the order family.",
+                "percentunit", _targets((window_kpi("ticket_to_order", ("storefront",), ssc), "{{storefront}}")),
+                clock=EVENT_GRAPH, span=12),
+        _series("Resolutions and first responses per $window window (TTR, FCR and FRT sample)",
+                "Resolutions of tickets whose creation cxpulse saw (the denominator of FCR and the sample behind TTR), "
+                f"first responses (the sample behind FRT), and {_help('cxpulse_tickets_resolved_unmatched_total')}",
+                "short", _targets(
+                    (window_count("cxpulse_ticket_resolution_seconds_count", level, ssc), f"{by} resolved"),
+                    (window_count("cxpulse_ticket_first_response_seconds_count", level, ssc), f"{by} first responses"),
+                    (window_count("cxpulse_tickets_resolved_unmatched_total", level, ssc), f"{by} unmatched")),
+                clock=EVENT_GRAPH, span=12),
+    ]
+    return _dashboard(
+        "support", "Support",
+        "Support desk speed and quality by event-time window: first-response and resolution times (median and p90), "
+        "first-contact resolution, reopen and ticket-to-order rates, by support channel.",
+        _variables("storefront", "support_channel", "window"),
+        [
+            (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", headline),
+            ("Response and resolution times per $window window", times),
+            ("Volume and quality per $window window", volume),
+            ("FCR per $window window with its 95% interval (all support channels): $storefront",
+             [_band("first_contact_resolution", span=24)], "storefront"),
+            ("Live, by arrival time (not windowed)", [_series(
+                "Tickets created per minute, by arrival time",
+                "Tickets created per minute over the selected storefronts (all support channels), as the workers "
+                "count them (recording rule `storefront:cxpulse_tickets_created:rate5m`, x 60): a surge shows here "
+                "minutes before its windows complete.", "short",
+                _targets((f"sum by (storefront) (storefront:cxpulse_tickets_created:rate5m{{{SF}}}) * 60",
+                          "{{storefront}}")), clock=ARRIVAL, span=24)]),
+            ("Alerts", [_alerts(["CxpulseFirstResponseSlow", "CxpulseResolutionSlow", "CxpulseEventsSilent",
+                                 "CxpulseWindowsBehind"])]),
+        ],
+    )
