@@ -49,7 +49,6 @@ from streams.mixin.rules.common import (
     JOB,
     NOT_PROPORTIONS,
     PROPORTION_KPIS,
-    RANGES,
     Level,
     base,
     bound_rule,
@@ -119,7 +118,7 @@ from streams.mixin.rules.windows import _FAMILY_OF  # noqa: F401
 
 __all__ = [
     # names and formulas (common.py)
-    "BASELINE_KPIS", "FAMILY_ARRIVALS", "INTERVAL_KPIS", "JOB", "KPIS", "NOT_PROPORTIONS", "PROPORTION_KPIS", "RANGES",
+    "BASELINE_KPIS", "FAMILY_ARRIVALS", "INTERVAL_KPIS", "JOB", "KPIS", "NOT_PROPORTIONS", "PROPORTION_KPIS",
     "Level", "base", "bound_rule", "component_level", "denominator_rule", "expected_orders_rule", "kpi_components",
     "kpi_expr", "kpi_levels", "numerator_rule", "rule_name", "window_denominator_rule", "window_rule",
     # thresholds (thresholds.py)

@@ -14,7 +14,6 @@ from typing import Any, Literal
 from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, Kpi
 from streams.config import parse_duration_ms
 
-RANGES: tuple[str, ...] = ("5m", "1h")  # rate windows of every recording rule
 # The scrape job of the workers: `cxpulse` in deploy/prometheus and deploy/compose;
 # the Prometheus Operator names a PodMonitor's job `<namespace>/cxpulse`.
 JOB = 'job=~"(.+/)?cxpulse"'
@@ -60,7 +59,6 @@ def base(metric: str) -> str:
 _LABELS = {c.name: c.labels for c in COUNTERS}
 _LABELS.update({h.name + "_count": h.labels for h in HISTOGRAMS})
 _LABELS.update({h.name + "_bucket": h.labels for h in HISTOGRAMS})
-_MONEY = {c.name for c in COUNTERS if c.money}
 
 
 def kpi_components(kpi: Kpi) -> tuple[str, ...]:

@@ -186,8 +186,3 @@ def initiative_rules() -> list[dict[str, str]]:
 def _sum_rate(metric: str, by: Level, range_: str, offset: str = "") -> str:
     off = f" offset {offset}" if offset else ""
     return f"sum by ({', '.join(by)}) (rate({metric}[{range_}]{off}))"
-
-
-def _sum_increase(metric: str, by: Level, range_: str, offset: str = "") -> str:
-    off = f" offset {offset}" if offset else ""
-    return f"sum by ({', '.join(by)}) (increase({metric}[{range_}]{off}))"
