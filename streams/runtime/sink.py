@@ -179,31 +179,34 @@ class Sink:
     def nudge(self, targets: list[tuple[str, int]]) -> bool:
         """Write an empty item list (``[]``, which the merge and customer stages read as
         nothing; on the dead-letter topic it carries the header ``cx-nudge: 1``) to each
-        (topic, partition), in one transaction of a producer this worker holds.
+        (topic, partition), in one transaction of each producer this worker holds.
 
         A broker's transaction coordinator that leaves a committed transaction "prepared" until
         a later transaction on the same partitions ends (the Tansu test broker, measured: its
         overlap check looks one way only) holds the read_committed end of every partition the
         transaction wrote: the state changelog cannot be recovered and the merge stage cannot
-        read, until someone writes there again. This is that write. On Kafka it is never
-        needed; if it happens, the stages read ``[]`` and move on."""
-        if not self.producers or not targets:
-            return False
-        producer = next(iter(self.producers.values()))
-        try:
-            producer.begin_transaction()
-            for topic, partition in targets:
-                _produce(producer, topic, b"[]", None, partition, NUDGE_HEADERS, None)
-            _flush(producer, self.timeout_s)
-            producer.commit_transaction(self.timeout_s)
-        except (KafkaException, BufferError, TimeoutError) as exc:
-            log.warning("event=nudge_failed error=%s", exc)
+        read, until someone writes there again. This is that write. Every producer writes, not
+        one: the same broker can also leave one producer's transaction marked committed while
+        it still lists the partitions it wrote (seen under load: a race between two producers'
+        transaction ends), and then holds every later transaction on those partitions prepared
+        until that producer itself ends another transaction. On Kafka it is never needed; if it
+        happens, the stages read ``[]`` and move on. True if at least one producer wrote."""
+        wrote = False
+        for producer in list(self.producers.values()) if targets else []:
             try:
-                producer.abort_transaction(self.timeout_s)
-            except KafkaException:
-                pass
-            return False
-        return True
+                producer.begin_transaction()
+                for topic, partition in targets:
+                    _produce(producer, topic, b"[]", None, partition, NUDGE_HEADERS, None)
+                _flush(producer, self.timeout_s)
+                producer.commit_transaction(self.timeout_s)
+                wrote = True
+            except (KafkaException, BufferError, TimeoutError, SystemError) as exc:
+                log.warning("event=nudge_failed error=%s", exc)
+                try:
+                    producer.abort_transaction(self.timeout_s)
+                except KafkaException:
+                    pass
+        return wrote
 
     def close(self) -> None:
         self.release(set(self.producers))
