@@ -210,7 +210,7 @@ class MergeState(ExactlyOnce):
         applied = 0
         prefix, size = self._prefix, len(self._prefix)
         through = self._through
-        for key, value in records:
+        for key, value in self.settled(records):
             if not key.startswith(prefix):
                 continue
             applied += 1

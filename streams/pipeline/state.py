@@ -11,7 +11,9 @@ batch (``Applied``), its meta record last:
 - every state record carries its own ``through`` (the offset after the last message
   it holds), so a replay skips a message for the records that hold it only;
 - the meta record, written last, moves ``through`` to the end of the batch (``seal``):
-  once it is persisted, the whole batch is.
+  once it is persisted, the whole batch is; and a record whose ``through`` lies past the
+  last meta record's belongs to a batch that never committed, which a restore leaves out
+  (``settled``).
 
 ``restore`` rebuilds a state from its changelog records (oldest first), ``tombstones``
 deletes them all (a reset), and ``snapshot`` gives the scrape an immutable copy.
@@ -58,6 +60,9 @@ class ExactlyOnce:
 
     meta: Meta
     _prefix: bytes  # b"<stage>|<partition>|": every changelog key of this state starts with it
+    # Record kinds ``settled`` never leaves out: kinds with no ``through`` of their own, or
+    # whose ``through`` may run ahead of the meta record's by design.
+    unbounded_kinds: frozenset[bytes] = frozenset()
 
     def key(self, kind: bytes, ident: int | str) -> bytes:
         """The changelog key of one of this state's records."""
@@ -77,7 +82,32 @@ class ExactlyOnce:
                 parked.append(Parked(offset, rejection.reason, rejection.detail, rejection.index, rejection.raw))
             yield message
 
+    def settled(self, records: Iterable[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
+        """This state's records of ``records`` that a restore may apply, in order.
+
+        A record whose ``through`` lies past the last meta record's comes from a batch that
+        never committed: Kafka's read_committed reads never show one, but a broker that shows
+        aborted transactions' records (Tansu), or the read_uncommitted fallback of recovery,
+        does. Applied, it would claim events that the records written since, by a replay that
+        did not see it and ended sooner, do not hold, and the replay would skip them there. So
+        it is left out, and the version of its key before it stands. Tombstones pass, and so
+        do the kinds in ``unbounded_kinds``."""
+        prefix, size = self._prefix, len(self._prefix)
+        mine = [(key, value) for key, value in records if key.startswith(prefix)]
+        meta_key = self.key(b"m", 0)
+        limit = self.meta.through  # incremental: a kept state's position when no meta follows
+        for key, value in mine:
+            if key == meta_key:
+                limit = 0 if value is None else _through(value)
+        return [(key, value) for key, value in mine
+                if value is None or key[size:size + 1] in self.unbounded_kinds or _through(value) <= limit]
+
     def seal(self, records: list[tuple[bytes, bytes | None]], end: int) -> None:
         """Close a batch that ends before offset ``end``: the meta record, last."""
         self.meta.through = end
         records.append((self.key(b"m", 0), self.meta.to_json()))
+
+
+def _through(value: bytes) -> int:
+    """The ``through`` of a state record: the first element of its JSON array."""
+    return int(value[1:value.index(b",")])

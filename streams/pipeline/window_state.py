@@ -70,6 +70,8 @@ class Slot:
 class PartitionState(ExactlyOnce):
     """Window state of one (family, partition); see the module docstring."""
 
+    unbounded_kinds = frozenset({b"d"})  # seen ids: no through of their own, offsets per item
+
     def __init__(self, family: Family, partition: int, settings: Settings) -> None:
         self.family = family
         self.partition = partition
@@ -273,7 +275,7 @@ class PartitionState(ExactlyOnce):
         """
         applied = 0
         prefix, size = self._prefix, len(self._prefix)
-        for key, value in records:
+        for key, value in self.settled(records):
             if not key.startswith(prefix):
                 continue
             applied += 1
