@@ -26,25 +26,20 @@ import dataclasses
 import difflib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, NoReturn
 
 from streams.contract import DEADLETTER_TOPIC, DEFAULT_TOPICS, Family
+from streams.days import DAY_MS
 from streams.errors import ConfigError
+from streams.syntax import DURATION_EXAMPLES, bootstrap_problem, format_duration, parse_duration_ms
 
 log = logging.getLogger("cxpulse.config")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-DURATION_EXAMPLES = "500ms, 90s, 5m, 2h or 30d"
-DAY_MS = 86_400_000
 MAX_RETENTION_PERIODS = 5  # each period length is a label value of the retention gauges
-# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
-_SERVER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9])?):(\d{1,5})$")
 
 # CXPULSE_* variables that are not settings but are read elsewhere: the start-up check for
 # misspelt settings leaves them alone. Add one here when code starts reading a new one.
@@ -55,50 +50,6 @@ NOT_SETTINGS: dict[str, str] = {
     "CXPULSE_GRAFANA_URL": "cxpulse render: base URL of Grafana for the alerts' dashboard links (streams/mixin/rules/links.py)",
 }
 _warned_unknown: set[str] = set()  # one warning per variable and process
-
-
-def parse_duration_ms(text: str) -> int:
-    """'90s' -> 90000. Units: ms, s, m, h, d; a bare number is refused (ambiguous).
-
-        >>> parse_duration_ms("5m")
-        300000
-    """
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"a duration with a unit, like {DURATION_EXAMPLES}")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-def format_duration(ms: int) -> str:
-    """300000 -> '5m' (the largest unit that divides it)."""
-    for unit in ("d", "h", "m", "s"):
-        if ms % _UNIT_MS[unit] == 0 and ms >= _UNIT_MS[unit]:
-            return f"{ms // _UNIT_MS[unit]}{unit}"
-    return f"{ms}ms"
-
-
-def bootstrap_problem(text: str) -> str | None:
-    """Why ``text`` is not ``host:port[,host:port...]``, or None when it is.
-
-        >>> bootstrap_problem("kafka-1:9092, kafka-2:9092") is None
-        True
-        >>> bootstrap_problem("notahost")
-        "'notahost' has no :port"
-    """
-    parts = [part.strip() for part in text.split(",")]
-    if not any(parts):
-        return "it is empty"
-    for part in parts:
-        if not part:
-            return "it has an empty entry (a stray comma?)"
-        if ":" not in part:
-            return f"{part!r} has no :port"
-        match = _SERVER.match(part)
-        if not match:
-            return f"{part!r} is not host:port"
-        if not 1 <= int(match.group(2)) <= 65535:
-            return f"{part!r} has a port outside 1-65535"
-    return None
 
 
 @dataclass(frozen=True)
