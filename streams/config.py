@@ -26,25 +26,20 @@ import dataclasses
 import difflib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, NoReturn
 
 from streams.contract import DEADLETTER_TOPIC, DEFAULT_TOPICS, Family
+from streams.days import DAY_MS
 from streams.errors import ConfigError
+from streams.syntax import DURATION_EXAMPLES, bootstrap_problem, format_duration, parse_duration_ms
 
 log = logging.getLogger("cxpulse.config")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-DURATION_EXAMPLES = "500ms, 90s, 5m, 2h or 30d"
-DAY_MS = 86_400_000
 MAX_RETENTION_PERIODS = 5  # each period length is a label value of the retention gauges
-# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
-_SERVER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9])?):(\d{1,5})$")
 
 # CXPULSE_* variables that are not settings but are read elsewhere: the start-up check for
 # misspelt settings leaves them alone. Add one here when code starts reading a new one.
@@ -55,50 +50,6 @@ NOT_SETTINGS: dict[str, str] = {
     "CXPULSE_GRAFANA_URL": "cxpulse render: base URL of Grafana for the alerts' dashboard links (streams/mixin/rules/links.py)",
 }
 _warned_unknown: set[str] = set()  # one warning per variable and process
-
-
-def parse_duration_ms(text: str) -> int:
-    """'90s' -> 90000. Units: ms, s, m, h, d; a bare number is refused (ambiguous).
-
-        >>> parse_duration_ms("5m")
-        300000
-    """
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"a duration with a unit, like {DURATION_EXAMPLES}")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
-
-
-def format_duration(ms: int) -> str:
-    """300000 -> '5m' (the largest unit that divides it)."""
-    for unit in ("d", "h", "m", "s"):
-        if ms % _UNIT_MS[unit] == 0 and ms >= _UNIT_MS[unit]:
-            return f"{ms // _UNIT_MS[unit]}{unit}"
-    return f"{ms}ms"
-
-
-def bootstrap_problem(text: str) -> str | None:
-    """Why ``text`` is not ``host:port[,host:port...]``, or None when it is.
-
-        >>> bootstrap_problem("kafka-1:9092, kafka-2:9092") is None
-        True
-        >>> bootstrap_problem("notahost")
-        "'notahost' has no :port"
-    """
-    parts = [part.strip() for part in text.split(",")]
-    if not any(parts):
-        return "it is empty"
-    for part in parts:
-        if not part:
-            return "it has an empty entry (a stray comma?)"
-        if ":" not in part:
-            return f"{part!r} has no :port"
-        match = _SERVER.match(part)
-        if not match:
-            return f"{part!r} is not host:port"
-        if not 1 <= int(match.group(2)) <= 65535:
-            return f"{part!r} has a port outside 1-65535"
-    return None
 
 
 @dataclass(frozen=True)
@@ -299,128 +250,168 @@ class Settings:
     def validate(self, origins: Mapping[str, str] | None = None) -> None:
         """Fail with a ConfigError naming the setting. ``origins`` (field -> how the user set it,
         e.g. ``CXPULSE_GRACE='5m'`` or ``--bootstrap 'x'``) says which settings the user chose:
-        those are named first, the others are shown with their defaults."""
-        origins = origins or {}
+        those are named first, the others are shown with their defaults. The checks go by group
+        of settings, in this order; the first that fails raises."""
+        problems = _Problems(self, origins or {})
+        for check in (_check_security, _check_tls_and_auth, _check_cluster, _check_windows, _check_outputs,
+                      _check_horizons, _check_customers):
+            check(self, problems)
 
-        def shown(name: str) -> str:
-            if name in origins:
-                return origins[name]
-            value = getattr(self, name)
-            if name in ("views_ms", "retention_periods_ms"):
-                text = ",".join(format_duration(v) for v in value)
-            elif name.endswith("_ms"):
-                text = format_duration(value)
-            else:
-                text = str(value)
-            return f"CXPULSE_{name.upper().removesuffix('_MS')} (default {text})"
 
-        def fail(name: str, accepts: str) -> NoReturn:
-            what = origins.get(name, f"CXPULSE_{name.upper()}={getattr(self, name)!r}")
-            raise ConfigError(f"{what} is not valid: it accepts {accepts}")
+class _Problems:
+    """How ``Settings.validate`` words a refusal: a setting as the user set it (``origins``),
+    else as its variable with its value or default."""
 
-        def conflict(names: tuple[str, ...], rule: str) -> NoReturn:
-            """Settings valid alone but not together: lead with the ones the user set."""
-            chosen = [n for n in names if n in origins] or list(names[:1])
-            others = [n for n in names if n not in chosen]
-            text = " and ".join(shown(n) for n in chosen)
-            verb = "is" if len(chosen) == 1 else "are"
-            text += f" {verb} not valid with " + ", ".join(shown(n) for n in others) if others else f" {verb} not valid"
-            raise ConfigError(f"{text}: {rule}")
+    def __init__(self, settings: Settings, origins: Mapping[str, str]) -> None:
+        self.settings, self.origins = settings, origins
 
-        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-            fail("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-        if self.security_protocol.startswith("SASL"):
-            if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-                fail("sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when security_protocol is SASL_*")
-            if not self.sasl_username or not self.sasl_password:
-                raise ConfigError("CXPULSE_SASL_USERNAME and CXPULSE_SASL_PASSWORD are required with SASL")
-        elif self.sasl_mechanism:
-            fail("sasl_mechanism", "nothing unless CXPULSE_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL")
-        if bool(self.metrics_certfile) != bool(self.metrics_keyfile):
-            raise ConfigError("CXPULSE_METRICS_CERTFILE and CXPULSE_METRICS_KEYFILE go together: set both for TLS "
-                              "on /metrics, or neither")
-        if self.metrics_client_cafile and not self.metrics_certfile:
-            raise ConfigError("CXPULSE_METRICS_CLIENT_CAFILE checks client certificates and needs TLS: "
-                              "set CXPULSE_METRICS_CERTFILE and CXPULSE_METRICS_KEYFILE too")
-        if bool(self.metrics_basic_auth_username) != bool(self.metrics_basic_auth_password):
-            raise ConfigError("CXPULSE_METRICS_BASIC_AUTH_USERNAME and CXPULSE_METRICS_BASIC_AUTH_PASSWORD go "
-                              "together: set both to require basic auth on /metrics, or neither")
-        if self.ssl_keyfile and not self.ssl_certfile:
-            raise ConfigError("CXPULSE_SSL_KEYFILE needs CXPULSE_SSL_CERTFILE (the client certificate it belongs to)")
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "metrics_certfile", "metrics_keyfile",
-                     "metrics_client_cafile"):
-            path = getattr(self, name)
-            if path and not os.path.isfile(path):
-                fail(name, "the path of a readable PEM file")
-        problem = bootstrap_problem(self.bootstrap_servers)
-        if problem:
-            fail("bootstrap_servers", f"host:port[,host:port...], e.g. kafka-1:9092,kafka-2:9092 ({problem})")
-        for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events",
-                     "fetch_wait_ms", "connect_timeout_ms", "label_cap", "segment_cap"):
-            if getattr(self, name) < 1:
-                fail(name, "a positive integer" if not name.endswith("_ms") else "a positive duration")
-        if self.replication_factor is not None and self.replication_factor < 1:
-            fail("replication_factor", "a positive number of replicas (unset: the broker's default)")
-        if self.topic_retention_ms < 3_600_000:
-            fail("topic_retention_ms", "a duration of at least 1h (a day or more recommended)")
-        if self.window_ms < 1000:
-            fail("window_ms", "a duration of at least 1s")
-        if not self.views_ms:
-            fail("views_ms", "one or more durations, e.g. 1m,5m,15m,1h")
-        for view in self.views_ms:
-            if view % self.window_ms:
-                conflict(("window_ms", "views_ms"), f"every view must be a whole multiple of the base window "
-                                                    f"({format_duration(self.window_ms)}); set both to match")
-        if self.grace_ms < 0:
-            fail("grace_ms", "a duration >= 0")
-        if self.watermark_lead_ms < 0:
-            fail("watermark_lead_ms", "a duration >= 0")
-        if self.idle_partition_ms < 1000:
-            fail("idle_partition_ms", "a duration of at least 1s")
-        if self.engine not in ("kafka", "faust"):
-            fail("engine", "kafka (the batch consumer) or faust")
-        if self.remote_write_url and not self.remote_write_url.startswith(("http://", "https://")):
-            fail("remote_write_url", "an http:// or https:// URL of a remote-write endpoint")
-        if self.remote_write_ca_file and not os.path.isfile(self.remote_write_ca_file):
-            fail("remote_write_ca_file", "the path of a readable PEM file")
-        if bool(self.remote_write_username) != bool(self.remote_write_password):
-            raise ConfigError("CXPULSE_REMOTE_WRITE_USERNAME and CXPULSE_REMOTE_WRITE_PASSWORD go together")
-        if self.deadletter_max_bytes < 1024:
-            fail("deadletter_max_bytes", "a size of at least 1024 bytes")
-        needed = max(self.views_ms) + self.grace_ms + self.window_ms
-        if self.retention_ms < needed:
-            conflict(("retention_ms", "views_ms", "grace_ms", "window_ms"),
-                     f"the retention must be at least the longest view + grace + one window = "
-                     f"{format_duration(max(self.views_ms))} + {format_duration(self.grace_ms)} + "
-                     f"{format_duration(self.window_ms)} = {format_duration(needed)}; raise it, or leave "
-                     f"CXPULSE_RETENTION unset (its default follows)")
-        needed = self.grace_ms + self.window_ms
-        if self.dedupe_horizon_ms < needed:
-            conflict(("dedupe_horizon_ms", "grace_ms", "window_ms"),
-                     f"the dedupe horizon must be at least grace + one window = {format_duration(self.grace_ms)} + "
-                     f"{format_duration(self.window_ms)} = {format_duration(needed)}; raise it, or leave "
-                     f"CXPULSE_DEDUPE_HORIZON unset (its default follows)")
-        needed = 90 * DAY_MS + self.post_support_ms
-        if self.customer_ttl_ms < needed:
-            conflict(("customer_ttl_ms", "post_support_ms"),
-                     f"the customer TTL must be at least 90d + the post-support window = {format_duration(needed)} "
-                     f"(LTV looks 90 days ahead); raise it, or leave CXPULSE_CUSTOMER_TTL unset (its default follows)")
-        if (not self.retention_periods_ms or len(self.retention_periods_ms) > MAX_RETENTION_PERIODS
-                or len(set(self.retention_periods_ms)) != len(self.retention_periods_ms)
-                or any(p < DAY_MS or p % DAY_MS for p in self.retention_periods_ms)):
-            # whole days: a period is a block of days (docs/customers.md); a few, each a label value
-            fail("retention_periods_ms", f"1 to {MAX_RETENTION_PERIODS} different whole numbers of days, e.g. "
-                                         "30d,90d,365d")
-        needed = 2 * max(self.retention_periods_ms)
-        if self.customer_ttl_ms < needed:
-            conflict(("customer_ttl_ms", "retention_periods_ms"),
-                     f"the customer TTL must be at least twice the longest retention period = "
-                     f"{format_duration(needed)} (a customer of the previous period may next order at the end of "
-                     f"this one); raise it, or leave CXPULSE_CUSTOMER_TTL unset (its default follows)")
-        if self.customer_max < 1:
-            fail("customer_max", "a positive number of customers per partition")
-        if self.cohort_weeks < 1:
-            fail("cohort_weeks", "a positive number of weeks")
+    def shown(self, name: str) -> str:
+        if name in self.origins:
+            return self.origins[name]
+        value = getattr(self.settings, name)
+        if name in ("views_ms", "retention_periods_ms"):
+            text = ",".join(format_duration(v) for v in value)
+        elif name.endswith("_ms"):
+            text = format_duration(value)
+        else:
+            text = str(value)
+        return f"CXPULSE_{name.upper().removesuffix('_MS')} (default {text})"
+
+    def fail(self, name: str, accepts: str) -> NoReturn:
+        what = self.origins.get(name, f"CXPULSE_{name.upper()}={getattr(self.settings, name)!r}")
+        raise ConfigError(f"{what} is not valid: it accepts {accepts}")
+
+    def conflict(self, names: tuple[str, ...], rule: str) -> NoReturn:
+        """Settings valid alone but not together: lead with the ones the user set."""
+        chosen = [n for n in names if n in self.origins] or list(names[:1])
+        others = [n for n in names if n not in chosen]
+        text = " and ".join(self.shown(n) for n in chosen)
+        verb = "is" if len(chosen) == 1 else "are"
+        text += f" {verb} not valid with " + ", ".join(self.shown(n) for n in others) if others else f" {verb} not valid"
+        raise ConfigError(f"{text}: {rule}")
+
+
+
+def _check_security(s: Settings, p: _Problems) -> None:
+    """The Kafka connection's security protocol and SASL."""
+    if s.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        p.fail("security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    if s.security_protocol.startswith("SASL"):
+        if s.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            p.fail("sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when security_protocol is SASL_*")
+        if not s.sasl_username or not s.sasl_password:
+            raise ConfigError("CXPULSE_SASL_USERNAME and CXPULSE_SASL_PASSWORD are required with SASL")
+    elif s.sasl_mechanism:
+        p.fail("sasl_mechanism", "nothing unless CXPULSE_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL")
+
+
+def _check_tls_and_auth(s: Settings, p: _Problems) -> None:
+    """Settings that go in pairs (TLS and basic auth on /metrics, the Kafka client certificate), and PEM files."""
+    if bool(s.metrics_certfile) != bool(s.metrics_keyfile):
+        raise ConfigError("CXPULSE_METRICS_CERTFILE and CXPULSE_METRICS_KEYFILE go together: set both for TLS "
+                          "on /metrics, or neither")
+    if s.metrics_client_cafile and not s.metrics_certfile:
+        raise ConfigError("CXPULSE_METRICS_CLIENT_CAFILE checks client certificates and needs TLS: "
+                          "set CXPULSE_METRICS_CERTFILE and CXPULSE_METRICS_KEYFILE too")
+    if bool(s.metrics_basic_auth_username) != bool(s.metrics_basic_auth_password):
+        raise ConfigError("CXPULSE_METRICS_BASIC_AUTH_USERNAME and CXPULSE_METRICS_BASIC_AUTH_PASSWORD go "
+                          "together: set both to require basic auth on /metrics, or neither")
+    if s.ssl_keyfile and not s.ssl_certfile:
+        raise ConfigError("CXPULSE_SSL_KEYFILE needs CXPULSE_SSL_CERTFILE (the client certificate it belongs to)")
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "metrics_certfile", "metrics_keyfile",
+                 "metrics_client_cafile"):
+        path = getattr(s, name)
+        if path and not os.path.isfile(path):
+            p.fail(name, "the path of a readable PEM file")
+
+
+def _check_cluster(s: Settings, p: _Problems) -> None:
+    """Brokers, counts and sizes that must be positive, the topics' replicas and retention."""
+    problem = bootstrap_problem(s.bootstrap_servers)
+    if problem:
+        p.fail("bootstrap_servers", f"host:port[,host:port...], e.g. kafka-1:9092,kafka-2:9092 ({problem})")
+    for name in ("partitions", "metrics_port", "web_port", "batch_max", "max_message_bytes", "max_batch_events",
+                 "fetch_wait_ms", "connect_timeout_ms", "label_cap", "segment_cap"):
+        if getattr(s, name) < 1:
+            p.fail(name, "a positive integer" if not name.endswith("_ms") else "a positive duration")
+    if s.replication_factor is not None and s.replication_factor < 1:
+        p.fail("replication_factor", "a positive number of replicas (unset: the broker's default)")
+    if s.topic_retention_ms < 3_600_000:
+        p.fail("topic_retention_ms", "a duration of at least 1h (a day or more recommended)")
+
+
+def _check_windows(s: Settings, p: _Problems) -> None:
+    """Event-time windows: the base window, the views built from it, grace and the watermark."""
+    if s.window_ms < 1000:
+        p.fail("window_ms", "a duration of at least 1s")
+    if not s.views_ms:
+        p.fail("views_ms", "one or more durations, e.g. 1m,5m,15m,1h")
+    for view in s.views_ms:
+        if view % s.window_ms:
+            p.conflict(("window_ms", "views_ms"), f"every view must be a whole multiple of the base window "
+                                                  f"({format_duration(s.window_ms)}); set both to match")
+    if s.grace_ms < 0:
+        p.fail("grace_ms", "a duration >= 0")
+    if s.watermark_lead_ms < 0:
+        p.fail("watermark_lead_ms", "a duration >= 0")
+    if s.idle_partition_ms < 1000:
+        p.fail("idle_partition_ms", "a duration of at least 1s")
+
+
+def _check_outputs(s: Settings, p: _Problems) -> None:
+    """The engine, remote write and the dead-letter size."""
+    if s.engine not in ("kafka", "faust"):
+        p.fail("engine", "kafka (the batch consumer) or faust")
+    if s.remote_write_url and not s.remote_write_url.startswith(("http://", "https://")):
+        p.fail("remote_write_url", "an http:// or https:// URL of a remote-write endpoint")
+    if s.remote_write_ca_file and not os.path.isfile(s.remote_write_ca_file):
+        p.fail("remote_write_ca_file", "the path of a readable PEM file")
+    if bool(s.remote_write_username) != bool(s.remote_write_password):
+        raise ConfigError("CXPULSE_REMOTE_WRITE_USERNAME and CXPULSE_REMOTE_WRITE_PASSWORD go together")
+    if s.deadletter_max_bytes < 1024:
+        p.fail("deadletter_max_bytes", "a size of at least 1024 bytes")
+
+
+def _check_horizons(s: Settings, p: _Problems) -> None:
+    """How long state is kept, against what the windows and the post-support window need."""
+    needed = max(s.views_ms) + s.grace_ms + s.window_ms
+    if s.retention_ms < needed:
+        p.conflict(("retention_ms", "views_ms", "grace_ms", "window_ms"),
+                   f"the retention must be at least the longest view + grace + one window = "
+                   f"{format_duration(max(s.views_ms))} + {format_duration(s.grace_ms)} + "
+                   f"{format_duration(s.window_ms)} = {format_duration(needed)}; raise it, or leave "
+                   f"CXPULSE_RETENTION unset (its default follows)")
+    needed = s.grace_ms + s.window_ms
+    if s.dedupe_horizon_ms < needed:
+        p.conflict(("dedupe_horizon_ms", "grace_ms", "window_ms"),
+                   f"the dedupe horizon must be at least grace + one window = {format_duration(s.grace_ms)} + "
+                   f"{format_duration(s.window_ms)} = {format_duration(needed)}; raise it, or leave "
+                   f"CXPULSE_DEDUPE_HORIZON unset (its default follows)")
+    needed = 90 * DAY_MS + s.post_support_ms
+    if s.customer_ttl_ms < needed:
+        p.conflict(("customer_ttl_ms", "post_support_ms"),
+                   f"the customer TTL must be at least 90d + the post-support window = {format_duration(needed)} "
+                   f"(LTV looks 90 days ahead); raise it, or leave CXPULSE_CUSTOMER_TTL unset (its default follows)")
+
+
+def _check_customers(s: Settings, p: _Problems) -> None:
+    """Customer-level state: the retention periods, the customer TTL they need, the caps."""
+    if (not s.retention_periods_ms or len(s.retention_periods_ms) > MAX_RETENTION_PERIODS
+            or len(set(s.retention_periods_ms)) != len(s.retention_periods_ms)
+            or any(d < DAY_MS or d % DAY_MS for d in s.retention_periods_ms)):
+        # whole days: a period is a block of days (docs/customers.md); a few, each a label value
+        p.fail("retention_periods_ms", f"1 to {MAX_RETENTION_PERIODS} different whole numbers of days, e.g. "
+                                       "30d,90d,365d")
+    needed = 2 * max(s.retention_periods_ms)
+    if s.customer_ttl_ms < needed:
+        p.conflict(("customer_ttl_ms", "retention_periods_ms"),
+                   f"the customer TTL must be at least twice the longest retention period = "
+                   f"{format_duration(needed)} (a customer of the previous period may next order at the end of "
+                   f"this one); raise it, or leave CXPULSE_CUSTOMER_TTL unset (its default follows)")
+    if s.customer_max < 1:
+        p.fail("customer_max", "a positive number of customers per partition")
+    if s.cohort_weeks < 1:
+        p.fail("cohort_weeks", "a positive number of weeks")
 
 
 def _derive_defaults(values: dict[str, Any]) -> None:
