@@ -53,6 +53,7 @@ from streams.runtime.published import FRESHNESS_BUCKETS, Published, Publisher
 log = logging.getLogger("cxpulse.collector")
 
 STAGES = (*FAMILIES, "customer", "merge")
+FRESHNESS = "cxpulse_event_freshness_seconds"  # the one histogram of PIPELINE
 
 
 class CxCollector(Collector):
@@ -62,11 +63,19 @@ class CxCollector(Collector):
         self.initiatives = initiatives  # an initiatives.Registry, or None
 
     def describe(self) -> Iterator[Metric]:
-        """The families this collector exports (names only), for the registry's duplicate check."""
-        names = [*PIPELINE, *(c.name.removesuffix("_total") for c in COUNTERS), *(h.name for h in HISTOGRAMS),
+        """The families this collector exports, typed as ``collect`` types them (no samples):
+        the registry's duplicate check reads the sample names a type implies (a counter's
+        ``_total`` and ``_created``, a histogram's ``_bucket``, ``_sum``, ``_count``)."""
+        histograms = {h.name for h in HISTOGRAMS} | {FRESHNESS}
+        names = [*PIPELINE, *(c.name for c in COUNTERS), *histograms,
                  *(name for name, _, _ in CUSTOMER.values()), *CUSTOMER_PIPELINE, *INITIATIVE]
-        for name in names:
-            yield GaugeMetricFamily(name, "")
+        for name in dict.fromkeys(names):
+            if name in histograms:
+                yield HistogramMetricFamily(name, "")
+            elif name.endswith("_total"):
+                yield CounterMetricFamily(name, "")
+            else:
+                yield GaugeMetricFamily(name, "")
 
     def collect(self) -> Iterator[Metric]:
         view = self.publisher.current
@@ -141,7 +150,7 @@ class CxCollector(Collector):
             seen.add_metric(labels, snap.seen_ids)
         yield from (events, messages, late, dups, rejected, overflow, watermark, wm_lag, lag, windows, tickets, seen,
                     closed, idle)
-        fresh = HistogramMetricFamily("cxpulse_event_freshness_seconds", PIPELINE["cxpulse_event_freshness_seconds"])
+        fresh = HistogramMetricFamily(FRESHNESS, PIPELINE[FRESHNESS])
         running, buckets = 0, []
         for bound, n in zip((*FRESHNESS_BUCKETS, math.inf), view.freshness_counts):
             running += n
