@@ -68,73 +68,50 @@ def send_events(settings, events: list[dict], pause_every: int = 0, pause_s: flo
         producer.close()
 
 
-def apply_with_crashes(new_state, messages: list, rng, crashes: int):
+def apply_with_crashes(new_state, messages: list, rng, crashes: int, hide_aborted: bool = False):
     """Apply ``messages`` to ``new_state()`` in random batches, crashing ``crashes`` times: at a
     crash a random prefix of the batch's changelog records reaches the broker, a fresh state is
     restored from the changelog and the consumer restarts at its last commit, which lags behind
-    the persisted state by a random amount. Returns (state, changelog)."""
+    the persisted state by a random amount. Returns (state, changelog).
+
+    ``hide_aborted``: the crashed batch's transaction aborted, and the state that replays it
+    restores without its records (the test broker hides a transaction's records from
+    read_committed readers while it is pending); after the replay's first batch a fresh state
+    is restored from the whole log, those records included (the broker shows aborted records
+    once they are settled, and the read_uncommitted fallback reads them), and goes on from the
+    last commit; from then on they stay visible."""
     changelog: list = []
+    hidden: set[int] = set()  # positions in the changelog of aborted records no reader has seen yet
     state = new_state()
     committed = 0  # the consumer's committed offset: never past a fully persisted batch
     position = 0
     crash_points = set(rng.sample(range(len(messages)), k=min(crashes, len(messages))))
+    reread = False
     while position < len(messages):
         size = rng.randint(1, 9)
         batch = messages[position:position + size]
         applied = state.apply(batch)
         if any(m.offset in crash_points for m in batch):
             crash_points -= {m.offset for m in batch}
+            start = len(changelog)
             changelog.extend(applied.records[:rng.randint(0, len(applied.records))])
+            if hide_aborted:
+                hidden.update(range(start, len(changelog)))
+                reread = True
             state = new_state()
-            state.restore(changelog)
+            state.restore([record for i, record in enumerate(changelog) if i not in hidden])
             position = committed
             continue
         changelog.extend(applied.records)
-        position += size
-        committed = rng.randint(committed, position)
-    return state, changelog
-
-
-def apply_with_hidden_aborts(new_state, messages: list, rng, aborts: int):
-    """Apply ``messages`` to ``new_state()`` in random batches; ``aborts`` times a batch's
-    transaction aborts: a random prefix of its changelog records is in the log, but the state
-    that replays the batch restores without them (the test broker hides a transaction's
-    records from read_committed readers while it is pending). After the replay's first batch,
-    a fresh state is restored from the whole log, aborted records included (the broker shows
-    aborted records once they are settled, and the read_uncommitted fallback reads them), and
-    goes on from the consumer's last commit; from then on they stay visible. Returns
-    (state, changelog)."""
-    log: list = []
-    hidden: set[int] = set()  # positions in the log of aborted records no reader has seen yet
-    state = new_state()
-    committed = 0
-    position = 0
-    points = set(rng.sample(range(len(messages)), k=min(aborts, len(messages))))
-    reread = False
-    while position < len(messages):
-        size = rng.randint(1, 9)
-        batch = messages[position:position + size]
-        applied = state.apply(batch)
-        if any(m.offset in points for m in batch):
-            points -= {m.offset for m in batch}
-            start = len(log)
-            log.extend(applied.records[:rng.randint(0, len(applied.records))])
-            hidden.update(range(start, len(log)))
-            state = new_state()
-            state.restore([record for i, record in enumerate(log) if i not in hidden])
-            position = committed
-            reread = True
-            continue
-        log.extend(applied.records)
         position += size
         committed = rng.randint(committed, position)
         if reread:
             reread = False
             hidden.clear()
             state = new_state()
-            state.restore(log)
+            state.restore(changelog)
             position = committed
-    return state, log
+    return state, changelog
 
 
 def facts_of(applied) -> list:

@@ -17,7 +17,7 @@ from streams.config import Settings
 from streams.decode import decode_message
 from streams.pipeline.records import Message
 from streams.pipeline.window_state import PartitionState
-from tests.helpers import apply_with_crashes, apply_with_hidden_aborts, facts_of
+from tests.helpers import apply_with_crashes, facts_of
 
 SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000)
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000
@@ -137,7 +137,8 @@ def test_aborted_records_read_back_after_a_shorter_replay_change_nothing(seed: i
     not hold. The recovered state must count every event once, as a clean run does."""
     rng = random.Random(seed)
     messages = decode_all("ticket", ticket_events(rng, 80))
-    state, _ = apply_with_hidden_aborts(lambda: PartitionState("ticket", 0, SETTINGS), messages, rng, aborts)
+    state, _ = apply_with_crashes(lambda: PartitionState("ticket", 0, SETTINGS), messages, rng, aborts,
+                                  hide_aborted=True)
     assert fingerprint(state) == fingerprint(run_clean("ticket", messages))
 
 
