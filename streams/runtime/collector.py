@@ -93,9 +93,7 @@ class CxCollector(Collector):
     # ------------------------------------------------------------ pipeline
     def _pipeline(self, view: Published) -> Iterator[Metric]:
         now = time.time()
-        ready = GaugeMetricFamily("cxpulse_worker_ready", PIPELINE["cxpulse_worker_ready"])
-        ready.add_metric([], 1.0 if self.publisher.ready else 0.0)
-        yield ready
+        yield _one(GaugeMetricFamily, "cxpulse_worker_ready", 1.0 if self.publisher.ready else 0.0)
         assigned = GaugeMetricFamily("cxpulse_assigned_partitions", PIPELINE["cxpulse_assigned_partitions"],
                                      labels=["family"])
         for family in STAGES:
@@ -157,47 +155,27 @@ class CxCollector(Collector):
             buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
         fresh.add_metric([], buckets, sum_value=view.freshness_sum)
         yield fresh
-        recovery = GaugeMetricFamily("cxpulse_state_recovery_seconds", PIPELINE["cxpulse_state_recovery_seconds"])
-        recovery.add_metric([], view.recovery_seconds)
-        yield recovery
-        recovered = CounterMetricFamily("cxpulse_state_recovered_records_total",
-                                        PIPELINE["cxpulse_state_recovered_records_total"])
-        recovered.add_metric([], view.recovered_records)
-        yield recovered
-        resets = CounterMetricFamily("cxpulse_state_resets_total", PIPELINE["cxpulse_state_resets_total"])
-        resets.add_metric([], view.state_resets)
-        yield resets
-        broker = GaugeMetricFamily("cxpulse_broker_up", PIPELINE["cxpulse_broker_up"])
-        broker.add_metric([], 1.0 if self.publisher.broker_up else 0.0)
-        yield broker
+        yield _one(GaugeMetricFamily, "cxpulse_state_recovery_seconds", view.recovery_seconds)
+        yield _one(CounterMetricFamily, "cxpulse_state_recovered_records_total", view.recovered_records)
+        yield _one(CounterMetricFamily, "cxpulse_state_resets_total", view.state_resets)
+        yield _one(GaugeMetricFamily, "cxpulse_broker_up", 1.0 if self.publisher.broker_up else 0.0)
         failures = CounterMetricFamily("cxpulse_sink_failures_total", PIPELINE["cxpulse_sink_failures_total"],
                                        labels=["outcome"])
         for outcome in ("fenced", "failed"):
             failures.add_metric([outcome], view.sink_failures.get(outcome, 0))
         yield failures
-        corrections = CounterMetricFamily("cxpulse_position_corrections_total",
-                                          PIPELINE["cxpulse_position_corrections_total"])
-        corrections.add_metric([], view.position_corrections)
-        yield corrections
+        yield _one(CounterMetricFamily, "cxpulse_position_corrections_total", view.position_corrections)
         exporter = self.publisher.exporter
         if exporter is not None:
             stats = exporter.stats
-            samples = CounterMetricFamily("cxpulse_window_export_samples_total",
-                                          PIPELINE["cxpulse_window_export_samples_total"])
-            samples.add_metric([], stats.samples)
-            yield samples
+            yield _one(CounterMetricFamily, "cxpulse_window_export_samples_total", stats.samples)
             failed = CounterMetricFamily("cxpulse_window_export_failures_total",
                                          PIPELINE["cxpulse_window_export_failures_total"], labels=["reason"])
             for reason, n in sorted(stats.failures.items()):
                 failed.add_metric([reason], n)
             yield failed
-            dropped = CounterMetricFamily("cxpulse_window_export_dropped_total",
-                                          PIPELINE["cxpulse_window_export_dropped_total"])
-            dropped.add_metric([], stats.dropped)
-            yield dropped
-            queued = GaugeMetricFamily("cxpulse_window_export_queued", PIPELINE["cxpulse_window_export_queued"])
-            queued.add_metric([], stats.queued)
-            yield queued
+            yield _one(CounterMetricFamily, "cxpulse_window_export_dropped_total", stats.dropped)
+            yield _one(GaugeMetricFamily, "cxpulse_window_export_queued", stats.queued)
 
     # -------------------------------------------- cumulative (arrival time)
     def _cumulative_all(self, view: Published) -> Iterator[Metric]:
@@ -320,6 +298,11 @@ class CxCollector(Collector):
                 buckets = [("+Inf" if math.isinf(b) else repr(float(b)), n) for b, n in sketch.cumulative_le()]
                 metric.add_metric([*segment, str(partition)], buckets, sum_value=sketch.sum_ms / 1000.0)
             yield metric
+
+
+def _one(family: type, name: str, value: float) -> Metric:
+    """A pipeline-health family of one unlabelled sample."""
+    return family(name, PIPELINE[name], value=value)
 
 
 def _value(counter, segment: Segment, cell: Cell) -> float:
