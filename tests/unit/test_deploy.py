@@ -6,7 +6,7 @@ Specification (vendored by check-jsonschema), Kubernetes objects against the
 Kubernetes OpenAPI schemas (kubernetes-validate, offline), Prometheus and
 Alertmanager configs with promtool/amtool when installed. The image, CI and the
 stacks must use the shipped files, never copies: one install step
-(deploy/install.sh + requirements.lock), the rendered rules and dashboards
+(deploy/install.sh, with one lock per image), the rendered rules and dashboards
 mounted or embedded unchanged.
 """
 
@@ -29,6 +29,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.images import dockerfile_stages, install_images, stage_chain
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy/compose"
@@ -54,37 +56,39 @@ def _render_module():
 
 # --- one install source -----------------------------------------------------
 
+IMAGES = install_images()
+DEPLOYED = ("worker", "report")  # the images the Dockerfile builds (its targets of the same names)
+HEAVY = {"matplotlib", "numpy"}  # the report's charting: never in the worker image
 
-def _lock() -> dict[str, str]:
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _lock(name: str) -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            name, _, version = line.partition("==")
-            assert version, f"requirements.lock: {line!r} is not an exact pin"
-            pins[canonicalize_name(name)] = version
+            pinned, _, version = line.partition("==")
+            assert version, f"{name}: {line!r} is not an exact pin"
+            assert canonicalize_name(pinned) not in pins, f"{name}: {pinned} twice"
+            pins[canonicalize_name(pinned)] = version
     return pins
 
 
-def _image_extras() -> tuple[str, ...]:
-    """The extras the image installs beside the base install: ``extras=`` in deploy/install.sh."""
-    found = re.findall(r"^extras=(\S+)$", (ROOT / "deploy/install.sh").read_text(), re.M)
-    assert len(found) == 1, "deploy/install.sh names the image's extras once, as extras=a,b"
-    return tuple(found[0].split(","))
+def _runtime_requirements(extras: tuple[str, ...]) -> list[Requirement]:
+    """pyproject's base dependencies and those of ``extras``."""
+    project = _pyproject()
+    optional = project["optional-dependencies"]
+    assert set(extras) <= set(optional), f"deploy/install.sh names extras pyproject lacks: {extras}"
+    return [Requirement(r) for r in project["dependencies"] + [r for e in extras for r in optional[e]]]
 
 
-def _runtime_requirements() -> list[Requirement]:
-    """pyproject's base dependencies and those of the image's extras."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    assert set(_image_extras()) <= set(extras), f"deploy/install.sh names extras pyproject lacks: {_image_extras()}"
-    return [Requirement(r) for r in project["dependencies"] + [r for e in _image_extras() for r in extras[e]]]
-
-
-def _runtime_closure() -> dict[str, str]:
-    """Installed name -> version for the runtime requirements and everything they need."""
+def _runtime_closure(extras: tuple[str, ...]) -> dict[str, str]:
+    """Installed name -> version for the runtime requirements of ``extras`` and everything they need."""
     seen: dict[str, str] = {}
-    todo = _runtime_requirements()
+    todo = _runtime_requirements(extras)
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
@@ -95,21 +99,58 @@ def _runtime_closure() -> dict[str, str]:
     return seen
 
 
-def test_lock_pins_exactly_the_runtime_closure():
-    assert _lock() == _runtime_closure()
+def test_install_sh_names_each_image_with_its_own_lock():
+    assert sorted(IMAGES) == sorted(DEPLOYED)
+    assert IMAGES["worker"].lock == "requirements.lock"
+    assert len({image.lock for image in IMAGES.values()}) == len(IMAGES), "one lock per image"
+    for image in IMAGES.values():
+        assert (ROOT / image.lock).is_file(), image.lock
+    assert "worker" in IMAGES["worker"].extras and "report" not in IMAGES["worker"].extras
+    assert "report" in IMAGES["report"].extras
 
 
-def test_lock_agrees_with_pyproject_pins():
-    lock = _lock()
-    for req in _runtime_requirements():
-        assert req.specifier.contains(lock[canonicalize_name(req.name)]), f"{req} vs requirements.lock"
+@pytest.mark.parametrize("image", DEPLOYED)
+def test_each_lock_pins_exactly_its_images_runtime_closure(image: str):
+    assert _lock(IMAGES[image].lock) == _runtime_closure(IMAGES[image].extras)
+
+
+@pytest.mark.parametrize("image", DEPLOYED)
+def test_each_lock_agrees_with_pyproject_pins(image: str):
+    lock = _lock(IMAGES[image].lock)
+    for req in _runtime_requirements(IMAGES[image].extras):
+        assert req.specifier.contains(lock[canonicalize_name(req.name)]), f"{req} vs {IMAGES[image].lock}"
+
+
+def test_the_locks_pin_their_shared_packages_alike():
+    """CI installs every lock into one environment (deploy/install.sh --dev): they must agree."""
+    locks = [_lock(image.lock) for image in IMAGES.values()]
+    for one in locks:
+        for other in locks:
+            assert {n: v for n, v in one.items() if n in other} == {n: v for n, v in other.items() if n in one}
+
+
+def test_the_worker_image_carries_no_matplotlib_or_numpy():
+    """The report's charts are the report image's (issue item 5, "light installs")."""
+    assert HEAVY.isdisjoint(_lock(IMAGES["worker"].lock)), IMAGES["worker"].lock
+    assert HEAVY.isdisjoint(_runtime_closure(IMAGES["worker"].extras))
+    assert HEAVY <= set(_lock(IMAGES["report"].lock))  # they did not just vanish
 
 
 def test_the_base_install_is_light():
     """The producer library's install: no stream engine, no charts (docs/events.md)."""
-    base = {canonicalize_name(Requirement(r).name)
-            for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    base = {canonicalize_name(Requirement(r).name) for r in _pyproject()["dependencies"]}
     assert base.isdisjoint({"faust-streaming", "matplotlib", "numpy", "confluent-kafka", "prometheus-client"}), base
+    assert HEAVY.isdisjoint(_runtime_closure(())), "the base install's closure"
+
+
+def test_the_dev_install_holds_every_images_lock_and_extras():
+    """./dev and CI install with --dev: every lock, and a dev extra that holds every image's extras."""
+    dev = (ROOT / "deploy/install.sh").read_text().split("--dev)", 1)[1].split(";;", 1)[0]
+    for image in IMAGES.values():
+        assert f'-r "$root/{image.lock}"' in dev and f'-c "$root/{image.lock}"' in dev, image.lock
+    (own,) = [Requirement(r) for r in _pyproject()["optional-dependencies"]["dev"]
+              if canonicalize_name(Requirement(r).name) == "cxpulse"]
+    assert {e for image in IMAGES.values() for e in image.extras} <= own.extras
 
 
 def test_each_commands_extra_is_told_by_modules_of_that_extra():
@@ -117,7 +158,7 @@ def test_each_commands_extra_is_told_by_modules_of_that_extra():
     must come from a distribution that extra lists, or the hint would send users to the wrong one."""
     from streams.cli import COMMAND_EXTRAS, COMMANDS, EXTRA_MODULES
 
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = _pyproject()["optional-dependencies"]
     assert set(EXTRA_MODULES) <= set(extras)
     assert set(COMMAND_EXTRAS) <= set(COMMANDS)
     assert {e for needed in COMMAND_EXTRAS.values() for e in needed} == set(EXTRA_MODULES)
@@ -128,15 +169,23 @@ def test_each_commands_extra_is_told_by_modules_of_that_extra():
             assert {canonicalize_name(d) for d in distributions[module]} & listed, (extra, module)
 
 
-def test_dockerfile_installs_through_deploy_install_sh():
+def test_dockerfile_installs_each_image_through_deploy_install_sh():
+    """Each target copies /opt/cxpulse from a stage whose one RUN is `deploy/install.sh IMAGE`,
+    built on a stage that copies that image's lock; `docker build .` gives the worker image."""
     dockerfile = (ROOT / "Dockerfile").read_text()
-    runs = [line for line in dockerfile.splitlines() if line.startswith("RUN")]
-    assert any("sh deploy/install.sh" in line for line in runs)
-    assert "pip install" not in dockerfile, "the image installs only through deploy/install.sh"
-    assert re.search(r"^COPY requirements\.lock ", dockerfile, re.M)
-    assert re.search(r"^COPY deploy/install\.sh ", dockerfile, re.M)
+    assert "pip install" not in dockerfile, "the images install only through deploy/install.sh"
+    stages = dockerfile_stages()
+    assert list(stages)[-1] == "worker", "the last stage is the default target: the worker image"
+    for name in DEPLOYED:
+        built = stages[name].copied_from("/opt/cxpulse")
+        assert built, f"stage {name} copies /opt/cxpulse from a build stage"
+        runs = [run for stage in stage_chain(stages, built) for run in stage.args("RUN") if "deploy/install.sh" in run]
+        assert runs == [f"PYTHON=/opt/cxpulse/bin/python sh deploy/install.sh {name}"], runs
+        copied = [c for stage in stage_chain(stages, built) for c in stage.args("COPY") if not c.startswith("--from")]
+        assert any(re.fullmatch(rf"(\S+ )*{re.escape(IMAGES[name].lock)}( \S+)* \S+", c) for c in copied), copied
+        assert any(c.startswith("deploy/install.sh ") for c in copied), copied
     install = (ROOT / "deploy/install.sh").read_text()
-    assert '-r "$root/requirements.lock"' in install
+    assert '-r "$root/$lock"' in install
     assert '--no-deps "$root[$extras]"' in install
 
 
@@ -150,18 +199,35 @@ def test_ci_installs_through_deploy_install_sh():
     )
 
 
+def test_ci_audits_and_dev_watches_every_lock():
+    """.ci/audit checks every lock against the advisories; ./dev reinstalls when any lock changes."""
+    audit = (ROOT / ".ci/audit").read_text()
+    watched = re.search(r"^install_inputs\(\) \{.*?\n(.*?)\n\}", (ROOT / "dev").read_text(), re.M | re.S)
+    assert watched, "./dev lists its install inputs in install_inputs()"
+    for image in IMAGES.values():
+        assert f"-r {image.lock}" in audit, image.lock
+        assert image.lock in watched[1], image.lock
+
+
 def test_dockerfile_runs_non_root_with_a_ready_healthcheck():
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["python:3.11-slim-bookworm"] * 2
-    user = re.findall(r"^USER (\S+)", dockerfile, re.M)
-    assert user and not user[-1].startswith(("0", "root"))
-    health = re.search(r"^HEALTHCHECK .*\n(.*)", dockerfile, re.M)
-    assert health and "urllib.request" in health.group(1) and "/ready" in health.group(1)
+    stages = dockerfile_stages()
+    assert {s.base for s in stages.values() if s.base not in stages} == {"python:3.11-slim-bookworm"}
+    for name in DEPLOYED:
+        chain = stage_chain(stages, name)
+        user = [u for stage in chain for u in stage.args("USER")]
+        assert user and not user[-1].startswith(("0", "root")), name
+        assert [e for stage in chain for e in stage.args("ENTRYPOINT")][-1] == '["cxpulse"]'
+        assert [c for stage in chain for c in stage.args("CMD")][-1] == f'["{name}"]'
+    (health,) = [h for stage in stage_chain(stages, "worker") for h in stage.args("HEALTHCHECK")]
+    assert "urllib.request" in health and "/ready" in health
+    assert not [h for stage in stage_chain(stages, "report") for h in stage.args("HEALTHCHECK")], (
+        "the report runs once and exits: no /ready to ask")
 
 
 def test_dockerignore_lets_in_what_the_dockerfile_copies():
     allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert copied
     for sources in copied:
         for source in sources.split():
             assert source.rstrip("/") in allowed, source
