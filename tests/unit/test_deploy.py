@@ -270,6 +270,7 @@ def test_compose_topic_init_runs_cxpulse_topics_with_the_workers_settings():
     services = _compose()["services"]
     init, worker = services["topic-init"], services["worker"]
     assert init["image"] == worker["image"] and init["build"] == worker["build"]
+    assert worker["build"]["target"] == "worker" and "worker" in dockerfile_stages(), "the worker image, by name"
     assert init["command"] == ["topics"]
     assert init["environment"] == worker["environment"]
     assert init["environment"]["CXPULSE_PARTITIONS"] == "${PARTITIONS:-8}"
