@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import hashlib
 import itertools
 import json
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -43,7 +44,7 @@ from typing import Iterable
 from bench.exactness import Checker, Expected, Receiver
 from bench.harness import ROOT, Worker, child_json, drive, rss_bytes, wait_ready
 from bench.inventory import inventory, same_span
-from bench.workload import Feeder, Workload, events_of, fresh_app, load, messages, namespace_settings
+from bench.workload import Feeder, Workload, events_of, fresh_app, load, messages, namespace_settings, produce
 
 BENCH = Path(__file__).resolve().parent
 VENV = Path.home() / ".cache" / "cxpulse-bench" / "venv"
@@ -209,6 +210,32 @@ class Context:
     receiver: Receiver
     checkers: dict[str, Checker]
     finish_s: float
+    # layout -> the workload's messages, to load again into a broker of a row's own
+    batches: dict[str, list] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def own_broker(work: Path, name: str, space=None, batch: list | None = None):
+    """A broker of its own for one row or stage, ``space``'s topics created and ``batch``
+    loaded into it; yields ``space`` (or bare settings) pointing at it.
+
+    The test broker (Tansu 0.6.0) keeps every transactional id it has seen in one metadata
+    record that each transactional request reads and rewrites: measured in this harness, a
+    commit took 5 ms on a fresh broker and 60 ms on the one an hour of runs had used (about
+    1,400 transactional ids). Sharing one broker would slow every transactional row (cxpulse,
+    idiomatic Faust) by the runs before it, and the later stages most."""
+    from streams.config import Settings
+    from streams.devtools.broker import LocalBroker, create_topics
+
+    with LocalBroker(log_path=work / f"broker-{name}.log") as broker:
+        if space is None:
+            yield Settings(bootstrap_servers=broker.bootstrap)
+            return
+        space = replace(space, bootstrap_servers=broker.bootstrap)
+        create_topics(space)
+        if batch:
+            produce(batch, space, name)
+        yield space
 
 
 def run_cxpulse(s, events: int, cap: float, work: Path, ctx: Context, layout: str, workers: int = 1,
@@ -264,7 +291,8 @@ def measure(name: str, layout: str, space, n: int, plan: Plan, work: Path, truth
         return check_peer(PEERS[name](space, n, layout, plan.peer_cap_s, work), n, truth)
     if name in CXPULSE:
         workers, engine = CXPULSE[name]
-        return run_cxpulse(space, n, plan.cap_s, work, ctx, layout, workers, engine)
+        with own_broker(work, f"{name}-{layout}", space, ctx.batches[layout]) as own:
+            return run_cxpulse(own, n, plan.cap_s, work, ctx, layout, workers, engine)
     return OTHERS[name](space, n, plan.cap_s, work)
 
 
@@ -623,8 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     ensure_venv()
-    from streams.devtools.broker import LocalBroker
     from streams.config import Settings
+    from streams.devtools.broker import LocalBroker, create_topics
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = args.workdir / stamp
@@ -657,13 +685,19 @@ def main(argv: list[str] | None = None) -> int:
         spaces = {}
         truth: dict[str, dict[str, int]] = {}  # layout -> events per storefront|minute
         checkers: dict[str, Checker] = {}
+        batches: dict[str, list] = {}  # layout -> its messages, loaded again into each row's own broker
         results["loaded"] = {}
         names = ONLY[args.only] if args.only else APPROACHES
         for layout, n in (("single", plan.single_events), ("batched", plan.batched_events)):
             space = namespace_settings(base)
             truth[layout] = {}
             workload = Workload(layout, n)
-            results["loaded"][layout] = load(workload, space, cells=truth[layout])
+            create_topics(space)
+            began = time.monotonic()
+            batches[layout] = messages(workload, space, cells=truth[layout])
+            results["loaded"][layout] = {"workload": workload.name, "events": n,
+                                         "generate_s": round(time.monotonic() - began, 2),
+                                         **produce(batches[layout], space, workload.name)}
             if any(name in CXPULSE for name in names):
                 began = time.monotonic()
                 checkers[layout] = Checker(Expected.compute(events_of(workload), space), receiver, space)
@@ -672,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
                 space = replace(space, batch_max=plan.batched_batch_max)
             spaces[layout] = (space, n)
             say(f"loaded {results['loaded'][layout]}")
-        ctx = Context(receiver, checkers, plan.finish_s)
+        ctx = Context(receiver, checkers, plan.finish_s, batches)
         runs: list[dict] = []
         results["throughput"] = runs
         results["load"] = {"before throughput": os.getloadavg()[0]}
@@ -707,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             results["skipped_stages"] = f"--only {args.only}: no freshness, memory, cells, profile or layer stage"
         else:
-            later_stages(results, plan, base, spaces, work, stage, receiver)
+            later_stages(results, plan, spaces, batches, work, stage, receiver)
     receiver.close()
     save()
     from bench.report import render
@@ -717,29 +751,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def later_stages(results, plan, base, spaces, work, stage, receiver) -> None:
+def later_stages(results, plan, spaces, batches, work, stage, receiver) -> None:
+    """Each stage, and each run within it, on a broker of its own (``own_broker``)."""
     results["freshness"] = []
-    stage("freshness", lambda: fresh_stage(results, plan, base, work, receiver))
+    stage("freshness", lambda: fresh_stage(results, plan, work, receiver))
     results["memory_recovery"] = []
-    stage("memory_recovery", lambda: memory_stage(results, plan, base, work, receiver))
+    stage("memory_recovery", lambda: memory_stage(results, plan, work, receiver))
     results["cells"] = []
-    stage("cells", lambda: cells_stage(results, plan, base, work, receiver))
+    stage("cells", lambda: cells_stage(results, plan, work, receiver))
     results["profile"] = {}
-    stage("profile", lambda: profile_stage(results, plan, spaces, work, receiver))
+    stage("profile", lambda: profile_stage(results, plan, spaces, batches, work, receiver))
     results["layer"] = []
     stage("layer", lambda: layer_stage(results, plan))
 
 
-def fresh_stage(results, plan, base, work, receiver) -> None:
+def fresh_stage(results, plan, work, receiver) -> None:
     for layout, per_s in plan.fresh_levels:
-        r = freshness(base, layout, per_s, plan.fresh_s, plan.batched_batch_max, work, receiver)
+        with own_broker(work, f"fresh-{layout}-{per_s}") as base:
+            r = freshness(base, layout, per_s, plan.fresh_s, plan.batched_batch_max, work, receiver)
         results["freshness"].append(r)
         say(f"freshness {layout} {per_s:,}/s: sent {r['achieved_send_per_s']:,.0f}/s, visible "
             f"{r['visible_per_s'] or 0:,.0f}/s; p50 {r['p50_s']} p99 {r['p99_s']} max {r['max_s']} "
             f"missing {r['missing']}")
 
 
-def memory_stage(results, plan, base, work, receiver) -> None:
+def memory_stage(results, plan, work, receiver) -> None:
     """Peak RSS at N and 10 N events over the same event-time span (10x the simulated rate),
     then recovery after SIGKILL (checked exact) and after SIGTERM.
 
@@ -748,46 +784,58 @@ def memory_stage(results, plan, base, work, receiver) -> None:
     event id of the dedupe horizon, open tickets, customers) is sized by replaying
     the workload in process (bench.inventory).
     """
+    for workload in same_span(plan.memory_events):
+        with own_broker(work, f"memory-{workload.name}") as base:
+            memory_one(results, plan, base, workload, work, receiver)
+
+
+def memory_one(results, plan, base, workload, work, receiver) -> None:
+    """The memory stage's run of one workload, on ``base``'s broker."""
     from streams.devtools.broker import create_topics
 
-    for workload in same_span(plan.memory_events):
-        space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
-        create_topics(space)
-        batch = messages(workload, space)
-        inv = inventory(batch, space)
-        checker = Checker(Expected.compute(events_of(workload), space), receiver, space)
-        r = memory_recovery(space, workload, batch, plan.memory_feed_per_s, plan.batched_batch_max, work,
-                            receiver, checker)
-        r["inventory"] = inv
-        results["memory_recovery"].append(r)
-        k, t = r["sigkill"], r["sigterm"]
-        say(f"memory/recovery {workload.name}: peak RSS {r['rss_peak'] / 2**20:.0f} MiB (idle "
-            f"{r['idle_rss'] / 2**20:.0f}), max lag {r['max_lag']:,} events, seen ids {r['state_seen_ids']}, "
-            f"{inv['bytes_per']['cell']:,.0f} B/cell, {inv['bytes_per']['seen_id']:,.0f} B/seen id; "
-            f"after SIGKILL ready {k['ready_s']:.1f} s, correct {k['correct_s']} s"
-            + (f" ERROR {k['error']}" if k.get("error") else " (exact)")
-            + f"; after SIGTERM ready {t['ready_s']:.1f} s, correct {t['correct_s']} s, "
-            f"{t['changelog_records']} changelog records")
+    space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
+    create_topics(space)
+    batch = messages(workload, space)
+    inv = inventory(batch, space)
+    checker = Checker(Expected.compute(events_of(workload), space), receiver, space)
+    r = memory_recovery(space, workload, batch, plan.memory_feed_per_s, plan.batched_batch_max, work,
+                        receiver, checker)
+    r["inventory"] = inv
+    results["memory_recovery"].append(r)
+    k, t = r["sigkill"], r["sigterm"]
+    say(f"memory/recovery {workload.name}: peak RSS {r['rss_peak'] / 2**20:.0f} MiB (idle "
+        f"{r['idle_rss'] / 2**20:.0f}), max lag {r['max_lag']:,} events, seen ids {r['state_seen_ids']}, "
+        f"{inv['bytes_per']['cell']:,.0f} B/cell, {inv['bytes_per']['seen_id']:,.0f} B/seen id; "
+        f"after SIGKILL ready {k['ready_s']:.1f} s, correct {k['correct_s']} s"
+        + (f" ERROR {k['error']}" if k.get("error") else " (exact)")
+        + f"; after SIGTERM ready {t['ready_s']:.1f} s, correct {t['correct_s']} s, "
+        f"{t['changelog_records']} changelog records")
 
 
-def cells_stage(results, plan, base, work, receiver) -> None:
+def cells_stage(results, plan, work, receiver) -> None:
     if plan.cells_events:
         for stores in plan.cells_storefronts:
-            wl = Workload("batched", plan.cells_events, storefronts=stores)
-            space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
-            load(wl, space)
-            inv = inventory(messages(wl, space), space)
-            cells = inv["counts"]["cells"]
-            f = replace(fresh_app(space), remote_write_url=receiver.url())
-            w = Worker(f, work, f"cells-{stores}").start()
-            try:
-                d = drive([w], plan.cells_events, cap_s=300, stall_s=15)
-            finally:
-                w.stop()
-            results["cells"].append({"storefronts": stores, "events": plan.cells_events, "cells": cells,
-                                     "rss_peak": d["rss_peak"], "rss": d["rss"], "counted": d["counted"],
-                                     "scrape_ms": d["scrape_ms"], "inventory": inv})
-            say(f"cells {stores} storefronts: {cells} cells, peak RSS {d['rss_peak'] / 2**20:.0f} MiB")
+            with own_broker(work, f"cells-{stores}") as base:
+                cells_one(results, plan, base, stores, work, receiver)
+
+
+def cells_one(results, plan, base, stores: int, work, receiver) -> None:
+    """The cells stage's run over ``stores`` storefronts, on ``base``'s broker."""
+    wl = Workload("batched", plan.cells_events, storefronts=stores)
+    space = replace(namespace_settings(base), batch_max=plan.batched_batch_max)
+    load(wl, space)
+    inv = inventory(messages(wl, space), space)
+    cells = inv["counts"]["cells"]
+    f = replace(fresh_app(space), remote_write_url=receiver.url())
+    w = Worker(f, work, f"cells-{stores}").start()
+    try:
+        d = drive([w], plan.cells_events, cap_s=300, stall_s=15)
+    finally:
+        w.stop()
+    results["cells"].append({"storefronts": stores, "events": plan.cells_events, "cells": cells,
+                             "rss_peak": d["rss_peak"], "rss": d["rss"], "counted": d["counted"],
+                             "scrape_ms": d["scrape_ms"], "inventory": inv})
+    say(f"cells {stores} storefronts: {cells} cells, peak RSS {d['rss_peak'] / 2**20:.0f} MiB")
 
 
 def layer_stage(results, plan) -> None:
@@ -799,11 +847,12 @@ def layer_stage(results, plan) -> None:
 PROFILED = (("kafka", "single"), ("kafka", "batched"), ("faust", "single"))  # (engine, layout)
 
 
-def profile_stage(results, plan, spaces, work, receiver) -> None:
+def profile_stage(results, plan, spaces, batches, work, receiver) -> None:
     if plan.profile_s:
         for engine, layout in PROFILED:
             space, n = spaces[layout]
             name = layout if engine == "kafka" else f"{layout}, faust engine"
-            results["profile"][name] = profile(space, n, plan.profile_s, space.batch_max, work, layout, engine,
-                                               receiver)
+            with own_broker(work, f"profile-{engine}-{layout}", space, batches[layout]) as own:
+                results["profile"][name] = profile(own, n, plan.profile_s, own.batch_max, work, layout, engine,
+                                                   receiver)
             say(f"profile {name}: {results['profile'][name].get('inclusive')}")

@@ -149,14 +149,20 @@ def load(workload: Workload, settings: Settings, cells: dict[str, int] | None = 
 
     ``cells``: as for ``messages``.
     """
-    from confluent_kafka import Producer as Confluent
-
     from streams.devtools.broker import create_topics
 
     create_topics(settings)
     began = time.monotonic()
     batch = messages(workload, settings, cells)
     generated_s = time.monotonic() - began
+    return {"workload": workload.name, "events": workload.events, "generate_s": round(generated_s, 2),
+            **produce(batch, settings, workload.name)}
+
+
+def produce(batch: list[tuple[str, int, bytes | None, bytes]], settings: Settings, name: str = "") -> dict:
+    """Produce ``batch`` (``messages``) to its topics, which must exist; how many and how fast."""
+    from confluent_kafka import Producer as Confluent
+
     producer = Confluent({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20, "acks": "all",
                           "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
                           "queue.buffering.max.kbytes": 1_048_576, "message.max.bytes": 2_000_000})
@@ -179,9 +185,8 @@ def load(workload: Workload, settings: Settings, cells: dict[str, int] | None = 
         producer.poll(0)
     left = producer.flush(120)
     if left or errors:
-        raise RuntimeError(f"loading {workload.name}: {left} undelivered, errors {errors[:3]}")
-    return {"workload": workload.name, "messages": len(batch), "events": workload.events, "bytes": total_bytes,
-            "generate_s": round(generated_s, 2), "load_s": round(time.monotonic() - began, 2)}
+        raise RuntimeError(f"loading {name}: {left} undelivered, errors {errors[:3]}")
+    return {"messages": len(batch), "bytes": total_bytes, "load_s": round(time.monotonic() - began, 2)}
 
 
 def events_in(value: bytes) -> int:
