@@ -38,7 +38,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 
 @pytest.fixture
 def make_settings(broker: LocalBroker) -> Callable[..., Settings]:
-    """A factory: ``make_settings(**overrides)`` -> Settings on the session broker, topics created.
+    """A factory: ``make_settings(**overrides)`` -> Settings on the module's broker, topics created.
 
     Each call gets a fresh prefix; ``overrides`` win over the test defaults
     (``partitions=4``, unique topics and app_id, free ports). The environment's
@@ -68,7 +68,7 @@ def make_settings(broker: LocalBroker) -> Callable[..., Settings]:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    """Settings pointed at the session broker, with this test's own topics (4 partitions) created."""
+    """Settings pointed at the module's broker, with this test's own topics (4 partitions) created."""
     return make_settings()
 
 
