@@ -453,7 +453,8 @@ def test_checkout_incident_fires_the_conversion_collapse_alert(stack) -> None:
     early = sorted({(float(t) - incident, s["metric"]["alertstate"]) for s in history for t, _ in s["values"]})
     assert not early, f"alert active before any broken minute was read (seconds after I, state): {early[:5]}"
     # When it fired, by the evaluations (1 s apart)
-    states = query_range(prometheus, f'{alert[:-1]}, alertstate="firing"}}', incident, fired_at, 1)
+    # to a second past fired_at: the firing sample found can be stamped after the last whole step before it
+    states = query_range(prometheus, f'{alert[:-1]}, alertstate="firing"}}', incident, fired_at + 1, 1)
     first = min(float(t) for s in states for t, _ in s["values"])
     print(f"CxpulseConversionCollapse fired at I + {first - incident:.0f} s (expected I + {expected - incident:.0f} s, "
           f"DELAY {delay:g} s) on {sorted(r['metric']['storefront'] for r in firing)}")
