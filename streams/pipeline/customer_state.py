@@ -339,11 +339,9 @@ class CustomerState(ExactlyOnce):
     def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         applied = 0
         version = AGGREGATES_VERSION
-        prefix, size = self._prefix, len(self._prefix)
+        size = len(self._prefix)
         forgotten: dict[tuple[str, str], Customer] = {}
-        for key, value in self.settled(records):
-            if not key.startswith(prefix):
-                continue
+        for key, value in self.settled(records):  # this state's own records only
             applied += 1
             kind, _, ident = key[size:].partition(b"|")
             if kind == b"k":

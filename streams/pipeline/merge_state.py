@@ -208,11 +208,9 @@ class MergeState(ExactlyOnce):
 
     def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         applied = 0
-        prefix, size = self._prefix, len(self._prefix)
+        size = len(self._prefix)
         through = self._through
-        for key, value in self.settled(records):
-            if not key.startswith(prefix):
-                continue
+        for key, value in self.settled(records):  # this state's own records only
             applied += 1
             kind, _, ident = key[size:].partition(b"|")
             if kind == b"w":

@@ -274,10 +274,8 @@ class PartitionState(ExactlyOnce):
         other partitions are ignored; returns how many were applied.
         """
         applied = 0
-        prefix, size = self._prefix, len(self._prefix)
-        for key, value in self.settled(records):
-            if not key.startswith(prefix):
-                continue
+        size = len(self._prefix)
+        for key, value in self.settled(records):  # this state's own records only
             applied += 1
             kind, _, ident = key[size:].partition(b"|")
             if kind == b"w":
