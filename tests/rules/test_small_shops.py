@@ -50,7 +50,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.mixin.rules import RULES_PATH, series_names
+from tests.rules.subset import shipped_rules_for
 
 DAY_MIN = 1440
 # (sessions a minute, orders in the hour) for hours 0..23
@@ -123,19 +123,6 @@ STOPPED = 'ALERTS{alertname="CxpulseOrdersStopped"'
 # it gets holds the shipped rules these alerts read (and those they read), unchanged and in order.
 ALERTS = ("CxpulseOrdersStopped", "CxpulseConversionCollapse", "CxpulseConversionDrop", "CxpulseConversionDropSixHours",
           "CxpulseConversionDropDay")
-
-
-def shipped_rules_for(alerts: tuple[str, ...]) -> dict:
-    groups = yaml.safe_load(RULES_PATH.read_text())["groups"]
-    exprs = {r.get("record") or r["alert"]: r["expr"] for g in groups for r in g["rules"]}
-    needed, todo = set(), list(alerts)
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo += [n for n in series_names(exprs[name]) if n in exprs]
-    kept = [{**g, "rules": [r for r in g["rules"] if (r.get("record") or r["alert"]) in needed]} for g in groups]
-    return {"groups": [g for g in kept if g["rules"]]}
 
 
 def test_a_shop_of_50_orders_a_day_pages_six_hours_after_its_checkout_breaks_and_not_on_quiet_nights(
