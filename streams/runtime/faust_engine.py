@@ -44,6 +44,7 @@ class FaustSource:
         self.app = app
         self.engine = engine
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.running = False  # Faust started: its timer ticked
 
     def tp(self, key: Key, offset: int | None = None) -> TP:
         return TP(self.engine.pipeline.topic_of[key[0]], key[1])
@@ -64,7 +65,17 @@ class FaustSource:
         fetched a second time."""
 
     def seek(self, key: Key, offset: int) -> None:
-        self._soon(self.app.consumer.seek, self.tp(key), offset)
+        # seek_wait, not seek: Faust's seek moves aiokafka's position from the event loop while
+        # the consumer thread fetches, and the fetcher then crashed the worker (KeyError in
+        # fetched_records, seen after a broker restart); seek_wait runs on the consumer's thread.
+        self._soon(self._seek_on_consumer_thread, self.tp(key), offset)
+
+    async def _seek_on_consumer_thread(self, tp: TP, offset: int) -> None:
+        try:
+            await self.app.consumer.seek_wait({tp: offset})
+        except Exception as exc:  # noqa: BLE001 - revoked meanwhile, or the broker is away: the gap shows again
+            log.warning("event=seek_failed topic=%s partition=%d offset=%d error=%r", tp.topic, tp.partition,
+                        offset, exc)
 
     def pause(self, keys: set[Key]) -> None:
         if keys:
@@ -171,6 +182,7 @@ def build_app(settings: Settings, engine: Engine) -> faust.App:
 
     @app.timer(1.0)
     async def tick() -> None:  # idle partitions and retries also move when no message comes
+        source.running = True
         await run(step, [])
 
     async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
@@ -187,8 +199,11 @@ def build_app(settings: Settings, engine: Engine) -> faust.App:
     return app
 
 
-def run_faust(settings: Settings, publisher: Publisher, log_level: str) -> None:
-    """Run the Faust worker until SIGTERM or Ctrl-C (Faust handles both)."""
+def run_faust(settings: Settings, publisher: Publisher, log_level: str) -> bool:
+    """Run the Faust worker until SIGTERM or Ctrl-C (Faust handles both). True when Faust gave
+    up before it ran because the broker went away while it started (its producer could not
+    bootstrap): the caller waits for the broker and starts over, as for a broker that was
+    down from the start."""
     engine = Engine(settings, publisher, "faust")
     app = build_app(settings, engine)
     watch = BrokerWatch(publisher, settings).start()
@@ -197,9 +212,15 @@ def run_faust(settings: Settings, publisher: Publisher, log_level: str) -> None:
     worker.spinner = None
     try:
         worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None) or engine.source.running:
+            raise
+        log.warning("event=broker_lost_during_start action=start_over_when_it_returns")
+        return True
     finally:
         watch.stop()
         engine.close()
+    return False
 
 
 def _credentials(settings: Settings):

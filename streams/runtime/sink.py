@@ -68,6 +68,7 @@ class Sink:
         self.producers: dict[Key, Producer] = {}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="cxpulse-sink")
         self.failures: dict[str, int] = {"fenced": 0, "failed": 0}
+        self._nudges = 0
 
     def _producer(self, key: Key) -> Producer:
         stage, partition = key
@@ -119,12 +120,23 @@ class Sink:
         """Write every outbox in its own transaction, side by side. ``offsets_for(outbox)``
         gives the TopicPartition to commit in the transaction with consumer-group metadata
         ``group`` (None: the source commits by itself, after)."""
+        failed: list[str] = []  # the first failure's error, once one transaction failed
+
         def write_one(outbox: Outbox) -> tuple[Key, Result]:
             producer = self.producers.get(outbox.key)
             if producer is None:
                 return outbox.key, Result("failed", error="no producer: partition not claimed")
+            if failed:
+                # A failure other than fencing is the broker's (gone, restarted, timing out): the
+                # next transaction would wait out the same timeouts, and a batch of two dozen
+                # partitions would hold the worker (and a SIGTERM) for minutes. The rest are
+                # replayed with the failed one, after the retry delay.
+                return outbox.key, Result("failed", error=f"not tried after: {failed[0]}")
             offset = offsets_for(outbox) if offsets_for is not None and group is not None else None
-            return outbox.key, self._transaction(producer, outbox, offset, group)
+            result = self._transaction(producer, outbox, offset, group)
+            if result.outcome == "failed":
+                failed.append(result.error)
+            return outbox.key, result
 
         return dict(map(write_one, outboxes))  # one at a time: see the module docstring
 
@@ -160,16 +172,21 @@ class Sink:
             producer.commit_transaction(self.timeout_s)
         except (KafkaException, BufferError, TimeoutError, SystemError) as exc:
             # A fatal error (fenced) can surface from inside a delivery callback during flush():
-            # confluent-kafka then raises SystemError with the KafkaException as its cause.
+            # confluent-kafka then raises SystemError, with the KafkaException as its cause or
+            # (2.16, after a broker restart under load) with none ("exception <class 'str'> is
+            # not a BaseException subclass"). Either way the transaction did not commit.
             cause = exc.__cause__ if isinstance(exc, SystemError) else exc
-            if isinstance(exc, SystemError) and not isinstance(cause, KafkaException):
-                raise
-            error = cause.args[0] if cause.args and isinstance(cause.args[0], KafkaError) else None
+            error = (cause.args[0] if isinstance(cause, KafkaException) and cause.args
+                     and isinstance(cause.args[0], KafkaError) else None)
             fenced = error is not None and (error.fatal() or error.code() in _FENCED)
             if not fenced:
                 try:
                     producer.abort_transaction(self.timeout_s)
-                except KafkaException:
+                except KafkaException as abort:
+                    # a producer the abort finds fatal can write no more: treat it as fenced
+                    # (the engine drops the state; a rebalance or the next claim starts afresh)
+                    fenced = bool(abort.args) and isinstance(abort.args[0], KafkaError) and abort.args[0].fatal()
+                except SystemError:
                     pass
             outcome: Outcome = "fenced" if fenced else "failed"
             self.failures[outcome] += 1
@@ -192,7 +209,14 @@ class Sink:
         until that producer itself ends another transaction. On Kafka it is never needed; if it
         happens, the stages read ``[]`` and move on. True if at least one producer wrote."""
         wrote = False
-        for producer in list(self.producers.values()) if targets else []:
+        deadline = time.monotonic() + self.timeout_s
+        producers = list(self.producers.values()) if targets else []
+        # each nudge starts one producer further on: one that keeps timing out cannot starve the rest
+        self._nudges += 1
+        start = self._nudges % len(producers) if producers else 0
+        for producer in producers[start:] + producers[:start]:
+            if time.monotonic() > deadline:
+                break  # a broker this slow is in trouble: the next nudge goes on (nothing is lost)
             try:
                 producer.begin_transaction()
                 for topic, partition in targets:

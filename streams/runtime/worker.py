@@ -266,17 +266,22 @@ def run(args: argparse.Namespace) -> int:
              "grace=%dms remote_write=%s", settings.engine, settings.bootstrap_servers, settings.metrics_host,
              settings.metrics_port, settings.partitions, settings.window_ms, settings.grace_ms,
              settings.remote_write_url or "off")
+    start_over = False
     try:
         if settings.engine == "faust":
             from streams.runtime.faust_engine import run_faust  # Faust is heavy to import: only for it
 
-            run_faust(settings, publisher, args.log_level)
+            start_over = run_faust(settings, publisher, args.log_level)
         else:
             _run_batch_engine(settings, publisher)
     finally:
         initiatives.stop()
         server.shutdown()
         log.info("event=worker_stopped")
+    if start_over and wait_for_broker(settings, publisher):
+        # The same process (pid, command line, environment) from the start: a fresh Faust.
+        logging.shutdown()
+        os.execv(sys.executable, sys.orig_argv)
     return 0
 
 

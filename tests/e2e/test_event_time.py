@@ -1,6 +1,6 @@
 """What Prometheus returns for every event-time window equals the analyst's number.
 
-One run of about 15 minutes of event time, sent paced at 5x real time into a stack of a
+One run of about 15 minutes of event time, sent paced at 10x real time into a stack of a
 real broker, cxpulse workers writing complete windows to a real Prometheus (remote write,
 its out-of-order window on), and the shipped recording rules. The traffic carries what
 production does to numbers:
@@ -44,7 +44,7 @@ from tests.reference import Params, Reference, event_ms, partition_of
 
 MINUTE = 60_000
 SPAN_MS = 15 * MINUTE
-SPEEDUP = 5.0  # event time per wall time while sending
+SPEEDUP = 10.0  # event time per wall time while sending
 RATE = 30.0  # events per second of event time (about 200 sessions a minute per storefront)
 QUIET = ("ticket", 3, 3 * MINUTE, 10 * MINUTE)  # family, partition, from, to (offsets into the run)
 ORDERS_LAG_MS = 3 * MINUTE
@@ -133,7 +133,7 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
                                        workdir=tmp_path / "prometheus").start()
         for worker in workers:
             worker.wait_ready(120)
-        # event time: the last 15 minutes before now + the send time at 5x (ends about now)
+        # event time: the last 15 minutes before now + the send time at 10x
         now_ms = int(time.time() * 1000)
         start_ms = now_ms - now_ms % MINUTE - 20 * MINUTE
         traffic = _traffic(start_ms)
