@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from streams.config import Settings
 from streams.errors import StateRecoveryError
+from streams.pipeline.records import Record
 from streams.runtime.kafka import client_config
 
 log = logging.getLogger("cxpulse.changelog")
@@ -150,6 +151,27 @@ class ChangelogReader:
         found = self._to_end([TopicPartition(topic, p, start) for p, start in starts.items()], keep=True,
                              committed=committed)
         return {partition: found[topic, partition] for partition in starts}
+
+    def read_held(self, topic: str, partition: int, start: int, timeout_s: float = 5.0) -> list[Record]:
+        """Records of one partition from ``start`` to its log end, read_uncommitted: for a merge or
+        customer partition whose read_committed end the broker holds (Engine._read_held). What
+        arrives within ``timeout_s``; the rest is read the next time."""
+        consumer = self._client(committed=False)
+        consumer.assign([TopicPartition(topic, partition, start)])
+        out: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                for message in consumer.consume(10_000, 0.1):
+                    error = message.error()
+                    if error is None:
+                        out.append(Record(message.topic(), message.partition(), message.offset(),
+                                          message.timestamp()[1], message.value()))
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        return out
+            return out
+        finally:
+            consumer.unassign()
 
     def highwaters(self, topic_partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The Fetch high-water mark of each (topic, partition), read from near the end (the

@@ -51,6 +51,9 @@ RETRY_S = 2.0  # between attempts to recover a partition while the broker is awa
 REFENCE_S = 15.0  # a fenced partition still assigned after this long is claimed again
 HELD_READS = 2  # failed committed changelog reads before one read_uncommitted (ChangelogReader.read)
 NUDGE_S = 10.0  # a merge or customer partition that reads nothing this long while records wait
+# ... and one still held after this long is read read_uncommitted (Engine._read_held): longer than
+# the sink's transaction timeout (60 s), after which Kafka's coordinator has aborted any open one.
+HELD_STAGE_S = 75.0
 
 
 class Source(Protocol):
@@ -77,6 +80,8 @@ class Engine:
         self.reader = ChangelogReader(settings)
         self.reader.on_stall = self._nudge
         self._stuck: dict[Key, tuple[int, float]] = {}  # key -> (position, since) of a still position
+        self._still: dict[Key, tuple[int, float]] = {}  # key -> (position, since it has not moved)
+        self.held_stages: set[Key] = set()  # merge/customer partitions read read_uncommitted
         self._next_nudge_check = 0.0
         self.nudges = 0
         self._held_reads = 0  # changelog reads in a row that made no progress
@@ -113,6 +118,7 @@ class Engine:
             self.to_recover -= keys
             for key in keys:
                 self._fenced_at.pop(key, None)
+            self.held_stages -= keys
             self.pipeline.release(keys)
             self.sink.release(keys)
             self._publish(set())
@@ -248,6 +254,7 @@ class Engine:
             if now >= self._next_nudge_check:
                 self._next_nudge_check = now + 1.0
                 self._nudge_if_stuck(now)
+                outboxes += self._read_held()
             for key, family, end in self.exporter.acked():
                 state = self.pipeline.states.get(key)  # type: ignore[arg-type]
                 if isinstance(state, MergeState):
@@ -339,9 +346,12 @@ class Engine:
         records beyond it in the log (the log's end, not the read_committed one)."""
         stuck = False
         for key, state in self.pipeline.states.items():
-            if key[0] not in ("merge", "customer") or key in self.to_recover:
+            if key[0] not in ("merge", "customer") or key in self.to_recover or key in self.held_stages:
                 continue
             position = state.meta.through
+            still = self._still.get(key)
+            if still is None or still[0] != position:
+                self._still[key] = (position, now)
             seen = self._stuck.get(key)
             if seen is None or seen[0] != position:
                 self._stuck[key] = (position, now)
@@ -355,9 +365,45 @@ class Engine:
                 continue
             if end - position >= 2:  # more than a transaction marker waits
                 stuck = True
+                held_s = now - self._still[key][1]
+                if held_s >= HELD_STAGE_S and self.publisher.broker_up:
+                    self.held_stages.add(key)
+                    log.warning("event=stage_read_uncommitted family=%s partition=%d position=%d log_end=%d "
+                                "held_s=%.0f reason=read_committed_end_held", key[0], key[1], position, end, held_s)
             self._stuck[key] = (position, now)
         if stuck:
             self._nudge()
+
+    def _read_held(self) -> list[Outbox]:
+        """Read the held merge and customer partitions read_uncommitted and apply what they hold;
+        the outboxes written.
+
+        A broker that never ends a transaction on these partitions holds their read_committed
+        end for good (the Tansu test broker, after a worker died holding a producer whose
+        transaction it lists as committed and open at once: docs/operations.md); nudges cannot
+        release it. The two stages are idempotent by design (a window partial replaces its
+        source partition's earlier one; a customer fact counts once per event id), so reading
+        records of a transaction that is still open, or that aborted and was written again by
+        a replay, changes nothing. Kafka ends or aborts every transaction within its timeout:
+        there a partition is never held this long. The source still holds the partition at the
+        old position; what it may deliver later lies below the state's position (a replay)."""
+        out: list[Outbox] = []
+        for key in sorted(self.held_stages):
+            state = self.pipeline.states.get(key)
+            if state is None or key in self.to_recover or key not in self.assigned:
+                self.held_stages.discard(key)  # recovered or moved: read as usual until held again
+                continue
+            try:
+                records = self.reader.read_held(self.pipeline.topic_of[key[0]], key[1], state.meta.through)
+            except KafkaException:
+                continue
+            outboxes = self.pipeline.plan(records)
+            log.debug("event=held_read family=%s partition=%d from_offset=%d records=%d outboxes=%d", key[0], key[1],
+                      state.meta.through, len(records), len(outboxes))
+            if outboxes:
+                self._write(outboxes)
+                out += outboxes
+        return out
 
     def _caught_up(self) -> set[Key]:
         """Partitions whose state has read everything the last fetch said there was."""

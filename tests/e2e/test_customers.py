@@ -65,3 +65,56 @@ def test_customer_kpis_survive_a_sigkill_and_equal_the_reference(make_settings: 
         assert (name, None) in shown, f"{name}: nothing to compare"
     for period in ("30d", "90d", "365d"):
         assert ("cxpulse_customer_retention_retained", period) in shown, f"no {period} customer retained"
+
+
+# A transaction that is never ended, on every customer and windows partition: a producer killed
+# inside it, under a transactional id no worker claims (so no claim aborts it). The Tansu test
+# broker never times a transaction out (Kafka aborts it after transaction.timeout.ms), so their
+# read_committed ends stay where it began for good, as after the stuck producer of
+# docs/operations.md.
+_OPEN_FOREVER = """
+import sys, time
+from confluent_kafka import Producer
+bootstrap, partitions, topics = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "stray-open-transaction"})
+producer.init_transactions(30)
+producer.begin_transaction()
+for topic in topics:
+    for partition in range(partitions):
+        producer.produce(topic, b"[]", partition=partition)  # read as nothing by the stages
+producer.flush(30)
+print("open", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_customer_kpis_equal_the_reference_when_the_broker_holds_the_stages_topics_for_good(
+        make_settings: Callable[..., Settings], workers, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from streams.runtime.engine import HELD_STAGE_S
+
+    settings = make_settings(cohort_weeks=60, retention_periods_ms=(30 * DAY, 90 * DAY, 365 * DAY))
+    opener = subprocess.Popen([sys.executable, "-c", _OPEN_FOREVER, settings.bootstrap_servers,
+                               str(settings.partitions), settings.topic_customers, settings.topic_windows],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert opener.stdout.readline().strip() == "open", "the stray transaction did not open"
+    finally:
+        opener.kill()  # dies inside its transaction
+        opener.wait()
+    year, grid = 365 * DAY, -3 * DAY  # placed as in the test above
+    start = grid + (int(time.time() * 1000) - 400 * DAY - grid) // year * year
+    events = customer_events(random.Random(7), customers=300, days=200, t0=start - 100 * DAY)
+    worker = workers(settings, 0)
+    worker.wait_ready(JOIN_S)
+    send_events(settings, events, 200, 0.1)
+    ref = Reference.compute(events, Params.of(settings))
+    # the stages read nothing for HELD_STAGE_S (75 s: beyond Kafka's transaction timeout), then
+    # read their partitions read_uncommitted; the deadline adds the margin of a loaded machine
+    problems = compare_customers([worker], events, ref, settings, timeout_s=HELD_STAGE_S + 90)
+    assert not problems, "\n".join(problems[:40])
+    log = worker.log_path.read_text()
+    assert "event=stage_read_uncommitted family=customer" in log, "the customer stage was never held"
+    assert "event=stage_read_uncommitted family=merge" in log, "the merge stage was never held"

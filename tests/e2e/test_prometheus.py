@@ -59,7 +59,8 @@ from tests.customer_events import DAY, customer_events
 from tests.helpers import free_port
 from tests.helpers import send_events as send
 
-# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
+# Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup); the
+# CPU-bound promtool run of tests/rules/test_small_shops.py shares the group, so never runs beside it.
 pytestmark = pytest.mark.xdist_group("test_prometheus")
 
 RATE = 600
