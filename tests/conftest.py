@@ -78,9 +78,30 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 _FIRST = ("tests/e2e/", "tests/faults/", "tests/fuzz/", "tests/rules/", "tests/integration/")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         path = item.nodeid
         return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
 
     items.sort(key=rank)  # stable: a module's own order is kept
+    _keep_xdist_groups(config, items)
+
+
+def _keep_xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put each ``xdist_group`` test's group into its node id, as pytest-xdist's loadgroup expects.
+
+    pytest-xdist 3.8 writes the group to ``item._nodeid``; pytest 9 reads node ids from
+    ``item._id``, so the group was lost and a group's tests went to both test processes: each
+    set up the module's stack (the Prometheus e2e ran two simulators, brokers and Prometheus
+    servers at once, and the report's backfill ran twice). Measured with a three-test group:
+    two module setups before, one after."""
+    from _pytest.nodeid import coerce_node_id
+
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)
