@@ -118,6 +118,7 @@ class Engine:
             self.to_recover -= keys
             for key in keys:
                 self._fenced_at.pop(key, None)
+                self._still.pop(key, None)  # a later owner's stand-still counts from its own start
             self.held_stages -= keys
             self.pipeline.release(keys)
             self.sink.release(keys)
