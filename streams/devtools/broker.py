@@ -75,21 +75,38 @@ def tansu_binary() -> Path:
     return path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (the OS picks it; a race is possible but rare).
+# Below Linux's ephemeral range (32768-60999): no client connection is given a port from here.
+_LISTEN_PORTS = range(20_000, 32_000)
 
-        >>> 1024 < free_port() < 65536
+
+def free_port(host: str = "127.0.0.1", neighbours: int = 3) -> int:
+    """A TCP port free on ``host`` right now, with the ``neighbours`` after it free too (local
+    workers take base + i). Picked at random below the ephemeral range: a port the OS hands out
+    (bind to 0) lies in it, where any outgoing connection may take base + 1 a moment later (a
+    full test run had a worker's metrics port taken so). A race with another picker is possible
+    but rare.
+
+        >>> 20_000 <= free_port() < 32_000
         True
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    import random
+
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.randrange(_LISTEN_PORTS.start, _LISTEN_PORTS.stop - neighbours)
+        if not any(_port_taken(host, candidate, reuse=False) for candidate in range(port, port + neighbours + 1)):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: let the OS pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def _port_taken(host: str, port: int) -> bool:
-    """True if something listens on ``host:port`` (TIME_WAIT leftovers do not count)."""
+def _port_taken(host: str, port: int, reuse: bool = True) -> bool:
+    """True if something listens on ``host:port`` (TIME_WAIT leftovers do not count with
+    ``reuse``; without it, any socket on the port does)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
