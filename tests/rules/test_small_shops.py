@@ -6,8 +6,12 @@ window; the test shows when, and that a normal quiet night and a normal week do 
 
 The week is written as a table (below) and expanded here into what the merge stage remote-writes:
 ``cxpulse_window_*{window="1m"}`` per minute, the 1-hour views ending every minute, and
-``cxpulse_window_complete`` marks; then ``promtool test rules`` runs the shipped rules file over
-it, evaluating every minute for 14 days, and the ALERTS series it records are read back.
+``cxpulse_window_complete`` marks; then ``promtool test rules`` runs the shipped rules over it,
+evaluating them every 5 minutes for 14 days, and the ALERTS series it records are read back. Every
+5 minutes, not every minute: promtool evaluates each rule at each step, and 20,160 one-minute steps
+took about 6 minutes of CPU. The times this test asserts fall on 5-minute steps; the minute the
+6-hour window loses the last order is checked exactly, from the shipped rule's own expression
+evaluated at 15:54 and at 15:55.
 
 A weekday, hour by hour (sessions a minute, orders in the hour, placed evenly in it):
 
@@ -124,6 +128,8 @@ def series() -> list[dict[str, str]]:
 
 
 STOPPED = 'ALERTS{alertname="CxpulseOrdersStopped"'
+EVALUATION_INTERVAL = "5m"  # the asserted times (15:55, 16:00) are steps of it; see the docstring
+EXPECTED_6H = 'storefront:cxpulse_conversion:expected_orders_window6h{storefront="broken"}'
 # The alerts this test reads back: promtool evaluates every rule of its file each minute, so the file
 # it gets holds the shipped rules these alerts read (and those they read), unchanged and in order.
 ALERTS = ("CxpulseOrdersStopped", "CxpulseConversionCollapse", "CxpulseConversionDrop", "CxpulseConversionDropSixHours",
@@ -138,10 +144,15 @@ def test_a_shop_of_50_orders_a_day_pages_six_hours_after_its_checkout_breaks_and
     assert sum(orders[:5 * DAY_MIN]) == 5 * 50 and sum(sessions[:DAY_MIN]) == 2820  # the table's figures
     end = f"{DAYS}d"
     rules = shipped_rules_for(ALERTS)
+    recorded = {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    ratio_6h = recorded["storefront:cxpulse_conversion:ratio_window6h"].replace("{window=", '{storefront="broken", window=')
+    sessions_6h = recorded["storefront:cxpulse_conversion:denominator_window6h"].replace(
+        "{window=", '{storefront="broken", window=')
+    assert ratio_6h.count('{storefront="broken", window=') == 3 and 'storefront="broken"' in sessions_6h
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False, width=1_000_000))
     test = {
         "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
+        "evaluation_interval": EVALUATION_INTERVAL,
         "group_eval_order": [g["name"] for g in rules["groups"]],
         "tests": [{
             "interval": "1m",
@@ -161,6 +172,17 @@ def test_a_shop_of_50_orders_a_day_pages_six_hours_after_its_checkout_breaks_and
                                             'family="order", kind="kpi", severity="critical", '
                                             'storefront="broken", window="6h"}',
                                   "value": (9 * 24 + 15) * 3600 + 55 * 60}]},
+                # to the minute, from the shipped expression: the 6-hour window read at 15:54 still holds the
+                # 09:50 order, the one read at 15:55 has none of 951 sessions (worked by hand above) ...
+                {"expr": f'({ratio_6h}) > bool 0', "eval_time": "9d15h54m",
+                 "exp_samples": [{"labels": '{storefront="broken"}', "value": 1}]},
+                {"expr": f'({ratio_6h}) == bool 0', "eval_time": "9d15h55m",
+                 "exp_samples": [{"labels": '{storefront="broken"}', "value": 1}]},
+                {"expr": sessions_6h, "eval_time": "9d15h55m",
+                 "exp_samples": [{"labels": '{storefront="broken"}', "value": 951}]},
+                # ... where 11.42 orders were expected (the rule recorded at the 15:55 step)
+                {"expr": f"({EXPECTED_6H} > bool 11.41) * ({EXPECTED_6H} < bool 11.43)", "eval_time": "9d15h55m",
+                 "exp_samples": [{"labels": '{storefront="broken"}', "value": 1}]},
                 # the hourly window never expects enough orders at 50 a day
                 {"expr": f'count_over_time({STOPPED}, window="1h"}}[{end}])', "eval_time": end, "exp_samples": []},
                 # normal: nothing pending or firing in two weeks ...
