@@ -138,6 +138,7 @@ class PrometheusProcess:
     rules: list[Path] = field(default_factory=lambda: [RULES_FILE])
     workdir: Path | None = None
     process: subprocess.Popen | None = None
+    evaluation_interval: str | None = None  # the scrape interval unless set
 
     @property
     def url(self) -> str:
@@ -152,7 +153,8 @@ class PrometheusProcess:
         rules = "".join(f"\n  - {path}" for path in self.rules if path.exists())
         targets = ", ".join(f"'{t}'" for t in self.targets)
         return (
-            f"global:\n  scrape_interval: {self.scrape_interval}\n  evaluation_interval: {self.scrape_interval}\n"
+            f"global:\n  scrape_interval: {self.scrape_interval}\n"
+            f"  evaluation_interval: {self.evaluation_interval or self.scrape_interval}\n"
             # complete event-time windows arrive by remote write, stamped with their end: older
             # than the newest sample of a series when a worker catches up or a partition moves
             f"storage:\n  tsdb:\n    out_of_order_time_window: {OUT_OF_ORDER_WINDOW}\n"
