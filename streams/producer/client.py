@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 
 # Failed reports kept for the DeliveryError of the next flush (the count is always exact).
 _KEPT_FAILURES = 100
+# How long past delivery.timeout.ms a flush without a timeout waits for the client to answer
+# before it fails what the client still holds (``Producer._expire``).
+FLUSH_MARGIN_S = 2.0
+
+
+@dataclass
+class _InFlight:
+    """A message handed to the client: when, where, and whose events."""
+
+    at: float  # monotonic seconds
+    topic: str
+    partition: int
+    ids: list[str]
+    callbacks: list[DeliveryCallback | None]
 
 
 @dataclass
@@ -161,6 +175,11 @@ class Producer(EventMethods):
         self._failures_lock = threading.Lock()
         self._failed_reports: list[DeliveryReport] = []
         self._failed = 0
+        # Messages handed to the client and not yet answered, by a number of ours: a flush
+        # without a timeout fails those the client still holds past delivery.timeout.ms itself
+        # (``_expire``). Guarded by _failures_lock; whoever pops an entry reports it, once.
+        self._in_flight: dict[int, _InFlight] = {}
+        self._sent_count = 0
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
@@ -192,7 +211,8 @@ class Producer(EventMethods):
     def flush(self, timeout_s: float | None = None) -> None:
         """Send every waiting event and wait, at most ``timeout_s`` seconds, for Kafka's answers.
 
-        Without a timeout the wait is bounded by ``delivery.timeout.ms`` (30 s by default).
+        Without a timeout the wait is bounded by ``delivery.timeout.ms`` (30 s by default) plus
+        2 s; an event the client has still not answered then is reported failed like the others.
         Raises ``DeliveryError`` if any event sent since the last flush failed (all of them
         are counted, the first 100 kept in ``.reports``), ``ProducerError`` on the timeout.
 
@@ -202,11 +222,18 @@ class Producer(EventMethods):
         with self._lock:
             self._send_ready(force=True)
         if self._kafka is not None:  # never connected: nothing was handed to a client
+            started = time.monotonic()
+            # Without a timeout, the bound is delivery.timeout.ms plus a margin: kafka-python
+            # 3.0.12 can keep a batch it sent to a broker that died forever (a full suite run
+            # hung in this flush), so what it still holds then is failed here (``_expire``).
+            bound = timeout_s if timeout_s is not None else self.client_config["delivery_timeout_ms"] / 1000 + FLUSH_MARGIN_S
             try:
-                self._kafka.flush(timeout=timeout_s)
+                self._kafka.flush(timeout=bound)
             except Exception as exc:
-                raise ProducerError(f"flush did not finish within {timeout_s} s against Kafka at "
-                                    f"{self.bootstrap_servers}: {_describe(exc)}") from exc
+                if timeout_s is not None:
+                    raise ProducerError(f"flush did not finish within {timeout_s} s against Kafka at "
+                                        f"{self.bootstrap_servers}: {_describe(exc)}") from exc
+                self._expire(started, exc)
         with self._failures_lock:
             reports, failed = self._failed_reports, self._failed
             self._failed_reports, self._failed = [], 0
@@ -370,16 +397,39 @@ class Producer(EventMethods):
             except Exception as exc:  # the client refused it (buffer full past max.block.ms, closed)
                 self._report(topic, partition, ids, callbacks, None, exc)
                 continue
-            future.add_callback(self._delivered, topic, partition, ids, callbacks)
-            future.add_errback(self._failed_delivery, topic, partition, ids, callbacks)
+            with self._failures_lock:
+                self._sent_count += 1
+                number = self._sent_count
+                self._in_flight[number] = _InFlight(time.monotonic(), topic, partition, ids, callbacks)
+            future.add_callback(self._delivered, number)
+            future.add_errback(self._failed_delivery, number)
 
-    def _delivered(self, topic: str, partition: int, ids: list[str], callbacks: list[DeliveryCallback | None],
-                   metadata: Any) -> None:
-        self._report(topic, metadata.partition, ids, callbacks, metadata.offset, None)
+    def _answered(self, number: int) -> _InFlight | None:
+        """The message's entry, taken out: None when it was already reported (``_expire``)."""
+        with self._failures_lock:
+            return self._in_flight.pop(number, None)
 
-    def _failed_delivery(self, topic: str, partition: int, ids: list[str],
-                         callbacks: list[DeliveryCallback | None], error: BaseException) -> None:
-        self._report(topic, partition, ids, callbacks, None, error)
+    def _delivered(self, number: int, metadata: Any) -> None:
+        if (sent := self._answered(number)) is not None:
+            self._report(sent.topic, metadata.partition, sent.ids, sent.callbacks, metadata.offset, None)
+
+    def _failed_delivery(self, number: int, error: BaseException) -> None:
+        if (sent := self._answered(number)) is not None:
+            self._report(sent.topic, sent.partition, sent.ids, sent.callbacks, None, error)
+
+    def _expire(self, flush_started: float, cause: BaseException) -> None:
+        """Fail every message handed to the client before the flush began that it has not answered
+        within the flush's bound: each has had at least delivery.timeout.ms. If the client delivers
+        one later after all, its report is dropped (the event was reported failed; a resend is
+        deduplicated by event_id downstream)."""
+        with self._failures_lock:
+            expired = [n for n, sent in self._in_flight.items() if sent.at <= flush_started]
+            entries = [self._in_flight.pop(n) for n in expired]
+        timeout_ms = self.client_config["delivery_timeout_ms"]
+        for sent in entries:
+            error = ProducerError(f"no answer from Kafka within delivery.timeout.ms={timeout_ms} "
+                                  f"(+{FLUSH_MARGIN_S:g} s): {_describe(cause)}")
+            self._report(sent.topic, sent.partition, sent.ids, sent.callbacks, None, error)
 
     def _report(self, topic: str, partition: int, ids: list[str], callbacks: list[DeliveryCallback | None],
                 offset: int | None, error: BaseException | None) -> None:

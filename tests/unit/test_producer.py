@@ -24,11 +24,13 @@ from typing import Any, Callable
 
 import orjson
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from streams.config import Settings
 from streams.contract import ENVELOPE, EVENT_TYPES, _murmur2_python, message_key, murmur2, partition_for
 from streams.decode import decode_message
 from streams.errors import ConfigError, DeliveryError, InvalidEvent, ProducerError
+from streams.producer.client import FLUSH_MARGIN_S
 from streams.producer import (
     CLIENT_SETTINGS,
     METHODS,
@@ -223,6 +225,40 @@ def test_delivery_failure_surfaces_from_flush() -> None:
     assert [r.event_id for r in caught.value.reports] == [first, second]
     assert isinstance(caught.value.__cause__, OSError)
     producer.flush()  # reported once
+
+
+class StuckKafka(FakeKafka):
+    """A client that never answers a message it sent, as kafka-python 3.0.12 did once after its
+    broker was killed: its flush waits until the timeout it is given, forever without one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flush_timeouts: list[float | None] = []
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flush_timeouts.append(timeout)
+        if timeout is None:
+            raise AssertionError("flush() without a timeout would wait forever for this client")
+        raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
+
+
+def test_flush_without_a_timeout_fails_what_the_client_never_answers_after_delivery_timeout() -> None:
+    stuck = StuckKafka()
+    reports: list[Any] = []
+    producer = Producer.from_settings(SETTINGS, {"delivery.timeout.ms": 3000, "request.timeout.ms": 1000}, kafka=stuck,
+                                      storefront="shop-eu", batch_events=1, on_delivery=reports.append)
+    answered, *unanswered = producer.send_many(_sessions(3))
+    stuck.futures[0].succeed(7)
+    with pytest.raises(DeliveryError, match="delivery.timeout.ms=3000") as caught:
+        producer.flush()
+    assert stuck.flush_timeouts == [3.0 + FLUSH_MARGIN_S]  # bounded: delivery.timeout.ms and the margin
+    assert caught.value.failed == 2
+    assert [(r.event_id, r.ok) for r in reports] == [(answered, True)] + [(e, False) for e in unanswered]
+    stuck.futures[1].succeed(8)  # a late answer after the report: not reported twice, not counted again
+    assert len(reports) == 3
+    with pytest.raises(ProducerError, match="within 1 s"):  # a caller's own timeout still raises as before
+        producer.send_many(_sessions(1))
+        producer.flush(timeout_s=1)
 
 
 # ---------------------------------------------------------------- filling and validation
