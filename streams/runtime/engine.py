@@ -80,7 +80,7 @@ class Engine:
         self.reader = ChangelogReader(settings)
         self.reader.on_stall = self._nudge
         self._stuck: dict[Key, tuple[int, float]] = {}  # key -> (position, since) of a still position
-        self._still: dict[Key, tuple[int, float]] = {}  # key -> (position, since it has not moved)
+        self._still: dict[Key, tuple[int | None, float]] = {}  # key -> (position, since it has not moved)
         self.held_stages: set[Key] = set()  # merge/customer partitions read read_uncommitted
         self._next_nudge_check = 0.0
         self.nudges = 0
@@ -109,6 +109,11 @@ class Engine:
             self.assigned |= keys
             self.to_recover |= keys
             self._retry_at = 0.0
+            now = time.monotonic()
+            for key in keys:
+                # A stage partition stands still from its assignment: a recovery held up by the same
+                # open transaction (event=recovery_deferred) counts toward HELD_STAGE_S.
+                self._still[key] = (None, now)
             self._publish(set())
         log.info("event=partitions_assigned partitions=%s", describe(keys))
 
@@ -351,7 +356,9 @@ class Engine:
                 continue
             position = state.meta.through
             still = self._still.get(key)
-            if still is None or still[0] != position:
+            if still is not None and still[0] is None:  # first look since its assignment
+                self._still[key] = (position, still[1])
+            elif still is None or still[0] != position:
                 self._still[key] = (position, now)
             seen = self._stuck.get(key)
             if seen is None or seen[0] != position:

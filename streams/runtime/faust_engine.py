@@ -22,7 +22,10 @@ import logging
 import os
 import shutil
 import ssl
+import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -95,6 +98,60 @@ class FaustSource:
 
     def commit(self, offsets: dict[Key, int]) -> None:
         pass
+
+
+# A revocation must be followed by an assignment (empty, in a group with more members than
+# partitions) within this long while the broker answers; else the worker starts over.
+REJOIN_S = 60.0
+
+
+class RejoinWatch:
+    """Restarts the worker process when Faust's group membership died after a revocation.
+
+    Seen beside a CPU hog: a worker resumed after a stall past the session timeout had its
+    partitions revoked (aiokafka: "Heartbeat session expired", UnknownMemberId), and then Faust
+    never rejoined: no assignment for minutes, the worker alive, ready and counting nothing.
+    Starting over (the same process image, ``os.execv``) is a crash and restart, which the
+    pipeline recovers from exactly (state from the changelog, producers fenced)."""
+
+    def __init__(self, engine: Engine, limit_s: float = REJOIN_S) -> None:
+        self.engine = engine
+        self.limit_s = limit_s
+        self._revoked_at: float | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def revoked(self) -> None:
+        with self._lock:
+            self._revoked_at = time.monotonic()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="cxpulse-rejoin-watch", daemon=True)
+            self._thread.start()
+
+    def assigned(self) -> None:
+        with self._lock:
+            self._revoked_at = None
+
+    def overdue(self, now: float) -> float | None:
+        """Seconds since an unanswered revocation, once past the limit with the broker up."""
+        with self._lock:
+            since = self._revoked_at
+        if since is None or not self.engine.publisher.broker_up:
+            if since is not None:
+                with self._lock:  # the broker was away: the wait counts from its return
+                    self._revoked_at = now if self._revoked_at is not None else None
+            return None
+        waited = now - since
+        return waited if waited >= self.limit_s else None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            waited = self.overdue(time.monotonic())
+            if waited is not None:
+                log.critical("event=group_rejoin_stalled waited_s=%.0f action=restart_process", waited)
+                logging.shutdown()
+                os.execv(sys.executable, sys.orig_argv)
 
 
 def _limit_fetch_wait(wait_ms: int) -> None:
@@ -186,14 +243,17 @@ def build_app(settings: Settings, engine: Engine) -> faust.App:
         await run(step, [])
 
     async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        rejoin.assigned()
         keys = {key for key in (stage_of(tp.topic, tp.partition) for tp in assigned) if key is not None}
         await run(engine.on_assigned, keys - engine.assigned)
         await run(engine.recover)
 
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        rejoin.revoked()
         keys = {key for key in (stage_of(tp.topic, tp.partition) for tp in revoked) if key is not None}
         await run(engine.on_revoked, keys, False)
 
+    rejoin = RejoinWatch(engine)
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)
     return app

@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.catalog import COUNTERS, HISTOGRAMS
 from streams.config import Settings
 from streams.devtools.stack import WorkerProcess
+from streams.runtime.engine import HELD_STAGE_S
+from streams.runtime.faust_engine import REJOIN_S
 from streams.catalog import CUSTOMER, CUSTOMER_MONEY
 from tests.customer_reference import customer_kpis
 from tests.helpers import changelog_states, wait_until
@@ -217,8 +219,11 @@ def compare_windows(settings: Settings, ref: Reference) -> list[str]:
 
 
 def compare_customers(live: list[WorkerProcess], events: list[dict], ref: Reference, settings: Settings,
-                      timeout_s: float = 60.0) -> list[str]:
-    """Customer-level gauges, summed over the live workers, against tests/customer_reference.py."""
+                      timeout_s: float = HELD_STAGE_S + 60.0) -> list[str]:
+    """Customer-level gauges, summed over the live workers, against tests/customer_reference.py.
+
+    The deadline covers a customer partition the broker holds after a worker died inside a
+    transaction: the stage reads it read_uncommitted HELD_STAGE_S after its assignment."""
     counted = [e for e, decision in zip(events, ref.decisions) if decision == "counted"]
     expected = customer_kpis(counted, settings.partitions, settings.post_support_ms,
                              tuple(p // 86_400_000 for p in settings.retention_periods_ms))
@@ -332,6 +337,7 @@ def test_rebalance_add_stop_and_kill_workers_stays_exact(make_settings: Callable
         return all(shares.values())
 
     try:
-        wait_until(shared, timeout_s=60, interval_s=1, what="every live worker owning partitions")
+        # up to the Faust engine's rejoin watch (a member whose group died starts over) and a join
+        wait_until(shared, timeout_s=REJOIN_S + 60, interval_s=1, what="every live worker owning partitions")
     except AssertionError as exc:
         raise AssertionError(f"after the rebalance every live worker should own partitions: {shares}") from exc
