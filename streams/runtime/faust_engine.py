@@ -135,13 +135,12 @@ class RejoinWatch:
     def overdue(self, now: float) -> float | None:
         """Seconds since an unanswered revocation, once past the limit with the broker up."""
         with self._lock:
-            since = self._revoked_at
-        if since is None or not self.engine.publisher.broker_up:
-            if since is not None:
-                with self._lock:  # the broker was away: the wait counts from its return
-                    self._revoked_at = now if self._revoked_at is not None else None
-            return None
-        waited = now - since
+            if self._revoked_at is None:
+                return None
+            if not self.engine.publisher.broker_up:
+                self._revoked_at = now  # the broker is away: the wait counts from its return
+                return None
+            waited = now - self._revoked_at
         return waited if waited >= self.limit_s else None
 
     def _watch(self) -> None:
