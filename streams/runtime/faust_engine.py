@@ -174,6 +174,31 @@ def _limit_fetch_wait(wait_ms: int) -> None:
     driver.aiokafka.AIOKafkaConsumer = CappedFetchWait
 
 
+def _never_auto_create_topics() -> None:
+    """Have every aiokafka client in this process ask for metadata with auto-creation off.
+
+    aiokafka's client sends Metadata v4+ with ``allow_auto_topic_creation`` true and has no
+    setting for it. A worker asking for its topics while they are missing (a cluster being
+    set up, a broker that came back empty, a deleted topic) would then create them with the
+    broker's defaults (wrong partition count, no retention or compaction), and cxpulse refuses
+    to start on such a topic. With it off, a missing topic stays missing until ``cxpulse
+    topics`` creates it; the batch engine's confluent-kafka consumer never auto-creates either.
+    """
+    from aiokafka import client
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    original = getattr(client.MetadataRequest, "_cxpulse_original", client.MetadataRequest)
+
+    class NoAutoCreate(original):  # type: ignore[misc, valid-type]
+        _cxpulse_original = original
+
+        def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None) -> None:
+            super().__init__(topics, False)
+
+    assert issubclass(NoAutoCreate, MetadataRequest)
+    client.MetadataRequest = NoAutoCreate
+
+
 def _scratch_dir() -> str:
     path = tempfile.mkdtemp(prefix="cxpulse-faust-")
     atexit.register(shutil.rmtree, path, True)
@@ -183,6 +208,7 @@ def _scratch_dir() -> str:
 def build_app(settings: Settings, engine: Engine) -> faust.App:
     """The Faust app with its one agent and a tick; nothing runs until a worker starts it."""
     _limit_fetch_wait(settings.fetch_wait_ms)
+    _never_auto_create_topics()
     options = dict(
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         web_enabled=False,
