@@ -107,6 +107,12 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("cxpulse_csat_score_points_total", "survey", "csat_score_sum", "Sum of CSAT answers, in points (for the mean)."),
     Counter("cxpulse_ces_responses_total", "survey", "ces_responses", "CES answers (1-7)."),
     Counter("cxpulse_ces_score_points_total", "survey", "ces_score_sum", "Sum of CES answers, in points (for the mean)."),
+    Counter("cxpulse_nps_surveys_sent_total", "survey", "nps_sent",
+            "NPS surveys sent (survey.sent of kind nps): the NPS response-rate denominator."),
+    Counter("cxpulse_csat_surveys_sent_total", "survey", "csat_sent",
+            "CSAT surveys sent (survey.sent of kind csat): the CSAT response-rate denominator."),
+    Counter("cxpulse_ces_surveys_sent_total", "survey", "ces_sent",
+            "CES surveys sent (survey.sent of kind ces): the CES response-rate denominator."),
 )
 
 HISTOGRAMS: tuple[Histogram, ...] = (

@@ -192,6 +192,9 @@ class Reference:
                 self._add(family, partition, ts, seg, "return_minor", event.get("amount_minor") or 0)
         else:  # survey
             seg = {"storefront": event["storefront"], "channel": event.get("channel") or "unknown"}
+            if kind == "survey.sent":  # rule 12: one survey sent of its kind, in its own window
+                self._add(family, partition, ts, seg, f"{event['kind']}_sent")
+                return
             kind, score = event["kind"], event["score"]
             self._add(family, partition, ts, seg, f"{kind}_responses")
             self._add(family, partition, ts, seg, f"{kind}_score_sum", score)

@@ -532,7 +532,8 @@ VOLUME = {"sessions_started": 1024, "product_views": 3072, "carts_added": 512, "
           "returns": 2, "return_amount": 32, "tickets_created": 16, "tickets_resolved_one_touch": 8,
           "tickets_reopened": 1, "tickets_resolved_unmatched": 1, "nps_responses": 64, "nps_promoters": 32,
           "nps_detractors": 8, "nps_score_points": 512, "csat_responses": 32, "csat_satisfied": 24,
-          "csat_score_points": 128, "ces_responses": 16, "ces_score_points": 48}
+          "csat_score_points": 128, "ces_responses": 16, "ces_score_points": 48, "nps_surveys_sent": 256,
+          "csat_surveys_sent": 64, "ces_surveys_sent": 64}
 SEGMENT = {"channel": "web", "device": "app", "currency": "EUR", "support_channel": "email"}
 
 

@@ -153,6 +153,42 @@ def test_surveys_split_by_kind_and_score() -> None:
     assert ref.counter("cxpulse_ces_score_points_total") == {shop: 6}
 
 
+def test_surveys_sent_count_per_kind_in_their_own_window_apart_from_the_answers() -> None:
+    # rule 12: a survey.sent is one survey sent of its kind, in the window of its own event time;
+    # an answer counts in its window, whether or not its survey.sent was seen (never joined).
+    def survey(ms: int, response: str, kind: str, score: int | None = None, event_id: str | None = None,
+               **more: str) -> dict:
+        event = {"event_id": event_id or f"e{next(_ids)}", "schema_version": 1, "storefront": "shop",
+                 "occurred_at": at(ms), "response_id": response, "kind": kind, **more,
+                 "type": "survey.sent" if score is None else "survey.answered"}
+        return event if score is None else {**event, "score": score}
+
+    twice = survey(T0 + 1000, "r2", "nps", channel="web", event_id="same")
+    events = [
+        survey(T0, "r1", "nps", channel="web"),
+        twice,
+        survey(T0 + 2000, "r3", "csat"),
+        survey(T0 + 3000, "r3", "ces"),  # the same survey's second question
+        survey(T0 + 2 * MIN, "r1", "nps", 9, channel="web"),  # r1's answer, two minutes later
+        survey(T0 + 2 * MIN, "r8", "csat", 5),  # an answer whose survey.sent was never seen
+        dict(twice),  # a resend: a duplicate
+        survey(T0 + 10 * MIN, "r4", "nps", channel="web"),
+        survey(T0 + 5000, "r5", "csat"),  # minute 0 closed at minute 3: late
+    ]
+    ref = Reference.compute(events, ONE)
+    assert ref.decisions == ["counted"] * 6 + ["duplicate", "counted", "late"]
+    web = (("storefront", "shop"), ("channel", "web"))
+    shop = (("storefront", "shop"), ("channel", "unknown"))
+    assert ref.counter("cxpulse_nps_surveys_sent_total") == {web: 3}
+    assert ref.counter("cxpulse_csat_surveys_sent_total") == {shop: 1}
+    assert ref.counter("cxpulse_ces_surveys_sent_total") == {shop: 1}
+    assert ref.counter("cxpulse_nps_responses_total") == {web: 1}
+    assert ref.counter("cxpulse_csat_responses_total") == {shop: 1}
+    assert ref.field_totals("survey", "nps_sent", start_ms=T0, end_ms=T0 + MIN) == {web: 2}
+    assert ref.field_totals("survey", "nps_responses", start_ms=T0, end_ms=T0 + MIN) == {}
+    assert ref.view("survey", T0, 5 * MIN)["cxpulse_window_nps_surveys_sent"] == {web: 2}
+
+
 # ------------------------------------------------------------------ tickets
 def test_first_response_skips_bots_customers_and_internal_notes() -> None:
     events = [
