@@ -387,6 +387,10 @@ class Reference:
             ces = total("ces_responses", "survey", group)
             if ces:
                 out["ces", group] = total("ces_score_sum", "survey", group) / ces
+            for kind in ("nps", "csat", "ces"):  # answers / surveys sent, each counted in the window
+                sent = total(f"{kind}_sent", "survey", group)
+                if sent:
+                    out[f"{kind}_response_rate", group] = total(f"{kind}_responses", "survey", group) / sent
         for (field, group), values in samples.items():
             prefix = {"first_response": "first_response", "resolution": "resolution"}[field]
             out[f"{prefix}_p50", group] = exact_quantile(values, 0.5)

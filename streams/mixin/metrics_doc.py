@@ -39,7 +39,7 @@ def uncertainty_doc() -> list[str]:
         "baselines of the alerting KPIs, with `_offset1w`):",
         "",
         f"- `{rules.denominator_rule(example, level, '1h')}`: the sample size n, the denominator's count in",
-        "  the window (sessions, checkouts, orders, answers);",
+        "  the window (sessions, checkouts, orders, answers, surveys sent);",
         f"- `{rules.bound_rule(example, level, '1h', 'lower')}` and `..._upper`: the interval's bounds.",
         "",
         f"**Shares** ({shares}) get the **Wilson score interval**, with z = {intervals.Z95}:",
@@ -101,6 +101,58 @@ def long_windows_doc() -> list[str]:
         expr = next(r["expr"] for g in rules.recording_groups() for r in g["rules"] if r["record"] == record)
         lines.append(f"| `{record}` | `{' '.join(expr.split())}` |")
     return lines + [""]
+
+
+def response_rates_doc() -> list[str]:
+    """The survey response rates: what they are recorded as, and why a ratio of two counts."""
+    from streams.mixin import rules
+
+    rates = [k for k in KPIS if k.key.endswith("_response_rate")]
+    lines = [
+        "## Survey response rates",
+        "",
+        "By event time. The response rate of a survey kind (NPS, CSAT, CES) is its answers / its surveys sent,",
+        "both counted in the same event-time window (`survey.answered` and `survey.sent`, rule 12), per",
+        "storefront and per storefront and channel, recorded like every share for 5m and 1h with its sample",
+        "size n, the surveys sent, and its 95% Wilson interval. With no survey sent in the window there is no",
+        "rate (a producer that sends no `survey.sent` gets none); the answers still count.",
+        "",
+        "| KPI | recorded (1h; `..._window5m` too) | n | interval |",
+        "|---|---|---|---|",
+    ]
+    for kpi in rates:
+        for level in rules.kpi_levels(kpi):
+            lines.append(f"| {kpi.title} | `{rules.window_rule(kpi, level, '1h')}` | "
+                         f"`{rules.denominator_rule(kpi, level, '1h')}` | "
+                         f"`{rules.bound_rule(kpi, level, '1h', 'lower')}`, `..._upper` |")
+    day = " ".join(rules.window_kpi_expr(rates[0], ("storefront", "channel"), "24h").split())
+    return lines + [
+        "",
+        "**A ratio of two counts over a range, not a join.** An answer counts in the window of its own event",
+        "time and a `survey.sent` in the window it was sent; cxpulse never pairs them by `response_id`. So over",
+        "a window as short as the usual delay from sending to answering (minutes to days) the rate lags the",
+        "sending: answers to surveys sent before the window count in it, answers still to come do not, and a",
+        "window can even show more than 100% (the interval clamps the share to [0, 1]). Over a range T much",
+        "longer than that delay d the edges nearly cancel: with a response rate r the range holds r x (surveys",
+        "sent from d before its start to d before its end) answers, so the ratio is r x (1 + (sent in the d",
+        "before the start - sent in the d before the end) / sent in the range): within about d / T of r (2% for",
+        "answers half an hour after sending, over a day), and closer still over a whole day, which starts and",
+        "ends at the same hour of the daily rhythm, so the sending rates at its two edges are about equal. A day's",
+        "rate is therefore stable from one day to the next, and a week's (the weekly report) more so. A join per",
+        "survey would have to hold every unanswered survey in state for as long as an answer may come (days),",
+        "and the rate of the newest surveys would keep rising as late answers arrive; the ratio is final as",
+        "soon as its window is complete, like every KPI here. Read it over an hour or longer, beside the score",
+        "of the same kind over the same range: a score that falls while its response rate holds is the",
+        "customers; a score that moves as the response rate falls may be who still answers.",
+        "",
+        "The NPS response rate per storefront and channel over the last complete day (its 1-minute windows",
+        "summed where the day's last minute is complete, as for the long windows above):",
+        "",
+        "```promql",
+        day,
+        "```",
+        "",
+    ]
 
 
 def customers_doc() -> list[str]:
@@ -293,7 +345,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "   answer of 4-5 satisfied. A `survey.sent` is one survey sent of its kind",
         "   (`cxpulse_<kind>_surveys_sent_total`), nothing else. Each counts in the window of its own event time:",
         "   answers and invitations are never joined by `response_id` (an answer counts whether or not its",
-        "   `survey.sent` was seen).",
+        "   `survey.sent` was seen; see *Survey response rates*).",
         "",
         *event_time_doc(settings),
         "## KPIs",
@@ -313,6 +365,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "",
         *uncertainty_doc(),
         *long_windows_doc(),
+        *response_rates_doc(),
         "## Cumulative counters (arrival time)",
         "",
         "Monotonic since the state began; one series per source `partition`, which moves with its state",

@@ -189,6 +189,40 @@ def test_surveys_sent_count_per_kind_in_their_own_window_apart_from_the_answers(
     assert ref.view("survey", T0, 5 * MIN)["cxpulse_window_nps_surveys_sent"] == {web: 2}
 
 
+def test_response_rate_is_answers_over_surveys_sent_of_the_window_per_kind() -> None:
+    # docs/metrics.md, "Survey response rates": two counts of one window, not a join by response_id
+    def survey(minute: int, response: str, kind: str, score: int | None = None, **more: str) -> dict:
+        event = {"event_id": f"e{next(_ids)}", "schema_version": 1, "storefront": "shop",
+                 "occurred_at": at(T0 + minute * MIN), "response_id": response, "kind": kind, **more,
+                 "type": "survey.sent" if score is None else "survey.answered"}
+        return event if score is None else {**event, "score": score}
+
+    events = [
+        *(survey(0, f"n{i}", "nps", channel="web") for i in range(4)),  # 4 NPS surveys sent on web
+        survey(1, "n0", "nps", 10, channel="web"),
+        survey(1, "c0", "csat"), survey(1, "c0", "csat", 4),  # CSAT: 1 sent, 1 answer (no channel)
+        survey(2, "x9", "ces", 5),  # a CES answer and no CES survey sent in the window: no rate
+        survey(6, "n1", "nps", 3, channel="web"),  # answered in the next 5-minute window
+        survey(7, "c1", "csat", 5), survey(7, "c2", "csat", 2),  # 2 answers, 1 sent: 200%
+        survey(8, "c3", "csat"),
+    ]
+    ref = Reference.compute(events, ONE)
+    assert set(ref.decisions) == {"counted"}
+    first = ref.window_kpis(T0 + 5 * MIN, 5 * MIN)
+    assert first["nps_response_rate", ("shop",)] == 1 / 4
+    assert first["csat_response_rate", ("shop",)] == 1.0
+    assert ("ces_response_rate", ("shop",)) not in first and first["ces", ("shop",)] == 5
+    by_channel = ref.window_kpis(T0 + 5 * MIN, 5 * MIN, "channel")
+    assert by_channel["nps_response_rate", ("shop", "web")] == 1 / 4
+    assert by_channel["csat_response_rate", ("shop", "unknown")] == 1.0
+    second = ref.window_kpis(T0 + 10 * MIN, 5 * MIN)
+    # no NPS survey sent in the window: no rate, though n1's answer counts there as an NPS answer
+    assert ("nps_response_rate", ("shop",)) not in second and second["nps", ("shop",)] == -100
+    assert second["csat_response_rate", ("shop",)] == 2.0
+    hour = ref.window_kpis(T0 + 60 * MIN, 60 * MIN)
+    assert (hour["nps_response_rate", ("shop",)], hour["csat_response_rate", ("shop",)]) == (2 / 4, 3 / 2)
+
+
 # ------------------------------------------------------------------ tickets
 def test_first_response_skips_bots_customers_and_internal_notes() -> None:
     events = [
