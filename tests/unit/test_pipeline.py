@@ -18,6 +18,12 @@ from tests.faults.common import valid_body
 KEY = ("order", 1)
 
 
+def _iso(ms: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def installed(pipeline: Pipeline, end: int) -> None:
     (job,) = pipeline.claim([KEY])
     assert pipeline.install(job, [], 0) is not None
@@ -126,8 +132,3 @@ def test_surveys_sent_count_per_kind_and_channel_beside_the_answers_and_name_no_
     facts = [f for stage, _, value in outbox.sends if stage == "customer" for f in decode_facts(value)]
     assert sorted(f[3] for f in facts) == ["e5", "e6"]
 
-
-def _iso(ms: int) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
