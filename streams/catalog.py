@@ -60,8 +60,20 @@ class Histogram:
     help: str
     @property
     def window_name(self) -> str:
-        """A summary: the window's quantiles, with _count and _sum of its observations."""
+        """A summary per storefront and support channel (``window_labels``): the window's quantiles, with
+        _count and _sum of its observations."""
         return "cxpulse_window_" + self.name.removeprefix("cxpulse_")
+
+    @property
+    def window_labels(self) -> tuple[str, ...]:
+        """The labels of ``window_name``: the segment's but the reason (a quantile per storefront, support
+        channel and reason would triple the summaries for a breakdown nobody reads)."""
+        return tuple(label for label in self.labels if label != "reason")
+
+    @property
+    def window_reason_name(self) -> str:
+        """The same summary per storefront and contact reason (labels storefront, reason)."""
+        return "cxpulse_window_reason_" + self.name.removeprefix("cxpulse_")
 
     @property
     def window_count_name(self) -> str:

@@ -34,6 +34,10 @@ DEVICES = ("desktop", "mobile", "tablet", "other")
 SUPPORT_CHANNELS = ("email", "chat", "sms", "phone", "social")
 AUTHORS = ("agent", "customer", "bot")
 SURVEY_KINDS = ("nps", "csat", "ces")
+# Why the customer contacted support (the issue type): a fixed list, so the `reason` label is
+# bounded without a cap; a ticket without one counts under `unknown`.
+REASONS = ("order_status", "shipping", "returns_refunds", "product_question", "payment", "account", "technical",
+           "other")
 SCORE_RANGE: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 # ISO 4217's code for "no currency": the currency label of a return without an amount, which
 # no money KPI reads.
@@ -90,6 +94,10 @@ _opt_device = Field("device", "enum", required=False, choices=DEVICES, doc="Devi
 _support = Field("support_channel", "enum", choices=SUPPORT_CHANNELS, doc="Where the customer reached support.")
 _opt_support = Field("support_channel", "enum", required=False, choices=SUPPORT_CHANNELS,
                      doc="Support channel; taken from ticket.created when absent.")
+_reason = Field("reason", "enum", required=False, choices=REASONS,
+                doc="Why the customer got in touch (issue type); `unknown` in metrics when absent.")
+_opt_reason = Field("reason", "enum", required=False, choices=REASONS,
+                    doc="Issue type; taken from ticket.created when that has one.")
 _ticket = Field("ticket_id", "id", doc="The support ticket (message key).")
 _order = Field("order_id", "id", doc="The order (message key for order events).")
 _customer = Field("customer_id", "id", doc="The customer; never exported as a label.")
@@ -126,14 +134,14 @@ _types = [
     ), "Goods of an order were returned."),
     EventType("ticket.created", "ticket", (
         _ticket, _support, Field("customer_id", "id", required=False, doc="The customer, when known."),
-        Field("order_id", "id", required=False, doc="The order it is about, when known."),
+        Field("order_id", "id", required=False, doc="The order it is about, when known."), _reason,
     ), "A support ticket was opened."),
     EventType("ticket.replied", "ticket", (
         _ticket, Field("author", "enum", choices=AUTHORS, doc="Who wrote: agent, customer or bot."),
-        Field("public", "bool", doc="False for an internal note."), _opt_support,
+        Field("public", "bool", doc="False for an internal note."), _opt_support, _opt_reason,
     ), "A reply or note was added to a ticket."),
-    EventType("ticket.resolved", "ticket", (_ticket, _opt_support), "A ticket was resolved."),
-    EventType("ticket.reopened", "ticket", (_ticket, _opt_support), "A resolved ticket was reopened."),
+    EventType("ticket.resolved", "ticket", (_ticket, _opt_support, _opt_reason), "A ticket was resolved."),
+    EventType("ticket.reopened", "ticket", (_ticket, _opt_support, _opt_reason), "A resolved ticket was reopened."),
     EventType("survey.sent", "survey", (
         Field("response_id", "id", doc="The survey sent; its answers carry the same response_id (message key)."),
         Field("kind", "enum", choices=SURVEY_KINDS,

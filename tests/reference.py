@@ -31,7 +31,7 @@ from streams.contract import EVENT_TYPES, FAMILY_KEY
 SEGMENT_LABELS: dict[str, tuple[str, ...]] = {
     "session": ("storefront", "channel", "device"),
     "order": ("storefront", "channel", "device", "currency"),
-    "ticket": ("storefront", "support_channel"),
+    "ticket": ("storefront", "support_channel", "reason"),
     "survey": ("storefront", "channel"),
 }
 # Histogram buckets of docs/metrics.md, in seconds: 15s ... 3d.
@@ -93,9 +93,11 @@ def major(minor: int, currency: str) -> Decimal:
 
 def _group(family: str, labels: dict[str, str], by: str | None) -> tuple[str, ...]:
     """The group a segment belongs to: its storefront, and its channel when ``by`` asks
-    (a ticket's channel is its support channel)."""
+    (a ticket's channel is its support channel), or its reason (tickets only)."""
     if by is None:
         return (labels["storefront"],)
+    if by == "reason":
+        return (labels["storefront"], labels.get("reason", "-"))
     return (labels["storefront"], labels["support_channel" if family == "ticket" else "channel"])
 
 
@@ -103,6 +105,7 @@ def _group(family: str, labels: dict[str, str], by: str | None) -> tuple[str, ..
 class _Ticket:
     created_ms: int | None = None
     channel: str | None = None
+    reason: str | None = None
     agent_replies: int = 0
     earliest_reply_ms: int | None = None
     first_response_done: bool = False
@@ -210,9 +213,14 @@ class Reference:
         if kind == "ticket.created" and ticket.created_ms is None:
             ticket.created_ms = ts
             ticket.channel = event["support_channel"]
-        elif ticket.channel is None and event.get("support_channel"):
-            ticket.channel = event["support_channel"]  # until the creation says otherwise
-        seg = {"storefront": event["storefront"], "support_channel": ticket.channel or "unknown"}
+            ticket.reason = event.get("reason") or ticket.reason  # rule 13: the creation's reason, if it has one
+        else:
+            if ticket.channel is None and event.get("support_channel"):
+                ticket.channel = event["support_channel"]  # until the creation says otherwise
+            if ticket.reason is None and event.get("reason"):
+                ticket.reason = event["reason"]  # the first reason any of its events gave
+        seg = {"storefront": event["storefront"], "support_channel": ticket.channel or "unknown",
+               "reason": ticket.reason or "unknown"}
 
         def observe(field: str, at_ms: int, seconds: float) -> None:
             key = ("ticket", partition, self._window(at_ms),
@@ -328,7 +336,12 @@ class Reference:
         Keys are (kpi key, group), the group being the label values in the order storefront,
         [channel | support_channel], [currency]. A KPI is absent where its denominator is 0.
         Money is exact (``Decimal``); quantiles are the exact rank quantile (rule 9).
+
+        ``by="reason"``: the ticket KPIs per storefront and reason (rule 13), the ticket-to-order
+        rate as the reason's tickets / all orders of the storefront.
         """
+        if by == "reason":
+            return self._reason_kpis(end_ms, view_ms)
         start = end_ms - view_ms
         sums: dict[tuple[str, str, tuple], int] = defaultdict(int)  # (field, family, group) -> total
         currencies: dict[tuple, set[str]] = defaultdict(set)
@@ -395,6 +408,35 @@ class Reference:
             prefix = {"first_response": "first_response", "resolution": "resolution"}[field]
             out[f"{prefix}_p50", group] = exact_quantile(values, 0.5)
             out[f"{prefix}_p90", group] = exact_quantile(values, 0.9)
+        return out
+
+    def _reason_kpis(self, end_ms: int, view_ms: int) -> dict[tuple[str, tuple], Any]:
+        start = end_ms - view_ms
+        tickets: dict[tuple[str, tuple], int] = defaultdict(int)  # (field, (storefront, reason)) -> total
+        orders: dict[str, int] = defaultdict(int)  # storefront -> orders placed
+        for (family, _, window, seg, name), value in self.components.items():
+            if not start <= window < end_ms:
+                continue
+            labels = dict(seg)
+            if family == "ticket":
+                tickets[name, (labels["storefront"], labels["reason"])] += value
+            elif family == "order" and name == "orders_placed":
+                orders[labels["storefront"]] += value
+        samples: dict[tuple[str, tuple], list[float]] = defaultdict(list)
+        for (family, _, window, seg, name), values in self.samples.items():
+            if start <= window < end_ms:
+                labels = dict(seg)
+                samples[name, (labels["storefront"], labels["reason"])].extend(values)
+        out: dict[tuple[str, tuple], Any] = {}
+        # a reason with any ticket event in the window has its series (0 tickets created, say)
+        for group in {group for _, group in tickets} | {group for _, group in samples}:
+            if orders.get(group[0]):
+                out["ticket_to_order", group] = tickets.get(("tickets_created", group), 0) / orders[group[0]]
+        for (name, group), values in samples.items():
+            out[f"{name}_p50", group] = exact_quantile(values, 0.5)
+            out[f"{name}_p90", group] = exact_quantile(values, 0.9)
+            if name == "resolution":
+                out["first_contact_resolution", group] = tickets.get(("tickets_resolved_one_touch", group), 0) / len(values)
         return out
 
     def partitions_of_family(self, family: str) -> set[int]:

@@ -308,7 +308,8 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "   are evicted; the cumulative counters keep their totals.",
         "6. **Segments.** Sessions: storefront, channel, device. Orders: storefront, channel, device",
         "   (`unknown` when the order does not carry them) and currency (`XXX` for a return without an",
-        "   amount). Tickets: storefront, support_channel. Surveys: storefront, channel (`unknown` if absent).",
+        "   amount). Tickets: storefront, support_channel, reason (rule 13). Surveys: storefront, channel",
+        "   (`unknown` if absent).",
         "7. **Money** is summed exactly in minor units and exported in major units of its currency",
         "   (cents / 100; JPY has 0 decimals, KWD 3). Revenue is never summed across currencies.",
         "8. **Tickets.** Each partition follows its tickets (created, public agent replies, resolved,",
@@ -346,6 +347,12 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "   (`cxpulse_<kind>_surveys_sent_total`), nothing else. Each counts in the window of its own event time:",
         "   answers and invitations are never joined by `response_id` (an answer counts whether or not its",
         "   `survey.sent` was seen; see *Survey response rates*).",
+        "13. **Contact reasons.** A ticket's `reason` (its issue type, one of docs/events.md's fixed list) is",
+        "   the one its `ticket.created` gave; before the creation arrives, or when it gave none, the first",
+        "   `reason` another event of the ticket gave; else `unknown`. Every count and time of the ticket",
+        "   (rule 8) is recorded under that reason, so summing over `reason` gives the figures by storefront",
+        "   and support channel. The reason is an enum: it needs no allow-list or cap. A ticket followed by a",
+        "   worker from before reasons existed restores with reason `unknown`.",
         "",
         *event_time_doc(settings),
         "## KPIs",
@@ -405,6 +412,8 @@ def metrics_doc(settings: Settings | None = None) -> str:
                      f"and `_sum`, per support channel | {hist.help} |")
         lines.append(f"| `{hist.window_storefront_name}` | the same over every support channel of a storefront | "
                      "Quantiles do not add up: this one is merged from the sketches. |")
+        lines.append(f"| `{hist.window_reason_name}` | the same per storefront and contact reason (labels "
+                     "storefront, reason) | Merged from the sketches of every support channel of the reason. |")
     lines += [
         "",
         "## Pipeline health",

@@ -7,7 +7,7 @@ once per field it adds (docs/metrics.md defines the fields), and tickets keep a 
 record between their events (``Ticket``) to pair creation, first reply and resolution.
 
     >>> SEGMENT_LABELS["ticket"]
-    ('storefront', 'support_channel')
+    ('storefront', 'support_channel', 'reason')
 """
 
 from __future__ import annotations
@@ -26,9 +26,22 @@ UNKNOWN = "unknown"  # an optional label the event left out
 SEGMENT_LABELS: dict[Family, tuple[str, ...]] = {
     "session": ("storefront", "channel", "device"),
     "order": ("storefront", "channel", "device", "currency"),
-    "ticket": ("storefront", "support_channel"),
+    "ticket": ("storefront", "support_channel", "reason"),
     "survey": ("storefront", "channel"),
 }
+
+
+def widen(family: str, segment: Any) -> tuple:
+    """A segment as this version labels it: one recorded before the family's segment gained a label
+    (the ticket's ``reason``) gets ``unknown`` for it, so state written by an older worker restores.
+
+        >>> widen("ticket", ["shop", "chat"]), widen("ticket", ["shop", "chat", "shipping"])
+        (('shop', 'chat', 'unknown'), ('shop', 'chat', 'shipping'))
+    """
+    missing = len(SEGMENT_LABELS[family]) - len(segment)
+    return tuple(segment) + (UNKNOWN,) * missing if missing > 0 else tuple(segment)
+
+
 # Day totals kept per segment (for initiative ROI over months): field -> also kept.
 DAY_FIELDS = frozenset({"sessions_started", "orders_placed", "revenue_minor"})
 # Counted events that name a customer become facts for the customer state (customer_state.py):
@@ -61,13 +74,19 @@ class Ticket:
     agent_replies: int = 0
     reopened: bool = False
     last_ms: int = 0
+    reason: str | None = None  # the issue type (contract.REASONS); last, so older records restore without it
 
     def to_json(self) -> bytes:
         return orjson.dumps([self.through, self.created_ms, self.channel, self.storefront, self.first_reply_ms,
-                             self.frt_recorded, self.agent_replies, self.reopened, self.last_ms])
+                             self.frt_recorded, self.agent_replies, self.reopened, self.last_ms, self.reason])
 
     @classmethod
     def from_json(cls, data: bytes) -> "Ticket":
+        """A ticket record; one written before tickets had a reason (9 fields) restores with none.
+
+            >>> Ticket.from_json(b'[5,1000,"chat","shop",null,false,0,false,1000]').reason is None
+            True
+        """
         return cls(*orjson.loads(data))
 
 
@@ -144,12 +163,16 @@ def on_ticket(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str],
     if ticket.channel is None and body.support_channel:
         ticket.channel = body.support_channel
     kind = body.TYPE
+    if kind == "ticket.created":  # the creation decides the reason; later events only fill one in
+        ticket.reason = body.reason or ticket.reason
+    elif ticket.reason is None and body.reason:
+        ticket.reason = body.reason
     start = ts_ms - ts_ms % state.window_ms
-    segment = (ticket.storefront, ticket.channel or UNKNOWN)
+    segment = (ticket.storefront, ticket.channel or UNKNOWN, ticket.reason or UNKNOWN)
     if kind == "ticket.created":
         ticket.created_ms = ts_ms
         ticket.channel = body.support_channel
-        segment = (ticket.storefront, ticket.channel)
+        segment = (ticket.storefront, ticket.channel, ticket.reason or UNKNOWN)
         add(start, segment, "tickets_created", 1, None)
     elif kind == "ticket.replied":
         if body.author == "agent" and body.public:

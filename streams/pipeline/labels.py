@@ -5,7 +5,7 @@ the operator's allow-list has them or, without a list, for the first ``label_cap
 values a partition admits; everything else counts under ``other``, and beyond
 ``segment_cap`` segments a whole segment does. The admissions live in the partition's
 meta record (``meta.admitted``), so a replay after a crash decides the same way;
-overflow is counted per label in ``meta.overflow``. Device and support channel are
+overflow is counted per label in ``meta.overflow``. Device, support channel and reason are
 enums and need no bound.
 
     >>> from types import SimpleNamespace
@@ -27,7 +27,7 @@ from streams.contract import NO_CURRENCY
 from streams.pipeline.families import UNKNOWN
 
 OTHER = "other"  # where label values beyond the allow-list or the cap go
-CAPPED = ("storefront", "channel", "currency")  # free-form labels; device and support_channel are enums
+CAPPED = ("storefront", "channel", "currency")  # free-form labels; device, support_channel, reason: enums
 
 Segment = tuple[str, ...]
 

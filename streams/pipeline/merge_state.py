@@ -32,6 +32,7 @@ import orjson
 from streams.config import Settings
 from streams.contract import FAMILIES
 from streams.pipeline.aggregates import Cell, Segment, merge_cells
+from streams.pipeline.families import widen
 from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.state import ExactlyOnce
 
@@ -110,7 +111,7 @@ class MergeState(ExactlyOnce):
                 key = (family, item[3], item[4])
                 if offset < self._through.get(key, 0):
                     continue  # this window's record already holds it
-                self.partials.setdefault(key, {})[source] = {tuple(seg): Cell.from_json(cell)
+                self.partials.setdefault(key, {})[source] = {widen(family, seg): Cell.from_json(cell)
                                                              for seg, cell in item[5]}
                 touched.add(key)
         if last_offset is None:
@@ -222,7 +223,7 @@ class MergeState(ExactlyOnce):
                 else:
                     at, sources = orjson.loads(value)
                     through[window] = at
-                    self.partials[window] = {p: {tuple(s): Cell.from_json(c) for s, c in cells}
+                    self.partials[window] = {p: {widen(family, s): Cell.from_json(c) for s, c in cells}
                                              for p, cells in sources}
             elif kind == b"s":
                 if value is None:

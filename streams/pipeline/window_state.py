@@ -39,7 +39,7 @@ from streams.contract import EVENT_TYPES, Family
 from streams.days import day_start_ms
 from streams.pipeline import exchange
 from streams.pipeline.aggregates import Cell, Segment
-from streams.pipeline.families import DAY_FIELDS, HANDLERS, SEGMENT_LABELS, Ticket, fact
+from streams.pipeline.families import DAY_FIELDS, HANDLERS, SEGMENT_LABELS, Ticket, fact, widen
 from streams.pipeline.labels import LabelBounds
 from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.state import ExactlyOnce
@@ -62,9 +62,12 @@ class Slot:
         return orjson.dumps([self.through, [[list(s), c.to_json()] for s, c in self.cells.items()]])
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Slot":
+    def from_json(cls, data: bytes, family: str | None = None) -> "Slot":
+        """A slot record; with ``family``, segments of an older, shorter segment are widened (``widen``)."""
         through, cells = orjson.loads(data)
-        return cls(through, {tuple(s): Cell.from_json(c) for s, c in cells})
+        if family is None:
+            return cls(through, {tuple(s): Cell.from_json(c) for s, c in cells})
+        return cls(through, {widen(family, s): Cell.from_json(c) for s, c in cells})
 
 
 class PartitionState(ExactlyOnce):
@@ -282,14 +285,14 @@ class PartitionState(ExactlyOnce):
                 if value is None:
                     self.windows.pop(int(ident), None)
                 else:
-                    self.windows[int(ident)] = Slot.from_json(value)
+                    self.windows[int(ident)] = Slot.from_json(value, self.family)
             elif kind == b"y":
                 if value is None:
                     self.days.pop(int(ident), None)
                 else:
-                    self.days[int(ident)] = Slot.from_json(value)
+                    self.days[int(ident)] = Slot.from_json(value, self.family)
             elif kind == b"c":
-                self.totals = Slot() if value is None else Slot.from_json(value)
+                self.totals = Slot() if value is None else Slot.from_json(value, self.family)
             elif kind == b"t":
                 if value is None:
                     self.tickets.pop(ident.decode(), None)

@@ -21,6 +21,8 @@ Device = Literal["desktop", "mobile", "tablet", "other"]
 SupportChannel = Literal["email", "chat", "sms", "phone", "social"]
 Author = Literal["agent", "customer", "bot"]
 SurveyKind = Literal["nps", "csat", "ces"]
+Reason = Literal["order_status", "shipping", "returns_refunds", "product_question", "payment", "account", "technical",
+                 "other"]
 Timestamp = str | datetime
 Extra = Mapping[str, Any]
 
@@ -209,22 +211,23 @@ class EventMethods:
 
     def ticket_created(
         self, *, ticket_id: str, support_channel: SupportChannel,
-        customer_id: str | None = None, order_id: str | None = None,
+        customer_id: str | None = None, order_id: str | None = None, reason: Reason | None = None,
         storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
-        """A support ticket was opened. Returns the event_id.
+        """A support ticket was opened, ``reason`` its issue type when known. Returns the event_id.
 
-            producer.ticket_created(ticket_id="tkt-1", support_channel="chat", order_id="ord-1")
+            producer.ticket_created(ticket_id="tkt-1", support_channel="chat", order_id="ord-1", reason="shipping")
         """
         return self._emit("ticket.created", dict(
             ticket_id=ticket_id, support_channel=support_channel, customer_id=customer_id, order_id=order_id,
+            reason=reason,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 
     def ticket_replied(
         self, *, ticket_id: str, author: Author, public: bool, support_channel: SupportChannel | None = None,
-        storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
+        reason: Reason | None = None, storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
         """A reply (``public=True``) or internal note was added to a ticket. Returns the event_id.
@@ -232,12 +235,12 @@ class EventMethods:
             producer.ticket_replied(ticket_id="tkt-1", author="agent", public=True, support_channel="chat")
         """
         return self._emit("ticket.replied", dict(
-            ticket_id=ticket_id, author=author, public=public, support_channel=support_channel,
+            ticket_id=ticket_id, author=author, public=public, support_channel=support_channel, reason=reason,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 
     def ticket_resolved(
-        self, *, ticket_id: str, support_channel: SupportChannel | None = None,
+        self, *, ticket_id: str, support_channel: SupportChannel | None = None, reason: Reason | None = None,
         storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
@@ -246,12 +249,12 @@ class EventMethods:
             producer.ticket_resolved(ticket_id="tkt-1")
         """
         return self._emit("ticket.resolved", dict(
-            ticket_id=ticket_id, support_channel=support_channel,
+            ticket_id=ticket_id, support_channel=support_channel, reason=reason,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 
     def ticket_reopened(
-        self, *, ticket_id: str, support_channel: SupportChannel | None = None,
+        self, *, ticket_id: str, support_channel: SupportChannel | None = None, reason: Reason | None = None,
         storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
@@ -260,7 +263,7 @@ class EventMethods:
             producer.ticket_reopened(ticket_id="tkt-1", support_channel="email")
         """
         return self._emit("ticket.reopened", dict(
-            ticket_id=ticket_id, support_channel=support_channel,
+            ticket_id=ticket_id, support_channel=support_channel, reason=reason,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 

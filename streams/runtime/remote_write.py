@@ -108,23 +108,33 @@ def window_series(export: WindowExport) -> list[Series]:
                            "window": window}, [(1.0, ts)])]
     counters = [c for c in COUNTERS if c.family == export.family]
     histograms = [h for h in HISTOGRAMS if h.family == export.family]
-    overall: dict[str, LogHistogram] = {}
+    # summaries: (name, label values) -> the sketches of every segment of it, merged
+    merged: dict[tuple[str, tuple[tuple[str, str], ...]], LogHistogram] = {}
     for segment, cell in sorted(export.cells.items()):
         labels = dict(zip(labels_of, segment))
-        labels["window"] = window
         for counter in counters:
             amount = cell.counts.get(counter.field, 0)
             value = major_units(amount, segment[-1]) if counter.money else float(amount)
-            out.append(({"__name__": counter.window_name, **labels}, [(value, ts)]))
+            out.append(({"__name__": counter.window_name, **labels, "window": window}, [(value, ts)]))
         for hist in histograms:
             sketch = cell.hists.get(hist.field)
             if sketch is None or sketch.count <= 0:
                 continue
-            out.extend(_summary(hist.window_name, labels, sketch, ts))
-            overall.setdefault(hist.window_storefront_name, LogHistogram()).merge(sketch)
-    for name, sketch in sorted(overall.items()):
-        out.extend(_summary(name, {"storefront": export.storefront, "window": window}, sketch, ts))
+            for name, names in _summary_levels(hist):
+                key = (name, tuple((label, labels[label]) for label in names))
+                merged.setdefault(key, LogHistogram()).merge(sketch)
+    for (name, pairs), sketch in sorted(merged.items()):
+        out.extend(_summary(name, {**dict(pairs), "window": window}, sketch, ts))
     return out
+
+
+def _summary_levels(hist: Histogram) -> list[tuple[str, tuple[str, ...]]]:
+    """The window summaries of a histogram and their labels: per support channel, per storefront,
+    and per contact reason when the segment has one."""
+    levels = [(hist.window_name, hist.window_labels), (hist.window_storefront_name, ("storefront",))]
+    if "reason" in hist.labels:
+        levels.append((hist.window_reason_name, ("storefront", "reason")))
+    return levels
 
 
 def _summary(name: str, labels: dict[str, str], sketch: LogHistogram, ts: int) -> list[Series]:

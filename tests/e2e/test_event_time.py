@@ -173,13 +173,15 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
         problems: list[str] = []
         for view_ms, view in ((MINUTE, "1m"), (5 * MINUTE, "5m")):
             ends = list(range(first_end + view_ms - MINUTE, until + 1, MINUTE))
-            expected = {end: (reference.window_kpis(end, view_ms), reference.window_kpis(end, view_ms, "channel"))
+            expected = {end: (reference.window_kpis(end, view_ms), reference.window_kpis(end, view_ms, "channel"),
+                              reference.window_kpis(end, view_ms, "reason"))
                         for end in ends}
             for kpi in KPIS:
                 for level in rules.kpi_levels(kpi):
                     answer = _query_range(prometheus, rules.window_kpi_expr(kpi, level, view),
                                           ends[0] / 1000, ends[-1] / 1000)
                     by_channel = len(level) > 1 and level[1] in ("channel", "support_channel")
+                    which = 2 if len(level) > 1 and level[1] == "reason" else 1 if by_channel else 0
                     got: dict[tuple[int, tuple], float] = {}
                     for labels, values in answer.items():
                         names = dict(labels)
@@ -187,7 +189,7 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
                         for end, value in values.items():
                             got[end, group] = value
                     for end in ends:
-                        want = {group: value for (key, group), value in expected[end][1 if by_channel else 0].items()
+                        want = {group: value for (key, group), value in expected[end][which].items()
                                 if key == kpi.key}
                         have = {group: value for (t, group), value in got.items() if t == end}
                         for group in set(want) | set(have):

@@ -137,6 +137,27 @@ def test_surveys_sent_and_answers_are_counted_per_kind_segment_and_partition() -
             assert total == sum(v for (name, _), v in expected.items() if name == metric.name + "_total"), metric.name
 
 
+def test_tickets_carry_their_reason_label_and_resolutions_keep_the_creations() -> None:
+    rng = random.Random(5)
+    reasons = ["shipping", "payment", "order_status", None]
+    evs, expected = [], Counter()
+    for i in range(120):
+        reason = rng.choice(reasons)
+        common = {"schema_version": 1, "storefront": rng.choice(["north", "south"]), "ticket_id": f"t{i}"}
+        evs.append({**common, "event_id": f"c{i}", "type": "ticket.created", "occurred_at": _iso(T0 + 1000 * i),
+                    "support_channel": "chat", **({"reason": reason} if reason else {})})
+        evs.append({**common, "event_id": f"r{i}", "type": "ticket.resolved", "occurred_at": _iso(T0 + 1000 * i + 90_000)})
+        labels = {"storefront": common["storefront"], "support_channel": "chat", "reason": reason or "unknown",
+                  "partition": str(partition_for(f"t{i}", PARTITIONS))}
+        expected[tuple(labels.items())] += 1
+    registry = scrape(counted(evs))
+    for labels, value in expected.items():
+        assert registry.get_sample_value("cxpulse_tickets_created_total", dict(labels)) == value, labels
+        assert registry.get_sample_value("cxpulse_ticket_resolution_seconds_count", dict(labels)) == value, labels
+    seen = {s.labels["reason"] for m in registry.collect() if m.name == "cxpulse_tickets_created" for s in m.samples}
+    assert seen == {"shipping", "payment", "order_status", "unknown"}
+
+
 def test_a_series_born_within_the_hold_shows_zero_to_the_first_scrape_then_its_value() -> None:
     evs = [ev for ev in events(random.Random(3), 40) if ev["type"] == "order.placed"][:1]
     published = counted(evs)

@@ -317,7 +317,8 @@ def test_every_panel_says_which_clock_it_counts_by_and_what_the_grace_period_cos
 
 # The series the merge stage writes by remote write, one sample per window at its end.
 WINDOW_SERIES = ({c.window_name for c in COUNTERS} | {WINDOW_COMPLETE}
-                 | {name + suffix for h in HISTOGRAMS for name in (h.window_name, h.window_storefront_name)
+                 | {name + suffix for h in HISTOGRAMS
+                    for name in (h.window_name, h.window_storefront_name, h.window_reason_name)
                     for suffix in ("", "_count", "_sum")})
 
 
@@ -535,7 +536,7 @@ VOLUME = {"sessions_started": 1024, "product_views": 3072, "carts_added": 512, "
           "nps_detractors": 8, "nps_score_points": 512, "csat_responses": 32, "csat_satisfied": 24,
           "csat_score_points": 128, "ces_responses": 16, "ces_score_points": 48, "nps_surveys_sent": 256,
           "csat_surveys_sent": 64, "ces_surveys_sent": 64}
-SEGMENT = {"channel": "web", "device": "app", "currency": "EUR", "support_channel": "email"}
+SEGMENT = {"channel": "web", "device": "app", "currency": "EUR", "support_channel": "email", "reason": "shipping"}
 
 
 def _two_storefronts(minutes: int = 20) -> list[dict[str, str]]:
@@ -551,7 +552,8 @@ def _two_storefronts(minutes: int = 20) -> list[dict[str, str]]:
                 value = VOLUME[key] * (orders if key == "orders_placed" else scale)
                 out.append(_series(counter.window_name, labels(counter.labels), f"{value}x{minutes}"))
             for hist in HISTOGRAMS:
-                for name, names in ((hist.window_name, hist.labels), (hist.window_storefront_name, ("storefront",))):
+                for name, names in ((hist.window_name, hist.window_labels), (hist.window_storefront_name, ("storefront",)),
+                                    (hist.window_reason_name, ("storefront", "reason"))):
                     for q in WINDOW_QUANTILES:  # a's p90 is 600 s, b's 1200 s
                         seconds = (60 if q == 0.5 else 600) * orders
                         out.append(_series(name, {**labels(names), "quantile": repr(q)}, f"{seconds}x{minutes}"))

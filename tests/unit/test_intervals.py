@@ -155,7 +155,7 @@ def test_nps_interval_holds_a_shrunk_estimate_within_the_scale(p: int, d: int, n
 
 
 # ------------------------------------------------------- the PromQL rules agree
-SEGMENT = {"channel": "web", "device": "mobile", "currency": "EUR", "support_channel": "email"}
+SEGMENT = {"channel": "web", "device": "mobile", "currency": "EUR", "support_channel": "email", "reason": "shipping"}
 WEEK_MINUTES = 7 * 24 * 60
 EVAL = "7d1h"  # reads the windows stamped 7d0h56m (this hour, 5 minutes) and 0d0h56m (last week)
 # Per KPI: (numerator counts, denominator) for this hour and for the same hour last week.
@@ -182,12 +182,14 @@ def _expected(kpi, numerators: tuple[int, ...], denominator: int) -> tuple[float
     return (1 - hi, 1 - lo) if kpi.shape == "one_minus" else (lo, hi)
 
 
-def _window_name(metric: str) -> str:
-    """The remote-written window series of a counter or of a duration's count (streams/catalog.py)."""
+def _window_series(metric: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The remote-written window series of a counter or of a duration's count (streams/catalog.py), with
+    their labels: a duration's count comes per support channel and per contact reason."""
     for counter in COUNTERS:
         if counter.name == metric:
-            return counter.window_name
-    return next(h.window_count_name for h in HISTOGRAMS if h.name + "_count" == metric)
+            return [(counter.window_name, counter.labels)]
+    hist = next(h for h in HISTOGRAMS if h.name + "_count" == metric)
+    return [(hist.window_count_name, hist.window_labels), (hist.window_reason_name + "_count", ("storefront", "reason"))]
 
 
 def _check(expr: str, labels: dict[str, str], expected: float) -> dict:
@@ -213,14 +215,14 @@ def test_recorded_bounds_equal_streams_intervals(tmp_path: Path) -> None:
             # The merge stage's windows, one a minute at their end: the 1h view holds last week's hour
             # until 7d and this hour from then on, the 5m view a third of this hour.
             for metric in rules.kpi_components(kpi):
-                labels = {"storefront": storefront, **{label: SEGMENT[label] for label in rules._LABELS[metric]
-                                                       if label != "storefront"}}
-                matcher = ",".join(f'{k}="{v}"' for k, v in labels.items())
-                name = _window_name(metric)
-                series.append({"series": f'{name}{{{matcher},window="1h"}}',
-                               "values": f"{week_counts[metric]}x{WEEK_MINUTES - 1} {now_counts[metric]}x60"})
-                series.append({"series": f'{name}{{{matcher},window="5m"}}',
-                               "values": f"{now_counts[metric] // 3}x{WEEK_MINUTES + 60}"})
+                for name, names in _window_series(metric):
+                    labels = {"storefront": storefront, **{label: SEGMENT[label] for label in names
+                                                           if label != "storefront"}}
+                    matcher = ",".join(f'{k}="{v}"' for k, v in labels.items())
+                    series.append({"series": f'{name}{{{matcher},window="1h"}}',
+                                   "values": f"{week_counts[metric]}x{WEEK_MINUTES - 1} {now_counts[metric]}x60"})
+                    series.append({"series": f'{name}{{{matcher},window="5m"}}',
+                                   "values": f"{now_counts[metric] // 3}x{WEEK_MINUTES + 60}"})
             for family in {rules._FAMILY_OF[m] for m in rules.kpi_components(kpi)}:
                 for window in ("1h", "5m"):
                     series.append({"series": f'{WINDOW_COMPLETE}{{storefront="{storefront}",family="{family}",'

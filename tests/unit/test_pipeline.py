@@ -132,3 +132,69 @@ def test_surveys_sent_count_per_kind_and_channel_beside_the_answers_and_name_no_
     facts = [f for stage, _, value in outbox.sends if stage == "customer" for f in decode_facts(value)]
     assert sorted(f[3] for f in facts) == ["e5", "e6"]
 
+
+
+def _ticket_counts(state) -> Counter:
+    counts: Counter = Counter()
+    for slot in state.windows.values():
+        for segment, cell in slot.cells.items():
+            for name, value in cell.counts.items():
+                counts[segment, name] += value
+            for name, sketch in cell.hists.items():
+                counts[segment, name] += sketch.count
+    return counts
+
+
+def _ticket_pipeline(bodies: list[dict]) -> Pipeline:
+    settings = Settings(partitions=1)
+    pipeline = Pipeline(settings, "w1")
+    (job,) = pipeline.claim([("ticket", 0)])
+    pipeline.install(job, [], 0)
+    records = [Record(settings.topic_tickets, 0, offset, 0, orjson.dumps(body)) for offset, body in enumerate(bodies)]
+    pipeline.plan(records, now_ms=T_TICKETS + 10 * 60_000)
+    return pipeline
+
+
+T_TICKETS = 1_795_000_000_000 - 1_795_000_000_000 % 60_000
+
+
+def _ticket(i: int, seconds: int, kind: str, ticket: str, **more) -> dict:
+    return {"event_id": f"e{i}", "type": f"ticket.{kind}", "schema_version": 1,
+            "occurred_at": _iso(T_TICKETS + seconds * 1000), "storefront": "shop", "ticket_id": ticket, **more}
+
+
+def test_tickets_count_per_reason_and_keep_their_creations_reason_to_the_resolution() -> None:
+    """docs/metrics.md rule 13: the reason is the creation's; replies and the resolution count under it
+    (a different reason on them changes nothing); a ticket without one counts under `unknown`."""
+    bodies = [
+        _ticket(1, 0, "created", "t1", support_channel="chat", reason="shipping"),
+        _ticket(2, 20, "replied", "t1", author="agent", public=True),
+        _ticket(3, 50, "resolved", "t1", reason="payment"),
+        _ticket(4, 1, "created", "t2", support_channel="chat"),
+        _ticket(5, 30, "replied", "t2", author="agent", public=True),
+        _ticket(6, 2, "created", "t3", support_channel="email", reason="shipping"),
+        _ticket(7, 9, "resolved", "t4", reason="account"),  # never created here: unmatched, its own reason
+    ]
+    counts = _ticket_counts(_ticket_pipeline(bodies).states["ticket", 0])
+    shipping_chat = ("shop", "chat", "shipping")
+    assert counts == {
+        (shipping_chat, "tickets_created"): 1, (shipping_chat, "first_response"): 1,
+        (shipping_chat, "resolution"): 1, (shipping_chat, "tickets_resolved_one_touch"): 1,
+        (("shop", "chat", "unknown"), "tickets_created"): 1, (("shop", "chat", "unknown"), "first_response"): 1,
+        (("shop", "email", "shipping"), "tickets_created"): 1,
+        (("shop", "unknown", "account"), "resolved_unmatched"): 1,
+    }
+
+
+def test_a_reason_seen_before_the_creation_gives_way_to_the_creations() -> None:
+    bodies = [_ticket(1, 10, "replied", "t1", author="agent", public=True, reason="account"),
+              _ticket(2, 0, "created", "t1", support_channel="chat", reason="technical"),
+              _ticket(3, 5, "created", "t2", support_channel="chat"),
+              _ticket(4, 40, "resolved", "t2", reason="order_status")]  # fills in the creation's missing one
+    state = _ticket_pipeline(bodies).states["ticket", 0]
+    counts = _ticket_counts(state)
+    assert counts[("shop", "chat", "technical"), "tickets_created"] == 1
+    assert counts[("shop", "chat", "technical"), "first_response"] == 1
+    assert counts[("shop", "chat", "unknown"), "tickets_created"] == 1
+    assert counts[("shop", "chat", "order_status"), "resolution"] == 1
+    assert state.tickets["t1"].reason == "technical"

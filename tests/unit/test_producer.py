@@ -216,6 +216,18 @@ def test_a_survey_sent_and_its_answer_share_topic_key_and_partition() -> None:
     assert decode_message(value, "survey")[1] == []
 
 
+def test_a_tickets_reason_is_sent_when_given_and_left_out_when_not() -> None:
+    producer, fake = _producer(batch_events=1)
+    producer.ticket_created(ticket_id="tkt-8", support_channel="chat", reason="shipping")
+    producer.ticket_replied(ticket_id="tkt-8", author="agent", public=True, reason="shipping")
+    producer.ticket_resolved(ticket_id="tkt-8", reason="shipping")
+    producer.ticket_reopened(ticket_id="tkt-8")
+    events = [orjson.loads(value) for _, _, value, _ in fake.sent]
+    assert [e.get("reason") for e in events] == ["shipping", "shipping", "shipping", None]
+    assert "reason" not in events[3]
+    assert all(decode_message(value, "ticket")[1] == [] for _, _, value, _ in fake.sent)
+
+
 def test_close_flushes_and_closes() -> None:
     producer, fake = _producer(batch_events=50, linger_ms=60_000)
     producer.send_many(_sessions(3))
@@ -329,6 +341,7 @@ def test_send_does_not_change_the_callers_dict() -> None:
      "oversized", "bytes"),
     (lambda p: p.ticket_created(ticket_id="t", support_channel="chat", extra={"tags": {"vip"}}),
      "wrong_type", "JSON"),
+    (lambda p: p.ticket_created(ticket_id="t", support_channel="chat", reason="delivery"), "bad_value", "reason"),
 ])
 def test_invalid_events_raise_naming_the_field(call: Any, reason: str, field: str) -> None:
     producer, fake = _producer(batch_events=1)

@@ -47,7 +47,7 @@ def reply(ms: int, author: str = "agent", public: bool = True, ticket_id: str = 
 
 
 WEB = (("storefront", "shop"), ("channel", "web"), ("device", "mobile"))
-EMAIL = (("storefront", "shop"), ("support_channel", "email"))
+EMAIL = (("storefront", "shop"), ("support_channel", "email"), ("reason", "unknown"))
 
 
 def started(ref: Reference) -> dict:
@@ -248,7 +248,7 @@ def test_reply_before_create_in_offset_order() -> None:
         ticket(T0 + 50_000, "resolved"),
     ]
     ref = Reference.compute(events, ONE)
-    chat = (("storefront", "shop"), ("support_channel", "chat"))
+    chat = (("storefront", "shop"), ("support_channel", "chat"), ("reason", "unknown"))
     assert ref.field_samples("first_response") == {chat: [30.0]}
     assert ref.field_samples("resolution") == {chat: [50.0]}
     assert ref.counter("cxpulse_tickets_resolved_one_touch_total") == {}  # two agent replies
@@ -281,11 +281,68 @@ def test_resolve_without_creation_is_unmatched_in_the_first_given_channel() -> N
     events = [ticket(T0, "resolved", ticket_id="t9", support_channel="sms"), ticket(T0 + 1, "resolved", ticket_id="t8")]
     ref = Reference.compute(events, ONE)
     assert ref.counter("cxpulse_tickets_resolved_unmatched_total") == {
-        (("storefront", "shop"), ("support_channel", "sms")): 1,
-        (("storefront", "shop"), ("support_channel", "unknown")): 1,
+        (("storefront", "shop"), ("support_channel", "sms"), ("reason", "unknown")): 1,
+        (("storefront", "shop"), ("support_channel", "unknown"), ("reason", "unknown")): 1,
     }
     assert ref.field_samples("resolution") == {}
     assert ref.counter("cxpulse_tickets_resolved_one_touch_total") == {}
+
+
+def test_a_tickets_reason_is_its_creations_and_follows_its_replies_and_resolution() -> None:
+    shop = ("storefront", "shop")
+    events = [
+        ticket(T0, "created", support_channel="chat", reason="shipping"),
+        reply(T0 + 30_000),
+        ticket(T0 + 60_000, "resolved", reason="payment"),  # a later reason does not change the ticket's
+        ticket(T0 + 1_000, "created", ticket_id="t2", support_channel="email"),  # no reason: unknown
+        ticket(T0 + 5_000, "resolved", ticket_id="t3", reason="returns_refunds"),  # unmatched, its own reason
+    ]
+    ref = Reference.compute(events, ONE)
+    shipping = (shop, ("support_channel", "chat"), ("reason", "shipping"))
+    assert ref.counter("cxpulse_tickets_created_total") == {
+        shipping: 1, (shop, ("support_channel", "email"), ("reason", "unknown")): 1}
+    assert ref.field_samples("first_response") == {shipping: [30.0]}
+    assert ref.field_samples("resolution") == {shipping: [60.0]}
+    assert ref.counter("cxpulse_tickets_resolved_one_touch_total") == {shipping: 1}
+    assert ref.counter("cxpulse_tickets_resolved_unmatched_total") == {
+        (shop, ("support_channel", "unknown"), ("reason", "returns_refunds")): 1}
+
+
+def test_a_reason_given_before_the_creation_holds_only_until_the_creation_gives_one() -> None:
+    events = [reply(T0 + 10_000, ticket_id="t1") | {"reason": "account"},
+              ticket(T0, "created", support_channel="chat", reason="technical")]
+    ref = Reference.compute(events, ONE)
+    assert ref.counter("cxpulse_tickets_created_total") == {
+        (("storefront", "shop"), ("support_channel", "chat"), ("reason", "technical")): 1}
+
+
+def test_kpis_by_reason_divide_the_reasons_tickets_by_all_orders_of_the_storefront() -> None:
+    def order(ms: int, order_id: str) -> dict:
+        return {"event_id": f"e{next(_ids)}", "type": "order.placed", "schema_version": 1, "occurred_at": at(ms),
+                "storefront": "shop", "order_id": order_id, "customer_id": "c1", "total_minor": 100,
+                "currency": "EUR", "first_order": False}
+
+    events = [order(T0 + i * 1000, f"o{i}") for i in range(4)] + [
+        ticket(T0, "created", support_channel="chat", reason="shipping"),
+        reply(T0 + 20_000),
+        ticket(T0 + 40_000, "resolved"),
+        ticket(T0, "created", ticket_id="t2", support_channel="email", reason="shipping"),
+        ticket(T0, "created", ticket_id="t3", support_channel="email", reason="payment"),
+        reply(T0 + 10_000, ticket_id="t3"), reply(T0 + 15_000, ticket_id="t3"),
+        ticket(T0 + 50_000, "resolved", ticket_id="t3"),  # two agent replies: not one-touch
+    ]
+    ref = Reference.compute(events, ONE)
+    kpis = ref.window_kpis(T0 + 5 * MIN, 5 * MIN, "reason")
+    assert kpis["ticket_to_order", ("shop", "shipping")] == 2 / 4
+    assert kpis["ticket_to_order", ("shop", "payment")] == 1 / 4
+    assert kpis["first_contact_resolution", ("shop", "shipping")] == 1.0
+    assert kpis["first_contact_resolution", ("shop", "payment")] == 0.0
+    assert kpis["first_response_p90", ("shop", "payment")] == 10.0
+    assert kpis["resolution_p50", ("shop", "shipping")] == 40.0
+    assert not {key for key, _ in kpis} - {"ticket_to_order", "first_contact_resolution", "first_response_p50",
+                                           "first_response_p90", "resolution_p50", "resolution_p90"}
+    # summed over reasons, the storefront's figures are unchanged
+    assert ref.window_kpis(T0 + 5 * MIN, 5 * MIN)["ticket_to_order", ("shop",)] == 3 / 4
 
 
 def test_late_creation_leaves_the_ticket_unmatched() -> None:
@@ -295,7 +352,7 @@ def test_late_creation_leaves_the_ticket_unmatched() -> None:
     ref = Reference.compute(events, ONE)
     assert ref.decisions == ["counted", "late", "counted"]
     assert ref.counter("cxpulse_tickets_resolved_unmatched_total") == {
-        (("storefront", "shop"), ("support_channel", "unknown")): 1}
+        (("storefront", "shop"), ("support_channel", "unknown"), ("reason", "unknown")): 1}
 
 
 # ------------------------------------------------------------------ views and quantiles

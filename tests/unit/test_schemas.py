@@ -347,6 +347,26 @@ def test_a_survey_sent_of_every_kind_passes_schema_and_decoder_and_keys_like_its
     assert [r.reason for r in decode_message(orjson.dumps(sent), "order")[1]] == ["wrong_topic"]
 
 
+def test_reason_is_an_optional_enum_on_every_ticket_event() -> None:
+    for name in ("ticket.created", "ticket.replied", "ticket.resolved", "ticket.reopened"):
+        reason = next(f for f in EVENT_TYPES[name].fields if f.name == "reason")
+        assert (reason.kind, reason.required, reason.choices) == ("enum", False, contract.REASONS), name
+    assert _schema("envelope")["$defs"]["reason"]["enum"] == list(contract.REASONS)
+    assert "unknown" not in contract.REASONS  # the label value of a ticket without one
+
+
+@pytest.mark.parametrize("reason", [*contract.REASONS, None])
+def test_a_ticket_with_or_without_a_reason_passes_schema_and_decoder(reason: str | None) -> None:
+    created = {"event_id": "e-1", "type": "ticket.created", "schema_version": 1,
+               "occurred_at": "2025-03-15T08:02:00Z", "storefront": "shop-eu", "ticket_id": "tkt-1",
+               "support_channel": "chat"}
+    if reason is not None:
+        created["reason"] = reason
+    assert VALIDATORS["ticket"].is_valid(created)
+    events, rejections = decode_message(orjson.dumps(created), "ticket")
+    assert rejections == [] and events[0].body.reason == reason
+
+
 @pytest.mark.parametrize(("amount", "ok"), [(0, True), (contract.MAX_MINOR, True),
                                             (-1, False), (contract.MAX_MINOR + 1, False)])
 def test_amount_bounds_agree_with_decoder(amount: int, ok: bool) -> None:

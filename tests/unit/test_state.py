@@ -42,6 +42,8 @@ def ticket_events(rng: random.Random, n: int) -> list[bytes]:
                 "storefront": rng.choice(["north", "south"]), "ticket_id": ticket}
         if kind == "ticket.created":
             body["support_channel"] = rng.choice(["email", "chat"])
+        if rng.random() < 0.5:
+            body["reason"] = rng.choice(["shipping", "payment", "returns_refunds"])
         if kind == "ticket.replied":
             body["author"] = rng.choice(["agent", "agent", "bot", "customer"])
             body["public"] = rng.random() < 0.8
@@ -153,6 +155,36 @@ def test_restore_from_changelog_equals_live_state() -> None:
     assert fingerprint(restored) == fingerprint(state)
     assert restored.tickets == state.tickets
     assert restored.seen == state.seen
+
+
+def test_state_written_before_tickets_had_a_reason_restores_with_reason_unknown() -> None:
+    """A worker of this version recovers a changelog written by one whose ticket segment was (storefront,
+    support_channel) and whose ticket records had 9 fields: old cells count under reason `unknown`,
+    an open ticket keeps counting there, and a new ticket with a reason gets its own segment."""
+    state, changelog = PartitionState("ticket", 0, SETTINGS), []
+    created = {"event_id": "e1", "type": "ticket.created", "schema_version": 1, "occurred_at": _iso(T0),
+               "storefront": "north", "ticket_id": "t1", "support_channel": "chat"}
+    changelog.extend(state.apply(decode_all("ticket", [orjson.dumps(created)])).records)
+    old = []
+    for key, value in changelog:  # as the older worker wrote them
+        kind = key.rsplit(b"|", 1)[0][-1:]
+        if value is not None and kind in (b"w", b"c", b"y"):
+            through, cells = orjson.loads(value)
+            value = orjson.dumps([through, [[segment[:2], cell] for segment, cell in cells]])
+        elif value is not None and kind == b"t":
+            value = orjson.dumps(orjson.loads(value)[:9])
+        old.append((key, value))
+    assert any(len(orjson.loads(v)) == 9 for k, v in old if v and k.rsplit(b"|", 1)[0][-1:] == b"t")
+    restored = PartitionState("ticket", 0, SETTINGS)
+    restored.restore(old)
+    assert restored.tickets["t1"].reason is None
+    resolved = {**created, "event_id": "e2", "type": "ticket.resolved", "occurred_at": _iso(T0 + 30_000)}
+    del resolved["support_channel"]
+    new = {**created, "event_id": "e3", "ticket_id": "t2", "reason": "shipping"}
+    restored.apply(decode_all("ticket", [orjson.dumps(resolved), orjson.dumps(new)], first_offset=1))
+    totals = {segment: cell.counts for segment, cell in restored.totals.cells.items()}
+    assert totals == {("north", "chat", "unknown"): {"tickets_created": 1, "tickets_resolved_one_touch": 1},
+                      ("north", "chat", "shipping"): {"tickets_created": 1}}
 
 
 def _event(i: int, ts_ms: int, event_id: str | None = None) -> dict:

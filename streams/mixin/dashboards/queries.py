@@ -30,9 +30,11 @@ def _window_labels(name: str) -> tuple[str, ...]:
             return counter.labels
     for hist in HISTOGRAMS:
         if name in (hist.window_name, hist.window_count_name, hist.window_name + "_sum"):
-            return hist.labels
+            return hist.window_labels
         if name.startswith(hist.window_storefront_name):
             return ("storefront",)
+        if name.startswith(hist.window_reason_name):
+            return ("storefront", "reason")
     if name == WINDOW_COMPLETE:
         return ("storefront", "family")
     raise KeyError(f"{name} is not an event-time window series")

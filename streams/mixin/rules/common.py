@@ -71,12 +71,20 @@ def kpi_components(kpi: Kpi) -> tuple[str, ...]:
 
 
 def kpi_levels(kpi: Kpi) -> tuple[Level, ...]:
-    """Storefront (plus currency for money), and the segment every component carries."""
+    """Storefront (plus currency for money), the segment every component carries, and the contact
+    reason wherever every numerator carries it (tickets by reason / all orders of the storefront).
+
+        >>> kpi_levels(_kpi("ticket_to_order")), kpi_levels(_kpi("first_response_p90"))[1:]
+        ((('storefront',), ('storefront', 'reason')), (('storefront', 'support_channel'), ('storefront', 'reason')))
+    """
     first: Level = tuple(kpi.by)
     levels = [first]
     for segment in ("channel", "support_channel"):
         if all(segment in _LABELS[m] for m in kpi_components(kpi)):
             levels.append((*first[:1], segment, *first[1:]))
+    numerators = kpi_components(kpi)[:1] if kpi.shape == "quantile" else kpi.numerator
+    if all("reason" in _LABELS[m] for m in numerators):
+        levels.append((*first[:1], "reason", *first[1:]))
     return tuple(levels)
 
 

@@ -46,7 +46,7 @@ def catalog_series() -> set[str]:
     names = {c.name for c in COUNTERS} | {c.window_name for c in COUNTERS} | set(PIPELINE) | {WINDOW_COMPLETE}
     for h in HISTOGRAMS:
         names |= {h.name + s for s in ("_bucket", "_count", "_sum")}
-        for summary in (h.window_name, h.window_storefront_name):
+        for summary in (h.window_name, h.window_storefront_name, h.window_reason_name):
             names |= {summary, summary + "_count", summary + "_sum"}
     names |= {"cxpulse_event_freshness_seconds" + s for s in ("_bucket", "_count", "_sum")}
     names |= {name for name, _, _ in CUSTOMER.values()} | set(CUSTOMER_PIPELINE) | set(INITIATIVE)

@@ -63,8 +63,9 @@ def window_component(metric: str, level: Level, window: str, offset: str = "") -
     a minute without a sample had no such event."""
     off = f" offset {offset}" if offset else ""
     name = next((c.window_name for c in COUNTERS if c.name == metric), None)
-    if name is None:  # a histogram's count: its per-channel summary's _count
-        name = next(h.window_count_name for h in HISTOGRAMS if h.name + "_count" == metric)
+    if name is None:  # a histogram's count: its per-channel summary's _count, or its per-reason one's
+        hist = next(h for h in HISTOGRAMS if h.name + "_count" == metric)
+        name = hist.window_reason_name + "_count" if "reason" in level else hist.window_count_name
     if window not in LONG_WINDOWS:  # a view (or a dashboard's $window)
         return f'sum by ({", ".join(level)}) (last_over_time({name}{{window="{window}"}}[{WINDOW_RANGE}]{off}))'
     minutes = parse_duration_ms(window) // 60_000
@@ -110,6 +111,8 @@ def window_kpi_expr(kpi: Kpi, level: Level, window: str, offset: str = "") -> st
     if kpi.shape == "quantile":
         hist = next(h for h in HISTOGRAMS if h.name == kpi.histogram)
         name = hist.window_storefront_name if tuple(level) == ("storefront",) else hist.window_name
+        if "reason" in level:
+            name = hist.window_reason_name
         return (f'max by ({", ".join(level)}) (last_over_time({name}{{window="{window}", '
                 f'quantile="{kpi.quantile}"}}[{WINDOW_RANGE}]{off}))')
 
