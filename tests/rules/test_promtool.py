@@ -101,9 +101,9 @@ def _window_labels() -> dict[str, set[str]]:
     """The labels of every series the merge stage remote-writes (streams/runtime/remote_write.py)."""
     out = {c.window_name: {*c.labels, "window"} for c in COUNTERS}
     for h in HISTOGRAMS:
-        out[h.window_name] = {*h.labels, "window", "quantile"}
-        out[h.window_storefront_name] = {"storefront", "window", "quantile"}
-        for summary, labels in ((h.window_name, h.labels), (h.window_storefront_name, ("storefront",))):
+        for summary, labels in ((h.window_name, h.window_labels), (h.window_storefront_name, ("storefront",)),
+                                (h.window_reason_name, ("storefront", "reason"))):
+            out[summary] = {*labels, "window", "quantile"}
             out[summary + "_count"] = out[summary + "_sum"] = {*labels, "window"}
     out[WINDOW_COMPLETE] = {"storefront", "family", "window"}
     return out
