@@ -646,3 +646,28 @@ def test_window_bands_are_the_recorded_intervals(promtool: str, tmp_path: Path):
                       "exp_samples": [{"labels": "{}", "value": 2}]})
     _promtool_test(promtool, tmp_path, {"interval": "1m", "input_series": _two_storefronts(),
                                         "promql_expr_test": tests}, rule_files=[str(rules.RULES_PATH)])
+
+
+def test_support_shows_every_ticket_kpi_by_contact_reason_with_its_sample_size():
+    doc = _load(dashboards.DASHBOARD_DIR / "support.json")
+    assert "reason" in {v["name"] for v in doc["templating"]["list"]}
+    by_title = {panel["title"]: panel for panel in _panels(doc)}
+    wanted = {
+        "Tickets created per $window window by reason": ["cxpulse_window_tickets_created"],
+        "Ticket-to-order rate by reason": ["cxpulse_window_tickets_created", "cxpulse_window_orders_placed"],
+        "First-response time p90 by reason": ["cxpulse_window_reason_ticket_first_response_seconds{"],
+        "Resolution time p90 by reason": ["cxpulse_window_reason_ticket_resolution_seconds{"],
+        "FCR by reason": ["cxpulse_window_tickets_resolved_one_touch",
+                          "cxpulse_window_reason_ticket_resolution_seconds_count"],
+        "Sample size by reason: tickets, first responses and resolutions per $window window": [
+            "cxpulse_window_tickets_created", "cxpulse_window_reason_ticket_first_response_seconds_count",
+            "cxpulse_window_reason_ticket_resolution_seconds_count"],
+    }
+    for title, series in wanted.items():
+        panel = by_title[title]
+        exprs = " ".join(target["expr"] for target in panel["targets"])
+        assert "by (storefront, reason)" in exprs, title
+        assert 'reason=~"$reason"' in exprs, title
+        for name in series:
+            assert name in exprs, (title, name)
+        assert "event time" in panel["description"], title

@@ -39,6 +39,12 @@ def _variables(*names: str) -> list[Any]:
             out.append(_query_variable(
                 "support_channel", f"label_values(cxpulse_tickets_created_total{{{SF}}}, support_channel)",
                 "Support channel of the ticket: email, chat, sms, phone, social."))
+        elif name == "reason":
+            out.append(_query_variable(
+                "reason", f"label_values(cxpulse_tickets_created_total{{{SF}}}, reason)",
+                "Contact reason (issue type) of the ticket: order_status, shipping, returns_refunds, product_question, "
+                "payment, account, technical, other; unknown when the ticket.created had none. Filters the reason "
+                "panels only."))
         elif name == "currency":
             out.append(_query_variable(
                 "currency", f"label_values(cxpulse_order_revenue_total{{{SF}}}, currency)",

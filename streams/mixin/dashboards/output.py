@@ -30,6 +30,7 @@ TEST_VARIABLES: dict[str, str] = {
     "storefront": ".*",
     "channel": ".*",
     "support_channel": ".*",
+    "reason": ".*",
     "currency": ".*",
     "family": ".*",
     "initiative": ".*",

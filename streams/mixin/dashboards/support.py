@@ -1,5 +1,6 @@
 """The Support dashboard (``support``): first-response and resolution times, first-contact
-resolution, reopen and ticket-to-order rates, by support channel.
+resolution, reopen and ticket-to-order rates, by support channel, and why customers contact
+support: the same KPIs by contact reason (``reasons``).
 """
 
 from __future__ import annotations
@@ -76,12 +77,14 @@ def support() -> dm.Dashboard:
     return _dashboard(
         "support", "Support",
         "Support desk speed and quality by event-time window: first-response and resolution times (median and p90), "
-        "first-contact resolution, reopen and ticket-to-order rates, by support channel.",
-        _variables("storefront", "support_channel", "window"),
+        "first-contact resolution, reopen and ticket-to-order rates, by support channel and by contact reason.",
+        _variables("storefront", "support_channel", "reason", "window"),
         [
             (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", headline),
             ("Response and resolution times per $window window", times),
             ("Volume and quality per $window window", volume),
+            ("Why customers contact support: by contact reason, per $window window (all support channels)",
+             reasons()),
             ("FCR per $window window with its 95% interval (all support channels): $storefront",
              [_band("first_contact_resolution", span=24)], "storefront"),
             ("Live, by arrival time (not windowed)", [_series(
@@ -95,3 +98,44 @@ def support() -> dm.Dashboard:
                                  "CxpulseWindowsBehind"])]),
         ],
     )
+
+
+def reasons() -> list:
+    """The support KPIs by contact reason (docs/metrics.md rule 13), over every support channel: what
+    customers get in touch about, how often per order, and how fast and well each reason is served."""
+    rf = {"storefront": "$storefront", "reason": "$reason"}
+    level = ("storefront", "reason")
+    by = "{{storefront}} {{reason}}"
+    note = (" Per storefront and reason over every support channel; `unknown`: tickets whose ticket.created "
+            "carried no reason.")
+    created = window_count("cxpulse_tickets_created_total", level, rf)
+    return [
+        _series("Tickets created per $window window by reason", _help("cxpulse_tickets_created_total") + note +
+                " A surge of one reason (say shipping) with the others flat points at its cause.",
+                "short", _targets((created, by)), clock=EVENT_GRAPH, span=12, bars=True, stacked=True),
+        _series("Ticket-to-order rate by reason", f"{_about('ticket_to_order')} Here the reason's tickets / every "
+                "order of the storefront (orders carry no reason), so the reasons add up to the storefront's rate; "
+                "only where the window is complete in both the ticket and the order family." + note,
+                "percentunit", _targets((window_kpi("ticket_to_order", level, rf), by)), clock=EVENT_GRAPH, span=12),
+        _series("First-response time p90 by reason",
+                f"{_help('cxpulse_ticket_first_response_seconds')} 90th percentile of each window per reason, from the "
+                "merge stage's sketch over every support channel (within 1%)." + note, "s",
+                _targets((window_kpi("first_response_p90", level, rf), f"{by} p90")),
+                thresholds=_steps((None, "transparent"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
+                clock=EVENT_GRAPH, span=8),
+        _series("Resolution time p90 by reason",
+                f"{_help('cxpulse_ticket_resolution_seconds')} 90th percentile of each window per reason." + note, "s",
+                _targets((window_kpi("resolution_p90", level, rf), f"{by} p90")),
+                thresholds=_steps((None, "transparent"), (rules.RESOLUTION_P90_FLOOR_S, "red")),
+                clock=EVENT_GRAPH, span=8),
+        _series("FCR by reason", _about("first_contact_resolution") + note, "percentunit",
+                _targets((window_kpi("first_contact_resolution", level, rf), by)), clock=EVENT_GRAPH, span=8),
+        _series("Sample size by reason: tickets, first responses and resolutions per $window window",
+                "The n behind each reason's figures in the same window: tickets created (ticket-to-order), first "
+                "responses (FRT) and resolutions of tickets whose creation cxpulse saw (TTR, and FCR's denominator). "
+                "A reason with a handful of tickets swings from window to window." + note, "short", _targets(
+                    (created, f"{by} created"),
+                    (window_count("cxpulse_ticket_first_response_seconds_count", level, rf), f"{by} first responses"),
+                    (window_count("cxpulse_ticket_resolution_seconds_count", level, rf), f"{by} resolved")),
+                clock=EVENT_GRAPH, span=24),
+    ]
