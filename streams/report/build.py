@@ -26,7 +26,7 @@ from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, component
 from streams.contract import NO_CURRENCY
 from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, CohortLtv, Customers,
                                     CustomerShare, Figure, Initiative, Initiatives, Mover, NpsLtv, Report,
-                                    Retention, SupportRevenue, VolumeMover)
+                                    ReasonMover, Retention, SupportRevenue, VolumeMover)
 from streams.report.prometheus import Prometheus
 from streams.report.queries import (ARM_KPI_RULES, COHORT_CUSTOMERS_RULE, COHORT_LTV_RULE, CSAT_CUSTOMERS_RULE,
                                     CSAT_LTV_RULE, CUSTOMER_SHARES, NPS_CUSTOMERS_RULE, NPS_LTV_RULE,
@@ -40,6 +40,7 @@ from streams.report.weeks import DAY_S, WEEK_S, Week
 MOVER_KPIS: tuple[tuple[str, str], ...] = (
     ("conversion", "channel"), ("conversion", "device"),
     ("first_response_p90", "support_channel"), ("resolution_p90", "support_channel"),
+    ("first_response_p90", "reason"), ("resolution_p90", "reason"), ("first_contact_resolution", "reason"),
 )
 
 VOLUME_MOVERS: tuple[tuple[str, str], ...] = (("cxpulse_tickets_created_total", "support_channel"),)
@@ -175,6 +176,22 @@ def volume_movers(prom: Prometheus, week: Week, sel: str) -> list[VolumeMover]:
             if max(count, previous) >= MIN_SEGMENT_COUNT:
                 found.append(VolumeMover(metric, dimension, seg[0][1], count, previous))
     return sorted(found, key=lambda m: -abs(m.change))
+
+
+def reason_movers(prom: Prometheus, week: Week, sel: str) -> list[ReasonMover]:
+    """Tickets created per contact reason this week and last, with the orders of each week (all storefronts
+    read: orders carry no reason), largest change in tickets first. Reasons under ``MIN_SEGMENT_COUNT``
+    tickets in both weeks are left out."""
+    weekly = counted(sel, "1w")
+    level = ("reason",)
+    now, before = _two_weeks(prom, weekly("cxpulse_tickets_created_total", level), level, week.end_s)
+    orders_now, orders_before = _two_weeks(prom, weekly("cxpulse_orders_placed_total", ()), (), week.end_s)
+    found = []
+    for key in set(now) | set(before):
+        count, previous = now.get(key, 0.0), before.get(key, 0.0)
+        if max(count, previous) >= MIN_SEGMENT_COUNT:
+            found.append(ReasonMover(key[0][1], count, previous, orders_now.get((), 0.0), orders_before.get((), 0.0)))
+    return sorted(found, key=lambda m: (-abs(m.change), m.reason))
 
 
 def initiatives_section(prom: Prometheus, week: Week) -> Initiatives:
@@ -386,12 +403,12 @@ def build(prom: Prometheus, week: Week, storefront: str | None = None,
     notes = check_data(prom, week, sel, storefront)
     progress(f"headline KPIs: {len(KPIS)} KPIs, {week.label} and {week.previous().label}, daily values")
     figures = headline(prom, week, sel)
-    progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS))
-    moved, volumes = movers(prom, week, sel), volume_movers(prom, week, sel)
+    progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS) + ", contact reasons")
+    moved, volumes, reasons = movers(prom, week, sel), volume_movers(prom, week, sel), reason_movers(prom, week, sel)
     progress("customers: repeat customers, post-support conversion and revenue, cohort LTV, LTV by NPS category "
              "and CSAT band, retention")
     customers = customers_section(prom, week, storefront)
     progress("initiatives")
     initiatives = initiatives_section(prom, week)
     return Report(week, storefront, prom.url, now or datetime.now(timezone.utc), figures, moved, volumes,
-                  initiatives, customers, notes)
+                  initiatives, customers, notes, reasons=reasons)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from streams.catalog import KPIS, Kpi
 from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, NOTABLE_RELATIVE, Figure, Initiative,
-                                    Mover, NpsLtv, Report)
+                                    Mover, NpsLtv, ReasonMover, Report)
 from streams.report.queries import CUSTOMER_SHARES, sample_metric
 from streams.report.weeks import DAY_S
 
@@ -138,7 +138,31 @@ def tables(report: Report) -> list[tuple[str, str, list[str], list[list[str]], s
                  for m in report.volume_movers[:MOVERS_SHOWN]]
         tables.append(("movers-volume", "Tickets created: segments that moved most",
                        ["segment", p, w, "change", "relative"], vrows, ""))
+    if report.reasons:
+        tables.append(("movers-reasons", "Contact reasons that moved most",
+                       ["reason", f"tickets {p}", f"tickets {w}", "change", "relative", f"per 100 orders {p}",
+                        f"per 100 orders {w}"], reason_rows(report.reasons), REASONS_CAPTION))
     return tables
+
+
+REASONS_CAPTION = (
+    "Tickets created per contact reason (the ticket's issue type; unknown: created without one) and per 100 orders "
+    "of the same week (the reason's ticket-to-order rate x 100; orders carry no reason, so every order counts). "
+    "Ranked by the change in tickets.")
+
+
+def reason_rows(reasons: list[ReasonMover]) -> list[list[str]]:
+    """The rows of the contact-reasons table, the largest changes first.
+
+        >>> reason_rows([ReasonMover("shipping", 120, 60, 4000, 4000), ReasonMover("account", 35, 0, 4000, 4000)])
+        [['shipping', '60', '120', '+60', '+100%', '1.50', '3.00'], ['account', '0', '35', '+35', 'new', '0.00', '0.88']]
+    """
+    def per_100(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}"
+
+    return [[m.reason, fmt_count(m.previous), fmt_count(m.count), f"{m.change:+,.0f}",
+             f"{100 * (m.count / m.previous - 1):+.0f}%" if m.previous else "new",
+             per_100(m.per_order_previous), per_100(m.per_order)] for m in reasons[:MOVERS_SHOWN]]
 
 
 MOVERS_CAPTION = (

@@ -147,6 +147,35 @@ class VolumeMover:
         return self.count - self.previous
 
 
+@dataclass
+class ReasonMover:
+    """A contact reason's tickets created this week and last, and the storefronts' orders in each week (the
+    ticket-to-order rate of the reason: its tickets / all orders); ranked by the size of the change in tickets.
+
+        >>> m = ReasonMover("shipping", 120, 60, 4000, 4000)
+        >>> m.change, m.per_order, m.per_order_previous
+        (60, 0.03, 0.015)
+    """
+
+    reason: str
+    count: float
+    previous: float
+    orders: float
+    orders_previous: float
+
+    @property
+    def change(self) -> float:
+        return self.count - self.previous
+
+    @property
+    def per_order(self) -> float | None:
+        return self.count / self.orders if self.orders else None
+
+    @property
+    def per_order_previous(self) -> float | None:
+        return self.previous / self.orders_previous if self.orders_previous else None
+
+
 Verdict = Literal["pays off", "does not pay off", "not enough evidence yet", "no data yet"]
 
 
@@ -328,6 +357,7 @@ class Report:
     customers: Customers
     notes: list[str]
     charts: dict[str, Path] = field(default_factory=dict)
+    reasons: list[ReasonMover] = field(default_factory=list)  # contact reasons that moved, largest change first
 
 
 def figures_json(report: Report) -> dict[str, Any]:
@@ -350,6 +380,8 @@ def figures_json(report: Report) -> dict[str, Any]:
                     "weighted": m.weighted} for moved in report.movers.values() for m in moved],
         "volume_movers": [{"metric": m.metric, "dimension": m.dimension, "segment": m.segment, "count": m.count,
                            "previous": m.previous} for m in report.volume_movers],
+        "reasons": [{"reason": m.reason, "count": m.count, "previous": m.previous, "orders": m.orders,
+                     "orders_previous": m.orders_previous} for m in report.reasons],
         "customers": {
             "shares": [{"key": c.key, "storefront": c.storefront, "value": c.value, "previous": c.previous,
                         "change": c.change, "n": c.n, "n_previous": c.n_previous, "interval": c.interval,

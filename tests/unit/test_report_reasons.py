@@ -1,0 +1,71 @@
+"""The weekly report's contact reasons (docs/report.md, "What moved most"): what it asks Prometheus
+and the table it writes, against a fake Prometheus that answers the report's own queries."""
+
+from __future__ import annotations
+
+import re
+
+from streams.report.build import MOVER_KPIS, reason_movers
+from streams.report.document import tables
+from streams.report.figures import Customers, Initiatives, Report
+from streams.report.markdown import markdown
+from streams.report.weeks import WEEK_S, Week
+
+WEEK = Week.parse("2026-W47")
+# tickets created by reason (cumulative counters) at the end of this week, of last week, of the week before
+TICKETS = {"shipping": (400, 150, 100), "payment": (210, 150, 90), "account": (70, 40, 10),
+           "unknown": (13, 10, 8), "technical": (45, 45, 45)}
+ORDERS = (30_000, 20_000, 12_000)
+
+
+class FakePrometheus:
+    url = "http://prometheus.test"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def instant(self, expr: str, at_s: float) -> list[tuple[dict[str, str], float]]:
+        self.asked.append(expr)
+        ago = round((WEEK.end_s - at_s) / WEEK_S)  # 0: this week's end, 1: last week's
+
+        def at(values: tuple[int, ...], offset: bool) -> int:
+            return values[ago + (1 if offset else 0)]
+
+        def counted(values: tuple[int, ...]) -> float:  # the report's increase: now - offset 1w
+            return at(values, False) - at(values, True)
+
+        if "cxpulse_tickets_created_total" in expr and "sum by (reason)" in expr:
+            return [({"reason": reason}, counted(values)) for reason, values in TICKETS.items()]
+        if "cxpulse_orders_placed_total" in expr and "sum by ()" in expr:
+            return [({}, counted(ORDERS))]
+        return []
+
+
+def test_reasons_that_moved_rank_tickets_per_reason_with_their_rate_per_order() -> None:
+    prom = FakePrometheus()
+    found = reason_movers(prom, WEEK, 'job=~"(.+/)?cxpulse"')
+    # this week: shipping 250 (last 50), payment 60 (60), account 30 (30), unknown 3 (2), technical 0 (0)
+    assert [(m.reason, m.count, m.previous) for m in found] == [
+        ("shipping", 250, 50), ("account", 30, 30), ("payment", 60, 60)]  # change 200, then 0s by name
+    assert (found[0].orders, found[0].orders_previous) == (10_000, 8_000)
+    assert (found[0].per_order, found[0].per_order_previous) == (0.025, 0.00625)
+    assert all(re.search(r"offset 1w", expr) for expr in prom.asked)
+
+
+def test_the_report_writes_a_reasons_table_under_what_moved_most() -> None:
+    reasons = reason_movers(FakePrometheus(), WEEK, 'job=~"(.+/)?cxpulse"')
+    report = Report(WEEK, None, "http://prometheus.test", WEEK.end, [], {}, [], Initiatives([]),
+                    Customers([], [], []), [], reasons=reasons)
+    (table,) = [t for t in tables(report) if t[0] == "movers-reasons"]
+    _, title, header, rows, caption = table
+    assert title == "Contact reasons that moved most"
+    assert rows[0] == ["shipping", "50", "250", "+200", "+400%", "0.62", "2.50"]
+    assert "per 100 orders" in header[-1] and "unknown" in caption
+    text = markdown(report)
+    assert "## What moved most" in text and "### Contact reasons that moved most" in text
+    assert text.index("## What moved most") < text.index("### Contact reasons that moved most")
+
+
+def test_the_support_times_and_fcr_move_by_reason_too() -> None:
+    assert {("first_response_p90", "reason"), ("resolution_p90", "reason"),
+            ("first_contact_resolution", "reason")} <= set(MOVER_KPIS)
