@@ -276,9 +276,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--rate", type=float, default=200.0, help="simulated events per second (default 200)")
     parser.add_argument("--scenario", default="none",
-                        choices=["none", "checkout-broken", "support-understaffed", "survey-fatigue"],
-                        help="replay an incident so an alert fires (or, survey-fatigue, a response rate falls) "
-                             "within minutes")
+                        choices=["none", "checkout-broken", "support-understaffed", "survey-fatigue",
+                                 "shipping-delay"],
+                        help="replay an incident so an alert fires (or, survey-fatigue, a response rate falls; "
+                             "shipping-delay, shipping contacts surge) within minutes")
     parser.add_argument("--incident-after", type=float, default=180, metavar="SECONDS",
                         help="when the --scenario incident starts (default 180)")
     parser.add_argument("--seed", type=int, default=1)
@@ -355,6 +356,11 @@ def run(args: argparse.Namespace) -> int:
             say(f"incident    {args.scenario} in {args.incident_after:g} s: customers answer surveys 30% as often; "
                 f"watch {prometheus.url}/graph?g0.expr={urllib.parse.quote(rate)} fall while "
                 "storefront:cxpulse_nps:ratio_window5m holds (no alert judges response rates)")
+        elif args.scenario == "shipping-delay" and prometheus:
+            rate = 'storefront_reason:cxpulse_ticket_to_order:ratio_window5m{reason="shipping"}'
+            say(f"incident    {args.scenario} in {args.incident_after:g} s: a carrier's delay sends 4x the shipping "
+                f"tickets after orders; watch {prometheus.url}/graph?g0.expr={urllib.parse.quote(rate)} rise while "
+                "the other reasons hold (the Support dashboard's reason row)")
         elif args.scenario != "none" and prometheus:
             alert = {"checkout-broken": "CxpulseConversionCollapse",
                      "support-understaffed": "CxpulseFirstResponseSlow"}[args.scenario]

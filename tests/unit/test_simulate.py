@@ -341,12 +341,67 @@ def test_survey_fatigue_cuts_the_response_rate_and_not_the_surveys_sent():
     _within(pace_after / pace_before, 1.0, math.sqrt(1 / len(before) + 1 / len(after)), "surveys sent per ms")
 
 
+def test_ticket_reasons_follow_the_configured_mix_after_an_order_and_without_one():
+    cfg = SimConfig(seed=19, start_ms=START_MS, rate_per_s=RATE, ticket_after_order_share=0.5,
+                    standalone_ticket_weight=0.1, support_time_scale=0.2)
+    created = [e for _, e in _unique(_run(cfg, 150_000)) if e["type"] == "ticket.created"]
+    for with_order, mix in ((True, cfg.reason_mix_after_order), (False, cfg.reason_mix_standalone)):
+        tickets = [e for e in created if ("order_id" in e) is with_order]
+        n = len(tickets)
+        assert n > 400, (with_order, n)
+        missing = sum("reason" not in e for e in tickets)
+        _within(missing / n, cfg.no_reason_share, math.sqrt(cfg.no_reason_share * (1 - cfg.no_reason_share) / n),
+                "tickets without a reason")
+        given = Counter(e["reason"] for e in tickets if "reason" in e)
+        total, weights = sum(given.values()), sum(w for _, w in mix)
+        assert set(given) <= {r for r, w in mix if w > 0}, given
+        for reason, weight in mix:
+            want = weight / weights
+            _within(given[reason] / total, want, math.sqrt(want * (1 - want) / total), f"{reason} share")
+
+
+def test_shipping_delay_surges_shipping_tickets_per_order_and_no_other_reason():
+    incident = SPAN_INCIDENT_MS // 3
+    cfg = SimConfig(seed=17, start_ms=START_MS, rate_per_s=RATE, scenario="shipping-delay",
+                    incident_after_ms=incident, support_time_scale=0.2, ticket_after_order_share=0.3)
+    placed: dict[str, int] = {}
+    reasons: dict[str, list[str]] = defaultdict(list)  # order_id -> reasons of its tickets
+    for ts, e in _unique(_run(cfg, N_INCIDENT)):
+        if e["type"] == "order.placed":
+            placed[e["order_id"]] = ts - START_MS
+        elif e["type"] == "ticket.created" and "order_id" in e:
+            reasons[e["order_id"]].append(e.get("reason", "unknown"))
+    margin = 40 * MIN  # a ticket comes a few minutes after its order (support_time_scale 0.2)
+    before = [o for o, t in placed.items() if t < incident]
+    after = [o for o, t in placed.items() if incident <= t < SPAN_INCIDENT_MS - margin]
+
+    def count(orders: list[str], wanted) -> int:
+        return sum(1 for o in orders for r in reasons.get(o, ()) if wanted(r))
+
+    for what, wanted, factor in (("shipping", lambda r: r == "shipping", cfg.shipping_surge_factor),
+                                 ("other reasons", lambda r: r != "shipping", 1.0)):
+        ratio, se = _ratio_and_se(count(after, wanted), len(after), count(before, wanted), len(before))
+        _within(ratio, factor, se, f"{what} tickets per order, after / before")
+
+
+def test_without_the_scenario_no_draw_changes_the_traffic():
+    base = SimConfig(seed=5, start_ms=START_MS, rate_per_s=RATE, incident_after_ms=0, ticket_after_order_share=0.3)
+    plain = _run(base, 20_000)
+    assert plain == _run(replace(base, shipping_surge_factor=9.0), 20_000)
+    surged = _run(replace(base, scenario="shipping-delay"), 20_000)
+    assert plain != surged
+
+
 @pytest.mark.parametrize("knob, value", [
     ("response_rate", {"nps": 0.9, "csat": 0.5, "ces": 0.5}),  # x 1.3 on the app would pass 1
     ("response_rate", {"nps": 0.3}),  # a kind without a rate
     ("response_channel_factor", {"web": -1.0}),
     ("ces_after_ticket_share", 0.5),  # with CSAT's 0.67, more than every resolved ticket
     ("fatigue_factor", 1.5),
+    ("reason_mix_after_order", (("delivery", 1.0),)),  # not a reason of the contract
+    ("reason_mix_standalone", (("account", 0.0),)),
+    ("no_reason_share", 1.5),
+    ("shipping_surge_factor", 0.5),
 ])
 def test_bad_survey_knobs_are_refused(knob: str, value: Any) -> None:
     from streams.errors import ConfigError

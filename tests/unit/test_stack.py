@@ -93,3 +93,5 @@ def test_up_offers_every_simulated_scenario_and_passes_it_on() -> None:
     args = up_args("--scenario", "survey-fatigue", "--incident-after", "60")
     cfg = simulator_config(stack.simulator_command(args, "127.0.0.1:9092", None))
     assert (cfg.scenario, cfg.incident_after_ms) == ("survey-fatigue", 60_000)
+    args = up_args("--scenario", "shipping-delay")
+    assert simulator_config(stack.simulator_command(args, "127.0.0.1:9092", None)).scenario == "shipping-delay"

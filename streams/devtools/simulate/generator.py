@@ -55,6 +55,12 @@ class _Simulation:
         self._channel_weights = list(itertools.accumulate(cfg.channels[c].weight for c in names))
         self._support_names = [c for c, _ in cfg.support_mix]
         self._support_weights = list(itertools.accumulate(w for _, w in cfg.support_mix))
+        self._reasons = {kind: ([r for r, _ in mix], list(itertools.accumulate(w for _, w in mix)))
+                         for kind, mix in (("order", cfg.reason_mix_after_order),
+                                           ("standalone", cfg.reason_mix_standalone))}
+        # shipping-delay: the extra share of orders that get a shipping ticket from the incident on
+        shipping = dict(cfg.reason_mix_after_order).get("shipping", 0.0) / sum(w for _, w in cfg.reason_mix_after_order)
+        self._shipping_surge = cfg.ticket_after_order_share * shipping * (cfg.shipping_surge_factor - 1)
         self._devices = {c: ([d for d, _ in p.devices], list(itertools.accumulate(w for _, w in p.devices)))
                          for c, p in cfg.channels.items()}
         self._sources = ([name for name, _ in SOURCES], list(itertools.accumulate(w for _, w in SOURCES)))
@@ -226,9 +232,16 @@ class _Simulation:
             self._at(due, store, lambda at: self._envelope(
                 "order.refunded", at, store, order_id=order_id, amount_minor=amount,
                 currency=currency, **segment))
-        if rng.random() < cfg.ticket_after_order_share:
+        # One draw decides a ticket; in the shipping-delay scenario, a share above the usual one is a
+        # shipping ticket (the carrier's delay), so runs without the scenario stay byte for byte the same.
+        u = rng.random()
+        if u < cfg.ticket_after_order_share:
             due = now + self._lognormal_ms(cfg.ticket_delay_median_ms * cfg.support_time_scale, 0.7)
             self._at(due, store, lambda at: self._ticket_created(at, store, customer, order_id))
+        elif (cfg.scenario == "shipping-delay" and now >= cfg.incident_at_ms
+              and u < cfg.ticket_after_order_share + self._shipping_surge):
+            due = now + self._lognormal_ms(cfg.ticket_delay_median_ms * cfg.support_time_scale, 0.7)
+            self._at(due, store, lambda at: self._ticket_created(at, store, customer, order_id, "shipping"))
         if rng.random() < cfg.nps_after_order_share:
             due = now + self._lognormal_ms(30 * _MIN, 0.6)
             self._at(due, store, lambda at: self._survey_sent(
@@ -240,9 +253,13 @@ class _Simulation:
 
     # -- support tickets -------------------------------------------------------------
 
-    def _ticket_created(self, now: int, store: int, customer: str | None, order_id: str | None) -> dict[str, Any]:
+    def _ticket_created(self, now: int, store: int, customer: str | None, order_id: str | None,
+                        reason: str | None = None) -> dict[str, Any]:
         cfg, rng = self.cfg, self.rng
         support = self._support_names[_pick_index(rng, self._support_weights)]
+        if reason is None and rng.random() >= cfg.no_reason_share:
+            names, weights = self._reasons["order" if order_id else "standalone"]
+            reason = names[_pick_index(rng, weights)]
         ticket_id = self._id("t")
         scale = cfg.support_time_scale
         if cfg.scenario == "support-understaffed" and now >= cfg.incident_at_ms:
@@ -285,6 +302,8 @@ class _Simulation:
                 status(t, "ticket.resolved")
             self._after_resolve(t, store, ticket_id, customer)
         body: dict[str, Any] = {"ticket_id": ticket_id, "support_channel": support}
+        if reason:
+            body["reason"] = reason
         if customer:
             body["customer_id"] = customer
         if order_id:

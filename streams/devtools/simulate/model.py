@@ -13,8 +13,9 @@ from typing import Callable, Literal
 
 from streams.errors import ConfigError
 
-Scenario = Literal["none", "checkout-broken", "support-understaffed", "survey-fatigue"]
-SCENARIOS: tuple[Scenario, ...] = ("none", "checkout-broken", "support-understaffed", "survey-fatigue")
+Scenario = Literal["none", "checkout-broken", "support-understaffed", "survey-fatigue", "shipping-delay"]
+SCENARIOS: tuple[Scenario, ...] = ("none", "checkout-broken", "support-understaffed", "survey-fatigue",
+                                   "shipping-delay")
 Channel = Literal["web", "app", "social", "marketplace"]
 Device = Literal["desktop", "mobile", "tablet"]
 SupportChannel = Literal["email", "chat", "sms", "phone", "social"]
@@ -83,6 +84,16 @@ DIURNAL: tuple[float, ...] = (
 SUPPORT_MIX: tuple[tuple[SupportChannel, float], ...] = (
     ("email", 0.35), ("chat", 0.30), ("phone", 0.15), ("social", 0.12), ("sms", 0.08),
 )
+# Why customers get in touch (the ticket's reason, streams.contract.REASONS). After an order: mostly
+# where it is, its delivery and sending it back; without one: questions before buying and the account.
+REASON_MIX_AFTER_ORDER: tuple[tuple[str, float], ...] = (
+    ("order_status", 0.30), ("shipping", 0.22), ("returns_refunds", 0.20), ("product_question", 0.10),
+    ("payment", 0.09), ("technical", 0.05), ("account", 0.02), ("other", 0.02),
+)
+REASON_MIX_STANDALONE: tuple[tuple[str, float], ...] = (
+    ("product_question", 0.34), ("account", 0.24), ("technical", 0.16), ("payment", 0.10), ("other", 0.10),
+    ("order_status", 0.06),
+)
 # Median first public agent reply, minutes (lognormal around it).
 FRT_MEDIAN_MIN: dict[SupportChannel, float] = {
     "email": 35.0, "chat": 2.0, "phone": 1.0, "social": 20.0, "sms": 12.0,
@@ -132,6 +143,9 @@ class SimConfig:
     extra_round_share: float = 0.45  # P(another customer/agent exchange), repeated
     resolve_share: float = 0.95
     reopen_share: float = 0.08
+    reason_mix_after_order: tuple[tuple[str, float], ...] = REASON_MIX_AFTER_ORDER
+    reason_mix_standalone: tuple[tuple[str, float], ...] = REASON_MIX_STANDALONE
+    no_reason_share: float = 0.05  # tickets created without a reason (an older form): `unknown`
     # Surveys: each is sent (survey.sent), then answered (survey.answered, same response_id) by a
     # share of its customers, the response rate, after a delay; the shares below are of surveys sent.
     nps_mix: tuple[float, float, float] = (0.50, 0.30, 0.20)  # promoter, passive, detractor
@@ -165,6 +179,7 @@ class SimConfig:
     checkout_broken_drop: float = 0.8  # share of orders that fail from the incident on
     understaffed_factor: float = 5.0  # agent reply delays multiply by this
     fatigue_factor: float = 0.3  # survey-fatigue: response rates multiply by this, scores unchanged
+    shipping_surge_factor: float = 4.0  # shipping-delay: "where is my parcel" tickets after orders x this
 
     @property
     def incident_at_ms(self) -> int:
@@ -182,7 +197,7 @@ class SimConfig:
         for name in ("ooo_share", "late_share", "dup_share", "repeat_customer_share", "refund_share",
                      "return_share", "ticket_after_order_share", "reopen_share", "resolve_share",
                      "checkout_broken_drop", "nps_after_order_share", "csat_after_ticket_share",
-                     "ces_after_ticket_share", "fatigue_factor"):
+                     "ces_after_ticket_share", "fatigue_factor", "no_reason_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 fail(name, "a share between 0 and 1")
         if self.csat_after_ticket_share + self.ces_after_ticket_share > 1.0:
@@ -194,6 +209,13 @@ class SimConfig:
                 0.0 <= rate and rate * max(factors) <= 1.0 for rate in self.response_rate.values()):
             fail("response_rate", "a share for each of nps, csat and ces that stays <= 1 times any "
                  "response_channel_factor")
+        from streams.contract import REASONS
+        for name in ("reason_mix_after_order", "reason_mix_standalone"):
+            mix = getattr(self, name)
+            if not mix or any(r not in REASONS or w < 0 for r, w in mix) or sum(w for _, w in mix) <= 0:
+                fail(name, f"(reason, weight) pairs of {', '.join(REASONS)} with weights >= 0, not all 0")
+        if not self.shipping_surge_factor >= 1.0:
+            fail("shipping_surge_factor", "a factor of 1 or more")
         if self.ooo_share + self.late_share > 1.0:
             fail("late_share", "a share with ooo_share + late_share <= 1")
         if self.scenario not in SCENARIOS:
