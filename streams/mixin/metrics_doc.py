@@ -23,6 +23,51 @@ def kpi_promql(kpi: Kpi, by: tuple[str, ...] | None = None, window: str = "5m") 
     return " ".join(rules.window_kpi_expr(kpi, level, window).split())
 
 
+def reasons_doc() -> list[str]:
+    """The "Contact reasons" section: why customers contact support, the ticket KPIs by ``reason``."""
+    from streams.contract import REASONS
+    from streams.mixin import rules
+
+    level = ("storefront", "reason")
+    keys = [k.key for k in KPIS if level in rules.kpi_levels(k)]
+    lines = [
+        "## Contact reasons",
+        "",
+        "Why customers contact support: every ticket series carries `reason`, the issue type its",
+        f"`ticket.created` gave (rule 13): {', '.join(f'`{r}`' for r in REASONS)}, or `unknown`. A fixed list, so",
+        "the label needs no cap: at most 9 reasons x 6 support channels per storefront. Summing over `reason`",
+        "gives the figures by storefront and support channel (existing queries that `sum by (storefront,",
+        "support_channel)` are unchanged).",
+        "",
+        "- **Ticket volume by reason**: tickets created with the reason, in the window.",
+        "- **Ticket-to-order rate by reason**: tickets created with the reason / orders placed, both in the",
+        "  window, per storefront. Orders carry no reason, so the denominator is every order of the storefront",
+        "  and the reasons' rates add up to the storefront's ticket-to-order rate. Absent, not 0, for a reason",
+        "  with no ticket series in the window.",
+        "- **First-response time, resolution time (p50, p90) by reason**: the quantiles of rule 8's times of",
+        "  the reason's tickets, from the merge stage's sketch per storefront and reason over every support",
+        "  channel (`cxpulse_window_reason_ticket_*_seconds`); sample size: the summary's `_count`.",
+        "- **First-contact resolution by reason**: one-touch resolutions / resolutions of the reason's tickets,",
+        "  with its 95% Wilson interval.",
+        "",
+        "Recorded at level `storefront_reason` for each window (`storefront_reason:cxpulse_<kpi>:ratio_window1h`,",
+        "`..._quantile_window1h`, `..._denominator_window1h`; quantile samples",
+        "`storefront_reason:cxpulse_ticket_<time>_seconds_count:window1h`):",
+        "",
+        "| KPI by reason | recording rule (1h) | sample size | PromQL (the 5m window ending at the evaluation time) |",
+        "|---|---|---|---|",
+    ]
+    for key in keys:
+        kpi = next(k for k in KPIS if k.key == key)
+        if kpi.shape == "quantile":
+            sample = rules.rule_name(level, rules.base(kpi.histogram + "_count"), "window1h")
+        else:
+            sample = rules.window_denominator_rule(kpi, level, "1h")
+        lines.append(f"| {kpi.title} | `{rules.window_rule(kpi, level, '1h')}` | `{sample}` | "
+                     f"`{kpi_promql(kpi, level)}` |")
+    return lines + [""]
+
+
 def uncertainty_doc() -> list[str]:
     """The "Uncertainty" section of docs/metrics.md: which KPIs have an interval, how it is computed."""
     from streams.mixin import intervals, rules
@@ -370,6 +415,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "",
         "Every ratio ships with its denominator series, so a dashboard can tell a real drop from a small sample.",
         "",
+        *reasons_doc(),
         *uncertainty_doc(),
         *long_windows_doc(),
         *response_rates_doc(),
