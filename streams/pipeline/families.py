@@ -38,7 +38,7 @@ def widen(family: str, segment: Any) -> tuple:
         >>> widen("ticket", ["shop", "chat"]), widen("ticket", ["shop", "chat", "shipping"])
         (('shop', 'chat', 'unknown'), ('shop', 'chat', 'shipping'))
     """
-    missing = len(SEGMENT_LABELS[family]) - len(segment)
+    missing = len(SEGMENT_LABELS.get(family, segment)) - len(segment)  # type: ignore[call-overload]
     return tuple(segment) + (UNKNOWN,) * missing if missing > 0 else tuple(segment)
 
 
