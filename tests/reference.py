@@ -436,7 +436,8 @@ class Reference:
             out[f"{name}_p50", group] = exact_quantile(values, 0.5)
             out[f"{name}_p90", group] = exact_quantile(values, 0.9)
             if name == "resolution":
-                out["first_contact_resolution", group] = tickets.get(("tickets_resolved_one_touch", group), 0) / len(values)
+                one_touch = tickets.get(("tickets_resolved_one_touch", group), 0)
+                out["first_contact_resolution", group] = one_touch / len(values)
         return out
 
     def partitions_of_family(self, family: str) -> set[int]:

@@ -227,7 +227,8 @@ class EventMethods:
 
     def ticket_replied(
         self, *, ticket_id: str, author: Author, public: bool, support_channel: SupportChannel | None = None,
-        reason: Reason | None = None, storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
+        reason: Reason | None = None,
+        storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
         """A reply (``public=True``) or internal note was added to a ticket. Returns the event_id.

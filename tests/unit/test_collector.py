@@ -146,7 +146,8 @@ def test_tickets_carry_their_reason_label_and_resolutions_keep_the_creations() -
         common = {"schema_version": 1, "storefront": rng.choice(["north", "south"]), "ticket_id": f"t{i}"}
         evs.append({**common, "event_id": f"c{i}", "type": "ticket.created", "occurred_at": _iso(T0 + 1000 * i),
                     "support_channel": "chat", **({"reason": reason} if reason else {})})
-        evs.append({**common, "event_id": f"r{i}", "type": "ticket.resolved", "occurred_at": _iso(T0 + 1000 * i + 90_000)})
+        evs.append({**common, "event_id": f"r{i}", "type": "ticket.resolved",
+                    "occurred_at": _iso(T0 + 1000 * i + 90_000)})
         labels = {"storefront": common["storefront"], "support_channel": "chat", "reason": reason or "unknown",
                   "partition": str(partition_for(f"t{i}", PARTITIONS))}
         expected[tuple(labels.items())] += 1

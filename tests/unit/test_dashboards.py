@@ -552,7 +552,8 @@ def _two_storefronts(minutes: int = 20) -> list[dict[str, str]]:
                 value = VOLUME[key] * (orders if key == "orders_placed" else scale)
                 out.append(_series(counter.window_name, labels(counter.labels), f"{value}x{minutes}"))
             for hist in HISTOGRAMS:
-                for name, names in ((hist.window_name, hist.window_labels), (hist.window_storefront_name, ("storefront",)),
+                for name, names in ((hist.window_name, hist.window_labels),
+                                    (hist.window_storefront_name, ("storefront",)),
                                     (hist.window_reason_name, ("storefront", "reason"))):
                     for q in WINDOW_QUANTILES:  # a's p90 is 600 s, b's 1200 s
                         seconds = (60 if q == 0.5 else 600) * orders

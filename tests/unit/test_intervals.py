@@ -189,7 +189,8 @@ def _window_series(metric: str) -> list[tuple[str, tuple[str, ...]]]:
         if counter.name == metric:
             return [(counter.window_name, counter.labels)]
     hist = next(h for h in HISTOGRAMS if h.name + "_count" == metric)
-    return [(hist.window_count_name, hist.window_labels), (hist.window_reason_name + "_count", ("storefront", "reason"))]
+    return [(hist.window_count_name, hist.window_labels),
+            (hist.window_reason_name + "_count", ("storefront", "reason"))]
 
 
 def _check(expr: str, labels: dict[str, str], expected: float) -> dict:
