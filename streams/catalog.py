@@ -10,6 +10,8 @@ Three kinds of series:
 * **Counters** (``_total``) and **histograms**: cumulative since the state began,
   one series per source partition (label ``partition``), so a partition moving
   between workers never looks like a counter reset. Use ``rate()``/``increase()``.
+  Counters carry the family's whole segment; histograms all of it but the ticket's
+  ``reason`` (``Histogram.labels``).
 * **Window gauges** (``cxpulse_window_*``): the same components for the last
   closed and the current event-time window of each view (1m, 5m, 15m, 1h),
   summed over the worker's partitions, so ``sum()`` over workers is the total.
@@ -52,12 +54,34 @@ class Counter:
 
 @dataclass(frozen=True)
 class Histogram:
-    """A duration distribution (seconds) kept as a mergeable sketch."""
+    """A duration distribution (seconds) kept as a mergeable sketch per segment of its family.
+
+    The cumulative histogram on /metrics has fewer labels than the segment (``labels``): no
+    contact ``reason``. Its ~25 series (``le`` buckets, ``_count``, ``_sum``) per label set would
+    otherwise be multiplied by up to 9 reasons per storefront, support channel and partition;
+    the times by reason come from the event-time window summaries (``window_reason_name``).
+
+        >>> first_response = HISTOGRAMS[0]
+        >>> first_response.segment_labels, first_response.labels
+        (('storefront', 'support_channel', 'reason'), ('storefront', 'support_channel'))
+    """
 
     name: str
     family: Family
     field: str
     help: str
+
+    @property
+    def segment_labels(self) -> tuple[str, ...]:
+        """The family's segment: what each cell (and so each window summary) is kept by."""
+        return SEGMENT_LABELS[self.family]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels of the cumulative histogram (besides ``partition`` and ``le``): the segment's
+        but the reason, summed over reasons."""
+        return tuple(label for label in self.segment_labels if label not in HISTOGRAM_DROPPED_LABELS)
+
     @property
     def window_name(self) -> str:
         """A summary per storefront and support channel (``window_labels``): the window's quantiles, with
@@ -68,7 +92,7 @@ class Histogram:
     def window_labels(self) -> tuple[str, ...]:
         """The labels of ``window_name``: the segment's but the reason (a quantile per storefront, support
         channel and reason would triple the summaries for a breakdown nobody reads)."""
-        return tuple(label for label in self.labels if label != "reason")
+        return tuple(label for label in self.segment_labels if label != "reason")
 
     @property
     def window_reason_name(self) -> str:
@@ -84,10 +108,10 @@ class Histogram:
         """The same summary over every support channel of a storefront (quantiles do not add up)."""
         return "cxpulse_window_storefront_" + self.name.removeprefix("cxpulse_")
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return SEGMENT_LABELS[self.family]
 
+# Segment labels the cumulative histograms leave out (``Histogram.labels``): the window summaries
+# by reason carry the times by reason at a fraction of the series.
+HISTOGRAM_DROPPED_LABELS: tuple[str, ...] = ("reason",)
 
 COUNTERS: tuple[Counter, ...] = (
     Counter("cxpulse_sessions_started_total", "session", "sessions_started",

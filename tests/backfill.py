@@ -3,8 +3,9 @@
 For tests that need weeks of data in minutes (``cxpulse report``): simulated events are tallied by
 the independent reference calculator (``tests/reference.py``: per source partition, base window
 and segment), turned into the cumulative counters and histograms a scrape every ``step`` of event
-time would have read from the workers, written as OpenMetrics text with timestamps, made into TSDB
-blocks by ``promtool tsdb create-blocks-from openmetrics`` and served by a real ``prometheus``.
+time would have read from the workers (histograms by their own labels: no ticket reason), written
+as OpenMetrics text with timestamps, made into TSDB blocks by ``promtool tsdb create-blocks-from
+openmetrics`` and served by a real ``prometheus``.
 Nothing here imports the worker's state or collector: they are the code under test elsewhere.
 
     documents = openmetrics(ref, start_ms, end_ms, step_ms=300_000, instance_of=lambda fam, p, t: "w0:9400")
@@ -118,10 +119,21 @@ def openmetrics(ref: Reference, start_ms: int, end_ms: int, step_ms: int, instan
         les = [*map(str, map(float, BUCKETS_S)), "+Inf"]
         for histogram in HISTOGRAMS:
             yield f"# TYPE {histogram.name} histogram\n"
-            for (family, partition, seg), start in sorted(first.items()):
+            # a series per partition and values of the histogram's own labels (no ticket reason): the
+            # observations of every segment that shares them, from the first scrape that saw one of those
+            starts: dict[tuple[int, tuple], int] = {}
+            merged: dict[tuple[int, tuple], list[list[float]]] = {}
+            for (family, partition, seg), start in first.items():
                 if family != histogram.family:
                     continue
-                per_scrape = samples.get((partition, seg), {}).get(histogram.field) or [[] for _ in scrapes]
+                key = (partition, tuple(pair for pair in seg if pair[0] in histogram.labels))
+                starts[key] = min(starts.get(key, start), start)
+                into = merged.setdefault(key, [[] for _ in scrapes])
+                for i, values in enumerate(samples.get((partition, seg), {}).get(histogram.field) or ()):
+                    into[i].extend(values)
+            for (partition, seg), start in sorted(starts.items()):
+                family = histogram.family
+                per_scrape = merged[partition, seg]
                 name = histogram.name
                 bucket_prefixes = [prefixes(family, partition, seg, name + "_bucket", (("le", le),)) for le in les]
                 count_prefix = prefixes(family, partition, seg, name + "_count")

@@ -292,11 +292,20 @@ class Reference:
             return {seg: major(value, dict(seg)["currency"]) for seg, value in totals.items()}
         return totals
 
-    def histogram(self, name: str, partitions: Iterable[int] | None = None) -> dict[Segment, dict[str, float]]:
-        """Expected ``le`` bucket counts (keys like "15.0", "+Inf"), ``count`` and ``sum`` per segment."""
+    def histogram(self, name: str, partitions: Iterable[int] | None = None,
+                  labels: Iterable[str] | None = None) -> dict[Segment, dict[str, float]]:
+        """Expected ``le`` bucket counts (keys like "15.0", "+Inf"), ``count`` and ``sum`` per segment,
+        or, given ``labels`` (some of the segment's, e.g. a histogram's own: no ticket reason), per
+        value of those: counted from the observations of every segment that shares them, together."""
         spec = next(h for h in HISTOGRAMS if h.name == name)
-        result = {}
+        keep = None if labels is None else tuple(labels)
+        grouped: dict[Segment, list[float]] = defaultdict(list)
         for seg, values in self.field_samples(spec.field, partitions).items():
+            pairs = dict(seg)
+            key = seg if keep is None else tuple((label, pairs[label]) for label in keep)
+            grouped[key].extend(values)
+        result = {}
+        for seg, values in grouped.items():
             buckets = {str(float(le)): sum(1 for v in values if v <= le) for le in BUCKETS_S}
             buckets["+Inf"] = len(values)
             result[seg] = {**buckets, "count": len(values), "sum": sum(values)}

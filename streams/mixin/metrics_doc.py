@@ -6,6 +6,7 @@ formulas in PromQL, their uncertainty, the survey response rates, every series. 
 from __future__ import annotations
 
 import re
+import textwrap
 
 from streams.pipeline.aggregates import ALPHA, LE_SECONDS
 from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, PIPELINE, WINDOW_COMPLETE, WINDOW_QUANTILES, Kpi
@@ -30,14 +31,36 @@ def reasons_doc() -> list[str]:
 
     level = ("storefront", "reason")
     keys = [k.key for k in KPIS if level in rules.kpi_levels(k)]
+    reasons = len(REASONS) + 1  # and unknown
+    per_histogram = len(LE_SECONDS) + 3  # the le buckets, +Inf, _count and _sum
+    counters = [c for c in COUNTERS if c.family == "ticket"]
+    histograms = [h for h in HISTOGRAMS if h.family == "ticket"]
+    labels = ", ".join(f"`{label}`" for label in histograms[0].labels)
     lines = [
         "## Contact reasons",
         "",
-        "Why customers contact support: every ticket series carries `reason`, the issue type its",
+        "Why customers contact support: every ticket counter, cumulative (`cxpulse_tickets_*_total`) and per",
+        "event-time window (`cxpulse_window_tickets_*`), carries `reason`, and the window summaries of the",
+        "support times exist per storefront and reason (`cxpulse_window_reason_ticket_*_seconds`) beside those",
+        "per support channel. The reason is the issue type the ticket's",
         f"`ticket.created` gave (rule 13): {', '.join(f'`{r}`' for r in REASONS)}, or `unknown`. A fixed list, so",
-        "the label needs no cap: at most 9 reasons x 6 support channels per storefront. Summing over `reason`",
-        "gives the figures by storefront and support channel (existing queries that `sum by (storefront,",
-        "support_channel)` are unchanged).",
+        f"the label needs no cap: at most {reasons} reasons x 6 support channels per storefront. Summing over",
+        "`reason` gives the figures by storefront and support channel (existing queries that `sum by",
+        "(storefront, support_channel)` are unchanged).",
+        "",
+        *textwrap.wrap(
+            f"The cumulative histograms ({', '.join(f'`{h.name}`' for h in histograms)}) carry no `reason`: they"
+            f" are summed over it, per {labels} and `partition` (exactly: integer bucket counts and"
+            f" milliseconds). A histogram is {per_histogram} series per label set ({len(LE_SECONDS) + 1} `le`"
+            " buckets, `_count`, `_sum`), a counter 1. Per storefront, support channel and partition the ticket"
+            f" series on /metrics would be {reasons} x ({len(counters)} + {len(histograms)} x {per_histogram}) ="
+            f" {reasons * (len(counters) + len(histograms) * per_histogram)} with the reason on the histograms;"
+            f" they are {reasons} x {len(counters)} + {len(histograms)} x {per_histogram} ="
+            f" {reasons * len(counters) + len(histograms) * per_histogram}"
+            f" ({len(counters) + len(histograms) * per_histogram} before tickets had a reason). The times by"
+            " reason come from the event-time window summaries instead (`cxpulse_window_reason_ticket_*_seconds`,"
+            " per storefront and reason, not per partition), which every KPI below reads.",
+            width=100, break_on_hyphens=False),
         "",
         "- **Ticket volume by reason**: tickets created with the reason, in the window.",
         "- **Ticket-to-order rate by reason**: tickets created with the reason / orders placed, both in the",
@@ -47,8 +70,8 @@ def reasons_doc() -> list[str]:
         "- **First-response time, resolution time (p50, p90) by reason**: the quantiles of rule 8's times of",
         "  the reason's tickets, from the merge stage's sketch per storefront and reason over every support",
         "  channel (`cxpulse_window_reason_ticket_*_seconds`); sample size: the summary's `_count`.",
-        "- **First-contact resolution by reason**: one-touch resolutions / resolutions of the reason's tickets,",
-        "  with its 95% Wilson interval.",
+        "- **First-contact resolution by reason**: one-touch resolutions / resolutions of the reason's tickets",
+        "  (the `_count` of `cxpulse_window_reason_ticket_resolution_seconds`), with its 95% Wilson interval.",
         "",
         "Recorded at level `storefront_reason` for each window (`storefront_reason:cxpulse_<kpi>:ratio_window1h`,",
         "`..._quantile_window1h`, `..._denominator_window1h`; quantile samples",
@@ -395,9 +418,12 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "13. **Contact reasons.** A ticket's `reason` (its issue type, one of docs/events.md's fixed list) is",
         "   the one its `ticket.created` gave; before the creation arrives, or when it gave none, the first",
         "   `reason` another event of the ticket gave; else `unknown`. Every count and time of the ticket",
-        "   (rule 8) is recorded under that reason, so summing over `reason` gives the figures by storefront",
-        "   and support channel. The reason is an enum: it needs no allow-list or cap. A ticket followed by a",
-        "   worker from before reasons existed restores with reason `unknown`.",
+        "   (rule 8) is recorded under that reason: the ticket counters carry it (cumulative and per window),",
+        "   so summing over `reason` gives the figures by storefront and support channel; the window summaries",
+        "   of the times exist per reason beside those per support channel; the cumulative first-response and",
+        "   resolution histograms are exported summed over it (see *Contact reasons*). The reason is an enum:",
+        "   it needs no allow-list or cap. A ticket followed by a worker from before reasons existed restores",
+        "   with reason `unknown`.",
         "",
         *event_time_doc(settings),
         "## KPIs",

@@ -3,6 +3,8 @@
 Last stop of the flow for what counts by **arrival time**: the cumulative counters
 per source partition (``rate()`` over them is a live view of what the workers
 processed), the customer-level gauges, initiative components and pipeline health.
+Counters carry their family's whole segment; the ticket histograms are summed over
+the contact reason (``Histogram.labels``), exactly, from the integer counts and ms.
 Event-time windows do not go through here: the merge stage writes each complete
 window to the TSDB at its own time (``remote_write.py``).
 
@@ -41,11 +43,12 @@ from streams.catalog import (
     HISTOGRAMS,
     INITIATIVE,
     PIPELINE,
+    Histogram,
     major_units,
 )
 from streams.config import Settings
 from streams.contract import FAMILIES, Family
-from streams.pipeline.aggregates import Cell, LogHistogram, Segment
+from streams.pipeline.aggregates import LE_SECONDS, Cell, Segment
 from streams.pipeline.families import SEGMENT_LABELS
 from streams.pipeline.window_state import PartitionSnapshot
 from streams.runtime.published import FRESHNESS_BUCKETS, Published, Publisher
@@ -292,11 +295,13 @@ class CxCollector(Collector):
                 metric.add_metric([*segment, str(partition)], _value(counter, segment, cell))
             yield metric
         for hist in (h for h in HISTOGRAMS if h.family == family):
-            metric = HistogramMetricFamily(hist.name, hist.help, labels=labels)
-            for partition, segment, cell in rows:
-                sketch = cell.hists.get(hist.field) or _EMPTY
-                buckets = [("+Inf" if math.isinf(b) else repr(float(b)), n) for b, n in sketch.cumulative_le()]
-                metric.add_metric([*segment, str(partition)], buckets, sum_value=sketch.sum_ms / 1000.0)
+            metric = HistogramMetricFamily(hist.name, hist.help, labels=[*hist.labels, "partition"])
+            for (partition, values), (le, sum_ms) in sorted(_histogram_totals(hist, rows).items()):
+                running, buckets = 0, []
+                for bound, n in zip((*LE_SECONDS, math.inf), le):
+                    running += n
+                    buckets.append(("+Inf" if math.isinf(bound) else repr(float(bound)), running))
+                metric.add_metric([*values, str(partition)], buckets, sum_value=sum_ms / 1000.0)
             yield metric
 
 
@@ -305,11 +310,37 @@ def _one(family: type, name: str, value: float) -> Metric:
     return family(name, PIPELINE[name], value=value)
 
 
+def _histogram_totals(hist: Histogram, rows: list[tuple[int, Segment, Cell]]
+                      ) -> dict[tuple[int, Segment], tuple[list[int], int]]:
+    """A histogram's ``le`` counts and sum (ms) per partition and values of its own labels
+    (``hist.labels``: the segment's but the reason), summed over the segments that share them.
+    Integers all the way, so the sums are exact; every segment row gives its series, empty or not.
+
+        >>> from streams.catalog import HISTOGRAMS
+        >>> cells = [Cell(), Cell(), Cell()]
+        >>> cells[0].observe("resolution", 20_000); cells[1].observe("resolution", 90_001)
+        >>> rows = [(0, ("shop", "chat", "shipping"), cells[0]), (0, ("shop", "chat", "payment"), cells[1]),
+        ...         (1, ("shop", "chat", "payment"), cells[2])]
+        >>> totals = _histogram_totals(HISTOGRAMS[1], rows)
+        >>> le, sum_ms = totals[0, ("shop", "chat")]
+        >>> le[:5], sum_ms, totals[1, ("shop", "chat")][1]
+        ([0, 1, 0, 1, 0], 110001, 0)
+    """
+    keep = [hist.segment_labels.index(label) for label in hist.labels]
+    totals: dict[tuple[int, Segment], tuple[list[int], int]] = {}
+    for partition, segment, cell in rows:
+        key = (partition, tuple(segment[i] for i in keep))
+        le, sum_ms = totals.get(key) or ([0] * (len(LE_SECONDS) + 1), 0)
+        sketch = cell.hists.get(hist.field)
+        if sketch is not None:
+            le = [a + b for a, b in zip(le, sketch.le)]
+            sum_ms += sketch.sum_ms
+        totals[key] = (le, sum_ms)
+    return totals
+
+
 def _value(counter, segment: Segment, cell: Cell) -> float:
     amount = cell.counts.get(counter.field, 0)
     if counter.money:
         return major_units(amount, segment[-1])
     return float(amount)
-
-
-_EMPTY = LogHistogram()

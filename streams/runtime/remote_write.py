@@ -132,7 +132,7 @@ def _summary_levels(hist: Histogram) -> list[tuple[str, tuple[str, ...]]]:
     """The window summaries of a histogram and their labels: per support channel, per storefront,
     and per contact reason when the segment has one."""
     levels = [(hist.window_name, hist.window_labels), (hist.window_storefront_name, ("storefront",))]
-    if "reason" in hist.labels:
+    if "reason" in hist.segment_labels:
         levels.append((hist.window_reason_name, ("storefront", "reason")))
     return levels
 

@@ -1,12 +1,12 @@
 """End to end: real broker, real worker processes, simulated messy traffic; every number exact.
 
 The simulator's log of what it sent is fed to ``tests/reference.py`` (written from
-docs/metrics.md alone), and the workers' /metrics must equal it: every cumulative counter and
-histogram bucket per segment and partition (money exactly), late / duplicate / rejected counts,
-watermarks; and every base window of every partition that a restart would recover from the
-state changelog must equal it too. The same holds after a SIGKILL mid-stream and across
-rebalances, with either engine (the batch consumer, and Faust). What Prometheus shows of the
-windows is tests/e2e/test_event_time.py's.
+docs/metrics.md alone), and the workers' /metrics must equal it: every cumulative counter per
+segment and partition (money exactly), every histogram bucket per partition and the histogram's
+own labels (no ticket reason), late / duplicate / rejected counts, watermarks; and every base
+window of every partition that a restart would recover from the state changelog must equal it
+too. The same holds after a SIGKILL mid-stream and across rebalances, with either engine (the
+batch consumer, and Faust). What Prometheus shows of the windows is tests/e2e/test_event_time.py's.
 """
 
 from __future__ import annotations
@@ -192,6 +192,8 @@ def compare_fleet(scrapes: dict[int, list[Sample]], ref: Reference, rejected: Co
             want, have = expected.get(key, 0), got.get(key, 0.0)
             if float(want) != have:
                 problems.append(f"{spec.name} {dict(key[0])} partition {key[1]}: expected {want}, got {have}")
+    # histograms: per partition and the histogram's own labels (the catalog's: its family's segment but
+    # the ticket's reason), each against the reference's observations of every segment sharing them
     for spec in HISTOGRAMS:
         got_h: dict[tuple, dict[str, float]] = defaultdict(dict)
         for name, labels, value in every:
@@ -199,11 +201,18 @@ def compare_fleet(scrapes: dict[int, list[Sample]], ref: Reference, rejected: Co
                 suffix = name.removeprefix(spec.name + "_")
                 if suffix == "bucket":
                     suffix = "+Inf" if labels["le"] == "+Inf" else str(float(labels["le"]))
-                got_h[segment(spec.family, labels), int(labels["partition"])][suffix] = value
+                expected_labels = {*spec.labels, "partition", *(("le",) if name.endswith("_bucket") else ())}
+                if set(labels) != expected_labels:
+                    problems.append(f"{name} {labels}: labels {sorted(labels)}, expected {sorted(expected_labels)}")
+                    continue
+                key = (tuple((label, labels[label]) for label in spec.labels), int(labels["partition"]))
+                if suffix in got_h[key]:
+                    problems.append(f"{name} {labels}: exported twice")
+                got_h[key][suffix] = value
         expected_h: dict[tuple, dict[str, float]] = {}
         for partition in ref.partitions_of_family(spec.family):
-            for seg, buckets in ref.histogram(spec.name, [partition]).items():
-                expected_h[seg, partition] = buckets
+            for key, buckets in ref.histogram(spec.name, [partition], spec.labels).items():
+                expected_h[key, partition] = buckets
         for key in set(got_h) | set(expected_h):
             want_h, have_h = expected_h.get(key, {}), got_h.get(key, {})
             if not want_h and not have_h.get("count"):

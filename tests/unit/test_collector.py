@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from datetime import datetime
 
 import orjson
 import pytest
@@ -17,6 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from streams.config import Settings
 from streams.contract import EVENT_TYPES, FAMILY_KEY, SCORE_RANGE, partition_for
 from streams.decode import decode_message
+from streams.pipeline.aggregates import LE_SECONDS
 from streams.pipeline.records import Message
 from streams.pipeline.window_state import PartitionState
 from streams.runtime.collector import CxCollector
@@ -137,7 +139,31 @@ def test_surveys_sent_and_answers_are_counted_per_kind_segment_and_partition() -
             assert total == sum(v for (name, _), v in expected.items() if name == metric.name + "_total"), metric.name
 
 
-def test_tickets_carry_their_reason_label_and_resolutions_keep_the_creations() -> None:
+def ticket_events(rng: random.Random, n: int) -> list[dict]:
+    """n tickets of random storefront, support channel and reason (a few without one), most answered by
+    an agent and resolved after random delays that span the buckets; a few resolved twice (reopened).
+    In event-time order, so none is late."""
+    evs = []
+    for i in range(n):
+        reason = rng.choice(["shipping", "payment", "order_status", None])
+        common = {"schema_version": 1, "storefront": rng.choice(["north", "south"]), "ticket_id": f"t{i}"}
+        created = T0 + 1000 * i
+        evs.append({**common, "event_id": f"c{i}", "type": "ticket.created", "occurred_at": _iso(created),
+                    "support_channel": rng.choice(["chat", "email"]), **({"reason": reason} if reason else {})})
+        replied = created + rng.randrange(1, 4_000_000)
+        if rng.random() < 0.8:
+            evs.append({**common, "event_id": f"a{i}", "type": "ticket.replied", "occurred_at": _iso(replied),
+                        "author": "agent", "public": True})
+        resolved = replied + rng.randrange(1, 20_000_000)
+        evs.append({**common, "event_id": f"r{i}", "type": "ticket.resolved", "occurred_at": _iso(resolved)})
+        if rng.random() < 0.1:
+            evs.append({**common, "event_id": f"o{i}", "type": "ticket.reopened", "occurred_at": _iso(resolved + 1)})
+            evs.append({**common, "event_id": f"s{i}", "type": "ticket.resolved",
+                        "occurred_at": _iso(resolved + rng.randrange(2, 9_000_000))})
+    return sorted(evs, key=lambda ev: ev["occurred_at"])
+
+
+def test_ticket_counters_carry_the_reason_and_resolutions_keep_the_creations() -> None:
     rng = random.Random(5)
     reasons = ["shipping", "payment", "order_status", None]
     evs, expected = [], Counter()
@@ -154,9 +180,87 @@ def test_tickets_carry_their_reason_label_and_resolutions_keep_the_creations() -
     registry = scrape(counted(evs))
     for labels, value in expected.items():
         assert registry.get_sample_value("cxpulse_tickets_created_total", dict(labels)) == value, labels
-        assert registry.get_sample_value("cxpulse_ticket_resolution_seconds_count", dict(labels)) == value, labels
+        # the one-touch resolutions count under the creation's reason, like the creations
+        assert registry.get_sample_value("cxpulse_tickets_resolved_one_touch_total", dict(labels)) == value, labels
     seen = {s.labels["reason"] for m in registry.collect() if m.name == "cxpulse_tickets_created" for s in m.samples}
     assert seen == {"shipping", "payment", "order_status", "unknown"}
+
+
+def test_ticket_histograms_are_per_support_channel_summed_over_reasons() -> None:
+    """No reason label on the cumulative histograms: per storefront, support channel and partition, the
+    bucket counts, _count and _sum are those of every observation of the reasons together, counted here
+    from the events, and equal the segment cells summed over reasons."""
+    evs = ticket_events(random.Random(9), 300)
+    published = counted(evs)
+    registry = scrape(published)
+    # observations (ms) per (storefront, support channel, partition), from the events alone
+    created: dict[str, tuple[int, str]] = {}
+    first_reply: dict[str, int] = {}
+    observed: dict[str, dict[tuple[str, str, str], list[int]]] = {"first_response": {}, "resolution": {}}
+    for ev in evs:
+        at = round(datetime.fromisoformat(ev["occurred_at"].replace("Z", "+00:00")).timestamp() * 1000)
+        ticket = ev["ticket_id"]
+        if ev["type"] == "ticket.created":
+            created[ticket] = (at, ev["support_channel"])
+            continue
+        start, channel = created[ticket]
+        key = (ev["storefront"], channel, str(partition_for(ticket, PARTITIONS)))
+        if ev["type"] == "ticket.replied" and ticket not in first_reply:
+            first_reply[ticket] = at
+            observed["first_response"].setdefault(key, []).append(at - start)
+        elif ev["type"] == "ticket.resolved":
+            observed["resolution"].setdefault(key, []).append(at - start)
+    hists = {"first_response": "cxpulse_ticket_first_response_seconds",
+             "resolution": "cxpulse_ticket_resolution_seconds"}
+    for field, name in hists.items():
+        (metric,) = [m for m in registry.collect() if m.name == name]
+        assert {tuple(sorted(s.labels)) for s in metric.samples} <= {
+            ("partition", "storefront", "support_channel"), ("le", "partition", "storefront", "support_channel")}
+        got = {(s.labels["storefront"], s.labels["support_channel"], s.labels["partition"]) for s in metric.samples}
+        assert set(observed[field]) <= got
+        cells: Counter = Counter()  # the segment cells summed over reasons: what the histogram must equal
+        for (_, partition), snap in published.snapshots.items():
+            for (storefront, channel, _reason), cell in snap.totals.items():
+                sketch = cell.hists.get(field)
+                if sketch is not None:
+                    cells[storefront, channel, str(partition), "count"] += sketch.count
+                    cells[storefront, channel, str(partition), "sum_ms"] += sketch.sum_ms
+        assert len({reason for snap in published.snapshots.values() for (_, _, reason) in snap.totals}) == 4
+        for key in got:
+            labels = dict(zip(("storefront", "support_channel", "partition"), key))
+            values = observed[field].get(key, [])
+            count = registry.get_sample_value(name + "_count", labels)
+            assert count == len(values) == cells[(*key, "count")], (name, key)
+            assert registry.get_sample_value(name + "_sum", labels) == sum(values) / 1000 \
+                == cells[(*key, "sum_ms")] / 1000, (name, key)
+            for le in LE_SECONDS:
+                assert registry.get_sample_value(name + "_bucket", {**labels, "le": repr(float(le))}) \
+                    == sum(1 for v in values if v <= le * 1000), (name, key, le)
+            assert registry.get_sample_value(name + "_bucket", {**labels, "le": "+Inf"}) == len(values)
+
+
+def test_a_histogram_series_holds_a_reason_born_within_the_hold_back_one_scrape() -> None:
+    """A reason new to a support channel's histogram series adds to it one scrape late, as a new counter
+    series shows 0 first: the series never goes down and rate() sees every observation."""
+    common = {"schema_version": 1, "storefront": "north", "support_channel": "chat"}
+    evs = []
+    for i, reason in enumerate(["shipping", "payment"]):
+        ticket = next(f"t{reason}{j}" for j in range(100) if partition_for(f"t{reason}{j}", PARTITIONS) == 0)
+        evs.append({**common, "ticket_id": ticket, "event_id": f"c{i}", "type": "ticket.created",
+                    "occurred_at": _iso(T0), "reason": reason})
+        evs.append({**common, "ticket_id": ticket, "event_id": f"r{i}", "type": "ticket.resolved",
+                    "occurred_at": _iso(T0 + 60_000)})
+    published = counted(evs)
+    key = ("ticket", 0)
+    born = Published(snapshots=published.snapshots, recovered=True,
+                     born={(key, ("north", "chat", "payment")): 0.0})
+    publisher = Publisher()
+    publisher.current = born
+    registry = CollectorRegistry()
+    registry.register(CxCollector(publisher, SETTINGS))
+    labels = {"storefront": "north", "support_channel": "chat", "partition": "0"}
+    assert registry.get_sample_value("cxpulse_ticket_resolution_seconds_count", labels) == 1.0
+    assert registry.get_sample_value("cxpulse_ticket_resolution_seconds_count", labels) == 2.0
 
 
 def test_a_series_born_within_the_hold_shows_zero_to_the_first_scrape_then_its_value() -> None:

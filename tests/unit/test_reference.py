@@ -385,3 +385,23 @@ def test_exact_quantile_is_the_smallest_value_with_ceil_qn_at_or_below(values, q
 ])
 def test_event_time_parses_rfc3339_offsets(text: str, ms: int) -> None:
     assert event_ms(text) == ms
+
+
+def test_a_histogram_by_fewer_labels_counts_the_observations_of_every_reason_together() -> None:
+    shop = ("storefront", "shop")
+    events = [
+        ticket(T0, "created", support_channel="chat", reason="shipping"),
+        ticket(T0 + 1_000, "created", ticket_id="t2", support_channel="chat", reason="payment"),
+        ticket(T0 + 2_000, "created", ticket_id="t3", support_channel="email"),
+        ticket(T0 + 12_000, "resolved", ticket_id="t3"),
+        ticket(T0 + 50_000, "resolved"),
+        ticket(T0 + 201_000, "resolved", ticket_id="t2"),
+    ]
+    ref = Reference.compute(events, ONE)
+    by_channel = ref.histogram("cxpulse_ticket_resolution_seconds", labels=("storefront", "support_channel"))
+    assert set(by_channel) == {(shop, ("support_channel", "chat")), (shop, ("support_channel", "email"))}
+    chat = by_channel[shop, ("support_channel", "chat")]
+    assert (chat["60.0"], chat["300.0"], chat["+Inf"], chat["count"], chat["sum"]) == (1, 2, 2, 2, 250.0)
+    assert by_channel[shop, ("support_channel", "email")]["15.0"] == 1
+    per_segment = ref.histogram("cxpulse_ticket_resolution_seconds")
+    assert per_segment[shop, ("support_channel", "chat"), ("reason", "payment")]["count"] == 1

@@ -58,9 +58,13 @@ def base(metric: str) -> str:
     return metric.removesuffix("_total")
 
 
+# The labels a rule may break a component down by. The rules read the event-time window series, where a
+# histogram's counts and quantiles exist per support channel and per reason (the summaries): its segment
+# labels. The cumulative histogram carries ``h.labels`` only (no reason): a query over it (the weekly
+# report's) must not ask for a level with reason (tests/unit/test_report_reasons.py checks it does not).
 _LABELS = {c.name: c.labels for c in COUNTERS}
-_LABELS.update({h.name + "_count": h.labels for h in HISTOGRAMS})
-_LABELS.update({h.name + "_bucket": h.labels for h in HISTOGRAMS})
+_LABELS.update({h.name + "_count": h.segment_labels for h in HISTOGRAMS})
+_LABELS.update({h.name + "_bucket": h.segment_labels for h in HISTOGRAMS})
 
 
 def kpi_components(kpi: Kpi) -> tuple[str, ...]:
