@@ -36,11 +36,12 @@ from streams.report.queries import (ARM_KPI_RULES, COHORT_CUSTOMERS_RULE, COHORT
 from streams.report.weeks import DAY_S, WEEK_S, Week
 
 
-# Movers: a KPI by one segment label, ranked by volume-weighted change (see ``Mover``).
+# Movers: a KPI by one segment label, ranked by volume-weighted change (see ``Mover``). Only labels every
+# cumulative series of the KPI carries: not the contact reason for support times or FCR (the cumulative
+# histograms have no reason label; by reason they come from the window summaries, on the dashboards).
 MOVER_KPIS: tuple[tuple[str, str], ...] = (
     ("conversion", "channel"), ("conversion", "device"),
     ("first_response_p90", "support_channel"), ("resolution_p90", "support_channel"),
-    ("first_response_p90", "reason"), ("resolution_p90", "reason"), ("first_contact_resolution", "reason"),
 )
 
 VOLUME_MOVERS: tuple[tuple[str, str], ...] = (("cxpulse_tickets_created_total", "support_channel"),)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 
+from streams.catalog import COUNTERS, HISTOGRAMS, KPIS
+from streams.mixin.rules import component_level, kpi_components
 from streams.report.build import MOVER_KPIS, reason_movers
 from streams.report.document import tables
 from streams.report.figures import Customers, Initiatives, Report
 from streams.report.markdown import markdown
+from streams.report.queries import headline_level, sample_metric
 from streams.report.weeks import WEEK_S, Week
 
 WEEK = Week.parse("2026-W47")
@@ -66,6 +69,24 @@ def test_the_report_writes_a_reasons_table_under_what_moved_most() -> None:
     assert text.index("## What moved most") < text.index("### Contact reasons that moved most")
 
 
-def test_the_support_times_and_fcr_move_by_reason_too() -> None:
-    assert {("first_response_p90", "reason"), ("resolution_p90", "reason"),
-            ("first_contact_resolution", "reason")} <= set(MOVER_KPIS)
+def _cumulative_labels(metric: str) -> tuple[str, ...]:
+    """The labels of a cumulative series on /metrics (a histogram's ``_bucket``/``_count`` has its own)."""
+    for counter in COUNTERS:
+        if counter.name == metric:
+            return counter.labels
+    return next(h.labels for h in HISTOGRAMS if metric in (h.name + "_bucket", h.name + "_count"))
+
+
+def test_every_level_the_report_reads_is_a_label_of_the_cumulative_series() -> None:
+    """The report counts weeks from the cumulative series: a mover by a label one of them lacks (the
+    histograms' reason) would divide by a sum over every value of it, or find nothing."""
+    asked = [(next(k for k in KPIS if k.key == key), (dimension,)) for key, dimension in MOVER_KPIS]
+    asked += [(kpi, headline_level(kpi)) for kpi in KPIS]
+    for kpi, level in asked:
+        for metric in {*kpi_components(kpi), sample_metric(kpi)}:
+            by = set(component_level(metric, level)) - {"le"}
+            assert by <= set(_cumulative_labels(metric)), (kpi.key, level, metric)
+
+
+def test_support_times_and_fcr_do_not_move_by_reason() -> None:
+    assert not {key for key, dimension in MOVER_KPIS if dimension == "reason"}
