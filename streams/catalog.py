@@ -107,6 +107,12 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("cxpulse_csat_score_points_total", "survey", "csat_score_sum", "Sum of CSAT answers, in points (for the mean)."),
     Counter("cxpulse_ces_responses_total", "survey", "ces_responses", "CES answers (1-7)."),
     Counter("cxpulse_ces_score_points_total", "survey", "ces_score_sum", "Sum of CES answers, in points (for the mean)."),
+    Counter("cxpulse_nps_surveys_sent_total", "survey", "nps_sent",
+            "NPS surveys sent (survey.sent of kind nps): the NPS response-rate denominator."),
+    Counter("cxpulse_csat_surveys_sent_total", "survey", "csat_sent",
+            "CSAT surveys sent (survey.sent of kind csat): the CSAT response-rate denominator."),
+    Counter("cxpulse_ces_surveys_sent_total", "survey", "ces_sent",
+            "CES surveys sent (survey.sent of kind ces): the CES response-rate denominator."),
 )
 
 HISTOGRAMS: tuple[Histogram, ...] = (
@@ -243,6 +249,12 @@ KPIS: tuple[Kpi, ...] = (
         ("cxpulse_csat_score_points_total",), "cxpulse_csat_responses_total"),
     Kpi("ces", "Customer effort score (CES)", "score", "mean of CES answers (1-7)", "survey",
         ("cxpulse_ces_score_points_total",), "cxpulse_ces_responses_total", higher_is_better=False),
+    # Response rates: two counts of one event-time window, not a join by response_id (docs/metrics.md,
+    # "Survey response rates"), so a falling score can be told from a falling response rate.
+    *(Kpi(f"{kind}_response_rate", f"{kind.upper()} response rate", "ratio",
+          f"{kind.upper()} answers / {kind.upper()} surveys sent, both counted in the window", "survey",
+          (f"cxpulse_{kind}_responses_total",), f"cxpulse_{kind}_surveys_sent_total")
+      for kind in ("nps", "csat", "ces")),
 )
 
 

@@ -134,8 +134,17 @@ _types = [
     ), "A reply or note was added to a ticket."),
     EventType("ticket.resolved", "ticket", (_ticket, _opt_support), "A ticket was resolved."),
     EventType("ticket.reopened", "ticket", (_ticket, _opt_support), "A resolved ticket was reopened."),
+    EventType("survey.sent", "survey", (
+        Field("response_id", "id", doc="The survey sent; its answers carry the same response_id (message key)."),
+        Field("kind", "enum", choices=SURVEY_KINDS,
+              doc="The question it asks: nps, csat or ces (one survey.sent per kind a survey asks)."),
+        _opt_channel,
+        Field("ticket_id", "id", required=False, doc="The ticket it asks about, when any."),
+        Field("order_id", "id", required=False, doc="The order it asks about, when any."),
+        Field("customer_id", "id", required=False, doc="The customer; never a label."),
+    ), "A survey was sent to a customer (the response-rate denominator)."),
     EventType("survey.answered", "survey", (
-        Field("response_id", "id", doc="The survey response (message key)."),
+        Field("response_id", "id", doc="The survey response (message key); that of its survey.sent, if any."),
         Field("kind", "enum", choices=SURVEY_KINDS, doc="nps (0-10), csat (1-5) or ces (1-7)."),
         Field("score", "int", doc="The answer, in the range of its kind."),
         _opt_channel,

@@ -192,6 +192,9 @@ class Reference:
                 self._add(family, partition, ts, seg, "return_minor", event.get("amount_minor") or 0)
         else:  # survey
             seg = {"storefront": event["storefront"], "channel": event.get("channel") or "unknown"}
+            if kind == "survey.sent":  # rule 12: one survey sent of its kind, in its own window
+                self._add(family, partition, ts, seg, f"{event['kind']}_sent")
+                return
             kind, score = event["kind"], event["score"]
             self._add(family, partition, ts, seg, f"{kind}_responses")
             self._add(family, partition, ts, seg, f"{kind}_score_sum", score)
@@ -384,6 +387,10 @@ class Reference:
             ces = total("ces_responses", "survey", group)
             if ces:
                 out["ces", group] = total("ces_score_sum", "survey", group) / ces
+            for kind in ("nps", "csat", "ces"):  # answers / surveys sent, each counted in the window
+                sent = total(f"{kind}_sent", "survey", group)
+                if sent:
+                    out[f"{kind}_response_rate", group] = total(f"{kind}_responses", "survey", group) / sent
         for (field, group), values in samples.items():
             prefix = {"first_response": "first_response", "resolution": "resolution"}[field]
             out[f"{prefix}_p50", group] = exact_quantile(values, 0.5)

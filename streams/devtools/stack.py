@@ -275,8 +275,10 @@ def simulator_command(args: argparse.Namespace, bootstrap: str, demo: DemoInitia
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--rate", type=float, default=200.0, help="simulated events per second (default 200)")
-    parser.add_argument("--scenario", default="none", choices=["none", "checkout-broken", "support-understaffed"],
-                        help="replay an incident so an alert fires within minutes")
+    parser.add_argument("--scenario", default="none",
+                        choices=["none", "checkout-broken", "support-understaffed", "survey-fatigue"],
+                        help="replay an incident so an alert fires (or, survey-fatigue, a response rate falls) "
+                             "within minutes")
     parser.add_argument("--incident-after", type=float, default=180, metavar="SECONDS",
                         help="when the --scenario incident starts (default 180)")
     parser.add_argument("--seed", type=int, default=1)
@@ -348,7 +350,12 @@ def run(args: argparse.Namespace) -> int:
         if prometheus:
             say(f"prometheus  {prometheus.url}  (rules: {RULES_FILE.relative_to(ROOT)}; alerts: {prometheus.url}/alerts)")
         say(f"simulator   {args.rate:g} events/s, scenario {args.scenario} (log {args.workdir / 'simulator.log'})")
-        if args.scenario != "none" and prometheus:
+        if args.scenario == "survey-fatigue" and prometheus:
+            rate = "storefront:cxpulse_nps_response_rate:ratio_window5m"
+            say(f"incident    {args.scenario} in {args.incident_after:g} s: customers answer surveys 30% as often; "
+                f"watch {prometheus.url}/graph?g0.expr={urllib.parse.quote(rate)} fall while "
+                "storefront:cxpulse_nps:ratio_window5m holds (no alert judges response rates)")
+        elif args.scenario != "none" and prometheus:
             alert = {"checkout-broken": "CxpulseConversionCollapse",
                      "support-understaffed": "CxpulseFirstResponseSlow"}[args.scenario]
             if alert == "CxpulseConversionCollapse":

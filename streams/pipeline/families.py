@@ -44,6 +44,8 @@ _SESSION_FIELD = {
     "session.checkout_started": "checkouts_started",
 }
 _SURVEY_FIELDS = {kind: (f"{kind}_responses", f"{kind}_score_sum") for kind in ("nps", "csat", "ces")}
+# Surveys sent, per kind: the response-rate denominator (answers / surveys sent in one window).
+_SENT_FIELD = {kind: f"{kind}_sent" for kind in ("nps", "csat", "ces")}
 
 
 @dataclass
@@ -111,6 +113,9 @@ def on_order(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], 
 def on_survey(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:
     segment = (body.storefront, body.channel or UNKNOWN)
     start = ts_ms - ts_ms % state.window_ms
+    if body.TYPE == "survey.sent":  # an invitation, counted in its own window: never joined to its answer
+        add(start, segment, _SENT_FIELD[body.kind], 1, None)
+        return
     kind, score = body.kind, body.score
     responses, score_sum = _SURVEY_FIELDS[kind]
     add(start, segment, responses, 1, None)

@@ -264,6 +264,23 @@ class EventMethods:
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 
+    def survey_sent(
+        self, *, response_id: str, kind: SurveyKind, channel: str | None = None,
+        ticket_id: str | None = None, order_id: str | None = None, customer_id: str | None = None,
+        storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
+        extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
+    ) -> str:
+        """A survey asking one question (nps, csat or ces) was sent; its answer, if any, comes as
+        ``survey_answered`` with the same ``response_id``. Returns the event_id.
+
+            producer.survey_sent(response_id="resp-1", kind="csat", ticket_id="tkt-1")
+        """
+        return self._emit("survey.sent", dict(
+            response_id=response_id, kind=kind, channel=channel,
+            ticket_id=ticket_id, order_id=order_id, customer_id=customer_id,
+            storefront=storefront, occurred_at=occurred_at, event_id=event_id,
+        ), extra, on_delivery, unknown)
+
     def survey_answered(
         self, *, response_id: str, kind: SurveyKind, score: int, channel: str | None = None,
         ticket_id: str | None = None, order_id: str | None = None, customer_id: str | None = None,
@@ -294,5 +311,6 @@ METHODS: dict[str, str] = {
     "ticket.replied": "ticket_replied",
     "ticket.resolved": "ticket_resolved",
     "ticket.reopened": "ticket_reopened",
+    "survey.sent": "survey_sent",
     "survey.answered": "survey_answered",
 }

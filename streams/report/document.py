@@ -31,7 +31,8 @@ NOUNS = {  # sample-size words, by denominator series
     "cxpulse_checkouts_started_total": "checkouts", "cxpulse_ticket_resolution_seconds_count": "resolutions",
     "cxpulse_ticket_first_response_seconds_count": "first responses", "cxpulse_nps_responses_total": "answers",
     "cxpulse_csat_responses_total": "answers", "cxpulse_ces_responses_total": "answers",
-    "cxpulse_tickets_created_total": "tickets",
+    "cxpulse_tickets_created_total": "tickets", "cxpulse_nps_surveys_sent_total": "surveys sent",
+    "cxpulse_csat_surveys_sent_total": "surveys sent", "cxpulse_ces_surveys_sent_total": "surveys sent",
 }
 
 

@@ -475,6 +475,8 @@ def kpi_figures(c: Counts, sessions_of_storefront: float | None = None) -> dict[
         "csat": share(c["csat_satisfied"], c["csat_responses"]),
         "csat_mean": mean(c["csat_score_sum"], c["csat_responses"]),
         "ces": mean(c["ces_score_sum"], c["ces_responses"]),
+        **{f"{kind}_response_rate": share(c[f"{kind}_responses"], c[f"{kind}_sent"])
+           for kind in ("nps", "csat", "ces")},
         "average_order_value": mean(c["revenue_minor"], c["orders_placed"]),
     }
     if sessions_of_storefront is not None:

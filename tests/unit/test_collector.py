@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.registry import CollectorRegistry
 
 from streams.config import Settings
-from streams.contract import partition_for
+from streams.contract import EVENT_TYPES, FAMILY_KEY, SCORE_RANGE, partition_for
 from streams.decode import decode_message
 from streams.pipeline.records import Message
 from streams.pipeline.window_state import PartitionState
@@ -59,12 +59,10 @@ def scrape(published: Published) -> CollectorRegistry:
 
 def counted(evs: list[dict]) -> Published:
     """Each event on the partition its key maps to, one message each, through window states."""
-    family_of = {"session": "session", "order": "order"}
-    key_of = {"session": "session_id", "order": "order_id"}
     per_partition: dict[tuple[str, int], list[Message]] = {}
     for ev in evs:
-        family = family_of[ev["type"].split(".")[0]]
-        partition = partition_for(ev[key_of[family]], PARTITIONS)
+        family = EVENT_TYPES[ev["type"]].family
+        partition = partition_for(ev[FAMILY_KEY[family]], PARTITIONS)
         messages = per_partition.setdefault((family, partition), [])
         good, bad = decode_message(orjson.dumps(ev), family, partition=partition, partitions=PARTITIONS)
         assert not bad, bad
@@ -101,6 +99,42 @@ def test_every_counter_shows_the_events_of_its_segment_and_partition() -> None:
                 for f in ("session", "order") for p in range(PARTITIONS))
     assert total == len(evs)
     assert registry.get_sample_value("cxpulse_worker_ready") == 1.0
+
+
+def survey_events(rng: random.Random, n: int) -> list[dict]:
+    """n surveys sent, each of one kind, some without a channel; about 40% answered (same kind,
+    channel and response_id, a minute later), and a few answers whose survey.sent never came."""
+    out = []
+    for i in range(n):
+        kind = rng.choice(["nps", "csat", "ces"])
+        common = {"schema_version": 1, "storefront": rng.choice(["north", "south"]), "response_id": f"r{i}",
+                  "kind": kind, **({"channel": rng.choice(["web", "app"])} if rng.random() < 0.8 else {})}
+        if rng.random() < 0.9:
+            out.append({**common, "event_id": f"s{i}", "type": "survey.sent", "occurred_at": _iso(T0 + 1000 * i)})
+        if rng.random() < 0.4:
+            out.append({**common, "event_id": f"a{i}", "type": "survey.answered",
+                        "occurred_at": _iso(T0 + 1000 * i + 60_000), "score": rng.randint(*SCORE_RANGE[kind])})
+    return out
+
+
+def test_surveys_sent_and_answers_are_counted_per_kind_segment_and_partition() -> None:
+    evs = survey_events(random.Random(11), 400)
+    registry = scrape(counted(evs))
+    expected: Counter = Counter()
+    for ev in evs:
+        part = str(partition_for(ev["response_id"], PARTITIONS))
+        labels = (("storefront", ev["storefront"]), ("channel", ev.get("channel", "unknown")), ("partition", part))
+        what = "surveys_sent" if ev["type"] == "survey.sent" else "responses"
+        expected[f"cxpulse_{ev['kind']}_{what}_total", labels] += 1
+    assert {name for name, _ in expected} == {f"cxpulse_{k}_{w}_total" for k in ("nps", "csat", "ces")
+                                              for w in ("surveys_sent", "responses")}
+    for (name, labels), value in expected.items():
+        assert registry.get_sample_value(name, dict(labels)) == value, (name, labels)
+    # and nothing else: a survey sent is never an answer, nor an answer a survey sent
+    for metric in registry.collect():
+        if metric.name.endswith(("_surveys_sent", "_responses")):
+            total = sum(s.value for s in metric.samples if s.name.endswith("_total"))
+            assert total == sum(v for (name, _), v in expected.items() if name == metric.name + "_total"), metric.name
 
 
 def test_a_series_born_within_the_hold_shows_zero_to_the_first_scrape_then_its_value() -> None:

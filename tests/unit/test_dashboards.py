@@ -378,7 +378,8 @@ def _sample_rule(key: str, level: str) -> str:
 
 HEADLINE_KPIS = ("conversion", "average_order_value", "revenue_per_visitor", "cart_abandonment", "refund_return_rate",
                  "first_response_p50", "first_response_p90", "resolution_p50", "resolution_p90",
-                 "first_contact_resolution", "ticket_to_order", "nps", "csat", "ces")
+                 "first_contact_resolution", "ticket_to_order", "nps", "csat", "ces",
+                 "nps_response_rate", "csat_response_rate", "ces_response_rate")
 
 
 def test_every_headline_kpi_has_a_tile_of_the_last_complete_window_with_its_sample_size():
@@ -532,7 +533,8 @@ VOLUME = {"sessions_started": 1024, "product_views": 3072, "carts_added": 512, "
           "returns": 2, "return_amount": 32, "tickets_created": 16, "tickets_resolved_one_touch": 8,
           "tickets_reopened": 1, "tickets_resolved_unmatched": 1, "nps_responses": 64, "nps_promoters": 32,
           "nps_detractors": 8, "nps_score_points": 512, "csat_responses": 32, "csat_satisfied": 24,
-          "csat_score_points": 128, "ces_responses": 16, "ces_score_points": 48}
+          "csat_score_points": 128, "ces_responses": 16, "ces_score_points": 48, "nps_surveys_sent": 256,
+          "csat_surveys_sent": 64, "ces_surveys_sent": 64}
 SEGMENT = {"channel": "web", "device": "app", "currency": "EUR", "support_channel": "email"}
 
 
@@ -602,6 +604,8 @@ def test_tiles_pool_the_selected_storefronts_into_one_number(promtool: str, tmp_
     aov = _query("revenue-funnel", "AOV in $currency · last complete $window", window="5m")
     frt = _query("support", "FRT p90 · last complete $window", window="1h")
     repeat = _query("cx-customers", "Repeat purchase rate")
+    csat_rate = _query("voice-of-customer", "CSAT response rate · last complete $window", window="1h")
+    csat_sent = _query("voice-of-customer", "CSAT response rate · last complete $window", "B", window="1h")
     _promtool_test(promtool, tmp_path, {
         "interval": "1m", "input_series": _two_storefronts() + _customer_gauges(),
         "alert_rule_test": [{"eval_time": "12m", "alertname": a["alert"], "exp_alerts": [{"exp_labels": {}}]}
@@ -615,6 +619,9 @@ def test_tiles_pool_the_selected_storefronts_into_one_number(promtool: str, tmp_
             {"expr": frt, "eval_time": "12m", "exp_samples": [{"labels": "{}", "value": 1200}]},  # the slowest
             # (16 + 64) repeat customers / (64 + 256) customers
             {"expr": repeat, "eval_time": "12m", "exp_samples": [{"labels": "{}", "value": 80 / 320}]},
+            # (32 + 128) CSAT answers / (64 + 256) CSAT surveys sent, with those surveys as n
+            {"expr": csat_rate, "eval_time": "12m", "exp_samples": [{"labels": "{}", "value": 160 / 320}]},
+            {"expr": csat_sent, "eval_time": "12m", "exp_samples": [{"labels": "{}", "value": 320}]},
         ]}, rule_files=[str(rules.RULES_PATH)], extra_rules=alerts_)
 
 

@@ -201,6 +201,21 @@ def test_families_go_to_their_topics() -> None:
     assert [s[1] for s in fake.sent] == [b"ord-1", b"tkt-1", b"resp-1"]
 
 
+def test_a_survey_sent_and_its_answer_share_topic_key_and_partition() -> None:
+    producer, fake = _producer(batch_events=1)
+    sent_id = producer.survey_sent(response_id="resp-7", kind="csat", channel="web", ticket_id="tkt-7",
+                                   customer_id="cus-7")
+    producer.survey_answered(response_id="resp-7", kind="csat", score=4, channel="web")
+    (topic, key, value, partition), answer = fake.sent
+    assert (topic, key, partition) == (answer[0], answer[1], answer[3])
+    assert (topic, key, partition) == (SETTINGS.topic_surveys, b"resp-7", partition_for("resp-7", 4))
+    event = orjson.loads(value)
+    assert event == {"type": "survey.sent", "event_id": sent_id, "storefront": "shop-eu", "schema_version": 1,
+                     "occurred_at": event["occurred_at"], "response_id": "resp-7", "kind": "csat",
+                     "channel": "web", "ticket_id": "tkt-7", "customer_id": "cus-7"}
+    assert decode_message(value, "survey")[1] == []
+
+
 def test_close_flushes_and_closes() -> None:
     producer, fake = _producer(batch_events=50, linger_ms=60_000)
     producer.send_many(_sessions(3))
@@ -301,6 +316,8 @@ def test_send_does_not_change_the_callers_dict() -> None:
     (lambda p: p.order_returned(order_id="o", amount_minor=100), "missing_field", "currency"),
     (lambda p: p.ticket_replied(ticket_id="t", author="agent", public="yes"), "wrong_type", "public"),
     (lambda p: p.survey_answered(response_id="r", kind="csat", score=0), "out_of_range", "csat"),
+    (lambda p: p.survey_sent(response_id="r", kind="rating"), "bad_value", "kind"),
+    (lambda p: p.survey_sent(response_id="r", kind="nps", score=9), "unknown_field", "score"),
     (lambda p: p.send({"type": "order.cancelled", "order_id": "o"}), "unknown_type", "order.cancelled"),
     (lambda p: p.send({"ticket_id": "t"}), "missing_field", "type"),
     (lambda p: p.send({"type": "ticket.resolved", "ticket_id": "t", "schema_version": 2}),

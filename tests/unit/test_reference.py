@@ -153,6 +153,76 @@ def test_surveys_split_by_kind_and_score() -> None:
     assert ref.counter("cxpulse_ces_score_points_total") == {shop: 6}
 
 
+def test_surveys_sent_count_per_kind_in_their_own_window_apart_from_the_answers() -> None:
+    # rule 12: a survey.sent is one survey sent of its kind, in the window of its own event time;
+    # an answer counts in its window, whether or not its survey.sent was seen (never joined).
+    def survey(ms: int, response: str, kind: str, score: int | None = None, event_id: str | None = None,
+               **more: str) -> dict:
+        event = {"event_id": event_id or f"e{next(_ids)}", "schema_version": 1, "storefront": "shop",
+                 "occurred_at": at(ms), "response_id": response, "kind": kind, **more,
+                 "type": "survey.sent" if score is None else "survey.answered"}
+        return event if score is None else {**event, "score": score}
+
+    twice = survey(T0 + 1000, "r2", "nps", channel="web", event_id="same")
+    events = [
+        survey(T0, "r1", "nps", channel="web"),
+        twice,
+        survey(T0 + 2000, "r3", "csat"),
+        survey(T0 + 3000, "r3", "ces"),  # the same survey's second question
+        survey(T0 + 2 * MIN, "r1", "nps", 9, channel="web"),  # r1's answer, two minutes later
+        survey(T0 + 2 * MIN, "r8", "csat", 5),  # an answer whose survey.sent was never seen
+        dict(twice),  # a resend: a duplicate
+        survey(T0 + 10 * MIN, "r4", "nps", channel="web"),
+        survey(T0 + 5000, "r5", "csat"),  # minute 0 closed at minute 3: late
+    ]
+    ref = Reference.compute(events, ONE)
+    assert ref.decisions == ["counted"] * 6 + ["duplicate", "counted", "late"]
+    web = (("storefront", "shop"), ("channel", "web"))
+    shop = (("storefront", "shop"), ("channel", "unknown"))
+    assert ref.counter("cxpulse_nps_surveys_sent_total") == {web: 3}
+    assert ref.counter("cxpulse_csat_surveys_sent_total") == {shop: 1}
+    assert ref.counter("cxpulse_ces_surveys_sent_total") == {shop: 1}
+    assert ref.counter("cxpulse_nps_responses_total") == {web: 1}
+    assert ref.counter("cxpulse_csat_responses_total") == {shop: 1}
+    assert ref.field_totals("survey", "nps_sent", start_ms=T0, end_ms=T0 + MIN) == {web: 2}
+    assert ref.field_totals("survey", "nps_responses", start_ms=T0, end_ms=T0 + MIN) == {}
+    assert ref.view("survey", T0, 5 * MIN)["cxpulse_window_nps_surveys_sent"] == {web: 2}
+
+
+def test_response_rate_is_answers_over_surveys_sent_of_the_window_per_kind() -> None:
+    # docs/metrics.md, "Survey response rates": two counts of one window, not a join by response_id
+    def survey(minute: int, response: str, kind: str, score: int | None = None, **more: str) -> dict:
+        event = {"event_id": f"e{next(_ids)}", "schema_version": 1, "storefront": "shop",
+                 "occurred_at": at(T0 + minute * MIN), "response_id": response, "kind": kind, **more,
+                 "type": "survey.sent" if score is None else "survey.answered"}
+        return event if score is None else {**event, "score": score}
+
+    events = [
+        *(survey(0, f"n{i}", "nps", channel="web") for i in range(4)),  # 4 NPS surveys sent on web
+        survey(1, "n0", "nps", 10, channel="web"),
+        survey(1, "c0", "csat"), survey(1, "c0", "csat", 4),  # CSAT: 1 sent, 1 answer (no channel)
+        survey(2, "x9", "ces", 5),  # a CES answer and no CES survey sent in the window: no rate
+        survey(6, "n1", "nps", 3, channel="web"),  # answered in the next 5-minute window
+        survey(7, "c1", "csat", 5), survey(7, "c2", "csat", 2),  # 2 answers, 1 sent: 200%
+        survey(8, "c3", "csat"),
+    ]
+    ref = Reference.compute(events, ONE)
+    assert set(ref.decisions) == {"counted"}
+    first = ref.window_kpis(T0 + 5 * MIN, 5 * MIN)
+    assert first["nps_response_rate", ("shop",)] == 1 / 4
+    assert first["csat_response_rate", ("shop",)] == 1.0
+    assert ("ces_response_rate", ("shop",)) not in first and first["ces", ("shop",)] == 5
+    by_channel = ref.window_kpis(T0 + 5 * MIN, 5 * MIN, "channel")
+    assert by_channel["nps_response_rate", ("shop", "web")] == 1 / 4
+    assert by_channel["csat_response_rate", ("shop", "unknown")] == 1.0
+    second = ref.window_kpis(T0 + 10 * MIN, 5 * MIN)
+    # no NPS survey sent in the window: no rate, though n1's answer counts there as an NPS answer
+    assert ("nps_response_rate", ("shop",)) not in second and second["nps", ("shop",)] == -100
+    assert second["csat_response_rate", ("shop",)] == 2.0
+    hour = ref.window_kpis(T0 + 60 * MIN, 60 * MIN)
+    assert (hour["nps_response_rate", ("shop",)], hour["csat_response_rate", ("shop",)]) == (2 / 4, 3 / 2)
+
+
 # ------------------------------------------------------------------ tickets
 def test_first_response_skips_bots_customers_and_internal_notes() -> None:
     events = [

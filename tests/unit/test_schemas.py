@@ -322,6 +322,31 @@ def test_score_bounds_agree_with_decoder(kind: str) -> None:
         assert (decode_message(orjson.dumps(event), "survey")[1] == []) is ok, (kind, score)
 
 
+def test_survey_sent_asks_one_kind_and_carries_no_score() -> None:
+    sent = EVENT_TYPES["survey.sent"]
+    assert sent.family == "survey" and FAMILY_KEY["survey"] == "response_id"
+    assert {f.name for f in sent.fields if f.required} == {"response_id", "kind"}
+    assert "score" not in sent.names
+    # the same labels and links as an answer: a response rate divides two counts of one segment
+    assert sent.names == EVENT_TYPES["survey.answered"].names - {"score"}
+    kind = next(f for f in sent.fields if f.name == "kind")
+    assert kind.choices == contract.SURVEY_KINDS
+
+
+@pytest.mark.parametrize("kind", contract.SURVEY_KINDS)
+def test_a_survey_sent_of_every_kind_passes_schema_and_decoder_and_keys_like_its_answer(kind: str) -> None:
+    sent = {"event_id": f"e-{kind}", "type": "survey.sent", "schema_version": 1,
+            "occurred_at": "2025-03-16T07:30:00Z", "storefront": "shop-uk", "response_id": "resp-1", "kind": kind}
+    answer = {**sent, "event_id": f"a-{kind}", "type": "survey.answered", "score": contract.SCORE_RANGE[kind][1]}
+    assert VALIDATORS["survey"].is_valid(sent)
+    events, rejections = decode_message(orjson.dumps([sent, answer]), "survey", partition=0, partitions=1)
+    assert rejections == [] and [type(e.body).TYPE for e in events] == ["survey.sent", "survey.answered"]
+    assert events[0].body.kind == kind
+    assert contract.message_key(sent) == contract.message_key(answer) == "resp-1"
+    # a survey.sent on another family's topic is refused like any event
+    assert [r.reason for r in decode_message(orjson.dumps(sent), "order")[1]] == ["wrong_topic"]
+
+
 @pytest.mark.parametrize(("amount", "ok"), [(0, True), (contract.MAX_MINOR, True),
                                             (-1, False), (contract.MAX_MINOR + 1, False)])
 def test_amount_bounds_agree_with_decoder(amount: int, ok: bool) -> None:

@@ -126,7 +126,7 @@ def test_every_event_passes_the_contract(messy):
     assert {e["type"] for e in events} >= {
         "session.started", "session.product_viewed", "session.cart_added", "session.checkout_started",
         "order.placed", "order.refunded", "order.returned", "ticket.created", "ticket.replied",
-        "ticket.resolved", "ticket.reopened", "survey.answered"}
+        "ticket.resolved", "ticket.reopened", "survey.sent", "survey.answered"}
 
 
 def test_first_order_is_true_exactly_for_each_customers_first_order(unique):
@@ -191,6 +191,56 @@ def test_nps_mix_matches(messy, unique):
     observed = (sum(s >= 9 for s in scores) / n, sum(7 <= s <= 8 for s in scores) / n, sum(s <= 6 for s in scores) / n)
     for name, seen, want in zip(("promoter", "passive", "detractor"), observed, cfg.nps_mix):
         _within(seen, want, math.sqrt(want * (1 - want) / n), f"NPS {name} share")
+
+
+ANSWER_MARGIN_MS = 60 * MIN  # answers come at most ~55 min (4 sigma) after their survey.sent
+
+
+Timed = dict[str, tuple[int, dict[str, Any]]]  # response_id -> (event time, event)
+
+
+def _surveys(unique: list[tuple[int, dict[str, Any]]]) -> tuple[Timed, Timed]:
+    """response_id -> (event time, event) of the surveys sent, and of the answers."""
+    sent = {e["response_id"]: (ts, e) for ts, e in unique if e["type"] == "survey.sent"}
+    answered = {e["response_id"]: (ts, e) for ts, e in unique if e["type"] == "survey.answered"}
+    return sent, answered
+
+
+def test_every_answer_follows_its_survey_sent_with_the_same_kind_and_labels(unique):
+    sent, answered = _surveys(unique)
+    cutoff = START_MS + SPAN_MS - 20 * MIN  # a survey.sent may still be held back (late) at the end
+    checked = 0
+    for response_id, (ts, answer) in answered.items():
+        if ts >= cutoff:
+            continue
+        sent_ts, invitation = sent[response_id]
+        assert sent_ts < ts, response_id
+        same = ("storefront", "kind", "channel", "order_id", "ticket_id", "customer_id")
+        assert {k: answer.get(k) for k in same} == {k: invitation.get(k) for k in same}
+        checked += 1
+    assert checked > 1000
+
+
+def test_response_rate_per_kind_and_channel_matches(messy, unique):
+    """Not every survey sent is answered: the share answered is the kind's response rate, times the
+    sales channel's factor for NPS after an order (standalone and support surveys carry no channel)."""
+    cfg = messy[0]
+    sent, answered = _surveys(unique)
+    cutoff = START_MS + SPAN_MS - ANSWER_MARGIN_MS
+    surveys: Counter = Counter()
+    answers: Counter = Counter()
+    for response_id, (ts, invitation) in sent.items():
+        if ts < cutoff:
+            key = (invitation["kind"], invitation.get("channel"))
+            surveys[key] += 1
+            answers[key] += response_id in answered
+    assert {kind for kind, _ in surveys} == {"nps", "csat", "ces"}
+    assert {channel for _, channel in surveys} >= {None, "web", "app"}
+    for (kind, channel), n in surveys.items():
+        p = cfg.response_rate[kind] * cfg.response_channel_factor.get(channel or "", 1.0)
+        _within(answers[kind, channel] / n, p, math.sqrt(p * (1 - p) / n), f"response rate {kind} {channel}")
+    # the kinds' rates differ, so the dashboards have something to tell apart
+    assert len({cfg.response_rate[kind] for kind in ("nps", "csat", "ces")}) == 3
 
 
 def test_duplicate_late_and_out_of_order_shares_match(messy):
@@ -272,6 +322,37 @@ def test_support_understaffed_multiplies_first_response_time_by_five():
     log_ratio = math.log(m_slow / m_normal)
     assert abs(log_ratio - math.log(cfg.understaffed_factor)) <= math.hypot(hw_normal, hw_slow), (
         f"FRT median {m_normal / 1000:.0f}s -> {m_slow / 1000:.0f}s (n={len(normal)}, {len(slow)})")
+
+
+def test_survey_fatigue_cuts_the_response_rate_and_not_the_surveys_sent():
+    incident = SPAN_INCIDENT_MS // 2
+    cfg = SimConfig(seed=13, start_ms=START_MS, rate_per_s=RATE, scenario="survey-fatigue",
+                    incident_after_ms=incident, standalone_survey_weight=0.2)
+    unique = _unique(_run(cfg, N_INCIDENT))
+    sent, answered = _surveys(unique)
+    before = [r for r, (ts, _) in sent.items() if ts - START_MS < incident]
+    after = [r for r, (ts, _) in sent.items() if incident <= ts - START_MS < SPAN_INCIDENT_MS - ANSWER_MARGIN_MS]
+    k_before, k_after = (sum(r in answered for r in group) for group in (before, after))
+    ratio, se = _ratio_and_se(k_after, len(after), k_before, len(before))
+    _within(ratio, cfg.fatigue_factor, se, "response rate after / before")
+    # surveys still go out at the same pace: only the answers fall
+    pace_before = len(before) / incident
+    pace_after = len(after) / (SPAN_INCIDENT_MS - ANSWER_MARGIN_MS - incident)
+    _within(pace_after / pace_before, 1.0, math.sqrt(1 / len(before) + 1 / len(after)), "surveys sent per ms")
+
+
+@pytest.mark.parametrize("knob, value", [
+    ("response_rate", {"nps": 0.9, "csat": 0.5, "ces": 0.5}),  # x 1.3 on the app would pass 1
+    ("response_rate", {"nps": 0.3}),  # a kind without a rate
+    ("response_channel_factor", {"web": -1.0}),
+    ("ces_after_ticket_share", 0.5),  # with CSAT's 0.67, more than every resolved ticket
+    ("fatigue_factor", 1.5),
+])
+def test_bad_survey_knobs_are_refused(knob: str, value: Any) -> None:
+    from streams.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=knob):
+        replace(SimConfig(), **{knob: value}).validate()
 
 
 def test_config_defaults_keep_funnel_probabilities_valid():

@@ -81,3 +81,15 @@ def test_demo_uplift_is_passed_on_and_checked_before_anything_starts() -> None:
     assert simulator_config(stack.simulator_command(up_args(), "127.0.0.1:9092", demo)).conversion_uplift == 0.1
     with pytest.raises(ConfigError, match="--demo-uplift 0.9"):
         stack.demo_initiative(up_args("--demo-uplift", "0.9"))  # P(order | checkout) would pass 1
+
+
+def test_up_offers_every_simulated_scenario_and_passes_it_on() -> None:
+    from streams.devtools.simulate import SCENARIOS
+
+    parser = argparse.ArgumentParser()
+    stack.add_arguments(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "scenario")
+    assert tuple(choices) == SCENARIOS
+    args = up_args("--scenario", "survey-fatigue", "--incident-after", "60")
+    cfg = simulator_config(stack.simulator_command(args, "127.0.0.1:9092", None))
+    assert (cfg.scenario, cfg.incident_after_ms) == ("survey-fatigue", 60_000)

@@ -8,14 +8,16 @@ events byte for byte. Its event clock starts at ``SimConfig.start_ms`` and moves
 file and Kafka sinks live in ``run`` at the edge.
 
 The model: visitors start sessions (more at evening peak, fewer at night) and
-walk a funnel whose drop-off depends on channel and device; some check out
-and order (lognormal totals, one currency per store, repeat customers), some
+walk a funnel whose drop-off depends on channel and device; some check out and
+order (lognormal totals, one currency per store, repeat customers), some
 orders are refunded or returned later; customers open support tickets (bots
 answer, agents write internal notes and a first public reply after a delay
 that depends on the support channel, tickets get resolved, a few reopen);
-customers answer NPS, CSAT and CES surveys. Then the delivery gets messy on
-purpose: some events are sent a few seconds late (out of order within grace),
-some beyond ``late_delay_ms`` (late), some twice with the same ``event_id``.
+surveys (NPS, CSAT, CES) are sent and a share of them answered, at a response
+rate that depends on the kind and the sales channel. Then the delivery gets
+messy on purpose: some events are sent a few seconds late (out of order within
+grace), some beyond ``late_delay_ms`` (late), some twice with the same
+``event_id``.
 
 Split by concept: ``model.py`` holds the knobs (``SimConfig``, the stores, the
 channel funnels, the scenarios), ``generator.py`` the seeded simulation
@@ -45,6 +47,8 @@ from streams.devtools.simulate.model import (
     DEVICE_FACTOR,
     DIURNAL,
     FRT_MEDIAN_MIN,
+    RESPONSE_CHANNEL_FACTOR,
+    RESPONSE_RATE,
     SCENARIOS,
     SOURCES,
     STOREFRONTS,
@@ -60,7 +64,8 @@ from streams.devtools.simulate.model import (
 from streams.errors import ConfigError
 
 __all__ = [
-    "CHANNELS", "DEVICE_FACTOR", "DIURNAL", "FRT_MEDIAN_MIN", "SCENARIOS", "SOURCES", "STOREFRONTS", "SUPPORT_MIX",
+    "CHANNELS", "DEVICE_FACTOR", "DIURNAL", "FRT_MEDIAN_MIN", "RESPONSE_CHANNEL_FACTOR", "RESPONSE_RATE", "SCENARIOS",
+    "SOURCES", "STOREFRONTS", "SUPPORT_MIX",
     "Channel", "ChannelProfile", "Device", "Scenario", "SimConfig", "Storefront", "SupportChannel",
     "add_arguments", "config_from_args", "generate", "run",
 ]

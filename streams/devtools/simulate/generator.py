@@ -2,7 +2,7 @@
 
 One ``random.Random`` seeded from the config drives a simulation of sessions
 walking the funnel, orders and their refunds and returns, support tickets and
-their replies, and surveys; events due later wait in a heap, and the messy
+their replies, and surveys sent and answered; events due later wait in a heap, and the messy
 delivery (out of order, late, duplicated) holds some back before they are sent.
 """
 
@@ -113,7 +113,7 @@ class _Simulation:
         if u < w_session + cfg.standalone_ticket_weight:
             customer = self._returning_customer(store) if rng.random() < 0.7 else None
             return self._ticket_created(now, store, customer, None)
-        return self._survey(now, store, "nps", customer_id=self._returning_customer(store))
+        return self._survey_sent(now, store, "nps", customer_id=self._returning_customer(store))
 
     def _at(self, due_ms: int, store: int, make: Callable[[int], dict[str, Any]]) -> None:
         heapq.heappush(self.scheduled, (due_ms, next(self.seq), store, make))
@@ -231,7 +231,7 @@ class _Simulation:
             self._at(due, store, lambda at: self._ticket_created(at, store, customer, order_id))
         if rng.random() < cfg.nps_after_order_share:
             due = now + self._lognormal_ms(30 * _MIN, 0.6)
-            self._at(due, store, lambda at: self._survey(
+            self._at(due, store, lambda at: self._survey_sent(
                 at, store, "nps", customer_id=customer, order_id=order_id, channel=session["channel"]))
         return self._envelope(
             "order.placed", now, store, order_id=order_id, customer_id=customer,
@@ -298,12 +298,28 @@ class _Simulation:
             "ces" if u < cfg.csat_after_ticket_share + cfg.ces_after_ticket_share else None)
         if kind:
             due = resolved_ms + self._lognormal_ms(10 * _MIN * cfg.support_time_scale, 0.7)
-            self._at(due, store, lambda at: self._survey(
+            self._at(due, store, lambda at: self._survey_sent(
                 at, store, kind, customer_id=customer, ticket_id=ticket_id))
 
     # -- surveys ------------------------------------------------------------------------
 
-    def _survey(self, now: int, store: int, kind: str, **links: str | None) -> dict[str, Any]:
+    def _survey_sent(self, now: int, store: int, kind: str, **links: str | None) -> dict[str, Any]:
+        """A survey goes out now; whether and when its customer answers is drawn here: the response
+        rate of its kind, times its sales channel's factor (and the fatigue of the survey-fatigue
+        scenario, without a draw of its own, so runs without it stay byte for byte the same)."""
+        cfg, rng = self.cfg, self.rng
+        response_id = self._id("r")
+        body = {k: v for k, v in links.items() if v is not None}
+        p_answer = cfg.response_rate[kind] * cfg.response_channel_factor.get(body.get("channel", ""), 1.0)
+        if cfg.scenario == "survey-fatigue" and now >= cfg.incident_at_ms:
+            p_answer *= cfg.fatigue_factor
+        if rng.random() < p_answer:
+            due = now + self._lognormal_ms(cfg.answer_delay_median_ms, 0.6)
+            self._at(due, store, lambda at: self._survey_answered(at, store, kind, response_id, body))
+        return self._envelope("survey.sent", now, store, response_id=response_id, kind=kind, **body)
+
+    def _survey_answered(self, now: int, store: int, kind: str, response_id: str,
+                         body: dict[str, str]) -> dict[str, Any]:
         cfg, rng = self.cfg, self.rng
         if kind == "nps":
             u = rng.random()
@@ -318,9 +334,7 @@ class _Simulation:
             score = 1 + _pick_index(rng, list(itertools.accumulate(cfg.csat_weights)))
         else:
             score = 1 + _pick_index(rng, list(itertools.accumulate(cfg.ces_weights)))
-        body = {k: v for k, v in links.items() if v is not None}
-        return self._envelope("survey.answered", now, store, response_id=self._id("r"),
-                              kind=kind, score=score, **body)
+        return self._envelope("survey.answered", now, store, response_id=response_id, kind=kind, score=score, **body)
 
 
 def _pick_index(rng: random.Random, cumulative: list[float]) -> int:

@@ -13,8 +13,8 @@ from typing import Callable, Literal
 
 from streams.errors import ConfigError
 
-Scenario = Literal["none", "checkout-broken", "support-understaffed"]
-SCENARIOS: tuple[Scenario, ...] = ("none", "checkout-broken", "support-understaffed")
+Scenario = Literal["none", "checkout-broken", "support-understaffed", "survey-fatigue"]
+SCENARIOS: tuple[Scenario, ...] = ("none", "checkout-broken", "support-understaffed", "survey-fatigue")
 Channel = Literal["web", "app", "social", "marketplace"]
 Device = Literal["desktop", "mobile", "tablet"]
 SupportChannel = Literal["email", "chat", "sms", "phone", "social"]
@@ -87,6 +87,10 @@ SUPPORT_MIX: tuple[tuple[SupportChannel, float], ...] = (
 FRT_MEDIAN_MIN: dict[SupportChannel, float] = {
     "email": 35.0, "chat": 2.0, "phone": 1.0, "social": 20.0, "sms": 12.0,
 }
+# Share of the surveys sent that get an answer, by kind; an NPS survey after an order carries the
+# order's sales channel, whose customers answer more (app) or less (social) than the web's.
+RESPONSE_RATE: dict[str, float] = {"nps": 0.30, "csat": 0.52, "ces": 0.45}
+RESPONSE_CHANNEL_FACTOR: dict[str, float] = {"web": 1.0, "app": 1.3, "social": 0.5, "marketplace": 0.75}
 SOURCES: tuple[tuple[str, float], ...] = (
     ("organic", 0.35), ("paid", 0.25), ("direct", 0.2), ("email", 0.1), ("referral", 0.1),
 )
@@ -106,7 +110,7 @@ class SimConfig:
     # What starts new activity when nothing scheduled is due (relative weights):
     session_weight: float = 1.0  # times DIURNAL[hour]
     standalone_ticket_weight: float = 0.01  # pre-sales and account questions
-    standalone_survey_weight: float = 0.02  # relationship NPS, not tied to anything
+    standalone_survey_weight: float = 0.06  # relationship NPS surveys sent, not tied to anything
     # Orders
     order_total_sigma: float = 0.55  # lognormal sigma of totals; mean is the store's AOV
     repeat_customer_share: float = 0.30  # orders placed by a returning customer
@@ -128,13 +132,17 @@ class SimConfig:
     extra_round_share: float = 0.45  # P(another customer/agent exchange), repeated
     resolve_share: float = 0.95
     reopen_share: float = 0.08
-    # Surveys
+    # Surveys: each is sent (survey.sent), then answered (survey.answered, same response_id) by a
+    # share of its customers, the response rate, after a delay; the shares below are of surveys sent.
     nps_mix: tuple[float, float, float] = (0.50, 0.30, 0.20)  # promoter, passive, detractor
     csat_weights: tuple[float, ...] = (0.05, 0.05, 0.10, 0.30, 0.50)  # scores 1..5
     ces_weights: tuple[float, ...] = (0.04, 0.05, 0.08, 0.13, 0.20, 0.25, 0.25)  # scores 1..7
-    nps_after_order_share: float = 0.12
-    csat_after_ticket_share: float = 0.35
-    ces_after_ticket_share: float = 0.15
+    nps_after_order_share: float = 0.40  # orders whose customer is sent an NPS survey
+    csat_after_ticket_share: float = 0.67  # resolved tickets sent a CSAT survey
+    ces_after_ticket_share: float = 0.33  # resolved tickets sent a CES survey instead
+    response_rate: dict[str, float] = field(default_factory=lambda: dict(RESPONSE_RATE))
+    response_channel_factor: dict[str, float] = field(default_factory=lambda: dict(RESPONSE_CHANNEL_FACTOR))
+    answer_delay_median_ms: int = 5 * _MIN  # survey sent -> answered, lognormal; compressed: hours in real life
     # Messy delivery
     ooo_share: float = 0.0  # sent 1-8 s late: out of order, within grace
     late_share: float = 0.0  # sent late_delay_ms (+0-60 s) late: beyond grace
@@ -156,6 +164,7 @@ class SimConfig:
     incident_after_ms: int = 3 * _MIN  # from start_ms: shows within minutes of a demo
     checkout_broken_drop: float = 0.8  # share of orders that fail from the incident on
     understaffed_factor: float = 5.0  # agent reply delays multiply by this
+    fatigue_factor: float = 0.3  # survey-fatigue: response rates multiply by this, scores unchanged
 
     @property
     def incident_at_ms(self) -> int:
@@ -172,9 +181,19 @@ class SimConfig:
             fail("storefronts", f"1 to {len(STOREFRONTS)} storefronts")
         for name in ("ooo_share", "late_share", "dup_share", "repeat_customer_share", "refund_share",
                      "return_share", "ticket_after_order_share", "reopen_share", "resolve_share",
-                     "checkout_broken_drop"):
+                     "checkout_broken_drop", "nps_after_order_share", "csat_after_ticket_share",
+                     "ces_after_ticket_share", "fatigue_factor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 fail(name, "a share between 0 and 1")
+        if self.csat_after_ticket_share + self.ces_after_ticket_share > 1.0:
+            fail("ces_after_ticket_share", "a share with csat_after_ticket_share + ces_after_ticket_share <= 1")
+        factors = [1.0, *self.response_channel_factor.values()]
+        if min(factors) < 0.0:
+            fail("response_channel_factor", "factors of 0 or more")
+        if set(self.response_rate) != {"nps", "csat", "ces"} or not all(
+                0.0 <= rate and rate * max(factors) <= 1.0 for rate in self.response_rate.values()):
+            fail("response_rate", "a share for each of nps, csat and ces that stays <= 1 times any "
+                 "response_channel_factor")
         if self.ooo_share + self.late_share > 1.0:
             fail("late_share", "a share with ooo_share + late_share <= 1")
         if self.scenario not in SCENARIOS:

@@ -55,7 +55,14 @@ def _about(key: str) -> str:
 
 
 def _noun(metric: str) -> str:
-    """``cxpulse_sessions_started_total`` -> ``sessions started``: what a sample counts."""
+    """``cxpulse_sessions_started_total`` -> ``sessions started``: what a sample counts.
+
+        >>> _noun("cxpulse_nps_surveys_sent_total")
+        'NPS surveys sent'
+    """
+    found = re.fullmatch(r"cxpulse_([a-z]+)_surveys_sent_total", metric)
+    if found:
+        return f"{found.group(1).upper()} surveys sent"
     return {"cxpulse_ticket_first_response_seconds_count": "first responses",
             "cxpulse_ticket_resolution_seconds_count": "resolutions"}.get(
         metric, rules.base(metric).removeprefix("cxpulse_").replace("_", " "))

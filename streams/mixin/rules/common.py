@@ -33,9 +33,11 @@ BASELINE_KPIS: tuple[str, ...] = (
 # its own. Not shares: ticket_to_order (tickets are not trials of orders, it has no upper bound).
 # Conversion, cart abandonment and the refund & return rate are treated as shares of the window's
 # sessions, checkouts or orders although an order may lack a tracked session or checkout and a
-# refund may be of an earlier order: the interval clamps the observed share to [0, 1].
+# refund may be of an earlier order: the interval clamps the observed share to [0, 1]. So are the
+# survey response rates, of the window's surveys sent, although an answer may be to an earlier one.
 PROPORTION_KPIS: tuple[str, ...] = (
     "conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase", "first_contact_resolution", "csat",
+    "nps_response_rate", "csat_response_rate", "ces_response_rate",
 )
 NOT_PROPORTIONS: tuple[str, ...] = ("ticket_to_order",)  # ratio KPIs without an interval, on purpose
 INTERVAL_KPIS: tuple[str, ...] = (*PROPORTION_KPIS, "nps")
