@@ -153,6 +153,7 @@ def test_every_method_sends_a_valid_event(settings: Settings) -> None:
         producer.ticket_replied(ticket_id="tkt-m1", author="bot", public=True)
         producer.ticket_resolved(ticket_id="tkt-m1")
         producer.ticket_reopened(ticket_id="tkt-m1", support_channel="phone")
+        producer.survey_sent(response_id="resp-m1", kind="csat", channel="web", ticket_id="tkt-m1")
         producer.survey_answered(response_id="resp-m1", kind="csat", score=5, ticket_id="tkt-m1")
     seen: set[str] = set()
     for family in FAMILIES:
