@@ -27,10 +27,11 @@ from streams.runtime.kafka import client_config
 log = logging.getLogger("cxpulse.changelog")
 
 PROBE_S = 3.0  # how long a partition may give nothing before its end is asked for
+STALL_S = 30.0  # a changelog read that makes no progress this long gives up (the recovery is retried)
 
 
 class ChangelogReader:
-    def __init__(self, settings: Settings, timeout_s: float = 30.0) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = STALL_S) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
         self._consumer: Consumer | None = None
