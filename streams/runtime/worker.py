@@ -106,6 +106,57 @@ def setup_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
+class OnePageAtATime:
+    """Concurrent scrapes share page builds instead of racing for the GIL.
+
+    Building the page holds the GIL for its whole length; sixteen scrapers at once would leave
+    the stream loop and the /ready probe a sixteenth of the interpreter each. Here one thread
+    builds while the others wait on a lock (waiting costs no GIL), and a scrape that waited is
+    answered with the page built after it arrived, so no answer is older than its request.
+    Pages are kept per (Accept, Accept-Encoding, query) so OpenMetrics, gzip and ``name[]``
+    filtering keep working; at most ``keep`` variants are kept.
+
+        >>> calls = []
+        >>> def app(environ, start_response):
+        ...     calls.append(1)
+        ...     start_response("200 OK", [("Content-Type", "text/plain")])
+        ...     return [b"page"]
+        >>> shared = OnePageAtATime(app)
+        >>> shared({}, lambda status, headers: None), len(calls)
+        ([b'page'], 1)
+    """
+
+    def __init__(self, app, keep: int = 16) -> None:
+        self.app = app
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._pages: dict[tuple[str, str, str], tuple[float, str, list, bytes]] = {}
+
+    def __call__(self, environ, start_response):
+        key = (environ.get("HTTP_ACCEPT", ""), environ.get("HTTP_ACCEPT_ENCODING", ""),
+               environ.get("QUERY_STRING", ""))
+        asked = time.monotonic()
+        with self._lock:
+            page = self._pages.get(key)
+            if page is None or page[0] < asked:
+                began = time.monotonic()
+                answer: list = []
+                body = b"".join(self.app(environ, lambda status, headers, exc_info=None:
+                                         answer.extend((status, headers))))
+                page = (began, answer[0], answer[1], body)
+                if len(self._pages) >= self.keep and key not in self._pages:
+                    self._pages.clear()
+                self._pages[key] = page
+        start_response(page[1], list(page[2]))
+        return [page[3]]
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    # socketserver listens with a backlog of 5: with a few scrapers reconnecting at once the
+    # kernel drops a probe's SYN and the client retries a second later, past a 1 s probe timeout
+    request_queue_size = 128
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args) -> None:  # one line per scrape is noise
         pass
@@ -119,7 +170,7 @@ def serve_metrics(settings: Settings, publisher: Publisher, initiatives=None) ->
     """
     registry = CollectorRegistry()
     registry.register(CxCollector(publisher, settings, initiatives))
-    metrics = make_wsgi_app(registry)
+    metrics = OnePageAtATime(make_wsgi_app(registry))
     expected = None
     if settings.metrics_basic_auth_username:
         token = f"{settings.metrics_basic_auth_username}:{settings.metrics_basic_auth_password}".encode()
@@ -147,7 +198,7 @@ def serve_metrics(settings: Settings, publisher: Publisher, initiatives=None) ->
         return metrics(environ, start_response)
 
     try:
-        server = make_server(settings.metrics_host, settings.metrics_port, app, ThreadingWSGIServer,
+        server = make_server(settings.metrics_host, settings.metrics_port, app, _MetricsServer,
                              handler_class=_QuietHandler)
     except OSError as exc:  # in use, or an address this machine does not have
         raise ConfigError(f"cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port} "
