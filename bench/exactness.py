@@ -210,8 +210,10 @@ class Expected:
         for (family, _, start, segment, name), value in ref.components.items():
             windows[family, start, segment, name] += value
         samples: dict[tuple[str, int, Segment, str], int] = defaultdict(int)
+        window_labels = {h.field: h.window_labels for h in HISTOGRAMS}  # the window summaries': no ticket reason
         for (family, _, start, segment, name), values in ref.samples.items():
-            samples[family, start, segment, name] += len(values)
+            pairs = dict(segment)
+            samples[family, start, tuple((label, pairs[label]) for label in window_labels[name]), name] += len(values)
         per_family: dict[str, dict[str, int]] = {}
         for what, table in (("events", ref.counted), ("late", ref.late), ("duplicate", ref.duplicate)):
             sums: dict[str, int] = defaultdict(int)
@@ -334,7 +336,9 @@ def check_windows(bodies: list[bytes], exported_until: dict[tuple[str, int], flo
         if spec is None:
             continue
         labels = dict(items)
-        got[spec.family, ts - MINUTE_MS, _segment(spec.family, labels), spec.field] = value
+        seg = (tuple((label, labels[label]) for label in spec.window_labels) if name in hists
+               else _segment(spec.family, labels))
+        got[spec.family, ts - MINUTE_MS, seg, spec.field] = value
     for (family, start, seg, name), value in got.items():
         compared += 1
         table = expected.window_samples if name in {h.field for h in HISTOGRAMS} else expected.windows

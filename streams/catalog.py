@@ -158,6 +158,12 @@ HISTOGRAMS: tuple[Histogram, ...] = (
     Histogram("cxpulse_ticket_resolution_seconds", "ticket", "resolution",
               "Resolution time: ticket created -> resolved, recorded at each resolve (a reopened ticket is "
               "measured again from creation to its last resolve)."),
+    Histogram("cxpulse_ticket_first_response_business_seconds", "ticket", "first_response_business",
+              "First-response time in business hours: the part of created -> first public agent reply that fell "
+              "in the storefront's opening hours (CXPULSE_BUSINESS_HOURS), recorded with the calendar-time one."),
+    Histogram("cxpulse_ticket_resolution_business_seconds", "ticket", "resolution_business",
+              "Resolution time in business hours: the part of created -> resolved that fell in the storefront's "
+              "opening hours (CXPULSE_BUSINESS_HOURS), recorded with the calendar-time one."),
 )
 
 COUNTERS_BY_FIELD = {(c.family, c.field): c for c in COUNTERS}
@@ -273,6 +279,18 @@ KPIS: tuple[Kpi, ...] = (
         shape="quantile", histogram="cxpulse_ticket_resolution_seconds", quantile=0.5, higher_is_better=False),
     Kpi("resolution_p90", "Resolution time, p90", "seconds", "90th percentile of resolution times", "ticket",
         shape="quantile", histogram="cxpulse_ticket_resolution_seconds", quantile=0.9, higher_is_better=False),
+    Kpi("first_response_business_p50", "First-response time in business hours, median", "seconds",
+        "median of first-response times counted in opening hours", "ticket", shape="quantile",
+        histogram="cxpulse_ticket_first_response_business_seconds", quantile=0.5, higher_is_better=False),
+    Kpi("first_response_business_p90", "First-response time in business hours, p90", "seconds",
+        "90th percentile of first-response times counted in opening hours", "ticket", shape="quantile",
+        histogram="cxpulse_ticket_first_response_business_seconds", quantile=0.9, higher_is_better=False),
+    Kpi("resolution_business_p50", "Resolution time in business hours, median", "seconds",
+        "median of resolution times counted in opening hours", "ticket", shape="quantile",
+        histogram="cxpulse_ticket_resolution_business_seconds", quantile=0.5, higher_is_better=False),
+    Kpi("resolution_business_p90", "Resolution time in business hours, p90", "seconds",
+        "90th percentile of resolution times counted in opening hours", "ticket", shape="quantile",
+        histogram="cxpulse_ticket_resolution_business_seconds", quantile=0.9, higher_is_better=False),
     Kpi("first_contact_resolution", "First-contact resolution (FCR)", "ratio",
         "one-touch resolutions / resolutions", "ticket",
         ("cxpulse_tickets_resolved_one_touch_total",), "cxpulse_ticket_resolution_seconds_count"),

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, NoReturn
 
+from streams.business_hours import Calendars, parse_calendars
 from streams.contract import DEADLETTER_TOPIC, DEFAULT_TOPICS, Family
 from streams.days import DAY_MS
 from streams.errors import ConfigError
@@ -120,6 +122,9 @@ class Settings:
     customer_ttl_ms: int = 400 * 86_400_000
     customer_max: int = 500_000
     post_support_ms: int = 7 * 86_400_000  # an order within this long after a ticket converts it
+    # Support calendars per storefront (JSON, or the path of a JSON file; streams/business_hours.py):
+    # first-response and resolution times in business hours beside calendar time. Empty: none.
+    business_hours: str = ""
     cohort_weeks: int = 26  # first-order and ticket weeks exported as cohorts
     # Lengths of the periods customer retention compares (each period against the one before).
     # A year is opt-in (30d,90d,365d): it needs the customer TTL to cover two years (derived),
@@ -193,6 +198,11 @@ class Settings:
         values = frozenset(v.strip() for v in text.split(",") if v.strip())
         return values or None
 
+    @functools.cached_property
+    def calendars(self) -> Calendars:
+        """The support calendars of ``business_hours`` (checked by ``validate``)."""
+        return parse_calendars(self.business_hours)
+
     def series_budget(self) -> int:
         """Upper bound of segment series per family: segments x partitions (see docs/operations.md)."""
         return self.segment_cap * self.partitions
@@ -256,6 +266,7 @@ class Settings:
         for check in (_check_security, _check_tls_and_auth, _check_cluster, _check_windows, _check_outputs,
                       _check_horizons, _check_customers):
             check(self, problems)
+        self.calendars  # noqa: B018 (parses CXPULSE_BUSINESS_HOURS: a mistake fails at start-up)
 
 
 class _Problems:

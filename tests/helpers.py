@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, TypeVar
 
 from streams.devtools.broker import free_port
 
-__all__ = ["free_port", "wait_until"]
+__all__ = ["BUSINESS_HOURS", "free_port", "wait_until"]
 
 T = TypeVar("T")
+
+
+def _all_day(*ranges: tuple[int, int]) -> str:
+    return ",".join(f"{hour:02}:{opens:02}-{hour:02}:{closes:02}" for hour in range(24) for opens, closes in ranges)
+
+
+# Support calendars of the e2e runs (CXPULSE_BUSINESS_HOURS): opening hours that change every few minutes,
+# so the minutes of simulated traffic cross many openings and closings; one storefront in a half-hour
+# zone with a different pattern at the weekend; the other storefronts have no calendar.
+BUSINESS_HOURS = json.dumps({
+    "north-outfitters": {"timezone": "Europe/Berlin", "hours": {"mon-sun": _all_day((5, 17), (29, 41), (50, 58))}},
+    "harbor-tea": {"timezone": "Asia/Kolkata", "hours": {"mon-fri": _all_day((0, 12), (20, 45)),
+                                                         "sat-sun": _all_day((10, 50))}},
+})
 
 
 def wait_until(check: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.05, what: str = "condition") -> T:

@@ -14,6 +14,7 @@ order when one producer sent them all. Everything is plain dicts and lists, slow
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable
+from zoneinfo import ZoneInfo
 
 from kafka.partitioner.default import murmur2
 
@@ -53,6 +55,7 @@ class Params:
     grace_ms: int = 120_000
     dedupe_horizon_ms: int = 300_000
     views_ms: tuple[int, ...] = (60_000, 300_000, 900_000, 3_600_000)
+    business_hours: str = ""  # CXPULSE_BUSINESS_HOURS: JSON, or the path of a JSON file
 
     @classmethod
     def of(cls, settings: Any) -> "Params":
@@ -89,6 +92,60 @@ def exact_quantile(values: Iterable[float], q: float) -> float:
 def major(minor: int, currency: str) -> Decimal:
     """Exact minor units -> major units of the currency (cents -> euros, JPY as is)."""
     return Decimal(minor).scaleb(-CURRENCY_EXPONENT.get(currency, 2))
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BusinessHours:
+    """docs/operations.md, "Business hours", walked one minute at a time: a UTC minute counts where its
+    local wall-clock minute (in the calendar's zone) is inside an opening range of its weekday and its
+    local date is no holiday. Every zone offset is a whole number of minutes, so a UTC minute is all
+    open or all closed; the ends of a wait count their part of a minute."""
+
+    def __init__(self, text: str) -> None:
+        text = text.strip()
+        if text and not text.startswith("{"):
+            with open(text) as file:
+                text = file.read()
+        self.calendars: dict[str, tuple[ZoneInfo, dict[int, list[tuple[int, int]]], set[str]]] = {}
+        for storefront, spec in (json.loads(text) if text else {}).items():
+            hours: dict[int, list[tuple[int, int]]] = defaultdict(list)
+            for days, ranges in spec["hours"].items():
+                first, _, last = days.partition("-")
+                for day in range(_WEEKDAYS.index(first), _WEEKDAYS.index(last or first) + 1):
+                    for part in (ranges.split(",") if isinstance(ranges, str) else ranges):
+                        opens, closes = part.strip().split("-")
+                        hours[day].append((_minutes(opens), _minutes(closes)))
+            self.calendars[storefront] = (ZoneInfo(spec["timezone"]), hours, set(spec.get("holidays", [])))
+        self._open: dict[tuple[str, int], bool] = {}
+
+    def has(self, storefront: str) -> bool:
+        return storefront in self.calendars or "*" in self.calendars
+
+    def _is_open(self, storefront: str, minute: int) -> bool:
+        known = self._open.get((storefront, minute))
+        if known is None:
+            zone, hours, holidays = self.calendars.get(storefront) or self.calendars["*"]
+            local = datetime.fromtimestamp(minute * 60, zone)
+            at = local.hour * 60 + local.minute
+            known = (local.date().isoformat() not in holidays
+                     and any(opens <= at < closes for opens, closes in hours.get(local.weekday(), ())))
+            self._open[storefront, minute] = known
+        return known
+
+    def seconds(self, storefront: str, start_ms: int, end_ms: int) -> float:
+        """Seconds of [start, end) the storefront was open."""
+        total = 0
+        for minute in range(start_ms // 60_000, -(-end_ms // 60_000)):
+            if self._is_open(storefront, minute):
+                total += min(end_ms, (minute + 1) * 60_000) - max(start_ms, minute * 60_000)
+        return max(total, 0) / 1000
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
 
 
 def _group(family: str, labels: dict[str, str], by: str | None) -> tuple[str, ...]:
@@ -129,6 +186,7 @@ class Reference:
     components: dict[tuple[str, int, int, Segment, str], int]
     # (family, partition, window_start_ms, segment, histogram field) -> [seconds, ...]
     samples: dict[tuple[str, int, int, Segment, str], list[float]]
+    business: BusinessHours = BusinessHours("")
 
     # ------------------------------------------------------------------ computing
     @classmethod
@@ -137,6 +195,7 @@ class Reference:
                   defaultdict(int), defaultdict(list))
         seen: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)  # event_id -> its event time
         tickets: dict[tuple[int, str], _Ticket] = defaultdict(_Ticket)
+        ref.business = BusinessHours(params.business_hours)
         for event in events:
             family = EVENT_TYPES[event["type"]].family
             partition = partition_of(event[FAMILY_KEY[family]], params.partitions)
@@ -238,6 +297,8 @@ class Reference:
                 self._add("ticket", partition, ts, seg, "resolved_unmatched")
             else:
                 observe("resolution", ts, (ts - ticket.created_ms) / 1000)
+                if self.business.has(event["storefront"]):  # the same wait, in the storefront's opening hours
+                    observe("resolution_business", ts, self.business.seconds(event["storefront"], ticket.created_ms, ts))
                 if ticket.agent_replies <= 1 and not ticket.reopened:
                     self._add("ticket", partition, ts, seg, "tickets_resolved_one_touch")
         elif kind == "ticket.reopened":
@@ -250,6 +311,9 @@ class Reference:
             if watermark >= self._window(at) + self.params.window_ms + self.params.grace_ms:
                 at = ts  # rule 8: that reply's window has closed, so it counts where the pair completed
             observe("first_response", at, (ticket.earliest_reply_ms - ticket.created_ms) / 1000)
+            if self.business.has(event["storefront"]):
+                observe("first_response_business", at,
+                        self.business.seconds(event["storefront"], ticket.created_ms, ticket.earliest_reply_ms))
 
     # ------------------------------------------------------------------ reading
     def families(self) -> set[str]:
@@ -414,7 +478,7 @@ class Reference:
                 if sent:
                     out[f"{kind}_response_rate", group] = total(f"{kind}_responses", "survey", group) / sent
         for (field, group), values in samples.items():
-            prefix = {"first_response": "first_response", "resolution": "resolution"}[field]
+            prefix = field  # first_response, resolution and their _business twins
             out[f"{prefix}_p50", group] = exact_quantile(values, 0.5)
             out[f"{prefix}_p90", group] = exact_quantile(values, 0.9)
         return out

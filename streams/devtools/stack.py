@@ -35,7 +35,7 @@ RULES_FILE = ROOT / "deploy" / "prometheus" / "rules" / "cxpulse.rules.yml"
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process see ``settings``."""
     env = {}
-    for name, value in vars(settings).items():
+    for name, value in ((f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)):
         if value is None:
             continue
         var = f"CXPULSE_{name.upper()}"
@@ -114,6 +114,13 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+# The support calendar `cxpulse up` gives every storefront unless CXPULSE_BUSINESS_HOURS sets one: open 45
+# minutes of every hour, so within minutes the business-hours times on the Support dashboard differ from
+# the calendar-time ones (the simulator's agents wait for the next opening too).
+DEMO_BUSINESS_HOURS = ('{"*": {"timezone": "UTC", "hours": {"mon-sun": "'
+                       + ",".join(f"{hour:02}:00-{hour:02}:45" for hour in range(24)) + '"}}}')
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
@@ -322,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_prometheus:  # complete event-time windows go to the local Prometheus
             settings = dataclasses.replace(settings,
                                            remote_write_url=f"http://127.0.0.1:{args.prometheus_port}/api/v1/write")
+        if not settings.business_hours:  # so the business-hours panels differ from calendar time within minutes
+            settings = dataclasses.replace(settings, business_hours=DEMO_BUSINESS_HOURS)
         create_topics(settings)
         say(f"broker      {broker.bootstrap} (Tansu, in memory: a restart starts empty)")
         # From today (UTC): the ROI adds up the arms' day totals from the start day on, so a
@@ -341,8 +350,8 @@ def run(args: argparse.Namespace) -> int:
                                            workdir=args.workdir / "prometheus")
             shutil.rmtree(prometheus.workdir / "data", ignore_errors=True)
             prometheus.start()
-        simulator = subprocess.Popen(simulator_command(args, broker.bootstrap, demo),
-                                     cwd=ROOT, env=dict(os.environ), stderr=open(args.workdir / "simulator.log", "ab"))
+        simulator = subprocess.Popen(simulator_command(args, broker.bootstrap, demo), cwd=ROOT,
+                                     env={**os.environ, "CXPULSE_BUSINESS_HOURS": settings.business_hours}, stderr=open(args.workdir / "simulator.log", "ab"))
         say("waiting for the workers to join and recover (about 10 s on the test broker)...")
         for worker in workers:
             worker.wait_ready(90)

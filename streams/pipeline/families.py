@@ -184,6 +184,9 @@ def on_ticket(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str],
         add(start, segment, "tickets_reopened", 1, None)
     elif kind == "ticket.resolved" and ticket.created_ms is not None:
         add(start, segment, "resolution", 1, ts_ms - ticket.created_ms)
+        calendar = state.calendars.get(ticket.storefront) if state.calendars else None
+        if calendar is not None:  # the same wait, counting only the storefront's business hours
+            add(start, segment, "resolution_business", 1, calendar.business_ms(ticket.created_ms, ts_ms))
         if ticket.agent_replies <= 1 and not ticket.reopened:
             add(start, segment, "tickets_resolved_one_touch", 1, None)
     elif kind == "ticket.resolved":
@@ -203,6 +206,10 @@ def _first_response(state: Any, ticket: Ticket, ts_ms: int, segment: tuple, add:
         # closed since: a closed window never changes, so it counts where the pair completed.
         start = window_start(ts_ms, window_ms)
     add(start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms)  # type: ignore[operator]
+    calendar = state.calendars.get(ticket.storefront) if state.calendars else None
+    if calendar is not None:
+        add(start, segment, "first_response_business", 1,
+            calendar.business_ms(ticket.created_ms, ticket.first_reply_ms))  # type: ignore[arg-type]
 
 
 HANDLERS = {"session": on_session, "order": on_order, "survey": on_survey, "ticket": on_ticket}

@@ -83,6 +83,7 @@ class PartitionState(ExactlyOnce):
         self.retention_ms = settings.retention_ms
         self.horizon_ms = settings.dedupe_horizon_ms
         self.ticket_ttl_ms = settings.ticket_ttl_ms
+        self.calendars = settings.calendars  # support calendars: ticket times in business hours too
         self.day_retention_ms = settings.day_retention_ms
         self.lead_ms = settings.watermark_lead_ms
         self.partitions = settings.partitions  # of the re-keyed stages too (customer, merge)

@@ -39,7 +39,7 @@ from streams.contract import EVENT_TYPES, FAMILY_KEY, message_key
 from streams.devtools.simulate import CHANNELS, STOREFRONTS, SimConfig, generate
 from streams.devtools.stack import PrometheusProcess, WorkerProcess, http_get, worker_settings
 from streams.mixin import rules
-from tests.helpers import free_port, metric_sum, wait_until
+from tests.helpers import BUSINESS_HOURS, free_port, metric_sum, wait_until
 from tests.reference import Params, Reference, event_ms, partition_of
 
 MINUTE = 60_000
@@ -122,7 +122,7 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
     port = free_port()
     prometheus_port = free_port()
     settings = make_settings(remote_write_url=f"http://127.0.0.1:{prometheus_port}/api/v1/write",
-                             metrics_port=port)
+                             metrics_port=port, business_hours=BUSINESS_HOURS)
     workers: list[WorkerProcess] = []
     prometheus = None
     try:

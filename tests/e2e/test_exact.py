@@ -30,7 +30,7 @@ from streams.runtime.engine import HELD_READS, HELD_STAGE_S, RETRY_S
 from streams.runtime.faust_engine import REJOIN_S
 from streams.catalog import CUSTOMER, CUSTOMER_MONEY
 from tests.customer_reference import customer_kpis
-from tests.helpers import changelog_states, wait_until
+from tests.helpers import BUSINESS_HOURS, changelog_states, wait_until
 from tests.reference import SEGMENT_LABELS, Params, Reference, major
 
 Sample = tuple[str, dict[str, str], float]
@@ -325,7 +325,7 @@ def processed(worker: WorkerProcess) -> float:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_steady_one_worker_equals_reference(make_settings: Callable[..., Settings], make_traffic, workers,
                                             engine: str) -> None:
-    settings = make_settings(engine=engine)
+    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS)
     worker = workers(settings, 0)
     worker.wait_ready(JOIN_S)
     rejected = send_malformed(settings)
@@ -337,7 +337,7 @@ def test_steady_one_worker_equals_reference(make_settings: Callable[..., Setting
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], make_traffic, workers,
                                         engine: str) -> None:
-    settings = make_settings(engine=engine)
+    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS)
     first = workers(settings, 0)
     first.wait_ready(JOIN_S)
     rejected = send_malformed(settings)
@@ -356,7 +356,7 @@ def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rebalance_add_stop_and_kill_workers_stays_exact(make_settings: Callable[..., Settings], make_traffic,
                                                          workers, engine: str) -> None:
-    settings = make_settings(engine=engine)
+    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS)
     w0 = workers(settings, 0)
     w0.wait_ready(JOIN_S)
     rejected = send_malformed(settings)

@@ -22,6 +22,7 @@ import pytest
 
 from streams.cli import main
 from streams.decode import parse_timestamp_ms, validate_event
+from streams.business_hours import parse_calendars
 from streams.devtools.simulate import CHANNELS, SimConfig, generate
 
 # Module-scoped fixtures: the whole module runs in one test process (pytest-xdist loadgroup).
@@ -524,3 +525,24 @@ def test_cli_treated_and_uplift_reach_the_config(tmp_path) -> None:
     assert cfg.conversion_uplift == 0.3
     assert main(["simulate", "--events", "10", "--out", str(tmp_path / "y.jsonl"), "--treated", "storefront=nowhere",
                  "--conversion-uplift", "0.3"]) == 2
+
+
+def test_with_business_hours_agents_reply_and_resolve_only_while_the_storefront_is_open():
+    # Tue 2024-05-14 12:00-13:23 UTC of traffic; open 20 minutes, a 30-minute break, open again
+    calendars = parse_calendars('{"*": {"timezone": "UTC", "hours": {"mon-sun": "12:00-12:20,12:50-13:10"}}}')
+    cfg = SimConfig(seed=5, start_ms=START_MS, rate_per_s=RATE, support_time_scale=0.2, standalone_ticket_weight=0.3,
+                    calendars=calendars)
+    calendar = calendars.get("any")
+    created: dict[str, int] = {}
+    agent_times = []
+    for e in _run(cfg, 100_000):
+        at = parse_timestamp_ms(e["occurred_at"])
+        if e["type"] == "ticket.created":
+            created[e["ticket_id"]] = at
+        elif (e["type"] == "ticket.replied" and e["author"] == "agent" and e["public"]) or e["type"] == "ticket.resolved":
+            agent_times.append(at)
+    assert len(agent_times) > 500
+    # events leave on the simulator's clock ticks, so one due at closing time may carry a time a tick later
+    closed = [at for at in agent_times if calendar.business_ms(at - 5_000, at) == 0]
+    assert not closed, f"{len(closed)} of {len(agent_times)} agent replies and resolutions while closed"
+    assert any(at >= START_MS + 50 * MIN for at in agent_times), "no agent worked after the break"

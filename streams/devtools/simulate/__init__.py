@@ -34,12 +34,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import sys
 import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
+from streams.business_hours import parse_calendars
 from streams.contract import EVENT_TYPES
 from streams.devtools.simulate.generator import generate
 from streams.devtools.simulate.model import (
@@ -122,7 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--incident-after", type=float, default=defaults.incident_after_ms / 1000,
                         metavar="SECONDS", help="seconds of event time before the incident (default 180)")
     parser.add_argument("--support-time-scale", type=float, default=1.0, metavar="F",
-                        help="multiply support delays (0.1: tickets move 10x faster; default 1)")
+                        help="multiply support delays (0.1: tickets move 10x faster; default 1); with "
+                             "CXPULSE_BUSINESS_HOURS set, agents reply and resolve only in the storefronts' "
+                             "opening hours, as the worker's business-hours times expect")
     parser.add_argument("--warmup", type=float, default=0, metavar="SECONDS",
                         help="simulate this long before --start without sending, so traffic starts in steady "
                              "state (cxpulse up uses 900)")
@@ -160,6 +164,7 @@ def config_from_args(args: argparse.Namespace, now_ms: int) -> SimConfig:
         scenario=args.scenario,
         incident_after_ms=int(args.incident_after * 1000),
         support_time_scale=args.support_time_scale,
+        calendars=parse_calendars(os.environ.get("CXPULSE_BUSINESS_HOURS", "")),
         warmup_ms=int(args.warmup * 1000),
         treated=_segment(args.treated),
         conversion_uplift=args.conversion_uplift,

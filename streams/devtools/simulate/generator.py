@@ -277,7 +277,12 @@ class _Simulation:
 
         if support in ("email", "chat", "social") and rng.random() < cfg.bot_reply_share:
             reply(now + rng.randint(2_000, 20_000), "bot")
-        first = now + self._lognormal_ms(frt_median, cfg.frt_sigma)
+        calendar = cfg.calendars.get(cfg.storefronts[store].name) if cfg.calendars else None
+
+        def agent_time(since: int, work_ms: int) -> int:  # agents work only in opening hours
+            return since + work_ms if calendar is None else calendar.advance(since, work_ms)
+
+        first = agent_time(now, self._lognormal_ms(frt_median, cfg.frt_sigma))
         if rng.random() < cfg.internal_note_share:
             reply(now + int((first - now) * rng.uniform(0.2, 0.9)), "agent", public=False)
         if rng.random() < cfg.customer_chase_share:
@@ -287,18 +292,18 @@ class _Simulation:
         while rng.random() < cfg.extra_round_share:
             t += self._lognormal_ms(5 * _MIN * cfg.support_time_scale, 0.8)
             reply(t, "customer")
-            t += self._lognormal_ms(frt_median * 0.6, cfg.frt_sigma)
+            t = agent_time(t, self._lognormal_ms(frt_median * 0.6, cfg.frt_sigma))
             reply(t, "agent")
         if rng.random() < cfg.resolve_share:
-            t += self._lognormal_ms(8 * _MIN * scale, 0.7)
+            t = agent_time(t, self._lognormal_ms(8 * _MIN * scale, 0.7))
             status(t, "ticket.resolved")
             if rng.random() < cfg.reopen_share:
                 t += self._lognormal_ms(30 * _MIN * cfg.support_time_scale, 0.8)
                 reply(t, "customer")
                 status(t + 1, "ticket.reopened")
-                t += self._lognormal_ms(frt_median * 0.6, cfg.frt_sigma)
+                t = agent_time(t, self._lognormal_ms(frt_median * 0.6, cfg.frt_sigma))
                 reply(t, "agent")
-                t += self._lognormal_ms(5 * _MIN * scale, 0.7)
+                t = agent_time(t, self._lognormal_ms(5 * _MIN * scale, 0.7))
                 status(t, "ticket.resolved")
             self._after_resolve(t, store, ticket_id, customer)
         body: dict[str, Any] = {"ticket_id": ticket_id, "support_channel": support}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from streams.business_hours import NONE as NO_CALENDARS, Calendars
 from streams.errors import ConfigError
 
 Scenario = Literal["none", "checkout-broken", "support-understaffed", "survey-fatigue", "shipping-delay"]
@@ -135,6 +136,9 @@ class SimConfig:
     frt_median_min: dict[str, float] = field(default_factory=lambda: dict(FRT_MEDIAN_MIN))
     frt_sigma: float = 0.8
     support_time_scale: float = 1.0  # multiplies every support delay (0.1 for a quick demo)
+    # Support calendars (CXPULSE_BUSINESS_HOURS): a storefront with one has agents who reply and resolve
+    # only while it is open, so a ticket created at night waits for the morning.
+    calendars: Calendars = NO_CALENDARS
     ticket_after_order_share: float = 0.06  # "where is my order?"
     ticket_delay_median_ms: int = 20 * _MIN
     bot_reply_share: float = 0.6  # on email, chat and social

@@ -31,7 +31,9 @@ def _short(kpi: Kpi) -> str:
     if match:
         return match.group(1)
     return {"first_response_p50": "FRT p50", "first_response_p90": "FRT p90", "resolution_p50": "TTR p50",
-            "resolution_p90": "TTR p90", "csat_mean": "CSAT mean", "cart_abandonment": "Cart abandonment",
+            "resolution_p90": "TTR p90", "first_response_business_p50": "FRT p50, business hours",
+            "first_response_business_p90": "FRT p90, business hours", "resolution_business_p50": "TTR p50, business hours",
+            "resolution_business_p90": "TTR p90, business hours", "csat_mean": "CSAT mean", "cart_abandonment": "Cart abandonment",
             "refund_return_rate": "Refund & return rate", "repeat_purchase": "Repeat purchase rate",
             "ticket_to_order": "Ticket-to-order"}.get(kpi.key, kpi.title)
 
@@ -64,7 +66,9 @@ def _noun(metric: str) -> str:
     if found:
         return f"{found.group(1).upper()} surveys sent"
     return {"cxpulse_ticket_first_response_seconds_count": "first responses",
-            "cxpulse_ticket_resolution_seconds_count": "resolutions"}.get(
+            "cxpulse_ticket_resolution_seconds_count": "resolutions",
+            "cxpulse_ticket_first_response_business_seconds_count": "first responses with a calendar",
+            "cxpulse_ticket_resolution_business_seconds_count": "resolutions with a calendar"}.get(
         metric, rules.base(metric).removeprefix("cxpulse_").replace("_", " "))
 
 

@@ -50,6 +50,27 @@ def support() -> dm.Dashboard:
                 thresholds=_steps((None, "transparent"), (rules.RESOLUTION_P90_FLOOR_S, "red")),
                 dashed=".* p50", clock=EVENT_GRAPH),
     ]
+    business_note = (" Only the part of each wait inside the storefront's opening hours counts (its calendar in "
+                     "CXPULSE_BUSINESS_HOURS: time zone, hours per weekday, holidays); storefronts without a calendar "
+                     "have none.")
+    business = [
+        *(_kpi_tile(f"{kind}_business_{p}", level, ssc, note=business_note)
+          for kind in ("first_response", "resolution") for p in ("p50", "p90")),
+        _series("Samples with a calendar per $window window",
+                "First responses and resolutions measured in business hours: the sample behind the quantiles "
+                "beside.", "short", _targets(
+                    (window_count("cxpulse_ticket_first_response_business_seconds_count", level, ssc),
+                     f"{by} first responses"),
+                    (window_count("cxpulse_ticket_resolution_business_seconds_count", level, ssc), f"{by} resolved")),
+                clock=EVENT_GRAPH, span=8),
+        *(_series(f"{name} in business hours p50 / p90 by support channel",
+                  f"{_help(f'cxpulse_ticket_{kind}_business_seconds')} Median and 90th percentile of each window, "
+                  "from the merge stage's sketch (within 1%). Beside the calendar-time graph above: a queue that "
+                  "only grows overnight shows there, not here.", "s",
+                  _targets(*((window_kpi(f"{kind}_business_{p}", level, ssc), f"{by} {p}") for p in ("p50", "p90"))),
+                  dashed=".* p50", clock=EVENT_GRAPH, span=8)
+          for kind, name in (("first_response", "First-response time"), ("resolution", "Resolution time"))),
+    ]
     created = window_count("cxpulse_tickets_created_total", level, ssc)
     reopened = window_count("cxpulse_tickets_reopened_total", level, ssc)
     volume = [
@@ -76,12 +97,15 @@ def support() -> dm.Dashboard:
     ]
     return _dashboard(
         "support", "Support",
-        "Support desk speed and quality by event-time window: first-response and resolution times (median and p90), "
+        "Support desk speed and quality by event-time window: first-response and resolution times (median and p90, "
+        "in calendar time and in business hours), "
         "first-contact resolution, reopen and ticket-to-order rates, by support channel and by contact reason.",
         _variables("storefront", "support_channel", "reason", "window"),
         [
             (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", headline),
             ("Response and resolution times per $window window", times),
+            ("In business hours: the same times counting only the storefront's opening hours, per $window window",
+             business),
             ("Volume and quality per $window window", volume),
             ("Why customers contact support: by contact reason, per $window window (all support channels)",
              reasons()),
