@@ -41,7 +41,7 @@ from streams.pipeline.merge_state import MergeState
 from streams.pipeline.plan import Outbox, Pipeline
 from streams.pipeline.records import Key, Record, state_partition
 from streams.runtime.changelog import ChangelogReader
-from streams.runtime.published import FRESHNESS_BUCKETS, Published, Publisher
+from streams.runtime.published import FRESHNESS_BUCKETS, Publisher
 from streams.runtime.remote_write import Exporter
 from streams.runtime.sink import Sink
 

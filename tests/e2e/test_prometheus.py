@@ -54,7 +54,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config import Settings, parse_duration_ms
-from streams.devtools.stack import ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get, settings_env, worker_settings
+from streams.devtools.stack import (DEMO_BUSINESS_HOURS, ROOT, RULES_FILE, PrometheusProcess, WorkerProcess, http_get,
+                                    settings_env, worker_settings)
 from tests.customer_events import DAY, customer_events
 from tests.helpers import free_port
 from tests.helpers import send_events as send
@@ -157,6 +158,7 @@ def stack(broker, tmp_path_factory):
         {}, grace_ms=GRACE_MS, bootstrap_servers=broker.bootstrap, app_id=prefix + "cxpulse",
         metrics_port=free_port(), web_port=free_port(),
         remote_write_url=f"http://127.0.0.1:{prometheus_port}/api/v1/write",
+        business_hours=DEMO_BUSINESS_HOURS,  # the business-hours panels and rules need a calendar
         **{name: prefix + getattr(defaults, name) for name in (
             "topic_sessions", "topic_orders", "topic_tickets", "topic_surveys", "topic_deadletter", "topic_state",
             "topic_customers", "topic_windows", "topic_initiatives")})

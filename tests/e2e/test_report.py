@@ -61,6 +61,11 @@ MOVE_MS = WEEK_START_MS + 2 * DAY_MS + 12 * 3_600_000  # partition 1 moves to wo
 RATE = 0.1  # events per second of event time: ~21k sessions and ~800 orders a week
 PARTITIONS = 2
 STEP_MS = 300_000  # the scrape interval the backfill imitates
+# The support calendars the workers measured with (the simulated agents work around the clock): a
+# weekday desk in London, and a Saturday one in a half-hour zone (docs/operations.md, "Business hours")
+CALENDARS = json.dumps({"north-outfitters": {"timezone": "Europe/London", "hours": {"mon-fri": "08:00-20:00"}},
+                        "*": {"timezone": "Asia/Kolkata", "hours": {"mon-fri": "09:30-18:00", "sat": "10:00-14:00"},
+                              "holidays": ["2026-11-19"]}})
 REL = 1e-9  # float rounding: Prometheus sums float64 series, the tally sums integers
 
 
@@ -336,7 +341,7 @@ def gauge_series() -> list[Gauge]:
 @pytest.fixture(scope="module")
 def backfilled(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("report")
-    ref = Reference.compute(simulated_events(), Params(partitions=PARTITIONS))
+    ref = Reference.compute(simulated_events(), Params(partitions=PARTITIONS, business_hours=CALENDARS))
     tallies = Tallies(ref)
     documents = openmetrics(ref, FIRST_MS, WEEK_END_MS, STEP_MS, instance_of)
     documents.append(gauges(gauge_series(), FIRST_MS, WEEK_END_MS, GAUGE_STEP_MS))
@@ -481,9 +486,9 @@ def kpi_figures(c: Counts, sessions_of_storefront: float | None = None) -> dict[
     }
     if sessions_of_storefront is not None:
         out["revenue_per_visitor"] = mean(c["revenue_minor"], sessions_of_storefront)
-    for key, field, q in (("first_response_p50", "first_response", 0.5), ("first_response_p90", "first_response", 0.9),
-                          ("resolution_p50", "resolution", 0.5), ("resolution_p90", "resolution", 0.9)):
-        out[key] = (histogram_quantile(q, c, field), c[f"{field}_count"], None)
+    for field in ("first_response", "resolution", "first_response_business", "resolution_business"):
+        for p, q in (("p50", 0.5), ("p90", 0.9)):
+            out[f"{field}_{p}"] = (histogram_quantile(q, c, field), c[f"{field}_count"], None)
     return out
 
 
