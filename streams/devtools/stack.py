@@ -118,7 +118,9 @@ class WorkerProcess:
 
 # The support calendar `cxpulse up` gives every storefront unless CXPULSE_BUSINESS_HOURS sets one: open 45
 # minutes of every hour, so within minutes the business-hours times on the Support dashboard differ from
-# the calendar-time ones (the simulator's agents wait for the next opening too).
+# the calendar-time ones. The workers measure with it; the simulator's agents keep working around the
+# clock (a demo started in a closed quarter would show no reply for up to 15 minutes). A calendar the
+# user sets reaches the simulator too, whose agents then keep its hours.
 DEMO_BUSINESS_HOURS = ('{"*": {"timezone": "UTC", "hours": {"mon-sun": "'
                        + ",".join(f"{hour:02}:00-{hour:02}:45" for hour in range(24)) + '"}}}')
 
@@ -350,8 +352,8 @@ def run(args: argparse.Namespace) -> int:
                                            workdir=args.workdir / "prometheus")
             shutil.rmtree(prometheus.workdir / "data", ignore_errors=True)
             prometheus.start()
-        simulator = subprocess.Popen(simulator_command(args, broker.bootstrap, demo), cwd=ROOT,
-                                     env={**os.environ, "CXPULSE_BUSINESS_HOURS": settings.business_hours}, stderr=open(args.workdir / "simulator.log", "ab"))
+        simulator = subprocess.Popen(simulator_command(args, broker.bootstrap, demo), cwd=ROOT, env=dict(os.environ),
+                                     stderr=open(args.workdir / "simulator.log", "ab"))
         say("waiting for the workers to join and recover (about 10 s on the test broker)...")
         for worker in workers:
             worker.wait_ready(90)

@@ -94,6 +94,10 @@ class Pipeline:
         self._kept: dict[Key, _Kept] = {}
         self._writer: dict[Key, str] = {}
         self._active_at: dict[Key, float] = {}  # monotonic time of the last message per partition
+        # Partitions a source delivered records of while no state was held for them (assigned and
+        # still recovering, or revoked): those records were not applied, so a source that moves on
+        # by itself (Faust) must be sought back to the state's position once it is recovered.
+        self.skipped: set[Key] = set()
         self._claims = itertools.count(1)
 
     # ------------------------------------------------------------ topology
@@ -196,7 +200,10 @@ class Pipeline:
         for record in records:
             stage = self._stage_of.get(record.topic)
             key = (stage, record.partition)
-            if stage is None or key not in self.states:
+            if stage is None:
+                continue
+            if key not in self.states:
+                self.skipped.add(key)
                 continue
             batch = messages[key]
             if batch and record.offset <= batch[-1].offset:

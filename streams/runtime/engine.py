@@ -232,6 +232,15 @@ class Engine:
             self.source.start(positions)
             if self.engine != "kafka":
                 self._check_gap |= keys
+                # Faust delivered records of these partitions while they recovered (skipped: no state
+                # yet) and moved on past them. Read them again now: were no more records to come for a
+                # partition (the traffic paused), the gap check above would never see the gap, and
+                # its idle watermark would close windows those records belong to.
+                for key in sorted(keys & self.pipeline.skipped):
+                    log.info("event=seek_after_recovery family=%s partition=%d offset=%d "
+                             "reason=records_delivered_while_recovering", key[0], key[1], positions[key])
+                    self.source.seek(key, positions[key])
+            self.pipeline.skipped -= keys
         self.to_recover -= keys
         elapsed = time.monotonic() - began
         self.recovery_seconds = elapsed

@@ -64,8 +64,9 @@ class FaustSource:
     def start(self, positions: dict[Key, int]) -> None:
         """Nothing: Faust fetches from the group's committed offset. Records below a state's
         position are skipped as replays, and a gap above it is sought back when it shows
-        (``Engine._gaps``). Seeking here as well would have Faust deliver what it had already
-        fetched a second time."""
+        (``Engine._gaps``), or right after the recovery where Faust delivered records while the
+        partition recovered (``Pipeline.skipped``). Seeking every partition here would have Faust
+        deliver what it had already fetched a second time."""
 
     def seek(self, key: Key, offset: int) -> None:
         # seek_wait, not seek: Faust's seek moves aiokafka's position from the event loop while

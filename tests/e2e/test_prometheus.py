@@ -197,7 +197,9 @@ def stack(broker, tmp_path_factory):
              "--incident-after", f"{(incident_ms - start_ms) / 1000:.3f}", "--duration", "900", "--seed", "4",
              # support replies and resolutions 20x sooner, so resolution panels fill within minutes
              "--support-time-scale", "0.05"],
-            cwd=ROOT, env={**_without_settings(dict(os.environ)), **settings_env(settings)},
+            # agents around the clock: a run started in the calendar's closed quarter would see no reply
+            # for up to 15 minutes (the workers measure business hours all the same)
+            cwd=ROOT, env={**_without_settings(dict(os.environ)), **settings_env(settings), "CXPULSE_BUSINESS_HOURS": ""},
             stderr=open(workdir / "simulator.log", "ab"))
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
         for payload in (b"{not json", b"[]", b"\xff\xfe"):  # the dead-letter rules need rejections

@@ -87,6 +87,22 @@ def test_a_record_delivered_twice_in_one_batch_counts_once() -> None:
                for cell in slot.cells.values()) == 3
 
 
+def test_records_delivered_while_a_partition_recovers_are_noted_and_applied_once_read_again() -> None:
+    settings = Settings(partitions=1)
+    pipeline = Pipeline(settings, "w1")
+    rng = random.Random(2)
+    values = [orjson.dumps(valid_body(rng, "order")) for _ in range(3)]
+    records = [Record(settings.topic_orders, 0, offset, 0, value) for offset, value in enumerate(values)]
+
+    assert pipeline.plan(records) == []  # assigned, its state not recovered yet: nothing applied
+    assert ("order", 0) in pipeline.skipped  # so the engine seeks the source back once it is
+    (job,) = pipeline.claim([("order", 0)])
+    pipeline.install(job, [], 0)
+    (outbox,) = pipeline.plan(records)  # what the source delivers after that seek
+
+    assert pipeline.states["order", 0].meta.through == 3
+
+
 def test_surveys_sent_count_per_kind_and_channel_beside_the_answers_and_name_no_customer() -> None:
     """docs/metrics.md rule 12: a survey.sent is one survey sent of its kind, in its own window and
     segment (storefront, channel or `unknown`); it adds nothing to the answers' counts and sends the
