@@ -32,7 +32,7 @@ def test_promtool_check_metrics_reports_nothing(make_settings, tmp_path) -> None
             check=True, capture_output=True, cwd=ROOT,
             env={**__import__("os").environ, "CXPULSE_TOPIC_SESSIONS": settings.topic_sessions,
                  "CXPULSE_TOPIC_ORDERS": settings.topic_orders, "CXPULSE_TOPIC_TICKETS": settings.topic_tickets,
-                 "CXPULSE_TOPIC_SURVEYS": settings.topic_surveys})
+                 "CXPULSE_TOPIC_SURVEYS": settings.topic_surveys}, timeout=300)
         producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
         producer.send(settings.topic_orders, value=b"{oops").get(timeout=10)
         producer.close()
@@ -45,7 +45,8 @@ def test_promtool_check_metrics_reports_nothing(make_settings, tmp_path) -> None
             return text if all(name in text for name in families) else None
 
         text = wait_until(settled, 60, interval_s=1, what="every metric family with samples")
-        result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+                                timeout=120)
         problems = (result.stdout + result.stderr).strip()
         assert result.returncode == 0 and not problems, f"promtool check metrics:\n{problems[:3000]}"
     finally:

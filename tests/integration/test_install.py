@@ -136,7 +136,7 @@ def cxpulse(python: Path, *args: str, cwd: Path, timeout_s: float = 120) -> subp
 def test_the_image_install_is_the_installed_package_not_the_checkout(image: tuple[str, Path], tmp_path: Path) -> None:
     _, python = image
     done = subprocess.run([str(python), "-c", "import streams; print(streams.__file__)"], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, timeout=300)
     assert Path(done.stdout.strip()).is_relative_to(python.parent.parent), done.stdout
 
 
@@ -234,7 +234,8 @@ def test_the_worker_image_has_no_matplotlib_and_no_numpy(worker_image: Path, tmp
             "print(json.dumps({m: [importlib.util.find_spec(m) is not None, "
             "any(d.metadata['Name'].lower() == m for d in importlib.metadata.distributions())] "
             "for m in ('matplotlib', 'numpy')}))")
-    done = subprocess.run([str(worker_image), "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    done = subprocess.run([str(worker_image), "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"matplotlib": [False, False], "numpy": [False, False]}
 
@@ -326,7 +327,8 @@ def test_the_producer_installs_and_imports_without_faust_numpy_or_matplotlib(lig
     heavy = ("faust", "numpy", "matplotlib", "confluent_kafka", "prometheus_client", "yaml")
     code = (f"import importlib.util, json, sys, streams.producer; "
             f"print(json.dumps([[m, importlib.util.find_spec(m) is not None, m in sys.modules] for m in {heavy!r}]))")
-    done = subprocess.run([str(light), "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    done = subprocess.run([str(light), "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     assert [m for m, installed, loaded in json.loads(done.stdout) if installed or loaded] == []
 

@@ -38,7 +38,8 @@ def test_rules_file_is_rendered():
 
 
 def test_promtool_check_rules():
-    result = subprocess.run([promtool(), "check", "rules", str(RULES_PATH)], capture_output=True, text=True)
+    result = subprocess.run([promtool(), "check", "rules", str(RULES_PATH)], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
@@ -54,7 +55,8 @@ def promtool_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, subpro
 
     def run(path: Path) -> subprocess.CompletedProcess:
         copy = write_with_subset(path, workdir)
-        return subprocess.run([promtool(), "test", "rules", copy.name], cwd=workdir, capture_output=True, text=True)
+        return subprocess.run([promtool(), "test", "rules", copy.name], cwd=workdir, capture_output=True, text=True,
+                              timeout=600)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return dict(zip(TEST_FILES, pool.map(run, TEST_FILES)))

@@ -136,7 +136,8 @@ def test_known_settings_and_the_listed_other_variables_are_not_reported(fresh_wa
 def test_every_cxpulse_variable_the_repository_reads_is_a_setting_or_listed() -> None:
     # A new CXPULSE_* variable read by a script, a test or the CI would otherwise be
     # reported as a typo on every start-up: it belongs in NOT_SETTINGS.
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True,
+                           timeout=300).stdout.split()
     found: set[str] = set()
     for name in files:
         path = ROOT / name

@@ -237,7 +237,8 @@ def test_panel_and_annotation_queries_are_valid_promql(tmp_path: Path):
              for i, (_, _, expr) in enumerate(queries)]
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False,
+                            timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -489,7 +490,7 @@ def _promtool_test(promtool: str, tmp_path: Path, test: dict, rule_files: list[s
     doc = {"rule_files": files, "evaluation_interval": "1m", "tests": [test]}
     (tmp_path / "test.yml").write_text(yaml.safe_dump(doc, sort_keys=False, width=1_000_000))
     result = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
-                            check=False)
+                            check=False, timeout=600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 

@@ -331,7 +331,7 @@ def test_prometheus_config_parses(path: Path):
 def test_promtool_accepts_prometheus_config(path: Path):
     if not shutil.which("promtool"):
         pytest.skip("promtool is not installed (apt-get install prometheus)")
-    result = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
+    result = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -366,7 +366,7 @@ def test_amtool_accepts_alertmanager_config():
     # the receivers are placeholders on loopback: the compose stack sends nothing anywhere by default
     for receiver in config["receivers"]:
         assert [w["url"] for w in receiver["webhook_configs"]] == [f"http://127.0.0.1:5001/{receiver['name'].split('-')[-1]}"]
-    result = subprocess.run([amtool(), "check-config", str(ALERTMANAGER)], capture_output=True, text=True)
+    result = subprocess.run([amtool(), "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -384,14 +384,14 @@ def test_commented_pagerduty_and_slack_receivers_are_valid_config(tmp_path: Path
         assert key in str(receivers["cxpulse-chat"]["slack_configs"])
     path = tmp_path / "alertmanager.yml"
     path.write_text(text)
-    result = subprocess.run([amtool(), "check-config", str(path)], capture_output=True, text=True)
+    result = subprocess.run([amtool(), "check-config", str(path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _route(labels: dict[str, str]) -> str:
     result = subprocess.run(
         [amtool(), "config", "routes", "test", f"--config.file={ALERTMANAGER}", *(f"{k}={v}" for k, v in labels.items())],
-        capture_output=True, text=True)
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.strip()
 
@@ -606,7 +606,7 @@ def test_prometheusrule_passes_promtool(tmp_path: Path):
     (rule,) = _by_kind("PrometheusRule")
     extracted = tmp_path / "rules.yml"
     extracted.write_text(yaml.safe_dump(rule["spec"]))
-    result = subprocess.run(["promtool", "check", "rules", str(extracted)], capture_output=True, text=True)
+    result = subprocess.run(["promtool", "check", "rules", str(extracted)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

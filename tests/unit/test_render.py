@@ -24,7 +24,7 @@ def test_every_kpi_expression_in_the_docs_parses(tmp_path) -> None:
     rules = [{"record": f"doc:{kpi.key}:check", "expr": kpi_promql(kpi)} for kpi in KPIS]
     path = tmp_path / "doc.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -38,5 +38,5 @@ def test_every_promql_block_of_the_metrics_doc_parses(tmp_path) -> None:
     rules = [{"record": f"doc:block_{i}:check", "expr": expr} for i, expr in enumerate(exprs)]
     path = tmp_path / "blocks.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
