@@ -34,6 +34,7 @@ Reason = Literal[
     "future_timestamp", # occurred_at too far ahead of the worker's clock
     "wrong_partition",  # an event of a batch whose key maps to another partition than the message's
     "late",             # older than its window's grace period (counted, parked)
+    "malformed_json",   # a message on one of cxpulse's own re-keyed topics that cxpulse did not write
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 

@@ -10,6 +10,7 @@ from collections import Counter
 import orjson
 
 from streams.config import Settings
+from streams.errors import REASONS
 from streams.pipeline.exchange import decode_facts
 from streams.pipeline.plan import Pipeline
 from streams.pipeline.records import Record
@@ -214,3 +215,22 @@ def test_a_reason_seen_before_the_creation_gives_way_to_the_creations() -> None:
     assert counts[("shop", "chat", "unknown"), "tickets_created"] == 1
     assert counts[("shop", "chat", "order_status"), "resolution"] == 1
     assert state.tickets["t1"].reason == "technical"
+
+
+def test_a_foreign_message_on_the_customer_topic_is_parked_as_malformed_json_and_the_rest_applies() -> None:
+    """docs/events.md (dead-letter reasons) and docs/operations.md: a message on cxpulse's own customer
+    topic that cxpulse did not write is parked with reason `malformed_json`; facts around it count."""
+    settings = Settings(partitions=1)
+    pipeline = Pipeline(settings, "w1")
+    (job,) = pipeline.claim([("customer", 0)])
+    pipeline.install(job, [], 0)
+    good = orjson.dumps([["t", "shop", "c1", "e1", T_TICKETS], ["t", "shop", "c2", "e2", T_TICKETS]])
+    values = [b"not json", b'{"type": "order.placed"}', b'[["o", "shop", "c1", "e9", 5]]', good]
+    records = [Record(settings.topic_customers, 0, offset, 0, value) for offset, value in enumerate(values)]
+
+    (outbox,) = pipeline.plan(records, now_ms=T_TICKETS + 60_000)
+
+    assert outbox.parked == {"malformed_json": 3}
+    assert set(outbox.parked) <= set(REASONS)  # a documented reason (docs/events.md lists them all)
+    assert [dict(headers)["cx-reason"] for _, headers in outbox.dead_letters] == [b"malformed_json"] * 3
+    assert set(pipeline.states["customer", 0].customers) == {("shop", "c1"), ("shop", "c2")}
