@@ -6,7 +6,7 @@ estimate over 4,000 windows has a standard error of 0.35 points, and Wilson's ow
 oscillates with n and p (exactly 93.5%-95.9% on this grid), hence the 92.5-97.5% band per cell
 and the tighter one for the grid as a whole.
 
-The PromQL check writes a promtool test file whose expected values come from
+The PromQL checks write promtool test files whose expected values come from
 ``streams.mixin.intervals`` and runs it against the shipped rules, so the two cannot drift apart.
 """
 
