@@ -7,7 +7,7 @@ oscillates with n and p (exactly 93.5%-95.9% on this grid), hence the 92.5-97.5%
 and the tighter one for the grid as a whole.
 
 The PromQL checks write promtool test files whose expected values come from
-``streams.mixin.intervals`` and runs it against the shipped rules, so the two cannot drift apart.
+``streams.mixin.intervals`` and runs them against the shipped rules, so the two cannot drift apart.
 """
 
 from __future__ import annotations
