@@ -260,8 +260,9 @@ KPIS: tuple[Kpi, ...] = (
         ("cxpulse_order_revenue_total",), "cxpulse_orders_placed_total", by=("storefront", "currency")),
     Kpi("revenue_per_visitor", "Revenue per visitor (RPV)", "currency", "revenue / sessions started (= AOV x CVR)",
         "order", ("cxpulse_order_revenue_total",), "cxpulse_sessions_started_total", by=("storefront", "currency")),
-    Kpi("cart_abandonment", "Cart abandonment", "ratio",
-        "1 - orders placed / checkouts started (checkouts that did not end in an order)", "session",
+    Kpi("cart_abandonment", "Cart abandonment, window estimate", "ratio",
+        "1 - orders placed / checkouts started in the window (an estimate over all traffic: it counts orders "
+        "without a checkout too; the per-session rate is the checkout join's, docs/customers.md)", "session",
         ("cxpulse_orders_placed_total",), "cxpulse_checkouts_started_total", shape="one_minus",
         higher_is_better=False),
     Kpi("refund_return_rate", "Refund & return rate", "ratio", "(refunds + returns) / orders placed", "order",
@@ -367,6 +368,18 @@ CUSTOMER: dict[str, tuple[str, tuple[str, ...], str]] = {
                        "by the ISO week of that ticket (each order once)."),
     "support_revenue": ("cxpulse_customer_post_support_revenue", ("cohort", "currency"),
                         "Revenue of those orders, in major units (support-generated revenue)."),
+    # The checkout join (same stage, keyed by session id; docs/customers.md, "Checkouts"): `day` is the
+    # UTC date of the session's first checkout, the last 8 days exported; channel and device its own.
+    "checkout_sessions": ("cxpulse_checkout_sessions", ("channel", "device", "day"),
+                          "Sessions whose first checkout started on `day` (UTC date), by that checkout's channel "
+                          "and device."),
+    "checkout_decided": ("cxpulse_checkout_sessions_decided", ("channel", "device", "day"),
+                         "Of those, the sessions whose outcome is known: an order of the session placed before "
+                         "first checkout + CXPULSE_CHECKOUT_HORIZON (default 1h), or that deadline + the grace "
+                         "passed (by the customer partition's watermark) without one."),
+    "checkout_abandoned": ("cxpulse_checkout_sessions_abandoned", ("channel", "device", "day"),
+                           "Of the decided sessions, those with no order in time: abandoned carts (cart abandonment "
+                           "= this / decided; checkout-to-order = 1 - that)."),
 }
 # Kinds whose value is money in minor units (exported in major units of their `currency` label).
 CUSTOMER_MONEY: frozenset[str] = frozenset({"cohort_revenue", "nps_revenue", "csat_revenue", "support_revenue"})
@@ -425,15 +438,30 @@ CUSTOMER_KPIS: tuple[CustomerKpi, ...] = (
     CustomerKpi("Post-support conversion of a ticket week", "the same for one ISO week of tickets (live)",
                 "storefront_cohort:cxpulse_customer_post_support_conversion:ratio",
                 "storefront_cohort:cxpulse_customer_post_support_customers:sum", True),
+    CustomerKpi("Cart abandonment (sessions) of a day", "sessions whose first checkout started that day and "
+                "placed no order within CXPULSE_CHECKOUT_HORIZON / those sessions, over the decided ones (ordered, "
+                "or horizon + grace passed); an order without a checkout counts nowhere",
+                "storefront_day:cxpulse_checkout_abandonment:ratio",
+                "storefront_day:cxpulse_checkout_sessions_decided:sum", True),
+    CustomerKpi("Cart abandonment (sessions) by channel and device", "the same per channel and device of the "
+                "first checkout", "storefront_channel_device_day:cxpulse_checkout_abandonment:ratio",
+                "storefront_channel_device_day:cxpulse_checkout_sessions_decided:sum", True),
+    CustomerKpi("Checkout-to-order rate (sessions)", "1 - cart abandonment: decided checkout sessions that "
+                "ordered within the horizon / decided checkout sessions (the funnel's last step, per session)",
+                "storefront_channel_device_day:cxpulse_checkout_to_order:ratio",
+                "storefront_channel_device_day:cxpulse_checkout_sessions_decided:sum", True),
     CustomerKpi("Revenue after support", "revenue of the orders placed within CXPULSE_POST_SUPPORT after the "
                 "customer's latest ticket before them (each order once), over the exported ticket weeks",
                 "storefront_currency:cxpulse_customer_post_support_revenue:sum",
                 "storefront_currency:cxpulse_customer_post_support_orders:sum"),
 )
 CUSTOMER_PIPELINE: dict[str, str] = {
-    "cxpulse_customer_facts_total": "Facts (counted order, ticket, NPS and CSAT events naming a customer) read from "
-                                    "the customer topic, per its partition.",
+    "cxpulse_customer_facts_total": "Facts (counted order, ticket, NPS and CSAT events naming a customer, "
+                                    "checkouts and orders naming a session) read from the customer topic, per its "
+                                    "partition.",
     "cxpulse_state_customers": "Customers held in the customer state, per customer-topic partition.",
+    "cxpulse_state_checkout_sessions": "Sessions held by the checkout join, per customer-topic partition (each "
+                                       "forgotten 8 days + horizon + grace after its last fact).",
     "cxpulse_customers_evicted_total": "Customers forgotten (their KPI contribution stays): inactive for "
                                        "CXPULSE_CUSTOMER_TTL, or the least recent beyond CXPULSE_CUSTOMER_MAX.",
     "cxpulse_customer_facts_skipped_total": "Customer facts not applied, by reason: duplicate (resent after a "

@@ -122,6 +122,9 @@ class Settings:
     customer_ttl_ms: int = 400 * 86_400_000
     customer_max: int = 500_000
     post_support_ms: int = 7 * 86_400_000  # an order within this long after a ticket converts it
+    # Cart abandonment (the checkout join): a session that started a checkout and placed no order
+    # within this long after its first checkout counts as abandoned.
+    checkout_horizon_ms: int = 3_600_000
     # Support calendars per storefront (JSON, or the path of a JSON file; streams/business_hours.py):
     # first-response and resolution times in business hours beside calendar time. Empty: none.
     business_hours: str = ""
@@ -423,6 +426,8 @@ def _check_customers(s: Settings, p: _Problems) -> None:
         p.fail("customer_max", "a positive number of customers per partition")
     if s.cohort_weeks < 1:
         p.fail("cohort_weeks", "a positive number of weeks")
+    if not 60_000 <= s.checkout_horizon_ms <= 7 * DAY_MS:
+        p.fail("checkout_horizon_ms", "a duration from 1m to 7d, e.g. 1h")
 
 
 def _derive_defaults(values: dict[str, Any]) -> None:

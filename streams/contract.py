@@ -115,9 +115,12 @@ _types = [
     ), "A product was added to the cart."),
     EventType("session.checkout_started", "session", (
         _session, _channel, _device,
-    ), "Checkout started (the cart-abandonment denominator)."),
+    ), "Checkout started (the cart-abandonment denominator: joined by `session_id` with the orders that "
+       "name the session, docs/customers.md, *Checkouts*)."),
     EventType("order.placed", "order", (
-        _order, _customer, Field("session_id", "id", required=False, doc="Session of the order, when known."),
+        _order, _customer, Field("session_id", "id", required=False,
+                                  doc="Session of the order, when known: joins the order to the session's checkout "
+                                      "(cart abandonment)."),
         Field("total_minor", "minor", doc="Order total in minor units of the currency (cents)."),
         Field("currency", "currency", doc="ISO 4217 code, e.g. EUR."),
         Field("first_order", "bool", doc="True for the customer's first order."),

@@ -27,6 +27,15 @@ Definitions (docs/customers.md, "Definitions"):
   after that week's earliest ticket and at most N (7 days) after it; mature once that ticket
   + N is mature. Revenue after support: each order after the customer's latest ticket before
   it and at most N after it, for the ISO week of that ticket, per currency.
+
+Checkouts (docs/customers.md, "Checkouts"): a session (by session_id) with a counted
+``session.checkout_started``; its first checkout is the earliest (the lowest event_id on a tie),
+which gives its storefront, channel, device and ``day`` (UTC date). Converted: a counted
+``order.placed`` naming the session with a time before first + H (CXPULSE_CHECKOUT_HORIZON).
+Decided: converted, or the watermark of the session's partition is at least first + H + grace.
+Abandoned: decided and not converted. Exported: the days from the watermark's date - 7 days.
+The watermark of a partition counts every fact: those keyed by customer and those keyed by
+session (a checkout, an order naming its session).
 """
 
 from __future__ import annotations
@@ -67,13 +76,66 @@ def _period_start(number: int, days: int) -> str:
     return (GRID_START + timedelta(days=number * days)).date().isoformat()
 
 
+def watermarks(counted: list[dict[str, Any]], partitions: int) -> dict[int, int]:
+    """The newest fact time of each customer-topic partition: facts keyed by customer (orders,
+    tickets, NPS and CSAT answers naming one) and by session (checkouts, orders naming one)."""
+    out: dict[int, int] = {}
+    for event in counted:
+        kind, ts = event["type"], event_ms(event["occurred_at"])
+        keys = []
+        if event.get("customer_id") is not None and (
+                kind in ("order.placed", "ticket.created")
+                or (kind == "survey.answered" and event["kind"] in ("nps", "csat"))):
+            keys.append(event["customer_id"])
+        if kind == "session.checkout_started" or (kind == "order.placed" and event.get("session_id")):
+            keys.append(event["session_id"])
+        for key in keys:
+            p = partition_of(key, partitions)
+            out[p] = max(out.get(p, ts), ts)
+    return out
+
+
+def checkout_kpis(counted: list[dict[str, Any]], partitions: int, horizon_ms: int = 3_600_000,
+                  grace_ms: int = 120_000) -> dict[str, dict[tuple, int]]:
+    """checkout_sessions / checkout_decided / checkout_abandoned by (storefront, channel, device, day)."""
+    wm = watermarks(counted, partitions)
+    checkouts: dict[str, dict[str, tuple]] = defaultdict(dict)
+    orders: dict[str, dict[str, int]] = defaultdict(dict)
+    for event in counted:
+        ts = event_ms(event["occurred_at"])
+        if event["type"] == "session.checkout_started":
+            checkouts[event["session_id"]].setdefault(
+                event["event_id"], (ts, event["event_id"], event["storefront"], event["channel"], event["device"]))
+        elif event["type"] == "order.placed" and event.get("session_id"):
+            orders[event["session_id"]].setdefault(event["event_id"], ts)
+    out: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
+    for session_id, mine in checkouts.items():
+        first, _, storefront, channel, device = min(mine.values())
+        watermark = wm[partition_of(session_id, partitions)]
+        day = datetime.fromtimestamp(first / 1000, timezone.utc).date()
+        oldest = datetime.fromtimestamp(watermark / 1000, timezone.utc).date() - timedelta(days=7)
+        if day < oldest:
+            continue  # past the exported days
+        key = (storefront, channel, device, day.isoformat())
+        out["checkout_sessions"][key] += 1
+        converted = any(ts < first + horizon_ms for ts in orders[session_id].values())
+        if converted or watermark >= first + horizon_ms + grace_ms:
+            out["checkout_decided"][key] += 1
+            if not converted:
+                out["checkout_abandoned"][key] += 1
+    return {kind: dict(values) for kind, values in out.items()}
+
+
 def customer_kpis(counted: Iterable[dict[str, Any]], partitions: int, post_support_ms: int = 7 * DAY,
-                  periods_days: tuple[int, ...] = (30, 90)) -> dict[str, dict[tuple, int]]:
+                  periods_days: tuple[int, ...] = (30, 90), horizon_ms: int = 3_600_000,
+                  grace_ms: int = 120_000) -> dict[str, dict[tuple, int]]:
+    """Every customer-stage aggregate: the customer-level KPIs and the checkout join's."""
+    counted = list(counted)
     orders: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = defaultdict(dict)
     tickets: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     surveys: dict[str, dict[tuple[str, str], dict[str, tuple[int, int]]]] = {
         "nps": defaultdict(dict), "csat": defaultdict(dict)}
-    watermark: dict[int, int] = {}
+    watermark = watermarks(counted, partitions)
     for event in counted:
         customer_id = event.get("customer_id")
         kind = event["type"]
@@ -82,8 +144,6 @@ def customer_kpis(counted: Iterable[dict[str, Any]], partitions: int, post_suppo
         if kind == "survey.answered" and event["kind"] not in surveys:
             continue
         ts = event_ms(event["occurred_at"])
-        p = partition_of(customer_id, partitions)
-        watermark[p] = max(watermark.get(p, ts), ts)
         who = (event["storefront"], customer_id)
         if kind == "order.placed":
             orders[who].setdefault(event["event_id"], (ts, event["total_minor"], event["currency"]))
@@ -160,4 +220,5 @@ def customer_kpis(counted: Iterable[dict[str, Any]], partitions: int, post_suppo
                 week = _week(max(before))
                 out["support_orders"][storefront, week, currency] += 1
                 out["support_revenue"][storefront, week, currency] += amount
-    return {kind: dict(values) for kind, values in out.items()}
+    return {**{kind: dict(values) for kind, values in out.items()},
+            **checkout_kpis(counted, partitions, horizon_ms, grace_ms)}

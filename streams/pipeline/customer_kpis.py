@@ -5,7 +5,9 @@ customer id) from the facts the window stage re-keys to it (the fact format is b
 ``families.fact``); ``contribution`` turns a record and the event-time watermark into
 the integer aggregates it adds (docs/metrics.md, "Customer KPIs"): first-order cohorts
 and their repeat purchase and LTV, LTV by NPS category and CSAT band, retention per
-period, and conversion and revenue after support.
+period, and conversion and revenue after support. The same stage joins each session's
+checkout with the orders that name the session (``Checkout``, ``checkout_contribution``):
+cart abandonment as the CX guide defines it.
 
     >>> c = Customer(orders=[[0, 1000, "EUR", "e1"], [86_400_000, 500, "EUR", "e2"]])
     >>> contribution("shop", c, None, 7 * DAY_MS)[("cohort_revenue", "shop", "1970-W01", "EUR", "30d")]
@@ -239,3 +241,62 @@ def _after_support(add: Add, storefront: str, customer: Customer, watermark: int
 def _first_90_days(orders: list[list[Any]], first: int) -> int:
     """How many orders fall within 90 days of the first (``REPEAT_WITHIN_MS``)."""
     return sum(1 for o in orders if o[0] < first + REPEAT_WITHIN_MS)
+
+
+# ------------------------------------------------------------------ the checkout join
+CHECKOUT_DAYS = 8  # days of first checkouts exported: the watermark's (UTC) and the 7 before it
+
+
+@dataclass
+class Checkout:
+    """What the customer stage remembers of one session of the checkout join, keyed by its
+    session id (never exported): its counted checkouts and the orders that name it."""
+
+    through: int = 0
+    seq: tuple[int, int] = (0, 0)  # (offset, index) of the last fact: the eviction order
+    last_ms: int = 0
+    wm: int | None = None  # the watermark its current contribution was computed at
+    checkouts: list[list[Any]] = field(default_factory=list)  # [ts_ms, event_id, storefront, channel, device]
+    orders: list[list[Any]] = field(default_factory=list)  # [ts_ms, event_id]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps([self.through, list(self.seq), self.last_ms, self.wm, self.checkouts, self.orders])
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Checkout":
+        through, seq, last_ms, wm, checkouts, orders = orjson.loads(data)
+        return cls(through, tuple(seq), last_ms, wm, checkouts, orders)
+
+    def has(self, event_id: str) -> bool:
+        return any(item[1] == event_id for items in (self.checkouts, self.orders) for item in items)
+
+    def decided_at(self, horizon_ms: int, margin_ms: int) -> int | None:
+        """The watermark from which a session with no order in time counts as abandoned."""
+        return self.checkouts[0][0] + horizon_ms + margin_ms if self.checkouts else None
+
+
+def checkout_contribution(session: Checkout, watermark: int | None, horizon_ms: int,
+                          margin_ms: int) -> dict[Key, int]:
+    """What one session adds to the checkout aggregates, labelled by the storefront, channel and
+    device of its first checkout (the earliest; the lowest event id on a tie) and that checkout's
+    UTC day: a checkout session; *decided* once an order of the session placed before first
+    checkout + ``horizon_ms`` is known (converted), or once the watermark is ``margin_ms`` past
+    that deadline without one (then also *abandoned*). A session with orders and no checkout adds
+    nothing: an order without a checkout is not the checkout's conversion.
+
+        >>> s = Checkout(checkouts=[[0, "e1", "shop", "web", "mobile"]])
+        >>> sorted(checkout_contribution(s, 3_720_000, 3_600_000, 120_000))
+        [('checkout_abandoned', 'shop', 'web', 'mobile', '1970-01-01'), ('checkout_decided', 'shop', 'web', 'mobile', '1970-01-01'), ('checkout_sessions', 'shop', 'web', 'mobile', '1970-01-01')]
+    """
+    if not session.checkouts:
+        return {}
+    first_ms, _, storefront, channel, device = session.checkouts[0]  # kept sorted
+    key = (storefront, channel, device, day_label(first_ms))
+    out = {("checkout_sessions", *key): 1}
+    deadline = first_ms + horizon_ms
+    if any(ts < deadline for ts, _ in session.orders):
+        out[("checkout_decided", *key)] = 1
+    elif watermark is not None and watermark >= deadline + margin_ms:
+        out[("checkout_decided", *key)] = 1
+        out[("checkout_abandoned", *key)] = 1
+    return out

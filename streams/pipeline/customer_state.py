@@ -51,7 +51,9 @@ import orjson
 
 from streams.config import Settings
 from streams.days import DAY_MS, day_label, iso_week
-from streams.pipeline.customer_kpis import Customer, Key, period_label, contribution, period_start_ms
+from streams.pipeline.customer_kpis import (CHECKOUT_DAYS, Checkout, Customer, Key, checkout_contribution, contribution,
+                                            period_label, period_start_ms)
+from streams.pipeline.exchange import SESSION_KINDS
 from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.state import ExactlyOnce
 
@@ -74,6 +76,8 @@ _COHORT_AT: dict[str, int] = {kind: 2 for kind in (
     "cohort_retention_retained")}
 _PERIOD_AT: dict[str, int] = {"retention_customers": 2, "retention_retained": 2,
                               "cohort_retention_customers": 3, "cohort_retention_retained": 3}
+# Where a checkout kind's key holds the day of the session's first checkout.
+_DAY_AT: dict[str, int] = {kind: 4 for kind in ("checkout_sessions", "checkout_decided", "checkout_abandoned")}
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class CustomerSnapshot:
     meta: Meta
     aggregates: dict[Key, int]
     customers: int
+    sessions: int = 0  # sessions held by the checkout join
 
 
 class CustomerState(ExactlyOnce):
@@ -113,6 +118,17 @@ class CustomerState(ExactlyOnce):
         # heap of (last activity, storefront, customer id); an entry whose customer has been active
         # since is stale (a newer one stands for it) and skipped
         self._expiring: list[tuple[int, str, str]] = []
+        # The checkout join (keyed by session id): a session is forgotten once the watermark is the
+        # exported days, its horizon and the grace past its last fact. By then its first checkout's day
+        # has left the exported days, so nothing a late fact could change about it is exported any more.
+        self.horizon_ms = settings.checkout_horizon_ms
+        self.margin_ms = settings.grace_ms
+        self.session_ttl_ms = CHECKOUT_DAYS * DAY_MS + settings.checkout_horizon_ms + settings.grace_ms
+        self.sessions: OrderedDict[str, Checkout] = OrderedDict()  # oldest activity first
+        self._deciding: list[tuple[int, str]] = []  # heap of (watermark, session id)
+        self._session_expiring: list[tuple[int, str]] = []  # heap of (last activity, session id); stale ok
+        self._sessions_touched: set[str] = set()
+        self._sessions_evicted: set[str] = set()
         self._prefix = f"customer|{partition}|".encode()
         self._warned = False
         self._expired: tuple[int | None, Callable[[Key], bool]] | None = None  # (watermark, its test)
@@ -124,14 +140,20 @@ class CustomerState(ExactlyOnce):
         touched: set[tuple[str, str]] = set()
         parked: list[Parked] = []
         evicted: set[tuple[str, str]] = set()
+        self._sessions_touched, self._sessions_evicted = set(), set()
         last_offset = None
         changed = False
         for message in self.unpersisted(messages, parked):
             offset = last_offset = message.offset
             for index, fact in enumerate(message.events):
-                changed |= self._apply_fact(fact, offset, index, touched, evicted)
+                if fact[0] in SESSION_KINDS:
+                    changed |= self._apply_session_fact(fact, offset, index)
+                else:
+                    changed |= self._apply_fact(fact, offset, index, touched, evicted)
             changed |= self._mature(offset, touched)
+            changed |= self._decide(offset)
             evicted |= self._evict()
+            self._evict_sessions()
         if last_offset is None:
             return Applied([], parked, 0)
         return Applied(self._persist(last_offset + 1, changed, touched, evicted), parked, 0)
@@ -169,6 +191,44 @@ class CustomerState(ExactlyOnce):
             # a window stage resent it after a crash / more than a customer record keeps
             return self._account({}, {(skipped,): 1}, offset) or changed
         return self._add_fact(key, customer, items, fact, offset) or changed
+
+    def _apply_session_fact(self, fact: list[Any], offset: int, index: int) -> bool:
+        """One fact of the checkout join, ``["k", storefront, session_id, event_id, ts_ms, channel,
+        device]`` or ``["s", storefront, session_id, event_id, ts_ms]``; whether the aggregates changed."""
+        kind, storefront, session_id, event_id, ts_ms = fact[:5]
+        meta = self.meta
+        meta.events += 1
+        if meta.watermark_ms is None or ts_ms > meta.watermark_ms:
+            meta.watermark_ms = ts_ms
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self.sessions[session_id] = Checkout()
+            self._sessions_evicted.discard(session_id)
+        else:
+            self.sessions.move_to_end(session_id)
+        if offset < session.through:
+            return False  # this session's record holds the fact (and so do the aggregates)
+        session.seq = (offset, index)
+        if ts_ms > session.last_ms:
+            session.last_ms = ts_ms
+            heapq.heappush(self._session_expiring, (ts_ms, session_id))
+        self._sessions_touched.add(session_id)
+        items = session.checkouts if kind == "k" else session.orders
+        skipped = "facts_duplicate" if session.has(event_id) else (
+            "facts_dropped" if len(items) >= MAX_ITEMS else None)
+        if skipped is not None:
+            return self._account({}, {(skipped,): 1}, offset)
+        before = checkout_contribution(session, session.wm, self.horizon_ms, self.margin_ms)
+        pending = session.decided_at(self.horizon_ms, self.margin_ms)
+        items.append([ts_ms, event_id, storefront, *fact[5:]] if kind == "k" else [ts_ms, event_id])
+        items.sort()
+        watermark = session.wm = meta.watermark_ms
+        changed = self._account(before, checkout_contribution(session, watermark, self.horizon_ms, self.margin_ms),
+                                offset)
+        when = session.decided_at(self.horizon_ms, self.margin_ms)
+        if when is not None and when != pending and when > watermark:  # type: ignore[operator]
+            heapq.heappush(self._deciding, (when, session_id))
+        return changed
 
     def _add_fact(self, key: tuple[str, str], customer: Customer, items: list[list[Any]], fact: list[Any],
                   offset: int) -> bool:
@@ -209,6 +269,12 @@ class CustomerState(ExactlyOnce):
             records.append((self.key(b"k", _ident(key)), customer.to_json()))
         for key in sorted(evicted):
             records.append((self.key(b"k", _ident(key)), None))
+        for session_id in sorted(self._sessions_touched - self._sessions_evicted):
+            session = self.sessions[session_id]
+            session.through = end
+            records.append((self.key(b"s", _session_ident(session_id)), session.to_json()))
+        for session_id in sorted(self._sessions_evicted):
+            records.append((self.key(b"s", _session_ident(session_id)), None))
         self.seal(records, end)
         return records
 
@@ -260,6 +326,46 @@ class CustomerState(ExactlyOnce):
                 changed |= self._account(before, after, offset)
         return changed
 
+    def _decide(self, offset: int) -> bool:
+        """Sessions whose checkout deadline (+ margin) the watermark passed with no order in time
+        now count as decided and abandoned."""
+        watermark = self.meta.watermark_ms
+        changed = False
+        while self._deciding and watermark is not None and self._deciding[0][0] <= watermark:
+            _, session_id = heapq.heappop(self._deciding)
+            session = self.sessions.get(session_id)
+            if session is None or session.wm == watermark or offset < session.through:
+                continue  # gone, current, or its record (and the aggregates) already hold this
+            before = checkout_contribution(session, session.wm, self.horizon_ms, self.margin_ms)
+            after = checkout_contribution(session, watermark, self.horizon_ms, self.margin_ms)
+            if before != after:
+                session.wm = watermark
+                self._sessions_touched.add(session_id)
+                changed |= self._account(before, after, offset)
+        return changed
+
+    def _evict_sessions(self) -> None:
+        """Forget sessions with no fact for the session TTL (their contribution is final and
+        stays), and the least recently active beyond ``customer_max`` (a memory guard, as for
+        customers)."""
+        watermark = self.meta.watermark_ms
+        sessions, expiring = self.sessions, self._session_expiring
+        if watermark is not None:
+            while expiring and expiring[0][0] < watermark - self.session_ttl_ms:
+                last_ms, session_id = heapq.heappop(expiring)
+                session = sessions.get(session_id)
+                if session is None or session.last_ms != last_ms:
+                    continue  # forgotten already, or active since
+                del sessions[session_id]
+                self._sessions_evicted.add(session_id)
+        while len(sessions) > self.max_customers:
+            session_id = next(iter(sessions))
+            del sessions[session_id]
+            self._sessions_evicted.add(session_id)
+        if len(expiring) > 2 * len(sessions) + 1024:  # stale entries of active sessions: compact
+            self._session_expiring = [(c.last_ms, sid) for sid, c in sessions.items()]
+            heapq.heapify(self._session_expiring)
+
     def _evict(self) -> set[tuple[str, str]]:
         """Forget customers inactive for the TTL, and the least recently active beyond the budget.
 
@@ -305,11 +411,15 @@ class CustomerState(ExactlyOnce):
             return lambda key: False
         oldest_week = iso_week(watermark - (self.cohort_weeks - 1) * 7 * DAY_MS)
         oldest_period = {period_label(p): day_label(period_start_ms(watermark, p) - p) for p in self.periods_ms}
+        oldest_day = day_label(watermark - (CHECKOUT_DAYS - 1) * DAY_MS)
 
         def expired(key: Key) -> bool:
             at = _COHORT_AT.get(key[0])
             if at is not None and key[at] < oldest_week:
                 return True
+            at = _DAY_AT.get(key[0])
+            if at is not None:
+                return key[at] < oldest_day
             at = _PERIOD_AT.get(key[0])
             return at is not None and key[at + 1] < oldest_period.get(key[at], "")
 
@@ -341,6 +451,7 @@ class CustomerState(ExactlyOnce):
         version = AGGREGATES_VERSION
         size = len(self._prefix)
         forgotten: dict[tuple[str, str], Customer] = {}
+        forgotten_sessions: dict[str, Checkout] = {}
         for key, value in self.settled(records):  # this state's own records only
             applied += 1
             kind, _, ident = key[size:].partition(b"|")
@@ -353,6 +464,15 @@ class CustomerState(ExactlyOnce):
                 else:
                     self.customers[who] = Customer.from_json(value)
                     forgotten.pop(who, None)
+            elif kind == b"s":
+                session_id = orjson.loads(ident)
+                if value is None:
+                    gone_session = self.sessions.pop(session_id, None)
+                    if gone_session is not None:
+                        forgotten_sessions[session_id] = gone_session
+                else:
+                    self.sessions[session_id] = Checkout.from_json(value)
+                    forgotten_sessions.pop(session_id, None)
             elif kind == b"a":
                 if value is None:
                     self.aggregates, self.aggregates_through, version = {}, 0, AGGREGATES_VERSION
@@ -371,6 +491,9 @@ class CustomerState(ExactlyOnce):
         for who, customer in forgotten.items():
             if watermark is None or customer.last_ms >= watermark - self.ttl_ms:
                 self.customers[who] = customer
+        for session_id, session in forgotten_sessions.items():
+            if watermark is None or session.last_ms >= watermark - self.session_ttl_ms:
+                self.sessions[session_id] = session
         # The eviction order is the order of last activity, as it was when the facts arrived.
         self.customers = OrderedDict(sorted(self.customers.items(), key=lambda item: item[1].seq))
         self._maturing = [(when, sf, cid) for (sf, cid), c in self.customers.items()
@@ -378,6 +501,13 @@ class CustomerState(ExactlyOnce):
         heapq.heapify(self._maturing)
         self._expiring = [(c.last_ms, sf, cid) for (sf, cid), c in self.customers.items()]
         heapq.heapify(self._expiring)
+        self.sessions = OrderedDict(sorted(self.sessions.items(), key=lambda item: item[1].seq))
+        self._deciding = [(when, sid) for sid, c in self.sessions.items()
+                          if (when := c.decided_at(self.horizon_ms, self.margin_ms)) is not None
+                          and (c.wm is None or when > c.wm)]
+        heapq.heapify(self._deciding)
+        self._session_expiring = [(c.last_ms, sid) for sid, c in self.sessions.items()]
+        heapq.heapify(self._session_expiring)
         if version < AGGREGATES_VERSION:
             # Written before NEW_KINDS existed: they start as the contribution of the customers held
             # (each as of its own record, which may be behind the aggregates after a crash), so until
@@ -389,16 +519,21 @@ class CustomerState(ExactlyOnce):
 
     def tombstones(self) -> list[tuple[bytes, None]]:
         keys = [self.key(b"k", _ident(key)) for key in self.customers]
+        keys += [self.key(b"s", _session_ident(session_id)) for session_id in self.sessions]
         keys += [self.key(b"a", 0), self.key(b"m", 0)]
         return [(key, None) for key in keys]
 
     def snapshot(self, previous: Any = None) -> CustomerSnapshot:
         return CustomerSnapshot(self.family, self.partition, self.meta.copy(), self.exported(),
-                                len(self.customers))
+                                len(self.customers), len(self.sessions))
 
 
 def _ident(key: tuple[str, str]) -> str:
     return orjson.dumps(list(key)).decode()
+
+
+def _session_ident(session_id: str) -> str:
+    return orjson.dumps(session_id).decode()
 
 
 def _parse_ident(text: str) -> tuple[str, str]:

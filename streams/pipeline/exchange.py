@@ -8,6 +8,9 @@ re-keys what they need onto internal topics, one hop each:
   ``[kind, storefront, customer_id, event_id, ts_ms, ...]``, kind ``o`` (order: amount in
   minor units, currency), ``t`` (ticket), ``n`` (NPS answer: score) or ``c`` (CSAT answer:
   score, 1-5; added later, so it travels in messages of its own: see ``fact_messages``);
+  and, keyed by *session* id on the same topic (the checkout join, added later still), ``k``
+  (a checkout started: channel, device) and ``s`` (an order that names its session:
+  ``[kind, storefront, session_id, event_id, ts_ms, ...]``);
 * **window items** (to the merge stage, keyed by storefront): a JSON array of
   ``["p", family, partition, start_ms, storefront, [[segment, cell], ...]]`` (the cells of
   one closed window of one source partition, one storefront) and
@@ -39,25 +42,27 @@ Send = tuple[str, int, bytes]  # (stage, partition, value)
 
 
 # ------------------------------------------------------------------ customer facts
-# Fact kinds a customer stage of every version reads. Newer kinds go in messages of their own:
+# The release that first read each fact kind. Kinds of different releases never share a message:
 # during a rolling upgrade an older customer stage refuses a message with a kind it does not know
 # (parked as malformed), and must lose only facts it would not have used.
-_FIRST_KINDS = frozenset("otn")
+_GENERATION = {"o": 0, "t": 0, "n": 0, "c": 1, "k": 2, "s": 2}
+SESSION_KINDS = frozenset("ks")  # keyed by session id: the checkout join (customer_state.py)
 
 
 def fact_messages(facts: list[list[Any]], partitions: int) -> list[Send]:
-    """Facts grouped by the customer-topic partition of their customer, in chunks; facts of the
-    first kinds (order, ticket, NPS) and later ones (CSAT) never share a message."""
-    by_partition: dict[tuple[int, bool], list[list[Any]]] = {}
+    """Facts grouped by the customer-topic partition of their key (customer or session id), in
+    chunks; facts of kinds different releases added (``_GENERATION``) never share a message."""
+    by_partition: dict[tuple[int, int], list[list[Any]]] = {}
     for fact in facts:
-        by_partition.setdefault((partition_for(fact[2], partitions), fact[0] not in _FIRST_KINDS), []).append(fact)
+        by_partition.setdefault((partition_for(fact[2], partitions), _GENERATION[fact[0]]), []).append(fact)
     return [("customer", target, orjson.dumps(items[i:i + FACTS_PER_MESSAGE]))
             for (target, _), items in sorted(by_partition.items())
             for i in range(0, len(items), FACTS_PER_MESSAGE)]
 
 
 _FACT_SHAPES = {"o": (str, str, str, str, int, int, str), "t": (str, str, str, str, int),
-                "n": (str, str, str, str, int, int), "c": (str, str, str, str, int, int)}
+                "n": (str, str, str, str, int, int), "c": (str, str, str, str, int, int),
+                "k": (str, str, str, str, int, str, str), "s": (str, str, str, str, int)}
 _SCORES = {"n": range(0, 11), "c": range(1, 6)}
 
 
@@ -70,7 +75,7 @@ def decode_facts(value: bytes | None) -> list[list[Any]]:
         >>> decode_facts(b'[["o", "shop", "c1", "e1", 5]]')
         Traceback (most recent call last):
         ...
-        ValueError: fact 0 is not an order, ticket, NPS or CSAT fact
+        ValueError: fact 0 is not an order, ticket, NPS, CSAT, checkout or session-order fact
     """
     facts = orjson.loads(value or b"[]")
     if not isinstance(facts, list):
@@ -80,7 +85,7 @@ def decode_facts(value: bytes | None) -> list[list[Any]]:
         if (shape is None or len(fact) != len(shape)
                 or not all(type(v) is t for v, t in zip(fact, shape))  # noqa: E721 - bool is not an int here
                 or (fact[0] in _SCORES and fact[5] not in _SCORES[fact[0]])):
-            raise ValueError(f"fact {i} is not an order, ticket, NPS or CSAT fact")
+            raise ValueError(f"fact {i} is not an order, ticket, NPS, CSAT, checkout or session-order fact")
     return facts
 
 

@@ -47,6 +47,9 @@ DAY_FIELDS = frozenset({"sessions_started", "orders_placed", "revenue_minor"})
 # Counted events that name a customer become facts for the customer state (customer_state.py):
 # event type (and survey kind) -> fact kind. CES answers are no customer fact.
 FACT_KINDS = {"order.placed": "o", "ticket.created": "t", "nps": "n", "csat": "c"}
+# Event types that may make facts: those above, and the two sides of the checkout join (a checkout
+# started, an order that names its session), which travel keyed by session id.
+FACT_TYPES = frozenset({"order.placed", "ticket.created", "survey.answered", "session.checkout_started"})
 
 Add = Callable[[int, tuple, str, int, "int | None"], None]
 
@@ -90,19 +93,33 @@ class Ticket:
         return cls(*orjson.loads(data))
 
 
-def fact(body: Any, ts_ms: int, bound: Callable[[str, str], str]) -> list[Any] | None:
-    """What the customer state needs of a counted event that names a customer:
-    ``[kind, storefront, customer_id, event_id, ts_ms, ...]`` (the customer fact's wire
-    format, read by ``customer_state``), label values bounded like the segment's by
-    ``bound(label, value)`` (the storefront and currency become labels of customer KPIs)."""
-    kind = FACT_KINDS.get(body.kind if body.TYPE == "survey.answered" else body.TYPE)
-    if kind is None:
-        return None
-    out = [kind, bound("storefront", body.storefront), body.customer_id, body.event_id, ts_ms]
-    if kind == "o":
-        out += [body.total_minor, bound("currency", body.currency)]
-    elif kind in ("n", "c"):
-        out.append(body.score)
+def facts(body: Any, ts_ms: int, bound: Callable[[str, str], str]) -> list[list[Any]]:
+    """What the customer stage needs of a counted event (``FACT_TYPES``), in the customer fact's
+    wire format (``exchange``, read by ``customer_state``), label values bounded like the segment's
+    by ``bound(label, value)`` (storefront, currency and channel become labels there):
+
+    * an event that names a customer: ``[kind, storefront, customer_id, event_id, ts_ms, ...]``,
+      kind ``o`` (order: amount, currency), ``t`` (ticket), ``n`` / ``c`` (NPS / CSAT answer: score);
+    * a checkout started: ``["k", storefront, session_id, event_id, ts_ms, channel, device]``;
+    * an order that names its session: ``["s", storefront, session_id, event_id, ts_ms]``.
+    """
+    kind = body.TYPE
+    if kind == "session.checkout_started":
+        return [["k", bound("storefront", body.storefront), body.session_id, body.event_id, ts_ms,
+                 bound("channel", body.channel), body.device]]
+    out: list[list[Any]] = []
+    customer_id = getattr(body, "customer_id", None)
+    short = FACT_KINDS.get(body.kind if kind == "survey.answered" else kind)
+    storefront = bound("storefront", body.storefront)
+    if customer_id is not None and short is not None:
+        found = [short, storefront, customer_id, body.event_id, ts_ms]
+        if short == "o":
+            found += [body.total_minor, bound("currency", body.currency)]
+        elif short in ("n", "c"):
+            found.append(body.score)
+        out.append(found)
+    if kind == "order.placed" and body.session_id is not None:
+        out.append(["s", storefront, body.session_id, body.event_id, ts_ms])
     return out
 
 

@@ -39,7 +39,7 @@ from streams.contract import EVENT_TYPES, Family
 from streams.days import day_start_ms
 from streams.pipeline import exchange
 from streams.pipeline.aggregates import Cell, Segment
-from streams.pipeline.families import DAY_FIELDS, HANDLERS, SEGMENT_LABELS, Ticket, fact, widen
+from streams.pipeline.families import DAY_FIELDS, FACT_TYPES, HANDLERS, SEGMENT_LABELS, Ticket, facts, widen
 from streams.pipeline.labels import LabelBounds
 from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.state import ExactlyOnce
@@ -124,10 +124,8 @@ class PartitionState(ExactlyOnce):
                 batch.ts_ms = ts_ms
                 batch.counted += 1
                 bounds.admit(body, meta.admitted)
-                if getattr(body, "customer_id", None) is not None:
-                    found = fact(body, ts_ms, self._bound_value)
-                    if found is not None:
-                        batch.facts.append(found)
+                if body.TYPE in FACT_TYPES:
+                    batch.facts.extend(facts(body, ts_ms, self._bound_value))
                 handlers[body.TYPE](self, body, ts_ms, offset, batch.tickets, batch.add)
         if batch.last_offset is None:
             return Applied([], batch.parked, 0)

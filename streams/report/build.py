@@ -24,12 +24,13 @@ from streams.initiatives.rules import ROI_QUERIES, ROI_RULES, inline
 from streams.mixin.intervals import Z95, nps_interval, wilson
 from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, component_level, kpi_expr
 from streams.contract import NO_CURRENCY
-from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, CohortLtv, Customers,
+from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, CheckoutWeek, CohortLtv, Customers,
                                     CustomerShare, Figure, Initiative, Initiatives, Mover, NpsLtv, Report,
                                     ReasonMover, Retention, SupportRevenue, VolumeMover)
 from streams.report.prometheus import Prometheus
 from streams.report.queries import (ARM_KPI_RULES, COHORT_CUSTOMERS_RULE, COHORT_LTV_RULE, CSAT_CUSTOMERS_RULE,
-                                    CSAT_LTV_RULE, CUSTOMER_SHARES, NPS_CUSTOMERS_RULE, NPS_LTV_RULE,
+                                    CHECKOUT_ABANDONMENT_RULE, CHECKOUT_DECIDED_RULE, CSAT_LTV_RULE,
+                                    CUSTOMER_SHARES, NPS_CUSTOMERS_RULE, NPS_LTV_RULE,
                                     RETENTION_CUSTOMERS_RULE, RETENTION_RULE, SUPPORT_ORDERS_RULE,
                                     SUPPORT_REVENUE_RULE, counted, customer_query, headline_level, sample_metric,
                                     selector)
@@ -264,7 +265,8 @@ def customers_section(prom: Prometheus, week: Week, storefront: str | None) -> C
     - LTV by NPS category and by CSAT band per purchase count, and promoters against detractors,
       satisfied against unsatisfied customers at the same counts;
     - retention and churn of the last complete period of each length;
-    - revenue after support of the week's tickets and the week before's.
+    - revenue after support of the week's tickets and the week before's;
+    - cart abandonment per session over the checkouts of the week's days and the week before's.
     """
     def rows(record: str, at_s: int, names: tuple[str, ...]) -> dict[Key, float]:
         found = _by_key(prom.instant(customer_query(record), at_s), names)
@@ -273,11 +275,30 @@ def customers_section(prom: Prometheus, week: Week, storefront: str | None) -> C
     shares, cohorts, nps = customer_shares(rows, week), cohort_ltv(rows, week), nps_ltv(rows, week)
     csat = nps_ltv(rows, week, CSAT_LTV_RULE, CSAT_CUSTOMERS_RULE, "csat_band", "satisfied", "unsatisfied")
     retention, support = customer_retention(rows, week), support_revenue(rows, week)
-    note = "" if shares or cohorts or nps or csat or retention or support else (
+    checkouts = checkout_weeks(rows, week)
+    note = "" if shares or cohorts or nps or csat or retention or support or checkouts else (
         "No customer-level data at the week's end: no cxpulse_customer_* series"
         + (f' with storefront="{storefront}"' if storefront else "")
         + " (the customer stage exports them; docs/customers.md).")
-    return Customers(shares, cohorts, nps, csat, retention, support, note)
+    return Customers(shares, cohorts, nps, csat, retention, support, note, checkouts)
+
+
+def checkout_weeks(rows: CustomerRows, week: Week) -> list[CheckoutWeek]:
+    """Per storefront: decided and abandoned checkout sessions whose first checkout fell on a UTC day
+    of the report week (read at its end) and of the week before (read a week earlier); abandoned =
+    the day's abandonment x its decided sessions, summed over the days."""
+    level = ("storefront", "day")
+    totals: dict[str, list[float]] = {}
+    for slot, (w, at) in enumerate(((week, week.end_s), (week.previous(), week.end_s - WEEK_S))):
+        days = {(w.start + timedelta(days=i)).date().isoformat() for i in range(7)}
+        decided, ratio = rows(CHECKOUT_DECIDED_RULE, at, level), rows(CHECKOUT_ABANDONMENT_RULE, at, level)
+        for key, n in decided.items():
+            shop, day = dict(key)["storefront"], dict(key)["day"]
+            if day in days:
+                row = totals.setdefault(shop, [0.0] * 4)
+                row[2 * slot] += n
+                row[2 * slot + 1] += round(n * ratio.get(key, 0.0))  # counts: the ratio's rounding undone
+    return [CheckoutWeek(shop, *row) for shop, row in sorted(totals.items())]
 
 
 def customer_shares(rows: CustomerRows, week: Week) -> list[CustomerShare]:
@@ -407,7 +428,7 @@ def build(prom: Prometheus, week: Week, storefront: str | None = None,
     progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS) + ", contact reasons")
     moved, volumes, reasons = movers(prom, week, sel), volume_movers(prom, week, sel), reason_movers(prom, week, sel)
     progress("customers: repeat customers, post-support conversion and revenue, cohort LTV, LTV by NPS category "
-             "and CSAT band, retention")
+             "and CSAT band, retention, cart abandonment per session")
     customers = customers_section(prom, week, storefront)
     progress("initiatives")
     initiatives = initiatives_section(prom, week)

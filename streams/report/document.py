@@ -253,6 +253,13 @@ SUPPORT_REVENUE_CAPTION = (
     "tickets still gain orders for up to 7 days after the week's end.")
 
 
+CHECKOUT_CAPTION = (
+    "Cart abandonment as the guide defines it, per session: of the checkout sessions whose first checkout fell on a "
+    "day (UTC) of the week and whose outcome is decided (decided), the share with no order naming the session within "
+    "CXPULSE_CHECKOUT_HORIZON (1 hour by default) of it. Orders without a checkout count nowhere. Wilson 95% "
+    "interval.")
+
+
 def _ltv_blocks(title: str, groups: list, categories: tuple[str, ...], headers: tuple[str, ...],
                 caption: str) -> list[Block]:
     """LTV per purchase count and category (NPS categories or CSAT bands), the group's ``high``
@@ -312,6 +319,15 @@ def customer_blocks(report: Report) -> list[Block]:
         out += [Block("h3", "Customer retention and churn"),
                 _table(["storefront", "period", "from", "customers", "retention", "95% interval", "churn"], rows, 3),
                 Block("caption", RETENTION_CAPTION)]
+    if section.checkouts:
+        rows = [[c.storefront, fmt_count(c.decided), "no data" if c.value is None else fmt_percent(c.value),
+                 "-" if c.interval is None else f"{fmt_percent(c.interval[0])} to {fmt_percent(c.interval[1])}",
+                 fmt_count(c.previous_decided), "no data" if c.previous is None else fmt_percent(c.previous)]
+                for c in section.checkouts]
+        out += [Block("h3", "Cart abandonment per session"),
+                _table(["storefront", f"decided {w}", f"abandoned {w}", "95% interval", f"decided {p}",
+                        f"abandoned {p}"], rows, 1),
+                Block("caption", CHECKOUT_CAPTION)]
     if section.support_revenue:
         rows = [[r.storefront, r.cohort, fmt_count(r.orders), fmt_money(r.revenue, r.currency)]
                 for r in section.support_revenue]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from streams.catalog import Kpi
+from streams.mixin.intervals import wilson
 from streams.report.queries import sample_metric
 from streams.report.weeks import Week
 
@@ -332,6 +333,31 @@ class SupportRevenue:
 
 
 @dataclass
+class CheckoutWeek:
+    """Cart abandonment per session (the checkout join, docs/customers.md) of one storefront: the
+    decided checkout sessions whose first checkout fell on a UTC day of the report week and how many
+    were abandoned; the same for the week before."""
+
+    storefront: str
+    decided: float
+    abandoned: float
+    previous_decided: float
+    previous_abandoned: float
+
+    @property
+    def value(self) -> float | None:
+        return self.abandoned / self.decided if self.decided > 0 else None
+
+    @property
+    def previous(self) -> float | None:
+        return self.previous_abandoned / self.previous_decided if self.previous_decided > 0 else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return wilson(self.abandoned, self.decided) if self.decided > 0 else None
+
+
+@dataclass
 class Customers:
     """The customer-level KPIs (docs/customers.md) at the week's end, or a note saying why there are none."""
 
@@ -342,6 +368,7 @@ class Customers:
     retention: list[Retention] = field(default_factory=list)
     support_revenue: list[SupportRevenue] = field(default_factory=list)
     note: str = ""
+    checkouts: list[CheckoutWeek] = field(default_factory=list)
 
 
 @dataclass
@@ -405,6 +432,10 @@ def figures_json(report: Report) -> dict[str, Any]:
                           for r in report.customers.retention],
             "support_revenue": [{"storefront": r.storefront, "currency": r.currency, "cohort": r.cohort,
                                  "orders": r.orders, "revenue": r.revenue} for r in report.customers.support_revenue],
+            "checkouts": [{"storefront": c.storefront, "decided": c.decided, "abandoned": c.abandoned,
+                           "value": c.value, "interval": c.interval, "previous_decided": c.previous_decided,
+                           "previous_abandoned": c.previous_abandoned, "previous": c.previous}
+                          for c in report.customers.checkouts],
             "note": report.customers.note,
         },
         "initiatives": {row.name: {"kpi": row.kpi, "treated": row.treated, "control": row.control,

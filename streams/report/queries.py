@@ -103,6 +103,9 @@ CSAT_CUSTOMERS_RULE = "storefront_csat_band_purchases_horizon:cxpulse_customer_c
 RETENTION_RULE = "storefront_period_period_start:cxpulse_customer_retention:ratio"
 
 RETENTION_CUSTOMERS_RULE = "storefront_period_period_start:cxpulse_customer_retention_customers:sum"
+# The checkout join (docs/customers.md, "Checkouts"): decided checkout sessions and cart abandonment per day.
+CHECKOUT_DECIDED_RULE = "storefront_day:cxpulse_checkout_sessions_decided:sum"
+CHECKOUT_ABANDONMENT_RULE = "storefront_day:cxpulse_checkout_abandonment:ratio"
 
 SUPPORT_REVENUE_RULE = "storefront_cohort_currency:cxpulse_customer_post_support_revenue:sum"
 

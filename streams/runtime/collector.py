@@ -228,6 +228,8 @@ class CxCollector(Collector):
             families[kind].add_metric(labels, amount)
         held = GaugeMetricFamily("cxpulse_state_customers", CUSTOMER_PIPELINE["cxpulse_state_customers"],
                                  labels=["partition"])
+        sessions = GaugeMetricFamily("cxpulse_state_checkout_sessions",
+                                     CUSTOMER_PIPELINE["cxpulse_state_checkout_sessions"], labels=["partition"])
         evicted = CounterMetricFamily("cxpulse_customers_evicted_total",
                                       CUSTOMER_PIPELINE["cxpulse_customers_evicted_total"], labels=["partition"])
         skipped = CounterMetricFamily("cxpulse_customer_facts_skipped_total",
@@ -239,10 +241,11 @@ class CxCollector(Collector):
             partition = str(snap.partition)
             facts.add_metric([partition], snap.meta.events)
             held.add_metric([partition], snap.customers)
+            sessions.add_metric([partition], snap.sessions)
             evicted.add_metric([partition], snap.aggregates.get(("customers_created",), 0) - snap.customers)
             for reason in ("duplicate", "dropped"):
                 skipped.add_metric([partition, reason], snap.aggregates.get((f"facts_{reason}",), 0))
-        return [*families.values(), facts, held, evicted, skipped]
+        return [*families.values(), facts, held, sessions, evicted, skipped]
 
     # ---------------------------------------------------------- initiatives
     def _initiatives(self, view: Published) -> list[Metric]:

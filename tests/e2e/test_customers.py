@@ -1,9 +1,10 @@
 """End to end: customer-level KPIs over ten months of event time, with a SIGKILL mid-stream.
 
-Orders, tickets, NPS and CSAT answers of repeat customers (``tests/customer_events.py``) go to
+Orders, tickets, NPS and CSAT answers of repeat customers, and checkout sessions with and without
+their orders (``tests/customer_events.py``) go to
 the real broker, keyed as any producer keys them; a worker is killed while they arrive and a
 second one takes over. Its cohort, mature repeat purchase, LTV-by-NPS and by-CSAT, retention
-(30-, 90- and 365-day periods), post-support conversion and revenue-after-support gauges must
+(30-, 90- and 365-day periods), post-support conversion, revenue-after-support and checkout-join gauges must
 equal ``tests/customer_reference.py`` computed from the events alone. (The simulator's traffic
 in ``test_exact.py`` is checked the same way, for the short-span KPIs, across rebalances.)
 """
@@ -31,7 +32,7 @@ def test_customer_kpis_survive_a_sigkill_and_equal_the_reference(make_settings: 
     # before it: that period and the one before both have customers, and so do the shorter ones
     year, grid = 365 * DAY, -3 * DAY
     start = grid + (int(time.time() * 1000) - 400 * DAY - grid) // year * year
-    events = customer_events(random.Random(5), customers=500, days=200, t0=start - 100 * DAY)
+    events = customer_events(random.Random(5), customers=500, days=200, t0=start - 100 * DAY, sessions=300)
     first = workers(settings, 0)
     first.wait_ready(JOIN_S)
     sender = threading.Thread(target=send_events, args=(settings, events, 100, 0.4), daemon=True)
@@ -65,6 +66,7 @@ def test_customer_kpis_survive_a_sigkill_and_equal_the_reference(make_settings: 
         assert (name, None) in shown, f"{name}: nothing to compare"
     for period in ("30d", "90d", "365d"):
         assert ("cxpulse_customer_retention_retained", period) in shown, f"no {period} customer retained"
+    assert ("cxpulse_checkout_sessions_abandoned", None) in shown, "no abandoned checkout session to compare"
 
 
 # A transaction that is never ended, on every customer and windows partition: a producer killed

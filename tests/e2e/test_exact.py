@@ -271,11 +271,17 @@ def compare_customers(live: list[WorkerProcess], events: list[dict], ref: Refere
     transaction: the stage reads it read_uncommitted HELD_STAGE_S after its assignment."""
     counted = [e for e, decision in zip(events, ref.decisions) if decision == "counted"]
     expected = customer_kpis(counted, settings.partitions, settings.post_support_ms,
-                             tuple(p // 86_400_000 for p in settings.retention_periods_ms))
+                             tuple(p // 86_400_000 for p in settings.retention_periods_ms),
+                             settings.checkout_horizon_ms, settings.grace_ms)
     facts = sum(1 for e in counted if e.get("customer_id") and (
         e["type"] in ("order.placed", "ticket.created")
         or (e["type"] == "survey.answered" and e["kind"] in ("nps", "csat"))))
+    facts += sum(1 for e in counted if e["type"] == "session.checkout_started"
+                 or (e["type"] == "order.placed" and e.get("session_id")))
     assert facts, "no event named a customer: the customer stage is not tested"
+    if any(e["type"] == "session.checkout_started" for e in counted):
+        assert expected.get("checkout_abandoned") and expected.get("checkout_decided"), \
+            "no checkout session was decided abandoned: the checkout join is not tested (traffic too short?)"
     by_name = {name: (kind, ("storefront", *labels)) for kind, (name, labels, _) in CUSTOMER.items()}
     deadline = time.monotonic() + timeout_s
     while True:
@@ -321,11 +327,16 @@ def processed(worker: WorkerProcess) -> float:
         return 0.0
 
 
+# The traffic spans 40 minutes of event time: a 10-minute checkout horizon (CXPULSE_CHECKOUT_HORIZON) lets
+# most checkout sessions be decided, abandoned ones too, before it ends.
+CHECKOUT_HORIZON_MS = 600_000
+
+
 # ------------------------------------------------------------------ the tests
 @pytest.mark.parametrize("engine", ENGINES)
 def test_steady_one_worker_equals_reference(make_settings: Callable[..., Settings], make_traffic, workers,
                                             engine: str) -> None:
-    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS)
+    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS, checkout_horizon_ms=CHECKOUT_HORIZON_MS)
     worker = workers(settings, 0)
     worker.wait_ready(JOIN_S)
     rejected = send_malformed(settings)
@@ -337,7 +348,7 @@ def test_steady_one_worker_equals_reference(make_settings: Callable[..., Setting
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], make_traffic, workers,
                                         engine: str) -> None:
-    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS)
+    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS, checkout_horizon_ms=CHECKOUT_HORIZON_MS)
     first = workers(settings, 0)
     first.wait_ready(JOIN_S)
     rejected = send_malformed(settings)
@@ -356,7 +367,7 @@ def test_sigkill_mid_stream_stays_exact(make_settings: Callable[..., Settings], 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rebalance_add_stop_and_kill_workers_stays_exact(make_settings: Callable[..., Settings], make_traffic,
                                                          workers, engine: str) -> None:
-    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS)
+    settings = make_settings(engine=engine, business_hours=BUSINESS_HOURS, checkout_horizon_ms=CHECKOUT_HORIZON_MS)
     w0 = workers(settings, 0)
     w0.wait_ready(JOIN_S)
     rejected = send_malformed(settings)

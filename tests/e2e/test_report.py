@@ -195,6 +195,22 @@ SUPPORT_REVENUE: dict[tuple[str, str, str], tuple[int, float]] = {
     ("north-outfitters", "2026-W47", "EUR"): (30, 2_400.00),
     ("harbor-tea", "2026-W47", "GBP"): (5, 150.00),
 }
+# The checkout join (docs/customers.md, "Checkouts"): (storefront, channel, device, day of the first
+# checkout) -> ((decided, abandoned) at W46's end or None, the same at W47's end). The report sums the
+# days of each week read at its end: north-outfitters W47 (70 + 50 + 60) = 180 decided, 28 + 20 + 30 = 78
+# abandoned -> 43.3%, Wilson (79.920729 -+ 1.959964 sqrt(45.160365)) / 183.841459 = 36.3% .. 50.6%; W46
+# (read at its end) 80 + 100 = 180, 20 + 30 = 50 -> 27.8%; 2026-11-08 (W45) counts in neither week.
+# harbor-tea W47: 5 of 20 -> 25.0%, (6.920729 -+ 1.959964 sqrt(4.710365)) / 23.841459 = 11.2% .. 46.9%;
+# no checkout day in W46.
+CHECKOUTS: dict[tuple[str, str, str, str], tuple[tuple[int, int] | None, tuple[int, int]]] = {
+    ("north-outfitters", "web", "mobile", "2026-11-08"): ((50, 10), (50, 10)),
+    ("north-outfitters", "web", "mobile", "2026-11-10"): ((80, 20), (80, 20)),
+    ("north-outfitters", "app", "desktop", "2026-11-15"): ((100, 30), (100, 30)),
+    ("north-outfitters", "web", "mobile", "2026-11-16"): (None, (70, 28)),
+    ("north-outfitters", "app", "desktop", "2026-11-16"): (None, (50, 20)),
+    ("north-outfitters", "web", "mobile", "2026-11-22"): (None, (60, 30)),
+    ("harbor-tea", "web", "desktop", "2026-11-18"): (None, (20, 5)),
+}
 # Promoters against detractors at the detractors' purchase counts, by hand from the table above:
 # north-outfitters 90 days: (50 x 50 + 20 x 110 + 4 x 300) / (2,000 + 1,800 + 960) = 5,900 / 4,760;
 # 30 days: (60 x 40 + 25 x 80) / (2,100 + 1,750) = 4,400 / 3,850; harbor-tea: 8 x 30 / 320 (worth less).
@@ -320,6 +336,10 @@ def gauge_series() -> list[Gauge]:
         labels = {"storefront": shop, "cohort": cohort, "currency": currency}
         out += exported("cxpulse_customer_post_support_orders", labels, orders, orders)
         out += exported("cxpulse_customer_post_support_revenue", labels, revenue, revenue, money=True)
+    for (shop, channel, device, day), (before, after) in CHECKOUTS.items():
+        labels = {"storefront": shop, "channel": channel, "device": device, "day": day}
+        out += exported("cxpulse_checkout_sessions_decided", labels, before and before[0], after[0])
+        out += exported("cxpulse_checkout_sessions_abandoned", labels, before and before[1], after[1])
     for d in INITIATIVES:
         name = {"initiative": d.name}
         out += exported("cxpulse_initiative_info", {**name, "kpi": d.kpi, "treated": d.treated, "control": d.control},
@@ -834,6 +854,27 @@ def test_customer_figures_equal_promql_and_the_gauges(backfilled, reported) -> N
                for row in data["support_revenue"]}
     assert support == {k: v for k, v in SUPPORT_REVENUE.items() if k[1] in ("2026-W46", "2026-W47")}
 
+    days = {w.label: {(w.start + timedelta(days=i)).date().isoformat() for i in range(7)}
+            for w in (WEEK, WEEK.previous())}
+    expected: dict[str, list[int]] = {}
+    for (shop, _, _, day), (before, after) in CHECKOUTS.items():
+        for slot, label, figures in ((0, WEEK.label, after), (2, WEEK.previous().label, before)):
+            if figures is not None and day in days[label]:
+                row = expected.setdefault(shop, [0, 0, 0, 0])
+                row[slot] += figures[0]
+                row[slot + 1] += figures[1]
+    checkouts = {row["storefront"]: row for row in data["checkouts"]}
+    assert set(checkouts) == set(expected) == {"north-outfitters", "harbor-tea"}
+    for shop, (decided, abandoned, decided_before, abandoned_before) in expected.items():
+        row = checkouts[shop]
+        assert (row["decided"], row["abandoned"]) == (decided, abandoned), shop
+        assert (row["previous_decided"], row["previous_abandoned"]) == (decided_before, abandoned_before), shop
+        assert row["value"] == pytest.approx(abandoned / decided, rel=REL)
+        assert row["interval"] == pytest.approx(list(wilson(abandoned, decided)), rel=REL)
+        assert row["previous"] == (pytest.approx(abandoned_before / decided_before, rel=REL) if decided_before
+                                   else None)
+    assert expected["north-outfitters"] == [180, 78, 180, 50]  # the worked figures above
+
 
 def test_the_markdown_shows_the_customers(reported) -> None:
     text = (reported["md"] / "report.md").read_text()
@@ -857,6 +898,8 @@ def test_the_markdown_shows_the_customers(reported) -> None:
             "| north-outfitters | 30 days | 2026-10-01 | 500 | 30.0% | 26.1% to 34.2% | 70.0% |",
             "| north-outfitters | 90 days | 2026-06-03 | 900 | 40.0% | 36.8% to 43.2% | 60.0% |",
             "| harbor-tea | 30 days | 2026-10-01 | 80 | 25.0% | 16.8% to 35.5% | 75.0% |",
+            "| north-outfitters | 180 | 43.3% | 36.3% to 50.6% | 180 | 27.8% |",
+            "| harbor-tea | 20 | 25.0% | 11.2% to 46.9% | 0 | no data |",
             "| north-outfitters | 2026-W47 | 30 | 2,400.00 EUR |",
             "| harbor-tea | 2026-W47 | 5 | 150.00 GBP |"):
         assert line in section, line

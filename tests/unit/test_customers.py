@@ -31,8 +31,9 @@ DAY = 86_400_000
 SETTINGS = Settings(partitions=3, customer_ttl_ms=400 * DAY, cohort_weeks=60)  # no cohort pruned here
 
 
-FAMILY = {"order.placed": "order", "ticket.created": "ticket", "survey.answered": "survey"}
-KEY = {"order": "order_id", "ticket": "ticket_id", "survey": "response_id"}
+FAMILY = {"order.placed": "order", "ticket.created": "ticket", "survey.answered": "survey",
+          "session.checkout_started": "session"}
+KEY = {"order": "order_id", "ticket": "ticket_id", "survey": "response_id", "session": "session_id"}
 
 
 def window_stage(events: list[dict], settings: Settings) -> list[list]:
@@ -86,7 +87,7 @@ def summed(states: dict[int, CustomerState]) -> dict[str, dict[tuple, int]]:
 @pytest.mark.parametrize("seed", range(6))
 def test_customer_kpis_equal_the_reference(seed: int) -> None:
     rng = random.Random(seed)
-    events = customer_events(rng)
+    events = customer_events(rng, sessions=150)
     ref = Reference.compute(events, Params(partitions=SETTINGS.partitions))
     counted = [e for e, decision in zip(events, ref.decisions) if decision == "counted"]
     assert len(counted) < len(events)  # the resends were not counted twice ...
@@ -97,8 +98,10 @@ def test_customer_kpis_equal_the_reference(seed: int) -> None:
         assert got[kind] == expected[kind], kind
     for kind in ("nps_customers", "csat_customers", "support_converted", "support_mature_converted",
                  "support_revenue", "cohort_repeat_customers", "cohort_mature_repeat_customers",
-                 "retention_retained", "cohort_retention_retained"):
+                 "retention_retained", "cohort_retention_retained", "checkout_abandoned"):
         assert any(expected[kind].values()), f"{kind}: nothing to compare"
+    # the checkout join met every case: converted, abandoned with and without a late order, pruned days
+    assert sum(expected["checkout_decided"].values()) > sum(expected["checkout_abandoned"].values()) > 0
 
 
 def customer_fingerprint(state: CustomerState) -> dict:
@@ -106,20 +109,34 @@ def customer_fingerprint(state: CustomerState) -> dict:
         "meta": orjson.loads(state.meta.to_json()),
         "aggregates": sorted((list(k), v) for k, v in state.aggregates.items()),
         "customers": sorted((list(k), orjson.loads(c.to_json())[1:]) for k, c in state.customers.items()),
+        "sessions": sorted((k, orjson.loads(c.to_json())[1:]) for k, c in state.sessions.items()),
     }
 
 
 def random_facts(rng: random.Random, n: int, customers: int) -> list[Message]:
     """Customer-topic messages of 1-4 facts (orders, tickets, NPS and CSAT answers over ~8
-    months: retention periods pass and get pruned); some facts resent (a window stage crashed)."""
+    months: retention periods pass and get pruned; checkouts and orders of sessions, within and
+    past the 1h horizon, some arriving days late); some facts resent (a window stage crashed)."""
     facts: list[list] = []
     clock = T0
+    sessions: list[tuple[str, int]] = []  # (session id, checkout time)
     for i in range(n):
         clock += rng.randrange(0, 3 * DAY)
         who = f"c{rng.randrange(customers)}"
-        kind = rng.choice("oootnc")
+        kind = rng.choice("oootnckks")
         ts = clock - rng.randrange(0, 2 * DAY)
-        if kind == "o":
+        if kind == "k":
+            if sessions and rng.random() < 0.2:  # a second checkout of a session, maybe earlier
+                sid, first = rng.choice(sessions[-5:])
+                ts = first + rng.randrange(-600_000, 1_800_000)
+            else:
+                sid = f"s{i}"
+                sessions.append((sid, ts))
+            facts.append(["k", "shop", sid, f"e{i}", ts, rng.choice(["web", "app"]), rng.choice(["mobile", "desktop"])])
+        elif kind == "s":
+            sid, first = rng.choice(sessions[-5:]) if sessions and rng.random() < 0.9 else (f"s{i}", ts)
+            facts.append(["s", "shop", sid, f"e{i}", first + rng.randrange(-300_000, 2 * 3_600_000)])
+        elif kind == "o":
             facts.append(["o", "shop", who, f"e{i}", ts, rng.randrange(100, 9000), "EUR"])
         elif kind == "t":
             facts.append(["t", "shop", who, f"e{i}", ts])
@@ -434,3 +451,37 @@ def test_a_scrape_shows_revenue_after_support_in_major_units_and_no_period_befor
     assert registry.get_sample_value("cxpulse_customer_retention_customers",
                                      {"storefront": "shop", "period": "30d", "period_start": "2026-02-03"}) is None
     assert ("retention_customers", "shop", "30d", "2026-02-03") in state.aggregates
+
+
+def test_cart_abandonment_joins_checkouts_and_orders_by_session() -> None:
+    """docs/customers.md, "Checkouts", case by case (horizon 1h, grace 2m), figures worked by hand."""
+    state = CustomerState(0, Settings())
+    minute = 60_000
+    day = day_label(T0)
+
+    def k(sid: str, i: int, at: int, channel: str = "web") -> list:
+        return ["k", "shop", sid, f"k{i}", T0 + at * minute, channel, "mobile"]
+
+    def s(sid: str, i: int, at: int) -> list:
+        return ["s", "shop", sid, f"s{i}", T0 + at * minute]
+
+    state.apply([Message(0, [k("a", 1, 0), s("a", 1, 30),  # ordered 30 min after: converted
+                             k("b", 2, 0), s("b", 2, 61),  # ordered after the hour: abandoned once decided
+                             k("c", 3, 10), s("c", 3, 8),  # order stamped 2 min before the checkout: converted
+                             s("d", 4, 5),  # an order without a checkout: counts nowhere
+                             k("e", 5, 20, "app"), k("e", 6, 5, "web")], [])])  # the earlier checkout decides
+    web, app = ("shop", "web", "mobile", day), ("shop", "app", "mobile", day)
+    assert state.aggregates[("checkout_sessions", *web)] == 4  # a, b, c, e (by its first checkout: web)
+    assert ("checkout_sessions", *app) not in state.aggregates
+    assert state.aggregates[("checkout_decided", *web)] == 2  # a, c; b and e wait for 1h + 2m
+    assert ("checkout_abandoned", *web) not in state.aggregates
+    state.apply([Message(1, [s("z", 7, 66)], [])])  # watermark 1h06: e (first at 0h05) not yet past 1h07
+    assert state.aggregates[("checkout_abandoned", *web)] == 1  # b: 0h00 + 1h + 2m passed
+    state.apply([Message(2, [s("z", 8, 67)], [])])
+    assert state.aggregates[("checkout_abandoned", *web)] == 2  # and e
+    assert state.aggregates[("checkout_decided", *web)] == 4
+    assert len(state.sessions) == 6
+    # 8 days + 1h + 2m after their last fact the sessions are forgotten; what they counted stays
+    state.apply([Message(3, [s("y", 9, 8 * 24 * 60 + 63 + 67)], [])])
+    assert list(state.sessions) == ["y"]
+    assert ("checkout_sessions", *web) not in state.exported()  # the day left the exported 8 days

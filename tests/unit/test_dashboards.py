@@ -570,7 +570,8 @@ def _two_storefronts(minutes: int = 20) -> list[dict[str, str]]:
 CUSTOMER_LABELS = {"cohort": ("2026-W40",), "currency": ("EUR",), "horizon": ("30d", "90d"),
                    "nps_category": ("promoter", "passive", "detractor"), "purchases": ("1", "2"),
                    "csat_band": ("satisfied", "neutral", "unsatisfied"), "period": ("30d",),
-                   "period_start": ("2026-10-05",)}
+                   "period_start": ("2026-10-05",), "channel": ("web",), "device": ("mobile",),
+                   "day": ("2026-10-05",)}
 
 
 def _customer_gauges(minutes: int = 20) -> list[dict[str, str]]:
@@ -582,7 +583,8 @@ def _customer_gauges(minutes: int = 20) -> list[dict[str, str]]:
             combos = [{**c, label: v} for c in combos for v in CUSTOMER_LABELS[label]]
         for storefront, scale in (("a", 1), ("b", 4)):
             # a fourth of the customers repeat, convert or are retained; revenue is any positive amount
-            value = (16 if any(word in name for word in ("repeat", "converted", "revenue", "retained")) else 64) * scale
+            value = (16 if any(word in name for word in ("repeat", "converted", "revenue", "retained", "abandoned"))
+                     else 64) * scale
             out += [_series(name, {"storefront": storefront, **combo}, f"{value}x{minutes}") for combo in combos]
     return out
 

@@ -52,6 +52,10 @@ ARRIVAL_NOW = ("By arrival time: the workers' own state as last scraped (process
 CUSTOMER_CLOCK = ("By event time: a cohort is the ISO week (UTC) of the customers' own events (first order, "
                   "ticket), and a fact counts as soon as the window stage has counted its event, without waiting for "
                   "the grace period: the newest cohorts still grow.")
+CHECKOUT_CLOCK = ("By event time: a day is the UTC date of the session's first checkout, and a session counts as "
+                  "soon as the window stage has counted its checkout, without waiting for the grace period; it is "
+                  "decided when its order arrives, or once the customer partition's watermark (its newest fact "
+                  "time) has passed the horizon plus the grace period: the newest day still grows.")
 INITIATIVE_CLOCK = ("By event time: each arm sums the UTC days its events happened on, updated as the workers count "
                     "them, without waiting for the grace period: the current day still grows.")
 ALERTS_CLOCK = (f"KPI alerts count by event time (the last complete hour, ~{DELAY_TEXT} behind: the grace period of "

@@ -33,7 +33,7 @@ def _short(kpi: Kpi) -> str:
     return {"first_response_p50": "FRT p50", "first_response_p90": "FRT p90", "resolution_p50": "TTR p50",
             "resolution_p90": "TTR p90", "first_response_business_p50": "FRT p50, business hours",
             "first_response_business_p90": "FRT p90, business hours", "resolution_business_p50": "TTR p50, business hours",
-            "resolution_business_p90": "TTR p90, business hours", "csat_mean": "CSAT mean", "cart_abandonment": "Cart abandonment",
+            "resolution_business_p90": "TTR p90, business hours", "csat_mean": "CSAT mean", "cart_abandonment": "Cart abandonment (window est.)",
             "refund_return_rate": "Refund & return rate", "repeat_purchase": "Repeat purchase rate",
             "ticket_to_order": "Ticket-to-order"}.get(kpi.key, kpi.title)
 

@@ -319,13 +319,15 @@ def _stage() -> list[timeseries.Panel]:
     rate = "$__rate_interval"
     lag = 'family:cxpulse_consumer_lag_messages:sum{family="customer"}'
     return [
-        _series("Customers held in state", f"{_help('cxpulse_state_customers')} Summed over the customer-topic "
-                "partitions. A customer inactive for CXPULSE_CUSTOMER_TTL (400 days) is forgotten; "
-                "CXPULSE_CUSTOMER_MAX (500,000 per partition) bounds memory.", "short",
-                _targets(("sum(cxpulse_state_customers)", "customers")), clock=ARRIVAL_NOW, span=8),
+        _series("Customers and checkout sessions held in state", f"{_help('cxpulse_state_customers')} "
+                f"{_help('cxpulse_state_checkout_sessions')} Summed over the customer-topic partitions. A customer "
+                "inactive for CXPULSE_CUSTOMER_TTL (400 days) is forgotten; CXPULSE_CUSTOMER_MAX (500,000 per "
+                "partition) bounds memory, for customers and for sessions each.", "short",
+                _targets(("sum(cxpulse_state_customers)", "customers"),
+                         ("sum(cxpulse_state_checkout_sessions)", "checkout sessions")), clock=ARRIVAL_NOW, span=8),
         _series("Customer facts read per second", f"{_help('cxpulse_customer_facts_total')} Rate over all "
-                "partitions: the window stage emits one fact per counted order, ticket or NPS answer that names a "
-                "customer.", "short",
+                "partitions: the window stage emits one fact per counted order, ticket, NPS or CSAT answer that names "
+                "a customer, per counted checkout and per counted order that names its session.", "short",
                 _targets((f"sum(rate(cxpulse_customer_facts_total[{rate}]))", "facts")), clock=ARRIVAL, span=8),
         _series("Consumer lag, customer stage", f"{_help('cxpulse_consumer_lag_messages')} For the customer topic, "
                 f"summed over its partitions (`{lag}`). Dashed line: the CxpulseConsumerLagHigh threshold.", "short",

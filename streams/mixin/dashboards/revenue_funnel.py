@@ -4,15 +4,15 @@ spend, by event-time window.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
 from grafana_foundation_sdk.models import dashboard as dm
 
 from streams.mixin import rules
-from streams.mixin.dashboards.clocks import ARRIVAL, DELAY_TEXT, EVENT_BARS, EVENT_GRAPH, EVENT_LAST
+from streams.mixin.dashboards.clocks import ARRIVAL, CHECKOUT_CLOCK, DELAY_TEXT, EVENT_BARS, EVENT_GRAPH, EVENT_LAST
 from streams.mixin.dashboards.common import SF, _about, _help
 from streams.mixin.dashboards.layout import _dashboard, _variables
-from streams.mixin.dashboards.panels import (CURRENCY_LEGEND, _alerts, _band, _bars, _kpi_tile, _money, _series, _stat,
-                                             _steps, _target, _targets)
+from streams.mixin.dashboards.panels import (CURRENCY_LEGEND, Column, _alerts, _band, _bars, _kpi_tile, _money, _series,
+                                             _stat, _steps, _table, _target, _targets)
 from streams.mixin.dashboards.queries import complete_in, pooled_total, window_count, window_kpi
 from streams.mixin.rules import _indent
 
@@ -28,6 +28,17 @@ SFC = {"storefront": "$storefront", "channel": "$channel"}
 MONEY_FILTERS = {**SFC, "currency": "$currency"}
 SC, SCC = ("storefront", "channel"), ("storefront", "channel", "currency")
 CHAN, CHAN_CUR = "{{storefront}} {{channel}}", "{{storefront}} {{channel}} {{currency}}"
+# Recorded series of rules.customer_rules() for the checkout join (docs/customers.md, "Checkouts").
+ABANDONMENT = "storefront_day:cxpulse_checkout_abandonment:ratio"
+DECIDED = "storefront_day:cxpulse_checkout_sessions_decided:sum"
+CHECKOUTS = "storefront_day:cxpulse_checkout_sessions:sum"
+SEGMENT_ABANDONMENT = "storefront_channel_device_day:cxpulse_checkout_abandonment:ratio"
+SEGMENT_DECIDED = "storefront_channel_device_day:cxpulse_checkout_sessions_decided:sum"
+SEGMENT_TO_ORDER = "storefront_channel_device_day:cxpulse_checkout_to_order:ratio"
+JOIN_TEXT = ("A checkout session is a session with a `session.checkout_started`; it is abandoned when no order naming "
+             "the session (`order.placed` with its `session_id`) was placed before its first checkout + "
+             "CXPULSE_CHECKOUT_HORIZON (1h), and decided once it ordered or that deadline and the grace have passed. "
+             "Orders without a checkout count nowhere, unlike the window estimate above.")
 
 
 def _step(metric: str) -> str:
@@ -51,6 +62,8 @@ def revenue_funnel() -> dm.Dashboard:
             ("Conversion per $window window", _conversion()),
             ("Order value per $window window (per currency)", _order_value()),
             ("After the order, per $window window", _after_order()),
+            ("Cart abandonment by session (the checkout join), per day of the first checkout: $storefront",
+             _checkout_join(), "storefront"),
             ("Shares per $window window with their 95% interval (all channels): $storefront",
              [_band(key, span=6)
               for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")],
@@ -167,4 +180,36 @@ def _after_order() -> list[timeseries.Panel]:
                 _targets((window_count("cxpulse_refunds_total", SC, SFC), f"{CHAN} refunds"),
                          (window_count("cxpulse_returns_total", SC, SFC), f"{CHAN} returns")),
                 clock=EVENT_GRAPH, span=8, bars=True),
+    ]
+
+
+def _checkout_join() -> list[stat.Panel | table.Panel]:
+    """Cart abandonment as the guide defines it, per session: each day's, and by channel and device."""
+    share = dict(unit="percentunit", decimals=1)
+    pooled = (f"sum by (day) (\n  {ABANDONMENT}{{{SF}}}\n  * {DECIDED}{{{SF}}}\n)\n"
+              f"/ sum by (day) (\n  {DECIDED}{{{SF}}}\n  and {ABANDONMENT}{{{SF}}}\n)")
+    return [
+        _stat("Cart abandonment by session, each day", f"Decided checkout sessions with no order in time / decided "
+              f"checkout sessions, per UTC day of the first checkout (`{ABANDONMENT}`), the selected storefronts "
+              f"pooled. {JOIN_TEXT}", "percentunit", [_target(pooled, "{{day}}")],
+              clock=CHECKOUT_CLOCK, span=6, height=9, min_max=(0, 1)),
+        _table("Cart abandonment by day", (
+            f"Per UTC day of the first checkout: checkout sessions, the decided ones (the sample n), the share "
+            f"abandoned (`{ABANDONMENT}`, the bar) and its 95% Wilson score interval. {JOIN_TEXT}"),
+            ["day"], [Column(f'{CHECKOUTS}{{storefront="$storefront"}}', "checkout sessions", "short", 0),
+                      Column(f'{DECIDED}{{storefront="$storefront"}}', "decided (n)", "short", 0),
+                      Column(f'{ABANDONMENT}{{storefront="$storefront"}}', "abandoned", gauge=True, **share),
+                      Column(f'{ABANDONMENT}_lower{{storefront="$storefront"}}', "95% lower", **share),
+                      Column(f'{ABANDONMENT}_upper{{storefront="$storefront"}}', "95% upper", **share)],
+            drop=("storefront",), sort=("day", True), span=8, height=9, clock=CHECKOUT_CLOCK),
+        _table("Checkout to order by channel and device", (
+            f"Per UTC day, channel and device of the first checkout: decided checkout sessions (n), the share that "
+            f"ordered within the horizon (`{SEGMENT_TO_ORDER}`, the funnel's last step per session, the bar) and the "
+            f"share abandoned (`{SEGMENT_ABANDONMENT}`). {JOIN_TEXT}"),
+            ["day", "channel", "device"],
+            [Column(f'{SEGMENT_DECIDED}{{storefront="$storefront", channel=~"$channel"}}', "decided (n)", "short", 0),
+             Column(f'{SEGMENT_TO_ORDER}{{storefront="$storefront", channel=~"$channel"}}', "checkout to order",
+                    gauge=True, **share),
+             Column(f'{SEGMENT_ABANDONMENT}{{storefront="$storefront", channel=~"$channel"}}', "abandoned", **share)],
+            drop=("storefront",), sort=("day", True), span=10, height=9, clock=CHECKOUT_CLOCK),
     ]

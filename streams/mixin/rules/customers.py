@@ -26,11 +26,12 @@ def customer_rules() -> list[dict[str, str]]:
 
     out: list[dict[str, str]] = []
 
-    def share(level: Level, key: str, part: str, whole: str) -> str:
-        """The share ``part / whole`` at ``level``, its sample size and interval; returns the ratio's name."""
+    def share(level: Level, key: str, part: str, whole: str, metric: str = "") -> str:
+        """The share ``part / whole`` at ``level``, its sample size and interval; returns the ratio's name
+        (``cxpulse_customer_<key>``, or ``metric``)."""
         name = "_".join(level)
         n = rule_name(name, CUSTOMER[whole][0], "sum")
-        ratio = rule_name(name, f"cxpulse_customer_{key}", "ratio")
+        ratio = rule_name(name, metric or f"cxpulse_customer_{key}", "ratio")
         out.append({"record": n, "expr": total(whole, level)})
         out.append({"record": ratio, "expr": f"(\n  {total(part, level)}\n  or 0 * {n}\n)\n/ ({n} > 0)"})
         for side in ("lower", "upper"):
@@ -68,6 +69,16 @@ def customer_rules() -> list[dict[str, str]]:
                 "record": rule_name(level, f"cxpulse_customer_{survey}_revenue_per_customer", "ratio"),
                 "expr": f"{total(f'{survey}_revenue', (*by[:-1], 'currency', 'horizon'))}\n"
                         f"/ on ({', '.join(by)}) group_left ()\n  ({n} > 0)"})
+    # The checkout join: cart abandonment over the decided checkout sessions of a day, and its complement
+    # (the funnel's checkout -> order step), per storefront and per channel and device.
+    for level in (("storefront", "day"), ("storefront", "channel", "device", "day")):
+        out.append({"record": rule_name("_".join(level), CUSTOMER["checkout_sessions"][0], "sum"),
+                    "expr": total("checkout_sessions", level)})
+        abandonment = share(level, "", "checkout_abandoned", "checkout_decided", "cxpulse_checkout_abandonment")
+        step = rule_name("_".join(level), "cxpulse_checkout_to_order", "ratio")
+        out.append({"record": step, "expr": f"1 - {abandonment}"})
+        for side, other in (("lower", "upper"), ("upper", "lower")):
+            out.append({"record": f"{step}_{side}", "expr": f"1 - {abandonment}_{other}"})
     # Revenue after support: sums (money per currency), over every exported ticket week and per week.
     for level in (("storefront", "currency"), ("storefront", "cohort", "currency")):
         for kind in ("support_orders", "support_revenue"):
