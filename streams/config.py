@@ -108,6 +108,9 @@ class Settings:
     retention_ms: int = 7_200_000
     dedupe_horizon_ms: int = 300_000
     ticket_ttl_ms: int = 30 * 86_400_000
+    # A session with no event for this long (event time) is over: a later event of its id starts the
+    # funnel afresh (the per-session funnel counts each step once per session, docs/metrics.md).
+    session_timeout_ms: int = 30 * 60_000
     max_clock_skew_ms: int = 300_000
     # The watermark moves at most this far past a message's Kafka timestamp: a producer whose
     # clock runs ahead cannot close everyone's windows early (docs/metrics.md, "Watermark").
@@ -426,6 +429,8 @@ def _check_customers(s: Settings, p: _Problems) -> None:
         p.fail("customer_max", "a positive number of customers per partition")
     if s.cohort_weeks < 1:
         p.fail("cohort_weeks", "a positive number of weeks")
+    if not 60_000 <= s.session_timeout_ms <= DAY_MS:
+        p.fail("session_timeout_ms", "a duration from 1m to 1d, e.g. 30m")
     if not 60_000 <= s.checkout_horizon_ms <= 7 * DAY_MS:
         p.fail("checkout_horizon_ms", "a duration from 1m to 7d, e.g. 1h")
 

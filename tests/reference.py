@@ -56,6 +56,7 @@ class Params:
     dedupe_horizon_ms: int = 300_000
     views_ms: tuple[int, ...] = (60_000, 300_000, 900_000, 3_600_000)
     business_hours: str = ""  # CXPULSE_BUSINESS_HOURS: JSON, or the path of a JSON file
+    session_timeout_ms: int = 1_800_000  # CXPULSE_SESSION_TIMEOUT: a session idle this long is over
 
     @classmethod
     def of(cls, settings: Any) -> "Params":
@@ -195,6 +196,8 @@ class Reference:
                   defaultdict(int), defaultdict(list))
         seen: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)  # event_id -> its event time
         tickets: dict[tuple[int, str], _Ticket] = defaultdict(_Ticket)
+        # rule 15: per (partition, session id) the funnel steps reached and the last event time
+        sessions: dict[tuple[int, str], tuple[set[str], int]] = {}
         ref.business = BusinessHours(params.business_hours)
         for event in events:
             family = EVENT_TYPES[event["type"]].family
@@ -222,7 +225,25 @@ class Reference:
                                   ref.watermark_ms[source])
             else:
                 ref._apply_plain(family, partition, event, ts)
+                if family == "session":
+                    ref._apply_funnel(partition, event, ts, sessions, ref.watermark_ms[source])
         return ref
+
+    def _apply_funnel(self, partition: int, event: dict[str, Any], ts: int,
+                      sessions: dict[tuple[int, str], tuple[set[str], int]], watermark: int) -> None:
+        """Rule 15: a session's first product view, cart add and checkout count it once each; a session
+        whose last event is the session timeout behind the watermark (after this event) is over."""
+        key = (partition, event["session_id"])
+        steps, last = sessions.get(key, (set(), ts))
+        if key in sessions and last < watermark - self.params.session_timeout_ms:
+            steps, last = set(), ts
+        sessions[key] = (steps, max(last, ts))
+        field = {"session.product_viewed": "sessions_viewed", "session.cart_added": "sessions_carted",
+                 "session.checkout_started": "sessions_checked_out"}.get(event["type"])
+        if field is not None and field not in steps:
+            steps.add(field)
+            seg = {"storefront": event["storefront"], "channel": event["channel"], "device": event["device"]}
+            self._add("session", partition, ts, seg, field)
 
     def _window(self, ts: int) -> int:
         return ts - ts % self.params.window_ms
@@ -449,6 +470,12 @@ class Reference:
                     out["revenue_per_visitor", (*group, currency)] = major(revenue, currency) / sessions
             if checkouts:
                 out["cart_abandonment", group] = 1 - orders / checkouts
+            # the funnel per session (rule 15): each step's sessions over the step before's
+            for key, part, whole in (("view_rate", "sessions_viewed", "sessions_started"),
+                                     ("add_to_cart_rate", "sessions_carted", "sessions_viewed"),
+                                     ("checkout_rate", "sessions_checked_out", "sessions_carted")):
+                if total(whole, "session", group):
+                    out[key, group] = total(part, "session", group) / total(whole, "session", group)
             if orders:
                 refunds = total("refunds", "order", group) + total("returns", "order", group)
                 out["refund_return_rate", group] = refunds / orders

@@ -59,6 +59,10 @@ _SESSION_FIELD = {
     "session.cart_added": "carts_added",
     "session.checkout_started": "checkouts_started",
 }
+# The funnel per session: the first event of each step in a session counts the session once
+# (bit in the session's mask, field counted), so a step rate is sessions over sessions.
+_FUNNEL_STEP = {"session.product_viewed": (1, "sessions_viewed"), "session.cart_added": (2, "sessions_carted"),
+                "session.checkout_started": (4, "sessions_checked_out")}
 _SURVEY_FIELDS = {kind: (f"{kind}_responses", f"{kind}_score_sum") for kind in ("nps", "csat", "ces")}
 # Surveys sent, per kind: the response-rate denominator (answers / surveys sent in one window).
 _SENT_FIELD = {kind: f"{kind}_sent" for kind in ("nps", "csat", "ces")}
@@ -125,8 +129,25 @@ def facts(body: Any, ts_ms: int, bound: Callable[[str, str], str]) -> list[list[
 
 # One handler per family: handler(state, body, ts_ms, offset, touched ticket ids, add).
 def on_session(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:
-    add(ts_ms - ts_ms % state.window_ms, (body.storefront, body.channel, body.device), _SESSION_FIELD[body.TYPE],
-        1, None)
+    """Each session event counts in its window; the first product view, cart add and checkout of a
+    session also count the session once (``state.funnels``: session id -> [steps mask, last event
+    time]). A session whose last event is ``session_timeout_ms`` behind the watermark is over: a
+    later event of its id starts a new one (decided per event, so a replay decides the same way)."""
+    start = ts_ms - ts_ms % state.window_ms
+    segment = (body.storefront, body.channel, body.device)
+    kind = body.TYPE
+    add(start, segment, _SESSION_FIELD[kind], 1, None)
+    session_id = body.session_id
+    funnel = state.funnels.get(session_id)
+    if funnel is None or funnel[1] < state.meta.watermark_ms - state.session_timeout_ms:
+        funnel = state.funnels[session_id] = [0, ts_ms]
+    elif ts_ms > funnel[1]:
+        funnel[1] = ts_ms
+    touched.add(session_id)
+    step = _FUNNEL_STEP.get(kind)
+    if step is not None and not funnel[0] & step[0]:
+        funnel[0] |= step[0]
+        add(start, segment, step[1], 1, None)
 
 
 def on_order(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:

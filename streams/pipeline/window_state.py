@@ -45,6 +45,8 @@ from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.state import ExactlyOnce
 from streams.pipeline.windows import window_start
 
+FUNNEL_CHUNK = 5000  # sessions per funnel record (~50 bytes each): far below Kafka's 1 MB default
+
 @dataclass
 class Slot:
     """One state record's cells (a base window, a day, or the running totals)."""
@@ -94,6 +96,11 @@ class PartitionState(ExactlyOnce):
         self._dirty_days: set[int] = set()
         self.totals = Slot()
         self.tickets: dict[str, Ticket] = {}
+        # Session family: the funnel steps each session has reached ([mask, last event time], families.on_session),
+        # persisted per batch in chunks keyed by the batch's end and a chunk number -> the newest event time in it.
+        self.funnels: dict[str, list[int]] = {}
+        self.funnel_records: dict[str, int] = {}
+        self.session_timeout_ms = settings.session_timeout_ms
         self.seen: dict[str, tuple[int, int, int]] = {}  # event_id -> (bucket, offset, index)
         self.seen_records: dict[int, int] = {}  # first offset of a seen-ids record -> its newest bucket
         self._evicted_below = 0  # watermark bucket up to which eviction ran
@@ -126,7 +133,7 @@ class PartitionState(ExactlyOnce):
                 bounds.admit(body, meta.admitted)
                 if body.TYPE in FACT_TYPES:
                     batch.facts.extend(facts(body, ts_ms, self._bound_value))
-                handlers[body.TYPE](self, body, ts_ms, offset, batch.tickets, batch.add)
+                handlers[body.TYPE](self, body, ts_ms, offset, batch.touched, batch.add)
         if batch.last_offset is None:
             return Applied([], batch.parked, 0)
         return self._persist(batch, batch.last_offset + 1)
@@ -183,10 +190,19 @@ class PartitionState(ExactlyOnce):
         if batch.totals:
             self.totals.through = end
             records.append((self.key(b"c", 0), self.totals.to_json()))
-        for ticket_id in sorted(batch.tickets):
-            ticket = self.tickets[ticket_id]
-            ticket.through = end
-            records.append((self.key(b"t", ticket_id), ticket.to_json()))
+        if self.family == "ticket":
+            for ticket_id in sorted(batch.touched):
+                ticket = self.tickets[ticket_id]
+                ticket.through = end
+                records.append((self.key(b"t", ticket_id), ticket.to_json()))
+        elif batch.touched:
+            # The sessions this batch touched, as they stand now; later records win on restore.
+            items = [[session_id, *self.funnels[session_id]] for session_id in sorted(batch.touched)]
+            for k in range(0, len(items), FUNNEL_CHUNK):
+                chunk = items[k:k + FUNNEL_CHUNK]
+                ident = f"{end}-{k // FUNNEL_CHUNK}"
+                self.funnel_records[ident] = max(item[2] for item in chunk)
+                records.append((self.key(b"f", ident), orjson.dumps([end, chunk])))
         for chunk in _seen_chunks(batch.seen):
             # One record per chunk, cut at message boundaries and keyed by the chunk's
             # first offset: one record for a whole batch outgrows the broker's message
@@ -265,6 +281,12 @@ class PartitionState(ExactlyOnce):
         for ticket_id in [t for t, tk in self.tickets.items() if tk.last_ms < watermark - self.ticket_ttl_ms]:
             del self.tickets[ticket_id]
             tombstones.append((self.key(b"t", ticket_id), None))
+        over = watermark - self.session_timeout_ms  # sessions over: a later event starts a new one anyway
+        if self.funnels:
+            self.funnels = {sid: f for sid, f in self.funnels.items() if f[1] >= over}
+        for ident in [i for i, newest in self.funnel_records.items() if newest < over]:
+            del self.funnel_records[ident]
+            tombstones.append((self.key(b"f", ident), None))
         return tombstones
 
     # --------------------------------------------------------------- restore
@@ -307,6 +329,15 @@ class PartitionState(ExactlyOnce):
                     self.seen[event_id] = (bucket, offset, index)
                 if items:
                     self.seen_records[int(ident)] = max(item[1] for item in items)
+            elif kind == b"f":
+                if value is None:
+                    self.funnel_records.pop(ident.decode(), None)
+                    continue
+                _, items = orjson.loads(value)
+                for session_id, mask, last_ms in items:  # later records win
+                    self.funnels[session_id] = [mask, last_ms]
+                if items:
+                    self.funnel_records[ident.decode()] = max(item[2] for item in items)
             elif kind == b"m":
                 self.meta = Meta() if value is None else Meta.from_json(value)
         self.bounds.reset()
@@ -314,6 +345,8 @@ class PartitionState(ExactlyOnce):
             self._evicted_below = window_start(self.meta.watermark_ms, self.window_ms)
             horizon = self.meta.watermark_ms - self.horizon_ms
             self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
+            over = self.meta.watermark_ms - self.session_timeout_ms
+            self.funnels = {sid: f for sid, f in self.funnels.items() if f[1] >= over}
         self._dirty_windows.update(self.windows)
         self._dirty_days.update(self.days)
         return applied
@@ -324,6 +357,7 @@ class PartitionState(ExactlyOnce):
         keys += [self.key(b"y", day) for day in self.days]
         keys += [self.key(b"t", ticket_id) for ticket_id in self.tickets]
         keys += [self.key(b"d", first) for first in self.seen_records]
+        keys += [self.key(b"f", ident) for ident in self.funnel_records]
         keys += [self.key(b"c", 0), self.key(b"m", 0)]
         return [(key, None) for key in keys]
 
@@ -358,6 +392,7 @@ class PartitionState(ExactlyOnce):
             days=days,
             tickets=len(self.tickets),
             seen_ids=len(self.seen),
+            sessions=len(self.funnels),
         )
 
 
@@ -373,6 +408,7 @@ class PartitionSnapshot:
     days: dict[int, dict[Segment, Cell]]
     tickets: int
     seen_ids: int
+    sessions: int = 0  # sessions whose funnel steps the session family follows
 
 
 # Most event ids in one seen-ids changelog record: ~60 bytes each with 32-character
@@ -408,7 +444,7 @@ class _Batch:
     event time of the event being counted): ``add`` is what the family handlers call."""
 
     __slots__ = ("state", "offset", "ts_ms", "counted", "last_offset", "overflow_event", "windows", "days",
-                 "tickets", "totals", "parked", "facts", "seen")
+                 "touched", "totals", "parked", "facts", "seen")
 
     def __init__(self, state: PartitionState) -> None:
         self.state = state
@@ -417,7 +453,7 @@ class _Batch:
         self.overflow_event = -1  # the last event counted as overflow: once, not once per field
         self.windows: set[int] = set()
         self.days: set[int] = set()
-        self.tickets: set[str] = set()
+        self.touched: set[str] = set()  # ticket ids (ticket family) or session ids (session family)
         self.totals = False
         self.parked: list[Parked] = []
         self.facts: list[list[Any]] = []

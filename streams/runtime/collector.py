@@ -120,6 +120,7 @@ class CxCollector(Collector):
                                 labels=per_tp)
         windows = GaugeMetricFamily("cxpulse_state_windows", PIPELINE["cxpulse_state_windows"], labels=per_tp)
         tickets = GaugeMetricFamily("cxpulse_state_tickets", PIPELINE["cxpulse_state_tickets"], labels=per_tp)
+        sessions = GaugeMetricFamily("cxpulse_state_sessions", PIPELINE["cxpulse_state_sessions"], labels=per_tp)
         seen = GaugeMetricFamily("cxpulse_state_seen_ids", PIPELINE["cxpulse_state_seen_ids"], labels=per_tp)
         closed = GaugeMetricFamily("cxpulse_window_closed_until_timestamp_seconds",
                                    PIPELINE["cxpulse_window_closed_until_timestamp_seconds"], labels=per_tp)
@@ -148,9 +149,10 @@ class CxCollector(Collector):
             idle.add_metric(labels, 1.0 if (family, partition) in view.idle else 0.0)
             windows.add_metric(labels, len(snap.windows))
             tickets.add_metric(labels, snap.tickets)
+            sessions.add_metric(labels, snap.sessions)
             seen.add_metric(labels, snap.seen_ids)
-        yield from (events, messages, late, dups, rejected, overflow, watermark, wm_lag, lag, windows, tickets, seen,
-                    closed, idle)
+        yield from (events, messages, late, dups, rejected, overflow, watermark, wm_lag, lag, windows, tickets,
+                    sessions, seen, closed, idle)
         fresh = HistogramMetricFamily(FRESHNESS, PIPELINE[FRESHNESS])
         running, buckets = 0, []
         for bound, n in zip((*FRESHNESS_BUCKETS, math.inf), view.freshness_counts):

@@ -491,6 +491,9 @@ def kpi_figures(c: Counts, sessions_of_storefront: float | None = None) -> dict[
     out = {
         "conversion": share(c["orders_placed"], c["sessions_started"]),
         "cart_abandonment": share(c["checkouts_started"] - c["orders_placed"], c["checkouts_started"]),
+        "view_rate": share(c["sessions_viewed"], c["sessions_started"]),
+        "add_to_cart_rate": share(c["sessions_carted"], c["sessions_viewed"]),
+        "checkout_rate": share(c["sessions_checked_out"], c["sessions_carted"]),
         "refund_return_rate": share(c["refunds"] + c["returns"], c["orders_placed"]),
         "repeat_purchase": share(c["orders_placed"] - c["first_orders"], c["orders_placed"]),
         "ticket_to_order": mean(c["tickets_created"], c["orders_placed"]),

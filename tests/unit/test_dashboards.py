@@ -531,6 +531,7 @@ def test_a_graph_point_is_exactly_the_window_ending_there(promtool: str, tmp_pat
 # Two storefronts' windows, the same every minute, as the merge stage writes them. Storefront b
 # has 4x the sessions and 2x the orders of a; values are powers of two so sums are exact.
 VOLUME = {"sessions_started": 1024, "product_views": 3072, "carts_added": 512, "checkouts_started": 128,
+          "sessions_viewed": 512, "sessions_carted": 256, "sessions_checked_out": 128,
           "orders_placed": 32, "order_revenue": 2048, "orders_first": 16, "refunds": 2, "refund_amount": 64,
           "returns": 2, "return_amount": 32, "tickets_created": 16, "tickets_resolved_one_touch": 8,
           "tickets_reopened": 1, "tickets_resolved_unmatched": 1, "nps_responses": 64, "nps_promoters": 32,

@@ -405,3 +405,35 @@ def test_a_histogram_by_fewer_labels_counts_the_observations_of_every_reason_tog
     assert by_channel[shop, ("support_channel", "email")]["15.0"] == 1
     per_segment = ref.histogram("cxpulse_ticket_resolution_seconds")
     assert per_segment[shop, ("support_channel", "chat"), ("reason", "payment")]["count"] == 1
+
+
+# ------------------------------------------------------------------ the funnel per session (rule 15)
+def step(ms: int, kind: str, session_id: str) -> dict:
+    """A funnel step of a session (product views and cart adds name a product)."""
+    event = session(ms, kind=kind, session_id=session_id)
+    if kind != "checkout_started":
+        event["product_id"] = "p1"
+    return event
+
+
+FUNNEL_EVENTS = [  # in time order (nothing late)
+    session(T0, session_id="s1"), session(T0, session_id="s2"),
+    step(T0 + MIN, "product_viewed", "s1"), step(T0 + MIN, "cart_added", "s2"),  # s2: a cart without a view
+    step(T0 + 2 * MIN, "product_viewed", "s1"), step(T0 + 3 * MIN, "cart_added", "s1"),
+    step(T0 + 4 * MIN, "checkout_started", "s1"), step(T0 + 5 * MIN, "checkout_started", "s1"),
+    step(T0 + 10 * MIN, "product_viewed", "s3"),
+    # s1 again after 35 minutes without an event (> the 30-minute timeout): a new session
+    step(T0 + 40 * MIN, "product_viewed", "s1"),
+]
+# by hand: sessions with a view in minutes 1 (s1), 10 (s3), 40 (s1 anew); with a cart in minutes 1 (s2) and 3
+# (s1); with a checkout in minute 4 (s1), its second checkout adds nothing
+FUNNEL_BY_HAND = {"sessions_viewed": {1: 1, 10: 1, 40: 1}, "sessions_carted": {1: 1, 3: 1},
+                  "sessions_checked_out": {4: 1}}
+
+
+def test_the_funnel_counts_each_session_once_per_step_and_a_timed_out_session_anew() -> None:
+    ref = Reference.compute(FUNNEL_EVENTS, ONE)
+    for field, minutes in FUNNEL_BY_HAND.items():
+        got = {m: ref.field_totals("session", field, start_ms=T0 + m * MIN, end_ms=T0 + (m + 1) * MIN).get(WEB, 0)
+               for m in range(45)}
+        assert {m: n for m, n in got.items() if n} == minutes, field

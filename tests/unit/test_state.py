@@ -19,7 +19,9 @@ from streams.pipeline.records import Message
 from streams.pipeline.window_state import PartitionState
 from tests.helpers import apply_with_crashes, facts_of
 
-SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000)
+# A 1-minute session timeout: sessions of the session family's runs time out and start over in between.
+SETTINGS = Settings(window_ms=60_000, grace_ms=120_000, dedupe_horizon_ms=300_000, retention_ms=7_200_000,
+                    session_timeout_ms=60_000)
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000
 
 
@@ -68,9 +70,15 @@ def session_order_events(rng: random.Random, n: int, family: str) -> list[bytes]
     for i in range(n):
         clock += rng.randint(0, 15_000)
         ts = clock - (rng.randint(0, 400_000) if rng.random() < 0.1 else rng.randint(0, 5_000))
-        if family == "session":
-            body = {"type": rng.choice(["session.started", "session.checkout_started"]), "session_id": f"s{i}",
-                    "visitor_id": "v1", "channel": rng.choice(["web", "app"]), "device": "mobile"}
+        if family == "session":  # 16 sessions: funnel steps repeat, and sessions time out and start over
+            kind = rng.choice(["session.started", "session.product_viewed", "session.cart_added",
+                               "session.checkout_started"])
+            body = {"type": kind, "session_id": f"s{rng.randint(0, 15)}", "channel": rng.choice(["web", "app"]),
+                    "device": "mobile"}
+            if kind == "session.started":
+                body["visitor_id"] = "v1"
+            elif kind != "session.checkout_started":
+                body["product_id"] = "p1"
         else:
             body = {"type": "order.placed", "order_id": f"o{i}", "customer_id": "c1",
                     "total_minor": rng.randint(100, 50_000), "currency": rng.choice(["EUR", "USD"]),
@@ -95,6 +103,9 @@ def fingerprint(state: PartitionState) -> dict:
         "totals": sorted((seg, c.to_json()) for seg, c in state.totals.cells.items()),
         "windows": {s: sorted((seg, c.to_json()) for seg, c in slot.cells.items()) for s, slot in state.windows.items()},
         "days": {d: sorted((seg, c.to_json()) for seg, c in slot.cells.items()) for d, slot in state.days.items()},
+        # the sessions still going (one timed out counts as new at its next event, whenever eviction ran)
+        "funnels": {sid: f for sid, f in state.funnels.items()
+                    if f[1] >= (state.meta.watermark_ms or 0) - state.session_timeout_ms},
     }
 
 
@@ -358,3 +369,16 @@ def test_facts_resent_after_crashes_are_a_superset_of_a_clean_runs(seed: int) ->
     assert clean_facts
     assert {f[3] for f in sent} == {f[3] for f in clean_facts}
     assert all(f in clean_facts for f in sent)
+
+
+def test_the_funnel_counts_each_session_once_per_step_and_a_timed_out_session_anew() -> None:
+    """The worked example of tests/unit/test_reference.py, through the window state (30-minute timeout)."""
+    from tests.unit.test_reference import FUNNEL_BY_HAND, FUNNEL_EVENTS, MIN, T0 as START
+
+    state = PartitionState("session", 0, Settings())
+    state.apply(decode_all("session", [orjson.dumps(event) for event in FUNNEL_EVENTS]))
+    for field, minutes in FUNNEL_BY_HAND.items():
+        got = {(start - START) // MIN: sum(c.counts.get(field, 0) for c in slot.cells.values())
+               for start, slot in state.windows.items()}
+        assert {m: n for m, n in got.items() if n} == minutes, field
+    assert sorted(state.funnels) == ["s1", "s3"]  # s2 timed out (its last event 40 minutes back)

@@ -23,6 +23,15 @@ FUNNEL: tuple[tuple[str, str], ...] = (
     ("4 checkouts", "cxpulse_checkouts_started_total"),
     ("5 orders", "cxpulse_orders_placed_total"),
 )
+# The same funnel per session: each session counted once at each step it reached (docs/metrics.md, rule 15).
+SESSION_FUNNEL: tuple[tuple[str, str], ...] = (
+    ("1 sessions", "cxpulse_sessions_started_total"),
+    ("2 with a product view", "cxpulse_sessions_viewed_total"),
+    ("3 with a cart add", "cxpulse_sessions_carted_total"),
+    ("4 with a checkout", "cxpulse_sessions_checked_out_total"),
+    ("5 orders", "cxpulse_orders_placed_total"),
+)
+STEP_RATES = (("view_rate", "view"), ("add_to_cart_rate", "cart"), ("checkout_rate", "checkout"))
 # The dashboard's filters, and the levels and legends its panels share.
 SFC = {"storefront": "$storefront", "channel": "$channel"}
 MONEY_FILTERS = {**SFC, "currency": "$currency"}
@@ -64,6 +73,8 @@ def revenue_funnel() -> dm.Dashboard:
             ("After the order, per $window window", _after_order()),
             ("Cart abandonment by session (the checkout join), per day of the first checkout: $storefront",
              _checkout_join(), "storefront"),
+            ("Funnel step rates per session, per $window window with their 95% interval (all channels): $storefront",
+             [_band(key, span=8) for key, _ in STEP_RATES], "storefront"),
             ("Shares per $window window with their 95% interval (all channels): $storefront",
              [_band(key, span=6)
               for key in ("conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase")],
@@ -111,9 +122,26 @@ def _funnel() -> list[bargauge.Panel | timeseries.Panel]:
                    "placed in the selected storefronts and channels, each a window's count, only where the window is "
                    "complete in both the session and the order family (so all five count the same window). Views and "
                    "carts count events, not sessions, so a step can exceed the one before it.")
+    sessions = [(_step(metric), name) for name, metric in SESSION_FUNNEL]
+    session_text = ("Sessions started -> sessions with a product view -> with a cart add -> with a checkout (each "
+                    "session counted once per step, in the window of its first event of that step) -> orders placed, "
+                    "in the selected storefronts and channels, where the window is complete in both families. A step "
+                    "below the one before is a drop-out; the rates between them are the panels below.")
+    by = {"channel": (SC, CHAN), "device": (("storefront", "device"), "{{storefront}} {{device}}")}
+    rates = [
+        _series(f"Funnel step rates by {label}", f"{_about('view_rate')} {_about('add_to_cart_rate')} "
+                f"{_about('checkout_rate')} Per storefront and {label}.", "percentunit",
+                _targets(*((window_kpi(key, level, SFC), f"{legend} {step}") for key, step in STEP_RATES)),
+                clock=EVENT_GRAPH, span=12, min_max=(0, 1))
+        for label, (level, legend) in by.items()]
     return [
         _bars("Funnel, last complete $window window", funnel_text, _targets(*steps), clock=EVENT_BARS),
         _series("Funnel per $window window", funnel_text, "short", _targets(*steps), clock=EVENT_GRAPH),
+        _bars("Funnel by session, last complete $window window", session_text, _targets(*sessions),
+              clock=EVENT_BARS),
+        _series("Funnel by session per $window window", session_text, "short", _targets(*sessions),
+                clock=EVENT_GRAPH),
+        *rates,
     ]
 
 
@@ -196,20 +224,20 @@ def _checkout_join() -> list[stat.Panel | table.Panel]:
         _table("Cart abandonment by day", (
             f"Per UTC day of the first checkout: checkout sessions, the decided ones (the sample n), the share "
             f"abandoned (`{ABANDONMENT}`, the bar) and its 95% Wilson score interval. {JOIN_TEXT}"),
-            ["day"], [Column(f'{CHECKOUTS}{{storefront="$storefront"}}', "checkout sessions", "short", 0),
-                      Column(f'{DECIDED}{{storefront="$storefront"}}', "decided (n)", "short", 0),
-                      Column(f'{ABANDONMENT}{{storefront="$storefront"}}', "abandoned", gauge=True, **share),
-                      Column(f'{ABANDONMENT}_lower{{storefront="$storefront"}}', "95% lower", **share),
-                      Column(f'{ABANDONMENT}_upper{{storefront="$storefront"}}', "95% upper", **share)],
+            ["day"], [Column(f'{CHECKOUTS}{{{SF}}}', "checkout sessions", "short", 0),
+                      Column(f'{DECIDED}{{{SF}}}', "decided (n)", "short", 0),
+                      Column(f'{ABANDONMENT}{{{SF}}}', "abandoned", gauge=True, **share),
+                      Column(f'{ABANDONMENT}_lower{{{SF}}}', "95% lower", **share),
+                      Column(f'{ABANDONMENT}_upper{{{SF}}}', "95% upper", **share)],
             drop=("storefront",), sort=("day", True), span=8, height=9, clock=CHECKOUT_CLOCK),
         _table("Checkout to order by channel and device", (
             f"Per UTC day, channel and device of the first checkout: decided checkout sessions (n), the share that "
             f"ordered within the horizon (`{SEGMENT_TO_ORDER}`, the funnel's last step per session, the bar) and the "
             f"share abandoned (`{SEGMENT_ABANDONMENT}`). {JOIN_TEXT}"),
             ["day", "channel", "device"],
-            [Column(f'{SEGMENT_DECIDED}{{storefront="$storefront", channel=~"$channel"}}', "decided (n)", "short", 0),
-             Column(f'{SEGMENT_TO_ORDER}{{storefront="$storefront", channel=~"$channel"}}', "checkout to order",
+            [Column(f'{SEGMENT_DECIDED}{{{SF}, channel=~"$channel"}}', "decided (n)", "short", 0),
+             Column(f'{SEGMENT_TO_ORDER}{{{SF}, channel=~"$channel"}}', "checkout to order",
                     gauge=True, **share),
-             Column(f'{SEGMENT_ABANDONMENT}{{storefront="$storefront", channel=~"$channel"}}', "abandoned", **share)],
+             Column(f'{SEGMENT_ABANDONMENT}{{{SF}, channel=~"$channel"}}', "abandoned", **share)],
             drop=("storefront",), sort=("day", True), span=10, height=9, clock=CHECKOUT_CLOCK),
     ]

@@ -37,7 +37,7 @@ BASELINE_KPIS: tuple[str, ...] = (
 # survey response rates, of the window's surveys sent, although an answer may be to an earlier one.
 PROPORTION_KPIS: tuple[str, ...] = (
     "conversion", "cart_abandonment", "refund_return_rate", "repeat_purchase", "first_contact_resolution", "csat",
-    "nps_response_rate", "csat_response_rate", "ces_response_rate",
+    "nps_response_rate", "csat_response_rate", "ces_response_rate", "view_rate", "add_to_cart_rate", "checkout_rate",
 )
 NOT_PROPORTIONS: tuple[str, ...] = ("ticket_to_order",)  # ratio KPIs without an interval, on purpose
 INTERVAL_KPIS: tuple[str, ...] = (*PROPORTION_KPIS, "nps")
