@@ -51,7 +51,8 @@ FACT_KINDS = {"order.placed": "o", "ticket.created": "t", "nps": "n", "csat": "c
 # started, an order that names its session), which travel keyed by session id.
 FACT_TYPES = frozenset({"order.placed", "ticket.created", "survey.answered", "session.checkout_started"})
 
-Add = Callable[[int, tuple, str, int, "int | None"], None]
+# add(window start, segment, field, amount, duration_ms or None[, also: one more count of another field])
+Add = Callable[..., None]
 
 _SESSION_FIELD = {
     "session.started": "sessions_started",
@@ -133,10 +134,7 @@ def on_session(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str]
     session also count the session once (``state.funnels``: session id -> [steps mask, last event
     time]). A session whose last event is ``session_timeout_ms`` behind the watermark is over: a
     later event of its id starts a new one (decided per event, so a replay decides the same way)."""
-    start = ts_ms - ts_ms % state.window_ms
-    segment = (body.storefront, body.channel, body.device)
     kind = body.TYPE
-    add(start, segment, _SESSION_FIELD[kind], 1, None)
     session_id = body.session_id
     funnel = state.funnels.get(session_id)
     if funnel is None or funnel[1] < state.meta.watermark_ms - state.session_timeout_ms:
@@ -145,9 +143,12 @@ def on_session(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str]
         funnel[1] = ts_ms
     touched.add(session_id)
     step = _FUNNEL_STEP.get(kind)
+    first = None
     if step is not None and not funnel[0] & step[0]:
         funnel[0] |= step[0]
-        add(start, segment, step[1], 1, None)
+        first = step[1]
+    add(ts_ms - ts_ms % state.window_ms, (body.storefront, body.channel, body.device), _SESSION_FIELD[kind], 1, None,
+        first)
 
 
 def on_order(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:

@@ -459,9 +459,11 @@ class _Batch:
         self.facts: list[list[Any]] = []
         self.seen: list[list[Any]] = []
 
-    def add(self, start: int, raw_segment: Segment, name: str, amount: int, duration: int | None) -> None:
+    def add(self, start: int, raw_segment: Segment, name: str, amount: int, duration: int | None,
+            also: str | None = None) -> None:
         """Add to the field ``name`` of the segment in the window at ``start``, the day totals
-        and the running totals, in each unless its record already holds this message."""
+        and the running totals, in each unless its record already holds this message; ``also``:
+        one more count of that field in the same cells (a session's first step, one lookup)."""
         state = self.state
         segment = state.bounds.memo.get(raw_segment)
         if segment is None:
@@ -475,13 +477,13 @@ class _Batch:
             slot = state.windows[start] = Slot()
         if offset >= slot.through:
             self.windows.add(start)
-            _add(slot, segment, name, amount, duration)
+            _add(slot, segment, name, amount, duration, also)
         if state.keep_days and name in DAY_FIELDS:
             self._add_day(segment, name, amount)
         totals = state.totals
         if offset >= totals.through:
             self.totals = True
-            _add(totals, segment, name, amount, duration)
+            _add(totals, segment, name, amount, duration, also)
 
     def _add_day(self, segment: Segment, name: str, amount: int) -> None:
         day = day_start_ms(self.ts_ms)
@@ -497,9 +499,12 @@ class _Batch:
                 cell.add("revenue_sq", float(amount) * amount)
 
 
-def _add(slot: Slot, segment: Segment, name: str, amount: int, duration: int | None) -> None:
+def _add(slot: Slot, segment: Segment, name: str, amount: int, duration: int | None, also: str | None = None) -> None:
     cell = slot.cells.get(segment) or slot.cell(segment)
     if duration is None:
-        cell.counts[name] = cell.counts.get(name, 0) + amount
+        counts = cell.counts
+        counts[name] = counts.get(name, 0) + amount
+        if also is not None:
+            counts[also] = counts.get(also, 0) + 1
     else:
         cell.observe(name, duration)
