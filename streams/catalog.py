@@ -179,6 +179,11 @@ WINDOW_QUANTILES = (0.5, 0.9)
 # merge stage (also when the storefront had no event of the family in it): a KPI may read
 # a family's window only where this says it is complete.
 WINDOW_COMPLETE = "cxpulse_window_complete"
+# Distinct visitors (visitor_id of session.started) of a complete session window: per segment, and per
+# storefront (a visitor of two channels once). Distinct counts do not add up over windows or segments, so
+# they exist only as window series, never as counters on /metrics (docs/metrics.md, rule 16).
+WINDOW_VISITORS = "cxpulse_window_visitors"
+WINDOW_STOREFRONT_VISITORS = "cxpulse_window_storefront_visitors"
 
 # Minor-unit digits per currency where they are not 2 (ISO 4217).
 CURRENCY_EXPONENT: dict[str, int] = {

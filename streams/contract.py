@@ -104,7 +104,8 @@ _customer = Field("customer_id", "id", doc="The customer; never exported as a la
 
 _types = [
     EventType("session.started", "session", (
-        _session, Field("visitor_id", "id", doc="Anonymous visitor id."), _channel, _device,
+        _session, Field("visitor_id", "id", doc="Anonymous visitor id, the same on a returning visitor's sessions "
+                                                "(distinct visitors, conversion per visitor)."), _channel, _device,
         Field("source", "label", required=False, doc="Traffic source, e.g. organic, paid, email."),
     ), "A visitor session starts (the CVR and RPV denominator)."),
     EventType("session.product_viewed", "session", (

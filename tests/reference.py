@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable
@@ -188,6 +188,8 @@ class Reference:
     # (family, partition, window_start_ms, segment, histogram field) -> [seconds, ...]
     samples: dict[tuple[str, int, int, Segment, str], list[float]]
     business: BusinessHours = BusinessHours("")
+    # rule 16: (window_start_ms, (storefront, channel, device), visitor_id) of every counted session.started
+    visits: list[tuple[int, tuple[str, str, str], str]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ computing
     @classmethod
@@ -238,12 +240,12 @@ class Reference:
         if key in sessions and last < watermark - self.params.session_timeout_ms:
             steps, last = set(), ts
         sessions[key] = (steps, max(last, ts))
-        field = {"session.product_viewed": "sessions_viewed", "session.cart_added": "sessions_carted",
-                 "session.checkout_started": "sessions_checked_out"}.get(event["type"])
-        if field is not None and field not in steps:
-            steps.add(field)
+        step = {"session.product_viewed": "sessions_viewed", "session.cart_added": "sessions_carted",
+                "session.checkout_started": "sessions_checked_out"}.get(event["type"])
+        if step is not None and step not in steps:
+            steps.add(step)
             seg = {"storefront": event["storefront"], "channel": event["channel"], "device": event["device"]}
-            self._add("session", partition, ts, seg, field)
+            self._add("session", partition, ts, seg, step)
 
     def _window(self, ts: int) -> int:
         return ts - ts % self.params.window_ms
@@ -256,9 +258,12 @@ class Reference:
         kind = event["type"]
         if family == "session":
             seg = {"storefront": event["storefront"], "channel": event["channel"], "device": event["device"]}
-            field = {"session.started": "sessions_started", "session.product_viewed": "product_views",
-                     "session.cart_added": "carts_added", "session.checkout_started": "checkouts_started"}[kind]
-            self._add(family, partition, ts, seg, field)
+            name = {"session.started": "sessions_started", "session.product_viewed": "product_views",
+                    "session.cart_added": "carts_added", "session.checkout_started": "checkouts_started"}[kind]
+            self._add(family, partition, ts, seg, name)
+            if kind == "session.started":
+                self.visits.append((self._window(ts), (seg["storefront"], seg["channel"], seg["device"]),
+                                    event["visitor_id"]))
         elif family == "order":
             seg = {"storefront": event["storefront"], "channel": event.get("channel") or "unknown",
                    "device": event.get("device") or "unknown", "currency": event.get("currency") or "XXX"}
@@ -421,6 +426,16 @@ class Reference:
             result[spec.window_name] = {seg: sorted(values) for seg, values in found.items()}
             result[spec.window_count_name] = {seg: len(values) for seg, values in found.items()}
         return result
+
+    def window_visitors(self, end_ms: int, view_ms: int) -> dict[tuple[str, tuple], int]:
+        """Rule 16: distinct visitors of the counted session starts in [end - view, end), over every
+        partition: ``("segment", (storefront, channel, device))`` and ``("storefront", (storefront,))``."""
+        seen: dict[tuple[str, tuple], set[str]] = defaultdict(set)
+        for window, segment, visitor in self.visits:
+            if end_ms - view_ms <= window < end_ms:
+                seen["segment", segment].add(visitor)
+                seen["storefront", segment[:1]].add(visitor)
+        return {key: len(visitors) for key, visitors in seen.items()}
 
     def window_kpis(self, end_ms: int, view_ms: int, by: str | None = None) -> dict[tuple[str, tuple], Any]:
         """Every KPI of docs/metrics.md ("KPIs") over the event-time window [end - view, end),

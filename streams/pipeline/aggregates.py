@@ -106,13 +106,16 @@ class LogHistogram:
 
 
 class Cell:
-    """The running aggregates of one (window, segment): counts and histograms."""
+    """The running aggregates of one (window, segment): counts and histograms; and, only on the
+    cells a closed window hands to the merge stage, sets of distinct ids (``sets``: the session
+    family's visitors), which merge by union."""
 
-    __slots__ = ("counts", "hists")
+    __slots__ = ("counts", "hists", "sets")
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.hists: dict[str, LogHistogram] = {}
+        self.sets: dict[str, set[str]] | None = None
 
     def add(self, name: str, amount: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + amount
@@ -132,21 +135,35 @@ class Cell:
                 self.hists[name] = hist.copy()
             else:
                 mine.merge(hist)
+        if other.sets:
+            sets = self.sets if self.sets is not None else {}
+            for name, members in other.sets.items():
+                sets[name] = sets.get(name, set()) | members
+            self.sets = sets
 
     def copy(self) -> "Cell":
         clone = Cell()
         clone.counts = dict(self.counts)
         clone.hists = {name: h.copy() for name, h in self.hists.items()}
+        if self.sets:
+            clone.sets = {name: set(members) for name, members in self.sets.items()}
         return clone
 
     def to_json(self) -> list[Any]:
-        return [self.counts, {name: h.to_json() for name, h in self.hists.items()}]
+        """``[counts, histograms]``, and ``{name: sorted ids}`` third when the cell has sets (a reader
+        of an older release ignores it)."""
+        out: list[Any] = [self.counts, {name: h.to_json() for name, h in self.hists.items()}]
+        if self.sets:
+            out.append({name: sorted(members) for name, members in self.sets.items()})
+        return out
 
     @classmethod
     def from_json(cls, data: list[Any]) -> "Cell":
         cell = cls()
         cell.counts = dict(data[0])
         cell.hists = {name: LogHistogram.from_json(h) for name, h in data[1].items()}
+        if len(data) > 2 and data[2]:
+            cell.sets = {name: set(members) for name, members in data[2].items()}
         return cell
 
 

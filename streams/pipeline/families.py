@@ -147,8 +147,11 @@ def on_session(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str]
     if step is not None and not funnel[0] & step[0]:
         funnel[0] |= step[0]
         first = step[1]
-    add(ts_ms - ts_ms % state.window_ms, (body.storefront, body.channel, body.device), _SESSION_FIELD[kind], 1, None,
-        first)
+    start = ts_ms - ts_ms % state.window_ms
+    segment = (body.storefront, body.channel, body.device)
+    add(start, segment, _SESSION_FIELD[kind], 1, None, first)
+    if kind == "session.started":  # distinct visitors of the window (docs/metrics.md, rule 16)
+        state.visit(start, segment, body.visitor_id)
 
 
 def on_order(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str], add: Add) -> None:

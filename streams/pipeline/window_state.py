@@ -46,6 +46,10 @@ from streams.pipeline.state import ExactlyOnce
 from streams.pipeline.windows import window_start
 
 FUNNEL_CHUNK = 5000  # sessions per funnel record (~50 bytes each): far below Kafka's 1 MB default
+# Distinct visitors kept per base window, storefront and partition (~25 bytes each in the window items and
+# the merge stage's records, which hold every partition's: these stay far below Kafka's 1 MB). Beyond it the
+# storefront's window is marked over budget and its visitor series are not written: absent, never wrong.
+VISITORS_MAX = 2000
 
 @dataclass
 class Slot:
@@ -101,6 +105,14 @@ class PartitionState(ExactlyOnce):
         self.funnels: dict[str, list[int]] = {}
         self.funnel_records: dict[str, int] = {}
         self.session_timeout_ms = settings.session_timeout_ms
+        # Session family: the distinct visitors of each open base window per (bounded) segment, handed to
+        # the merge stage with the window's cells when it closes (``families.on_session``). Persisted as
+        # the batch's new (window, segment, visitor) triples in chunks -> the newest window start in them.
+        self.visitors: dict[int, dict[Segment, set[str]]] = {}
+        self.visitor_counts: dict[tuple[int, str], int] = {}  # (window start, storefront) -> visitors kept
+        self.visitors_over: set[tuple[int, str]] = set()  # (window start, storefront) past VISITORS_MAX
+        self.visitor_records: dict[str, int] = {}
+        self._visits: list[list[Any]] = []
         self.seen: dict[str, tuple[int, int, int]] = {}  # event_id -> (bucket, offset, index)
         self.seen_records: dict[int, int] = {}  # first offset of a seen-ids record -> its newest bucket
         self._evicted_below = 0  # watermark bucket up to which eviction ran
@@ -195,7 +207,14 @@ class PartitionState(ExactlyOnce):
                 ticket = self.tickets[ticket_id]
                 ticket.through = end
                 records.append((self.key(b"t", ticket_id), ticket.to_json()))
-        elif batch.touched:
+        if self._visits:
+            visits, self._visits = self._visits, []
+            for k in range(0, len(visits), FUNNEL_CHUNK):
+                chunk = visits[k:k + FUNNEL_CHUNK]
+                ident = f"{end}-{k // FUNNEL_CHUNK}"
+                self.visitor_records[ident] = max(item[0] for item in chunk)
+                records.append((self.key(b"v", ident), orjson.dumps([end, chunk])))
+        if self.family == "session" and batch.touched:
             # The sessions this batch touched, as they stand now; later records win on restore.
             items = [[session_id, *self.funnels[session_id]] for session_id in sorted(batch.touched)]
             for k in range(0, len(items), FUNNEL_CHUNK):
@@ -217,6 +236,26 @@ class PartitionState(ExactlyOnce):
     def _bound_value(self, label: str, value: str) -> str:
         return self.bounds.value(label, value, self.meta.admitted)
 
+    def visit(self, start: int, raw_segment: Segment, visitor_id: str) -> None:
+        """A counted ``session.started``'s visitor, in its base window and segment (bounded as the
+        ``add`` just before it bounded it)."""
+        segment = self.bounds.memo.get(raw_segment)
+        if segment is None:
+            segment = self.bounds.bound(raw_segment, self.meta.admitted, self.totals.cells)
+        members = self.visitors.setdefault(start, {}).setdefault(segment, set())
+        if visitor_id in members:
+            return
+        where = (start, segment[0])
+        kept = self.visitor_counts.get(where, 0)
+        if kept >= VISITORS_MAX:
+            if where not in self.visitors_over:
+                self.visitors_over.add(where)
+                self._visits.append([start, None, segment[0]])
+            return
+        self.visitor_counts[where] = kept + 1
+        members.add(visitor_id)
+        self._visits.append([start, list(segment), visitor_id])
+
     # ----------------------------------------------------------------- close
     def _close(self) -> list[tuple[str, int, bytes]]:
         """Hand the windows the watermark has closed since the last batch to the merge stage.
@@ -236,8 +275,31 @@ class PartitionState(ExactlyOnce):
         closing = sorted(start for start in self.windows
                          if start + self.window_ms <= until and (since is None or start + self.window_ms > since))
         meta.closed_ms = until
-        partials = [(start, self.windows[start].cells) for start in closing]
+        partials = [(start, self._with_visitors(start)) for start in closing]
+        for start in [s for s in self.visitors if s + self.window_ms <= until]:
+            del self.visitors[start]  # handed on; its records go once every window in them is closed
+        self.visitor_counts = {k: n for k, n in self.visitor_counts.items() if k[0] + self.window_ms > until}
+        self.visitors_over = {k for k in self.visitors_over if k[0] + self.window_ms > until}
         return exchange.window_messages(self.family, self.partition, until, partials, self.partitions)
+
+    def _with_visitors(self, start: int) -> dict[Segment, Cell]:
+        """The closed window's cells, each with its distinct visitors (copies: the window's own cells
+        and their records never carry the sets)."""
+        cells = self.windows[start].cells
+        visitors = self.visitors.get(start)
+        if not visitors:
+            return cells
+        out = dict(cells)
+        for segment, members in visitors.items():
+            cell = Cell()
+            found = cells.get(segment)
+            if found is not None:
+                cell.counts, cell.hists = found.counts, found.hists
+            cell.sets = {"visitors": members}
+            if (start, segment[0]) in self.visitors_over:
+                cell.sets["over_budget"] = {"1"}  # the merge stage writes no visitor series for it
+            out[segment] = cell
+        return out
 
     def advance_idle(self, to_ms: int) -> Applied | None:
         """Move the watermark of a partition that has had no message for a while to ``to_ms``,
@@ -287,6 +349,11 @@ class PartitionState(ExactlyOnce):
         for ident in [i for i, newest in self.funnel_records.items() if newest < over]:
             del self.funnel_records[ident]
             tombstones.append((self.key(b"f", ident), None))
+        closed = self.meta.closed_ms
+        if closed is not None:
+            for ident in [i for i, newest in self.visitor_records.items() if newest + self.window_ms <= closed]:
+                del self.visitor_records[ident]
+                tombstones.append((self.key(b"v", ident), None))
         return tombstones
 
     # --------------------------------------------------------------- restore
@@ -338,6 +405,23 @@ class PartitionState(ExactlyOnce):
                     self.funnels[session_id] = [mask, last_ms]
                 if items:
                     self.funnel_records[ident.decode()] = max(item[2] for item in items)
+            elif kind == b"v":
+                if value is None:
+                    self.visitor_records.pop(ident.decode(), None)
+                    continue
+                _, items = orjson.loads(value)
+                for start, segment, visitor_id in items:
+                    if segment is None:  # [start, None, storefront]: that window went over budget
+                        self.visitors_over.add((start, visitor_id))
+                        continue
+                    segment = widen(self.family, segment)
+                    members = self.visitors.setdefault(start, {}).setdefault(segment, set())
+                    if visitor_id not in members:
+                        members.add(visitor_id)
+                        where = (start, segment[0])
+                        self.visitor_counts[where] = self.visitor_counts.get(where, 0) + 1
+                if items:
+                    self.visitor_records[ident.decode()] = max(item[0] for item in items)
             elif kind == b"m":
                 self.meta = Meta() if value is None else Meta.from_json(value)
         self.bounds.reset()
@@ -347,6 +431,11 @@ class PartitionState(ExactlyOnce):
             self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
             over = self.meta.watermark_ms - self.session_timeout_ms
             self.funnels = {sid: f for sid, f in self.funnels.items() if f[1] >= over}
+        if self.meta.closed_ms is not None:  # windows closed (and handed on) before the crash
+            closed = self.meta.closed_ms
+            self.visitors = {s: v for s, v in self.visitors.items() if s + self.window_ms > closed}
+            self.visitor_counts = {k: n for k, n in self.visitor_counts.items() if k[0] + self.window_ms > closed}
+            self.visitors_over = {k for k in self.visitors_over if k[0] + self.window_ms > closed}
         self._dirty_windows.update(self.windows)
         self._dirty_days.update(self.days)
         return applied
@@ -358,6 +447,7 @@ class PartitionState(ExactlyOnce):
         keys += [self.key(b"t", ticket_id) for ticket_id in self.tickets]
         keys += [self.key(b"d", first) for first in self.seen_records]
         keys += [self.key(b"f", ident) for ident in self.funnel_records]
+        keys += [self.key(b"v", ident) for ident in self.visitor_records]
         keys += [self.key(b"c", 0), self.key(b"m", 0)]
         return [(key, None) for key in keys]
 

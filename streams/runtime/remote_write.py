@@ -39,7 +39,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_COMPLETE, WINDOW_QUANTILES, major_units
+from streams.catalog import (COUNTERS, HISTOGRAMS, WINDOW_COMPLETE, WINDOW_QUANTILES, WINDOW_STOREFRONT_VISITORS,
+                             WINDOW_VISITORS, major_units)
 from streams.config import Settings, format_duration
 from streams.pipeline.aggregates import LogHistogram
 from streams.pipeline.merge_state import WindowExport
@@ -125,6 +126,25 @@ def window_series(export: WindowExport) -> list[Series]:
                 merged.setdefault(key, LogHistogram()).merge(sketch)
     for (name, pairs), sketch in sorted(merged.items()):
         out.extend(_summary(name, {**dict(pairs), "window": window}, sketch, ts))
+    if export.family == "session":
+        out.extend(_visitors(export, window, ts))
+    return out
+
+
+def _visitors(export: WindowExport, window: str, ts: int) -> list[Series]:
+    """Distinct visitors of the window per segment and of the storefront (the union over segments); none
+    when a partition had more than it keeps (``window_state.VISITORS_MAX``): absent, never a wrong count."""
+    if any(cell.sets and "over_budget" in cell.sets for cell in export.cells.values()):
+        return []
+    out: list[Series] = []
+    everyone: set[str] = set()
+    for segment, cell in sorted(export.cells.items()):
+        members = (cell.sets or {}).get("visitors", set())
+        everyone |= members
+        labels = dict(zip(SEGMENT_LABELS["session"], segment))
+        out.append(({"__name__": WINDOW_VISITORS, **labels, "window": window}, [(float(len(members)), ts)]))
+    out.append(({"__name__": WINDOW_STOREFRONT_VISITORS, "storefront": export.storefront, "window": window},
+                [(float(len(everyone)), ts)]))
     return out
 
 

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from grafana_foundation_sdk.models import dashboard as dm
 
-from streams.catalog import COUNTERS, CUSTOMER, HISTOGRAMS, WINDOW_COMPLETE, WINDOW_QUANTILES
+from streams.catalog import (COUNTERS, CUSTOMER, HISTOGRAMS, WINDOW_COMPLETE, WINDOW_QUANTILES,
+                             WINDOW_STOREFRONT_VISITORS, WINDOW_VISITORS)
 from streams.mixin import dashboards, rules
 from streams.mixin.rules import alerts, catalog_series, recorded_names, series_names
 
@@ -317,7 +318,7 @@ def test_every_panel_says_which_clock_it_counts_by_and_what_the_grace_period_cos
 
 
 # The series the merge stage writes by remote write, one sample per window at its end.
-WINDOW_SERIES = ({c.window_name for c in COUNTERS} | {WINDOW_COMPLETE}
+WINDOW_SERIES = ({c.window_name for c in COUNTERS} | {WINDOW_COMPLETE, WINDOW_VISITORS, WINDOW_STOREFRONT_VISITORS}
                  | {name + suffix for h in HISTOGRAMS
                     for name in (h.window_name, h.window_storefront_name, h.window_reason_name)
                     for suffix in ("", "_count", "_sum")})

@@ -76,7 +76,7 @@ def session_order_events(rng: random.Random, n: int, family: str) -> list[bytes]
             body = {"type": kind, "session_id": f"s{rng.randint(0, 15)}", "channel": rng.choice(["web", "app"]),
                     "device": "mobile"}
             if kind == "session.started":
-                body["visitor_id"] = "v1"
+                body["visitor_id"] = f"v{rng.randint(0, 5)}"  # visitors come back: distinct counts matter
             elif kind != "session.checkout_started":
                 body["product_id"] = "p1"
         else:
@@ -106,6 +106,8 @@ def fingerprint(state: PartitionState) -> dict:
         # the sessions still going (one timed out counts as new at its next event, whenever eviction ran)
         "funnels": {sid: f for sid, f in state.funnels.items()
                     if f[1] >= (state.meta.watermark_ms or 0) - state.session_timeout_ms},
+        # the distinct visitors of the windows still open (a closed window's went to the merge stage)
+        "visitors": {start: {seg: sorted(v) for seg, v in by.items()} for start, by in state.visitors.items()},
     }
 
 

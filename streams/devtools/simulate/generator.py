@@ -46,6 +46,8 @@ class _Simulation:
         self.scheduled: list[tuple[int, int, int, Callable[[int], dict[str, Any]]]] = []
         self.held: list[tuple[int, int, dict[str, Any]]] = []  # (release_ms, seq, event)
         self.customers: list[list[str]] = [[] for _ in cfg.storefronts]
+        self.visitors: list[list[str]] = [[] for _ in cfg.storefronts]  # returning visitors per store
+        self.visitor_rng = random.Random(f"visitors:{cfg.seed}")  # apart: the other draws stay the same
         self.clock_ms = cfg.start_ms
         self._ts_second = -1
         self._ts_prefix = ""
@@ -197,7 +199,19 @@ class _Simulation:
                         if not broken:
                             self._at(t, store, lambda at: self._order_placed(at, store, common))
         source = self._sources[0][_pick_index(rng, self._sources[1])] if channel != "social" else "social"
-        return self._envelope("session.started", now, store, visitor_id=self._id("v"), source=source, **common)
+        return self._envelope("session.started", now, store, visitor_id=self._visitor(store), source=source, **common)
+
+    def _visitor(self, store: int) -> str:
+        """A new visitor, or (``returning_visitor_share``) one of the store's earlier visitors."""
+        cfg, rng, pool = self.cfg, self.visitor_rng, self.visitors[store]
+        new = self._id("v")  # drawn either way: the ids of everything else stay the same
+        if pool and rng.random() < cfg.returning_visitor_share:
+            return pool[rng.randrange(len(pool))]
+        if len(pool) < cfg.visitor_pool_size:
+            pool.append(new)
+        else:
+            pool[rng.randrange(len(pool))] = new
+        return new
 
     def _funnel_step(self, due: int, store: int, type_name: str, common: dict[str, str], product: bool) -> None:
         extra = {"product_id": f"p-{store}-{1 + int(self.rng.random() * 399)}"} if product else {}

@@ -121,6 +121,10 @@ class SimConfig:
     diurnal: tuple[float, ...] = DIURNAL
     # What starts new activity when nothing scheduled is due (relative weights):
     session_weight: float = 1.0  # times DIURNAL[hour]
+    # Sessions of a returning visitor (a visitor_id seen before, from a pool per store): visitor-based CVR
+    # differs from session-based CVR. Drawn from a generator of their own: other draws stay as they were.
+    returning_visitor_share: float = 0.35
+    visitor_pool_size: int = 2_000
     standalone_ticket_weight: float = 0.01  # pre-sales and account questions
     standalone_survey_weight: float = 0.06  # relationship NPS surveys sent, not tied to anything
     # Orders
@@ -198,7 +202,8 @@ class SimConfig:
             fail("rate_per_s", "a rate above 0 events/s")
         if not self.storefronts:
             fail("storefronts", f"1 to {len(STOREFRONTS)} storefronts")
-        for name in ("ooo_share", "late_share", "dup_share", "repeat_customer_share", "refund_share",
+        for name in ("ooo_share", "late_share", "dup_share", "repeat_customer_share", "returning_visitor_share",
+                     "refund_share",
                      "return_share", "ticket_after_order_share", "reopen_share", "resolve_share",
                      "checkout_broken_drop", "nps_after_order_share", "csat_after_ticket_share",
                      "ces_after_ticket_share", "fatigue_factor", "no_reason_share"):

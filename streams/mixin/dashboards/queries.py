@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_COMPLETE
+from streams.catalog import COUNTERS, HISTOGRAMS, WINDOW_COMPLETE, WINDOW_STOREFRONT_VISITORS, WINDOW_VISITORS
 from streams.mixin import rules
 from streams.mixin.dashboards.common import W, _short
 from streams.mixin.rules import _indent, _kpi
@@ -37,6 +37,10 @@ def _window_labels(name: str) -> tuple[str, ...]:
             return ("storefront", "reason")
     if name == WINDOW_COMPLETE:
         return ("storefront", "family")
+    if name == WINDOW_VISITORS:
+        return ("storefront", "channel", "device")
+    if name == WINDOW_STOREFRONT_VISITORS:
+        return ("storefront",)
     raise KeyError(f"{name} is not an event-time window series")
 
 

@@ -13,7 +13,9 @@ from streams.mixin.dashboards.common import SF, _about, _help
 from streams.mixin.dashboards.layout import _dashboard, _variables
 from streams.mixin.dashboards.panels import (CURRENCY_LEGEND, Column, _alerts, _band, _bars, _kpi_tile, _money, _series,
                                              _stat, _steps, _table, _target, _targets)
-from streams.mixin.dashboards.queries import complete_in, pooled_total, window_count, window_kpi
+from streams.catalog import WINDOW_STOREFRONT_VISITORS
+from streams.mixin.dashboards.common import W
+from streams.mixin.dashboards.queries import at_window_ends, complete_in, pooled_total, window_count, window_kpi
 from streams.mixin.rules import _indent
 
 FUNNEL: tuple[tuple[str, str], ...] = (
@@ -156,6 +158,26 @@ def _conversion() -> list[timeseries.Panel]:
                 clock=EVENT_GRAPH, span=8),
         _series("Cart abandonment by channel", f"{_about('cart_abandonment')}", "percentunit",
                 _targets((window_kpi("cart_abandonment", SC, SFC), CHAN)), clock=EVENT_GRAPH, span=8),
+        _series("CVR per visitor and per session", (
+            "Orders placed / distinct visitors of the storefront (`visitor_id` of the window's session starts, a "
+            "returning visitor once; `storefront:cxpulse_visitor_conversion:ratio_window5m`), the CX guide's "
+            "conversion rate, beside orders / sessions started (CVR). A visitor with several sessions in the window "
+            "counts once, so the visitor rate is the higher one; the gap is the visitors' return. Per storefront: "
+            "distinct visitors do not add up over channels or windows (docs/metrics.md, rule 16)."), "percentunit",
+            _targets((at_window_ends(rules.visitor_conversion_expr(W), {"storefront": "$storefront"}),
+                      "{{storefront}} per visitor"),
+                     (window_kpi("conversion", ("storefront",), {"storefront": "$storefront"}),
+                      "{{storefront}} per session")),
+            clock=EVENT_GRAPH, span=12),
+        _series("Distinct visitors and sessions per $window window", (
+            "Distinct visitors (`cxpulse_window_storefront_visitors`: a visitor with several sessions in the window "
+            "once) and sessions started per storefront: the denominators of CVR per visitor and per session."),
+            "short", _targets((at_window_ends(f'sum by (storefront) (last_over_time({WINDOW_STOREFRONT_VISITORS}'
+                                              f'{{window="{W}"}}[{rules.WINDOW_RANGE}]))', {"storefront": "$storefront"}),
+                               "{{storefront}} visitors"),
+                              (window_count("cxpulse_sessions_started_total", ("storefront",),
+                                            {"storefront": "$storefront"}), "{{storefront}} sessions")),
+            clock=EVENT_GRAPH, span=12, bars=True),
         _series("Sessions per $window window by channel (CVR and RPV sample)",
                 f"{_help('cxpulse_sessions_started_total')} The denominator of CVR and RPV. The conversion and RPV "
                 f"alerts need {rules.MIN_SESSIONS_PER_HOUR} in the hour (dashed line, for 1h windows).", "short",

@@ -104,6 +104,7 @@ from streams.mixin.rules.windows import (
     VIEWS,
     WINDOW_RANGE,
     WINDOWS,
+    visitor_conversion_expr,
     window_complete,
     window_component,
     window_kpi_expr,
@@ -130,7 +131,8 @@ __all__ = [
     "SILENT_WINDOW", "WINDOWS_BEHIND_MARGIN_S",
     # event-time windows (windows.py)
     "COLLAPSE_PAGE_AFTER", "DELAY", "LONG_WINDOW_KPIS", "LONG_WINDOWS", "VIEWS", "WINDOW_RANGE", "WINDOWS",
-    "window_complete", "window_component", "window_kpi_expr", "window_numerator", "window_range",
+    "visitor_conversion_expr", "window_complete", "window_component", "window_kpi_expr", "window_numerator",
+    "window_range",
     # recording rules (recording.py, customers.py)
     "PIPELINE_COUNTERS", "customer_expr", "customer_rules", "initiative_rules", "recording_groups",
     # alert rules and their links (alerts.py, links.py)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from streams.catalog import COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, PIPELINE, WINDOW_COMPLETE
+from streams.catalog import (COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, PIPELINE, WINDOW_COMPLETE,
+                             WINDOW_STOREFRONT_VISITORS, WINDOW_VISITORS)
 from streams.mixin.rules.alerts import alert_groups
 from streams.mixin.rules.links import Links
 from streams.mixin.rules.recording import recording_groups
@@ -44,6 +45,7 @@ def recorded_names() -> set[str]:
 def catalog_series() -> set[str]:
     """Every series name cxpulse exports (scraped) or writes (event-time windows), as Prometheus sees it."""
     names = {c.name for c in COUNTERS} | {c.window_name for c in COUNTERS} | set(PIPELINE) | {WINDOW_COMPLETE}
+    names |= {WINDOW_VISITORS, WINDOW_STOREFRONT_VISITORS}
     for h in HISTOGRAMS:
         names |= {h.name + s for s in ("_bucket", "_count", "_sum")}
         for summary in (h.window_name, h.window_storefront_name, h.window_reason_name):

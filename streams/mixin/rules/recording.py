@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.catalog import KPIS
+from streams.catalog import KPIS, WINDOW_STOREFRONT_VISITORS
 from streams.mixin.rules.bounds import _interval_expr
 from streams.mixin.rules.common import (BASELINE_KPIS, FAMILY_ARRIVALS, INTERVAL_KPIS, Level, _kpi, base, bound_rule,
                                         component_level, denominator_rule, expected_orders_rule, kpi_levels,
                                         numerator_rule, rule_name, window_denominator_rule, window_rule)
 from streams.mixin.rules.customers import customer_rules
 from streams.mixin.rules.thresholds import ORDERS_STOPPED_WINDOWS
-from streams.mixin.rules.windows import (DELAY, LONG_WINDOW_KPIS, LONG_WINDOWS, WINDOWS, window_component,
-                                         window_kpi_expr, window_numerator)
+from streams.mixin.rules.windows import (DELAY, LONG_WINDOW_KPIS, LONG_WINDOWS, WINDOW_RANGE, WINDOWS,
+                                         visitor_conversion_expr, window_component, window_kpi_expr,
+                                         window_numerator)
 
 PIPELINE_COUNTERS: tuple[str, ...] = (
     "cxpulse_events_total", "cxpulse_messages_total", "cxpulse_events_rejected_total",
@@ -92,6 +93,12 @@ def _window_rules() -> list[dict[str, str]]:
                     if key in BASELINE_KPIS and level == kpi_levels(kpi)[0]:
                         kpis.append({"record": numerator_rule(kpi, metric, level, window, offset=True),
                                      "expr": window_numerator(kpi, metric, level, window, f"1w{DELAY}")})
+    for window in WINDOWS:  # conversion per visitor (rule 16) and its sample: the storefront's visitors
+        kpis.append({"record": rule_name(("storefront",), "cxpulse_visitor_conversion", f"ratio_window{window}"),
+                     "expr": visitor_conversion_expr(window, DELAY)})
+        kpis.append({"record": rule_name(("storefront",), "cxpulse_visitors", f"window{window}"),
+                     "expr": f'sum by (storefront) (last_over_time({WINDOW_STOREFRONT_VISITORS}{{window="{window}"}}'
+                             f"[{WINDOW_RANGE}] offset {DELAY}))"})
     kpis = list({r["record"]: r for r in kpis}.values())  # p50 and p90 share their counts
     return kpis
 

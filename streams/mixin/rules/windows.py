@@ -9,7 +9,8 @@ the rules read them.
 
 from __future__ import annotations
 
-from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, WINDOW_COMPLETE, Kpi  # noqa: F401 (KPIS: the doctests)
+from streams.catalog import (COUNTERS, HISTOGRAMS, KPIS, WINDOW_COMPLETE, WINDOW_STOREFRONT_VISITORS,  # noqa: F401
+                             Kpi)  # (KPIS: the doctests)
 from streams.config import Settings, format_duration, parse_duration_ms
 from streams.mixin.rules.common import Level, _kpi_expr, component_level
 
@@ -93,6 +94,20 @@ def window_numerator(kpi: Kpi, metric: str, level: Level, window: str, offset: s
     den = window_component(kpi.denominator, den_level, window, offset)
     zero = f"0 * {den}\n    and on (storefront) {window_complete(_FAMILY_OF[metric], window, offset)}"
     return f"(\n    {expr}\n    or on ({', '.join(lvl)})\n    {zero}\n  )"
+
+
+def visitor_conversion_expr(window: str, offset: str = "") -> str:
+    """Orders placed / distinct visitors of the storefront over the event-time ``window`` (a view:
+    distinct counts do not add up over minutes), complete windows only (docs/metrics.md, rule 16).
+    Not a share (a visitor may order twice), so no interval. 0 orders reads 0 where the order window is
+    complete; absent where the session window is not (no visitor series) or had no visitor."""
+    off = f" offset {offset}" if offset else ""
+    orders = next(c.window_name for c in COUNTERS if c.field == "orders_placed")
+    visitors = (f'sum by (storefront) (last_over_time({WINDOW_STOREFRONT_VISITORS}{{window="{window}"}}'
+                f"[{WINDOW_RANGE}]{off}))")
+    placed = f'sum by (storefront) (last_over_time({orders}{{window="{window}"}}[{WINDOW_RANGE}]{off}))'
+    return (f"(\n    {placed}\n    or on (storefront)\n    0 * {visitors}\n"
+            f"    and on (storefront) {window_complete('order', window, offset)}\n  )\n/ ({visitors} > 0)")
 
 
 def window_kpi_expr(kpi: Kpi, level: Level, window: str, offset: str = "") -> str:
