@@ -160,13 +160,10 @@ class CustomerState(ExactlyOnce):
 
     def _apply_fact(self, fact: list[Any], offset: int, index: int, touched: set[tuple[str, str]],
                     evicted: set[tuple[str, str]]) -> bool:
-        """One fact ``[kind, storefront, customer_id, event_id, ts_ms, ...]`` (``families.fact``);
+        """One fact ``[kind, storefront, customer_id, event_id, ts_ms, ...]`` (``families.facts``);
         whether the aggregates changed."""
         kind, storefront, customer_id, event_id, ts_ms = fact[:5]
-        meta = self.meta
-        meta.events += 1
-        if meta.watermark_ms is None or ts_ms > meta.watermark_ms:
-            meta.watermark_ms = ts_ms
+        self._count_fact(ts_ms)
         key = (storefront, customer_id)
         changed = False
         customer = self.customers.get(key)
@@ -178,10 +175,7 @@ class CustomerState(ExactlyOnce):
             self.customers.move_to_end(key)
         if offset < customer.through:
             return changed  # this customer's record holds the fact (and so do the aggregates)
-        customer.seq = (offset, index)
-        if ts_ms > customer.last_ms:
-            customer.last_ms = ts_ms
-            heapq.heappush(self._expiring, (ts_ms, storefront, customer_id))
+        _seen(customer, offset, index, ts_ms, self._expiring, (ts_ms, storefront, customer_id))
         touched.add(key)
         items = (customer.orders if kind == "o" else customer.tickets if kind == "t"
                  else customer.answers if kind == "n" else customer.csat)
@@ -196,10 +190,7 @@ class CustomerState(ExactlyOnce):
         """One fact of the checkout join, ``["k", storefront, session_id, event_id, ts_ms, channel,
         device]`` or ``["s", storefront, session_id, event_id, ts_ms]``; whether the aggregates changed."""
         kind, storefront, session_id, event_id, ts_ms = fact[:5]
-        meta = self.meta
-        meta.events += 1
-        if meta.watermark_ms is None or ts_ms > meta.watermark_ms:
-            meta.watermark_ms = ts_ms
+        self._count_fact(ts_ms)
         session = self.sessions.get(session_id)
         if session is None:
             session = self.sessions[session_id] = Checkout()
@@ -208,10 +199,7 @@ class CustomerState(ExactlyOnce):
             self.sessions.move_to_end(session_id)
         if offset < session.through:
             return False  # this session's record holds the fact (and so do the aggregates)
-        session.seq = (offset, index)
-        if ts_ms > session.last_ms:
-            session.last_ms = ts_ms
-            heapq.heappush(self._session_expiring, (ts_ms, session_id))
+        _seen(session, offset, index, ts_ms, self._session_expiring, (ts_ms, session_id))
         self._sessions_touched.add(session_id)
         items = session.checkouts if kind == "k" else session.orders
         skipped = "facts_duplicate" if session.has(event_id) else (
@@ -222,13 +210,20 @@ class CustomerState(ExactlyOnce):
         pending = session.decided_at(self.horizon_ms, self.margin_ms)
         items.append([ts_ms, event_id, storefront, *fact[5:]] if kind == "k" else [ts_ms, event_id])
         items.sort()
-        watermark = session.wm = meta.watermark_ms
+        watermark = session.wm = self.meta.watermark_ms
         changed = self._account(before, checkout_contribution(session, watermark, self.horizon_ms, self.margin_ms),
                                 offset)
         when = session.decided_at(self.horizon_ms, self.margin_ms)
         if when is not None and when != pending and when > watermark:  # type: ignore[operator]
             heapq.heappush(self._deciding, (when, session_id))
         return changed
+
+    def _count_fact(self, ts_ms: int) -> None:
+        """A fact read: counted, and the partition's watermark (its newest fact time) moved."""
+        meta = self.meta
+        meta.events += 1
+        if meta.watermark_ms is None or ts_ms > meta.watermark_ms:
+            meta.watermark_ms = ts_ms
 
     def _add_fact(self, key: tuple[str, str], customer: Customer, items: list[list[Any]], fact: list[Any],
                   offset: int) -> bool:
@@ -456,23 +451,9 @@ class CustomerState(ExactlyOnce):
             applied += 1
             kind, _, ident = key[size:].partition(b"|")
             if kind == b"k":
-                who = _parse_ident(ident.decode())
-                if value is None:
-                    gone = self.customers.pop(who, None)
-                    if gone is not None:
-                        forgotten[who] = gone
-                else:
-                    self.customers[who] = Customer.from_json(value)
-                    forgotten.pop(who, None)
+                _restore_one(self.customers, forgotten, _parse_ident(ident.decode()), value, Customer.from_json)
             elif kind == b"s":
-                session_id = orjson.loads(ident)
-                if value is None:
-                    gone_session = self.sessions.pop(session_id, None)
-                    if gone_session is not None:
-                        forgotten_sessions[session_id] = gone_session
-                else:
-                    self.sessions[session_id] = Checkout.from_json(value)
-                    forgotten_sessions.pop(session_id, None)
+                _restore_one(self.sessions, forgotten_sessions, orjson.loads(ident), value, Checkout.from_json)
             elif kind == b"a":
                 if value is None:
                     self.aggregates, self.aggregates_through, version = {}, 0, AGGREGATES_VERSION
@@ -526,6 +507,29 @@ class CustomerState(ExactlyOnce):
     def snapshot(self, previous: Any = None) -> CustomerSnapshot:
         return CustomerSnapshot(self.family, self.partition, self.meta.copy(), self.exported(),
                                 len(self.customers), len(self.sessions))
+
+
+def _seen(record: Customer | Checkout, offset: int, index: int, ts_ms: int, expiring: list[Any],
+          entry: tuple[Any, ...]) -> None:
+    """A customer's or session's new fact: its place in the eviction order, and its last activity
+    (a newer one goes on the expiry heap; the entry it replaces there turns stale)."""
+    record.seq = (offset, index)
+    if ts_ms > record.last_ms:
+        record.last_ms = ts_ms
+        heapq.heappush(expiring, entry)
+
+
+def _restore_one(held: Any, forgotten: dict[Any, Any], who: Any, value: bytes | None,
+                 load: Callable[[bytes], Any]) -> None:
+    """One customer or session record read back: held, or (a tombstone) forgotten, kept aside in case
+    the tombstone came from a batch that never committed (``restore``)."""
+    if value is None:
+        gone = held.pop(who, None)
+        if gone is not None:
+            forgotten[who] = gone
+    else:
+        held[who] = load(value)
+        forgotten.pop(who, None)
 
 
 def _ident(key: tuple[str, str]) -> str:
