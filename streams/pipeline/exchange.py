@@ -136,6 +136,22 @@ def decode_window_items(value: bytes | None) -> list[list[Any]]:
              and type(item[3]) is int)
             or (item[0] == "p" and len(item) == 6 and type(item[1]) is str and type(item[2]) is int
                 and type(item[3]) is int and type(item[4]) is str and isinstance(item[5], list)))
-        if not ok:
+        if not ok or (item[0] == "p" and not all(_is_cell_entry(entry) for entry in item[5])):
             raise ValueError(f"item {i} is not a window partial or marker")
     return items
+
+
+def _is_cell_entry(entry: Any) -> bool:
+    """``[segment, cell]`` of a partial: a segment of strings and a cell ``Cell.from_json`` reads (foreign
+    data that passed the item's shape must be parked here, not fail the merge stage)."""
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], list)
+            and all(type(v) is str for v in entry[0]) and isinstance(entry[1], list) and 2 <= len(entry[1]) <= 3):
+        return False
+    counts, hists, *rest = entry[1]
+    try:
+        cell = Cell.from_json(entry[1])
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        return False
+    return (all(type(k) is str and type(v) in (int, float) for k, v in cell.counts.items())
+            and isinstance(counts, dict) and isinstance(hists, dict)
+            and all(type(m) is str for members in (cell.sets or {}).values() for m in members))

@@ -234,3 +234,22 @@ def test_a_foreign_message_on_the_customer_topic_is_parked_as_malformed_json_and
     assert set(outbox.parked) <= set(REASONS)  # a documented reason (docs/events.md lists them all)
     assert [dict(headers)["cx-reason"] for _, headers in outbox.dead_letters] == [b"malformed_json"] * 3
     assert set(pipeline.states["customer", 0].customers) == {("shop", "c1"), ("shop", "c2")}
+
+
+def test_a_foreign_partial_on_the_windows_topic_is_parked_and_cannot_stop_the_merge_stage() -> None:
+    """A message of the shape of a window partial whose cells cxpulse did not write (a cell that is not
+    counts and histograms, a visitor set that is not ids, a segment entry that is not one) is parked as
+    `malformed_json` at decode; a real marker beside it applies."""
+    settings = Settings(partitions=1)
+    pipeline = Pipeline(settings, "w1")
+    (job,) = pipeline.claim([("merge", 0)])
+    pipeline.install(job, [], 0)
+    cell = lambda c: orjson.dumps([["p", "session", 0, 0, "shop", [[["shop", "web", "mobile"], c]]]])  # noqa: E731
+    values = [cell([{}, {}, "not sets"]), cell([{"sessions_started": "x"}, {}]), cell([{}, {}, {"visitors": [5]}]),
+              orjson.dumps([["p", "session", 0, 0, "shop", [5]]]), orjson.dumps([["m", "session", 0, 120_000]])]
+    records = [Record(settings.topic_windows, 0, offset, 0, value) for offset, value in enumerate(values)]
+
+    (outbox,) = pipeline.plan(records, now_ms=T_TICKETS)
+
+    assert outbox.parked == {"malformed_json": 4}
+    assert pipeline.states["merge", 0].sources == {("session", 0): 120_000}
