@@ -143,8 +143,13 @@ def test_zombie_worker_stalled_past_the_session_timeout_loses_and_doubles_nothin
         f"recovered windows differ from what was sent: missing {dict(expected - got_windows)}, "
         f"extra {dict(got_windows - expected)}")
     c = fleet(settings, 2).wait_ready(120)
-    wait_until(lambda: per_partition(_scrape_all([c])) == sender.sent, 90, 1,
-               what="a fresh worker recovers counters equal to what was sent")
+    try:
+        wait_until(lambda: per_partition(_scrape_all([c])) == sender.sent, 90, 1,
+                   what="a fresh worker recovers counters equal to what was sent")
+    except AssertionError:
+        got = per_partition(_scrape_all([c]))
+        raise AssertionError(f"the fresh worker's counters: missing {dict(sender.sent - got)}, "
+                             f"extra {dict(got - sender.sent)} (per family and partition)") from None
 
 
 def _dead_letters(settings, want: int, timeout_s: float = 60) -> list[dict[str, bytes]]:
