@@ -45,7 +45,7 @@ from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.state import ExactlyOnce
 from streams.pipeline.windows import window_start
 
-FUNNEL_CHUNK = 5000  # sessions per funnel record (~50 bytes each): far below Kafka's 1 MB default
+RECORD_ITEMS = 5000  # sessions or visitors per funnel / visitor record (~50 bytes each): far below Kafka's 1 MB
 # Distinct visitors kept per base window, storefront and partition (~25 bytes each in the window items and
 # the merge stage's records, which hold every partition's: these stay far below Kafka's 1 MB). Beyond it the
 # storefront's window is marked over budget and its visitor series are not written: absent, never wrong.
@@ -209,19 +209,11 @@ class PartitionState(ExactlyOnce):
                 records.append((self.key(b"t", ticket_id), ticket.to_json()))
         if self._visits:
             visits, self._visits = self._visits, []
-            for k in range(0, len(visits), FUNNEL_CHUNK):
-                chunk = visits[k:k + FUNNEL_CHUNK]
-                ident = f"{end}-{k // FUNNEL_CHUNK}"
-                self.visitor_records[ident] = max(item[0] for item in chunk)
-                records.append((self.key(b"v", ident), orjson.dumps([end, chunk])))
+            records += self._chunks(b"v", visits, end, self.visitor_records, 0)
         if self.family == "session" and batch.touched:
             # The sessions this batch touched, as they stand now; later records win on restore.
             items = [[session_id, *self.funnels[session_id]] for session_id in sorted(batch.touched)]
-            for k in range(0, len(items), FUNNEL_CHUNK):
-                chunk = items[k:k + FUNNEL_CHUNK]
-                ident = f"{end}-{k // FUNNEL_CHUNK}"
-                self.funnel_records[ident] = max(item[2] for item in chunk)
-                records.append((self.key(b"f", ident), orjson.dumps([end, chunk])))
+            records += self._chunks(b"f", items, end, self.funnel_records, 2)
         for chunk in _seen_chunks(batch.seen):
             # One record per chunk, cut at message boundaries and keyed by the chunk's
             # first offset: one record for a whole batch outgrows the broker's message
@@ -232,6 +224,18 @@ class PartitionState(ExactlyOnce):
         records.extend(self._evict())
         self.seal(records, end)
         return Applied(records, batch.parked, batch.counted, sends)
+
+    def _chunks(self, kind: bytes, items: list[list[Any]], end: int, newest: dict[str, int],
+                at: int) -> list[tuple[bytes, bytes | None]]:
+        """A batch's funnel or visitor items as records of ``RECORD_ITEMS`` each, keyed by the batch's end
+        and a chunk number; ``newest`` learns each record's largest ``item[at]`` (what eviction reads)."""
+        out: list[tuple[bytes, bytes | None]] = []
+        for k in range(0, len(items), RECORD_ITEMS):
+            chunk = items[k:k + RECORD_ITEMS]
+            ident = f"{end}-{k // RECORD_ITEMS}"
+            newest[ident] = max(item[at] for item in chunk)
+            out.append((self.key(kind, ident), orjson.dumps([end, chunk])))
+        return out
 
     def _bound_value(self, label: str, value: str) -> str:
         return self.bounds.value(label, value, self.meta.admitted)

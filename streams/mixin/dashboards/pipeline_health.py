@@ -213,9 +213,11 @@ def _state() -> list[timeseries.Panel]:
     return [
         _series("State size by family", f"Per family, summed over partitions: base windows "
                 f"({_help('cxpulse_state_windows')}), open tickets ({_help('cxpulse_state_tickets')}), "
-                f"dedupe ids ({_help('cxpulse_state_seen_ids')})", "short",
+                f"sessions ({_help('cxpulse_state_sessions')}), dedupe ids ({_help('cxpulse_state_seen_ids')})",
+                "short",
                 _targets((f"sum by (family) (cxpulse_state_windows{{{FAM}}})", "{{family}} windows"),
                          (f"sum by (family) (cxpulse_state_tickets{{{FAM}}})", "{{family}} tickets"),
+                         (f"sum by (family) (cxpulse_state_sessions{{{FAM}}})", "{{family}} sessions"),
                          (f"sum by (family) (cxpulse_state_seen_ids{{{FAM}}})", "{{family}} seen ids")),
                 clock=ARRIVAL_NOW, span=8),
         _series("Assigned partitions by worker", f"{_help('cxpulse_assigned_partitions')} Summed over families, "
