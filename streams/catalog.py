@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streams.contract import Family
-from streams.pipeline.families import SEGMENT_LABELS
+from streams.pipeline.families import BREAKDOWN, SEGMENT_LABELS
 
 Unit = Literal["count", "currency", "seconds", "ratio", "score", "percent"]
 
@@ -46,6 +46,11 @@ class Counter:
     @property
     def window_name(self) -> str:
         return "cxpulse_window_" + self.name.removeprefix("cxpulse_").removesuffix("_total")
+
+    @property
+    def window_category_name(self) -> str:
+        """A ticket counter per storefront and product category (``families.BREAKDOWN``) in the window."""
+        return "cxpulse_window_category_" + self.name.removeprefix("cxpulse_").removesuffix("_total")
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -98,6 +103,11 @@ class Histogram:
     def window_reason_name(self) -> str:
         """The same summary per storefront and contact reason (labels storefront, reason)."""
         return "cxpulse_window_reason_" + self.name.removeprefix("cxpulse_")
+
+    @property
+    def window_category_name(self) -> str:
+        """The same summary per storefront and product category (a ticket's breakdown, not a segment label)."""
+        return "cxpulse_window_category_" + self.name.removeprefix("cxpulse_")
 
     @property
     def window_count_name(self) -> str:
@@ -171,6 +181,11 @@ HISTOGRAMS: tuple[Histogram, ...] = (
               "Resolution time in business hours: the part of created -> resolved that fell in the storefront's "
               "opening hours (CXPULSE_BUSINESS_HOURS), recorded with the calendar-time one."),
 )
+
+# Labels of the window series a family writes per breakdown besides its segment (``families.BREAKDOWN``):
+# the ticket counters and summaries per storefront and product category. A rule may read a ticket
+# component at a level with product_category (the ``window_category_name`` series); nothing cumulative has it.
+BREAKDOWN_LABELS: dict[str, tuple[str, ...]] = {"ticket": (BREAKDOWN,)}
 
 COUNTERS_BY_FIELD = {(c.family, c.field): c for c in COUNTERS}
 HISTOGRAMS_BY_FIELD = {(h.family, h.field): h for h in HISTOGRAMS}

@@ -142,6 +142,7 @@ class Settings:
     allowed_storefronts: str = ""
     allowed_channels: str = ""
     allowed_currencies: str = ""
+    allowed_product_categories: str = ""  # the tickets' product_category (a breakdown, not a segment label)
     label_cap: int = 50
     segment_cap: int = 500
     # Engine: "kafka" (a batch consumer, the default) or "faust" (the Faust agent)
@@ -200,7 +201,8 @@ class Settings:
     def allowed_values(self, label: str) -> frozenset[str] | None:
         """The allow-list of a segment label, or None when any value may pass (up to the cap)."""
         text = {"storefront": self.allowed_storefronts, "channel": self.allowed_channels,
-                "currency": self.allowed_currencies}.get(label, "")
+                "currency": self.allowed_currencies,
+                "product_category": self.allowed_product_categories}.get(label, "")
         values = frozenset(v.strip() for v in text.split(",") if v.strip())
         return values or None
 

@@ -98,6 +98,11 @@ _reason = Field("reason", "enum", required=False, choices=REASONS,
                 doc="Why the customer got in touch (issue type); `unknown` in metrics when absent.")
 _opt_reason = Field("reason", "enum", required=False, choices=REASONS,
                     doc="Issue type; taken from ticket.created when that has one.")
+_category = Field("product_category", "label", required=False,
+                  doc="The product category the ticket is about (your catalog's, e.g. footwear): a breakdown "
+                      "of ticket volume and support times, bounded like `channel`.")
+_opt_category = Field("product_category", "label", required=False,
+                      doc="Product category; taken from ticket.created when that has one.")
 _ticket = Field("ticket_id", "id", doc="The support ticket (message key).")
 _order = Field("order_id", "id", doc="The order (message key for order events).")
 _customer = Field("customer_id", "id", doc="The customer; never exported as a label.")
@@ -138,14 +143,16 @@ _types = [
     ), "Goods of an order were returned."),
     EventType("ticket.created", "ticket", (
         _ticket, _support, Field("customer_id", "id", required=False, doc="The customer, when known."),
-        Field("order_id", "id", required=False, doc="The order it is about, when known."), _reason,
+        Field("order_id", "id", required=False, doc="The order it is about, when known."), _reason, _category,
     ), "A support ticket was opened."),
     EventType("ticket.replied", "ticket", (
         _ticket, Field("author", "enum", choices=AUTHORS, doc="Who wrote: agent, customer or bot."),
-        Field("public", "bool", doc="False for an internal note."), _opt_support, _opt_reason,
+        Field("public", "bool", doc="False for an internal note."), _opt_support, _opt_reason, _opt_category,
     ), "A reply or note was added to a ticket."),
-    EventType("ticket.resolved", "ticket", (_ticket, _opt_support, _opt_reason), "A ticket was resolved."),
-    EventType("ticket.reopened", "ticket", (_ticket, _opt_support, _opt_reason), "A resolved ticket was reopened."),
+    EventType("ticket.resolved", "ticket", (_ticket, _opt_support, _opt_reason, _opt_category),
+              "A ticket was resolved."),
+    EventType("ticket.reopened", "ticket", (_ticket, _opt_support, _opt_reason, _opt_category),
+              "A resolved ticket was reopened."),
     EventType("survey.sent", "survey", (
         Field("response_id", "id", doc="The survey sent; its answers carry the same response_id (message key)."),
         Field("kind", "enum", choices=SURVEY_KINDS,

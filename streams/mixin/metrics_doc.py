@@ -9,7 +9,7 @@ import re
 import textwrap
 
 from streams.pipeline.aggregates import ALPHA, LE_SECONDS
-from streams.catalog import (COUNTERS, HISTOGRAMS, KPIS, PIPELINE, WINDOW_COMPLETE, WINDOW_QUANTILES,
+from streams.catalog import (BREAKDOWN_LABELS, COUNTERS, HISTOGRAMS, KPIS, PIPELINE, WINDOW_COMPLETE, WINDOW_QUANTILES,
                              WINDOW_STOREFRONT_VISITORS, WINDOW_VISITORS, Kpi)
 from streams.config import Settings, format_duration
 
@@ -79,6 +79,59 @@ def reasons_doc() -> list[str]:
         "`storefront_reason:cxpulse_ticket_<time>_seconds_count:window1h`):",
         "",
         "| KPI by reason | recording rule (1h) | sample size | PromQL (the 5m window ending at the evaluation time) |",
+        "|---|---|---|---|",
+    ]
+    for key in keys:
+        kpi = next(k for k in KPIS if k.key == key)
+        if kpi.shape == "quantile":
+            sample = rules.rule_name(level, rules.base(kpi.histogram + "_count"), "window1h")
+        else:
+            sample = rules.window_denominator_rule(kpi, level, "1h")
+        lines.append(f"| {kpi.title} | `{rules.window_rule(kpi, level, '1h')}` | `{sample}` | "
+                     f"`{kpi_promql(kpi, level)}` |")
+    return lines + [""]
+
+
+def categories_doc() -> list[str]:
+    """The "Product categories" section: the ticket KPIs per storefront and ``product_category``."""
+    from streams.mixin import rules
+
+    level = ("storefront", "product_category")
+    keys = [k.key for k in KPIS if level in rules.kpi_levels(k)]
+    counters = [c for c in COUNTERS if c.family == "ticket"]
+    histograms = [h for h in HISTOGRAMS if h.family == "ticket"]
+    lines = [
+        "## Product categories",
+        "",
+        *textwrap.wrap(
+            "By event time. What the tickets are about (rule 17): every ticket counter per storefront and"
+            " `product_category` in each event-time window"
+            f" ({', '.join(f'`{c.window_category_name}`' for c in counters)}) and the support-time summaries"
+            " per storefront and category"
+            f" ({', '.join(f'`{h.window_category_name}`' for h in histograms)}, with `_count` and `_sum`), beside"
+            " the figures by support channel and by reason. Only as window series: the cumulative counters on"
+            " /metrics carry no category, and the category is no segment label, so the ticket series by support"
+            " channel and reason do not multiply by it. The categories are yours and free-form: like `channel`,"
+            " a partition gives the first `CXPULSE_LABEL_CAP` it counts (or those of"
+            " `CXPULSE_ALLOWED_PRODUCT_CATEGORIES`) their own series and counts the rest as `other`"
+            " (`cxpulse_label_overflow_total{label=\"product_category\"}`). A ticket without a category is in"
+            " none of these series (it counts everywhere else), so the categories of a storefront add up to its"
+            " tickets with a category, not to all its tickets.",
+            width=100, break_on_hyphens=False),
+        "",
+        "- **Ticket volume by category**: tickets created with the category, in the window.",
+        "- **Ticket-to-order rate by category**: tickets created with the category / every order placed in",
+        "  the storefront, in the window (orders carry no category).",
+        "- **First-response time, resolution time (p50, p90) by category**: the quantiles of rule 8's times of",
+        "  the category's tickets, merged from every support channel and reason; sample size: the `_count`.",
+        "- **First-contact resolution by category**: one-touch resolutions / resolutions of the category's",
+        "  tickets, with its 95% Wilson interval.",
+        "",
+        "Recorded at level `storefront_product_category` for each window",
+        "(`storefront_product_category:cxpulse_<kpi>:ratio_window1h`, `..._quantile_window1h`,",
+        "`..._denominator_window1h`):",
+        "",
+        "| KPI by category | recording rule (1h) | sample size | PromQL (the 5m window ending at the evaluation time) |",
         "|---|---|---|---|",
     ]
     for key in keys:
@@ -456,6 +509,14 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "   `_window1h`), its sample as `storefront:cxpulse_visitors:window5m`. Not a share (a visitor may order",
         "   twice), so no interval. Distinct visitors per channel or device are exact per full segment only",
         "   (storefront, channel, device): summed over devices, a visitor of two devices counts twice.",
+        "17. **Product categories.** A ticket's `product_category` is the one its `ticket.created` gave;",
+        "   before the creation arrives, or when it gave none, the first one another event of the ticket gave,",
+        "   bounded like `channel` when it is first known (the partition's first `CXPULSE_LABEL_CAP` categories,",
+        "   or the allow-list; the rest `other`). Every count and time of the ticket (rule 8) recorded while the",
+        "   ticket has a category is also recorded under it, in the same window: a breakdown per storefront and",
+        "   category (window series only, see *Product categories*), not a segment label. A ticket without a",
+        "   category adds to no category. A ticket followed by a worker from before categories existed",
+        "   restores without one.",
         "",
         *event_time_doc(settings),
         "## KPIs",
@@ -477,6 +538,7 @@ def metrics_doc(settings: Settings | None = None) -> str:
         "Every ratio ships with its denominator series, so a dashboard can tell a real drop from a small sample.",
         "",
         *reasons_doc(),
+        *categories_doc(),
         *uncertainty_doc(),
         *long_windows_doc(),
         *response_rates_doc(),
@@ -525,6 +587,14 @@ def metrics_doc(settings: Settings | None = None) -> str:
                      "Quantiles do not add up: this one is merged from the sketches. |")
         lines.append(f"| `{hist.window_reason_name}` | the same per storefront and contact reason (labels "
                      "storefront, reason) | Merged from the sketches of every support channel of the reason. |")
+        if hist.family in BREAKDOWN_LABELS:
+            lines.append(f"| `{hist.window_category_name}` | the same per storefront and product category (labels "
+                         "storefront, product_category; rule 17) | Merged from the sketches of every support "
+                         "channel and reason. |")
+    for counter in COUNTERS:
+        if counter.family in BREAKDOWN_LABELS:
+            lines.append(f"| `{counter.window_category_name}` | count | Per storefront and product category "
+                         f"(rule 17): {counter.help} |")
     lines += [
         "",
         "## Pipeline health",

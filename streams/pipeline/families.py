@@ -51,8 +51,30 @@ FACT_KINDS = {"order.placed": "o", "ticket.created": "t", "nps": "n", "csat": "c
 # started, an order that names its session), which travel keyed by session id.
 FACT_TYPES = frozenset({"order.placed", "ticket.created", "survey.answered", "session.checkout_started"})
 
-# add(window start, segment, field, amount, duration_ms or None[, also: one more count of another field])
+# add(window start, segment, field, amount, duration_ms or None[, also: one more count of another field]
+#     [, breakdown: a ticket's product category: the same addition to ``breakdown_field`` in the window only])
 Add = Callable[..., None]
+# The ticket family's breakdown by product category (docs/metrics.md, rule 17): not a segment label
+# (storefront x support channel x reason x category would overrun the segment budget) but fields of the
+# ticket's window cell named ``<field>|<category>``, summed by the merge stage like any field and written
+# per (storefront, product_category) only. Windows only: the running totals and /metrics never carry it.
+BREAKDOWN = "product_category"
+BREAKDOWN_SEPARATOR = "|"
+
+
+def breakdown_field(name: str, category: str) -> str:
+    """The cell field of ``name`` for one product category.
+
+        >>> breakdown_field("tickets_created", "footwear"), split_breakdown("tickets_created|footwear")
+        ('tickets_created|footwear', ('tickets_created', 'footwear'))
+    """
+    return name + BREAKDOWN_SEPARATOR + category
+
+
+def split_breakdown(field: str) -> tuple[str, str] | None:
+    """(field, category) of a breakdown field, None for a field of the segment."""
+    name, separator, category = field.partition(BREAKDOWN_SEPARATOR)
+    return (name, category) if separator else None
 
 _SESSION_FIELD = {
     "session.started": "sessions_started",
@@ -83,16 +105,21 @@ class Ticket:
     reopened: bool = False
     last_ms: int = 0
     reason: str | None = None  # the issue type (contract.REASONS); last, so older records restore without it
+    category: str | None = None  # its product_category as bounded (labels.LabelBounds.value), or None
 
     def to_json(self) -> bytes:
         return orjson.dumps([self.through, self.created_ms, self.channel, self.storefront, self.first_reply_ms,
-                             self.frt_recorded, self.agent_replies, self.reopened, self.last_ms, self.reason])
+                             self.frt_recorded, self.agent_replies, self.reopened, self.last_ms, self.reason,
+                             self.category])
 
     @classmethod
     def from_json(cls, data: bytes) -> "Ticket":
-        """A ticket record; one written before tickets had a reason (9 fields) restores with none.
+        """A ticket record; one written before tickets had a reason (9 fields) or a product category
+        (10) restores with none.
 
             >>> Ticket.from_json(b'[5,1000,"chat","shop",null,false,0,false,1000]').reason is None
+            True
+            >>> Ticket.from_json(b'[5,1000,"chat","shop",null,false,0,false,1000,"payment"]').category is None
             True
         """
         return cls(*orjson.loads(data))
@@ -205,17 +232,23 @@ def on_ticket(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str],
     if ticket.channel is None and body.support_channel:
         ticket.channel = body.support_channel
     kind = body.TYPE
-    if kind == "ticket.created":  # the creation decides the reason; later events only fill one in
+    if kind == "ticket.created":  # the creation decides the reason and category; later events only fill one in
         ticket.reason = body.reason or ticket.reason
-    elif ticket.reason is None and body.reason:
-        ticket.reason = body.reason
+        if body.product_category:
+            ticket.category = state.category(body.product_category)
+    else:
+        if ticket.reason is None and body.reason:
+            ticket.reason = body.reason
+        if ticket.category is None and body.product_category:
+            ticket.category = state.category(body.product_category)
     start = ts_ms - ts_ms % state.window_ms
     segment = (ticket.storefront, ticket.channel or UNKNOWN, ticket.reason or UNKNOWN)
+    category = ticket.category
     if kind == "ticket.created":
         ticket.created_ms = ts_ms
         ticket.channel = body.support_channel
         segment = (ticket.storefront, ticket.channel, ticket.reason or UNKNOWN)
-        add(start, segment, "tickets_created", 1, None)
+        add(start, segment, "tickets_created", 1, None, None, category)
     elif kind == "ticket.replied":
         if body.author == "agent" and body.public:
             ticket.agent_replies += 1
@@ -223,16 +256,17 @@ def on_ticket(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str],
                 ticket.first_reply_ms = ts_ms
     elif kind == "ticket.reopened":
         ticket.reopened = True
-        add(start, segment, "tickets_reopened", 1, None)
+        add(start, segment, "tickets_reopened", 1, None, None, category)
     elif kind == "ticket.resolved" and ticket.created_ms is not None:
-        add(start, segment, "resolution", 1, ts_ms - ticket.created_ms)
+        add(start, segment, "resolution", 1, ts_ms - ticket.created_ms, None, category)
         calendar = state.calendars.get(ticket.storefront) if state.calendars else None
         if calendar is not None:  # the same wait, counting only the storefront's business hours
-            add(start, segment, "resolution_business", 1, calendar.business_ms(ticket.created_ms, ts_ms))
+            add(start, segment, "resolution_business", 1, calendar.business_ms(ticket.created_ms, ts_ms), None,
+                category)
         if ticket.agent_replies <= 1 and not ticket.reopened:
-            add(start, segment, "tickets_resolved_one_touch", 1, None)
+            add(start, segment, "tickets_resolved_one_touch", 1, None, None, category)
     elif kind == "ticket.resolved":
-        add(start, segment, "resolved_unmatched", 1, None)
+        add(start, segment, "resolved_unmatched", 1, None, None, category)
     if not ticket.frt_recorded and ticket.created_ms is not None and ticket.first_reply_ms is not None:
         _first_response(state, ticket, ts_ms, segment, add)
 
@@ -247,11 +281,13 @@ def _first_response(state: Any, ticket: Ticket, ts_ms: int, segment: tuple, add:
         # A reply dated before its ticket's creation arrived first and that window has
         # closed since: a closed window never changes, so it counts where the pair completed.
         start = window_start(ts_ms, window_ms)
-    add(start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms)  # type: ignore[operator]
+    category = ticket.category
+    add(start, segment, "first_response", 1, ticket.first_reply_ms - ticket.created_ms, None,  # type: ignore[operator]
+        category)
     calendar = state.calendars.get(ticket.storefront) if state.calendars else None
     if calendar is not None:
         add(start, segment, "first_response_business", 1,
-            calendar.business_ms(ticket.created_ms, ticket.first_reply_ms))  # type: ignore[arg-type]
+            calendar.business_ms(ticket.created_ms, ticket.first_reply_ms), None, category)  # type: ignore[arg-type]
 
 
 HANDLERS = {"session": on_session, "order": on_order, "survey": on_survey, "ticket": on_ticket}

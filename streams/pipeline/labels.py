@@ -27,7 +27,9 @@ from streams.contract import NO_CURRENCY
 from streams.pipeline.families import UNKNOWN
 
 OTHER = "other"  # where label values beyond the allow-list or the cap go
-CAPPED = ("storefront", "channel", "currency")  # free-form labels; device, support_channel, reason: enums
+# Free-form labels; device, support_channel, reason: enums. A ticket's product_category is no segment
+# label: the ticket family keeps it as a breakdown inside its cells (``breakdown``), bounded the same way.
+CAPPED = ("storefront", "channel", "currency", "product_category")
 
 Segment = tuple[str, ...]
 
@@ -35,14 +37,15 @@ Segment = tuple[str, ...]
 class LabelBounds:
     """The label bounds of one family's segments (label names in segment order)."""
 
-    def __init__(self, labels: tuple[str, ...], settings: Settings) -> None:
+    def __init__(self, labels: tuple[str, ...], settings: Settings, breakdown: tuple[str, ...] = ()) -> None:
         self.labels = labels
-        self.allowed = {name: settings.allowed_values(name) for name in labels if name in CAPPED}
+        self.allowed = {name: settings.allowed_values(name) for name in (*labels, *breakdown) if name in CAPPED}
         self.label_cap = settings.label_cap
         self.segment_cap = settings.segment_cap
         self.memo: dict[Segment, Segment] = {}  # bound() of segments seen, dropped by reset()
         # free-form labels of this family without an allow-list: admitted as they come
-        self.admitting = tuple(label for label in labels if label in CAPPED and self.allowed[label] is None)
+        self.admitting = tuple(label for label in (*labels, *breakdown)
+                               if label in CAPPED and self.allowed[label] is None)
         self._admitted_sets: dict[str, set[str]] = {}  # meta.admitted as sets, dropped by reset()
 
     def reset(self) -> None:

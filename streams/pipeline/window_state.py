@@ -39,8 +39,9 @@ from streams.contract import EVENT_TYPES, Family
 from streams.days import day_start_ms
 from streams.pipeline import exchange
 from streams.pipeline.aggregates import Cell, Segment
-from streams.pipeline.families import DAY_FIELDS, FACT_TYPES, HANDLERS, SEGMENT_LABELS, Ticket, facts, widen
-from streams.pipeline.labels import LabelBounds
+from streams.pipeline.families import (BREAKDOWN, DAY_FIELDS, FACT_TYPES, HANDLERS, SEGMENT_LABELS, Ticket,
+                                       breakdown_field, facts, widen)
+from streams.pipeline.labels import OTHER, LabelBounds
 from streams.pipeline.records import Applied, Message, Meta, Parked
 from streams.pipeline.state import ExactlyOnce
 from streams.pipeline.windows import window_start
@@ -120,7 +121,7 @@ class PartitionState(ExactlyOnce):
         self._prefix = f"{family}|{partition}|".encode()
         handler = HANDLERS[family]
         self._handlers = {name: handler for name, t in EVENT_TYPES.items() if t.family == family}
-        self.bounds = LabelBounds(SEGMENT_LABELS[family], settings)
+        self.bounds = LabelBounds(SEGMENT_LABELS[family], settings, (BREAKDOWN,) if family == "ticket" else ())
 
     # ----------------------------------------------------------------- apply
     def apply(self, messages: Iterable[Message]) -> Applied:
@@ -239,6 +240,15 @@ class PartitionState(ExactlyOnce):
 
     def _bound_value(self, label: str, value: str) -> str:
         return self.bounds.value(label, value, self.meta.admitted)
+
+    def category(self, value: str) -> str:
+        """A ticket's product category as its breakdown carries it: ``other`` outside the allow-list
+        or the cap (admitted per event like a segment label, so a replay decides the same way)."""
+        bounded = self.bounds.value(BREAKDOWN, value, self.meta.admitted)
+        if bounded == OTHER and value != OTHER:
+            overflow = self.meta.overflow
+            overflow[BREAKDOWN] = overflow.get(BREAKDOWN, 0) + 1
+        return bounded
 
     def visit(self, start: int, raw_segment: Segment, visitor_id: str) -> None:
         """A counted ``session.started``'s visitor, in its base window and segment (bounded as the
@@ -554,10 +564,12 @@ class _Batch:
         self.seen: list[list[Any]] = []
 
     def add(self, start: int, raw_segment: Segment, name: str, amount: int, duration: int | None,
-            also: str | None = None) -> None:
+            also: str | None = None, breakdown: str | None = None) -> None:
         """Add to the field ``name`` of the segment in the window at ``start``, the day totals
         and the running totals, in each unless its record already holds this message; ``also``:
-        one more count of that field in the same cells (a session's first step, one lookup)."""
+        one more count of that field in the same cells (a session's first step, one lookup);
+        ``breakdown``: a ticket's product category, the same addition to its breakdown field
+        (``families.breakdown_field``) in the window's cell only."""
         state = self.state
         segment = state.bounds.memo.get(raw_segment)
         if segment is None:
@@ -572,6 +584,8 @@ class _Batch:
         if offset >= slot.through:
             self.windows.add(start)
             _add(slot, segment, name, amount, duration, also)
+            if breakdown is not None:
+                _add(slot, segment, breakdown_field(name, breakdown), amount, duration)
         if state.keep_days and name in DAY_FIELDS:
             self._add_day(segment, name, amount)
         totals = state.totals

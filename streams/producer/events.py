@@ -212,22 +212,25 @@ class EventMethods:
     def ticket_created(
         self, *, ticket_id: str, support_channel: SupportChannel,
         customer_id: str | None = None, order_id: str | None = None, reason: Reason | None = None,
+        product_category: str | None = None,
         storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
-        """A support ticket was opened, ``reason`` its issue type when known. Returns the event_id.
+        """A support ticket was opened, ``reason`` its issue type and ``product_category`` what it is
+        about, when known. Returns the event_id.
 
-            producer.ticket_created(ticket_id="tkt-1", support_channel="chat", order_id="ord-1", reason="shipping")
+            producer.ticket_created(ticket_id="tkt-1", support_channel="chat", order_id="ord-1", reason="shipping",
+                                    product_category="footwear")
         """
         return self._emit("ticket.created", dict(
             ticket_id=ticket_id, support_channel=support_channel, customer_id=customer_id, order_id=order_id,
-            reason=reason,
+            reason=reason, product_category=product_category,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 
     def ticket_replied(
         self, *, ticket_id: str, author: Author, public: bool, support_channel: SupportChannel | None = None,
-        reason: Reason | None = None,
+        reason: Reason | None = None, product_category: str | None = None,
         storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
@@ -237,11 +240,13 @@ class EventMethods:
         """
         return self._emit("ticket.replied", dict(
             ticket_id=ticket_id, author=author, public=public, support_channel=support_channel, reason=reason,
+            product_category=product_category,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 
     def ticket_resolved(
         self, *, ticket_id: str, support_channel: SupportChannel | None = None, reason: Reason | None = None,
+        product_category: str | None = None,
         storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
@@ -251,11 +256,13 @@ class EventMethods:
         """
         return self._emit("ticket.resolved", dict(
             ticket_id=ticket_id, support_channel=support_channel, reason=reason,
+            product_category=product_category,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 
     def ticket_reopened(
         self, *, ticket_id: str, support_channel: SupportChannel | None = None, reason: Reason | None = None,
+        product_category: str | None = None,
         storefront: str | None = None, occurred_at: Timestamp | None = None, event_id: str | None = None,
         extra: Extra | None = None, on_delivery: DeliveryCallback | None = None, **unknown: Never,
     ) -> str:
@@ -265,6 +272,7 @@ class EventMethods:
         """
         return self._emit("ticket.reopened", dict(
             ticket_id=ticket_id, support_channel=support_channel, reason=reason,
+            product_category=product_category,
             storefront=storefront, occurred_at=occurred_at, event_id=event_id,
         ), extra, on_delivery, unknown)
 

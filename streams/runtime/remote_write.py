@@ -39,12 +39,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from streams.catalog import (COUNTERS, HISTOGRAMS, WINDOW_COMPLETE, WINDOW_QUANTILES, WINDOW_STOREFRONT_VISITORS,
-                             WINDOW_VISITORS, major_units)
+from streams.catalog import (COUNTERS, HISTOGRAMS, HISTOGRAMS_BY_FIELD, WINDOW_COMPLETE, WINDOW_QUANTILES,
+                             WINDOW_STOREFRONT_VISITORS, WINDOW_VISITORS, major_units)
 from streams.config import Settings, format_duration
 from streams.pipeline.aggregates import LogHistogram
 from streams.pipeline.merge_state import WindowExport
-from streams.pipeline.families import SEGMENT_LABELS
+from streams.pipeline.families import BREAKDOWN, SEGMENT_LABELS, split_breakdown
 
 log = logging.getLogger("cxpulse.remote_write")
 
@@ -128,6 +128,40 @@ def window_series(export: WindowExport) -> list[Series]:
         out.extend(_summary(name, {**dict(pairs), "window": window}, sketch, ts))
     if export.family == "session":
         out.extend(_visitors(export, window, ts))
+    elif export.family == "ticket":
+        out.extend(_categories(export, window, ts))
+    return out
+
+
+def _categories(export: WindowExport, window: str, ts: int) -> list[Series]:
+    """The ticket breakdown by product category (docs/metrics.md, rule 17): every ticket counter per
+    (storefront, product_category) that had any ticket field in the window (0 where that counter had
+    none), and the duration summaries of the categories with observations."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}  # (storefront, category) -> field -> total
+    sketches: dict[tuple[str, str, str], LogHistogram] = {}  # (field, storefront, category) -> merged
+    for segment, cell in export.cells.items():
+        for key, amount in cell.counts.items():
+            split = split_breakdown(key)
+            if split is not None:
+                fields = counts.setdefault((segment[0], split[1]), {})
+                fields[split[0]] = fields.get(split[0], 0) + amount
+        for key, sketch in cell.hists.items():
+            split = split_breakdown(key)
+            if split is not None and sketch.count > 0:
+                counts.setdefault((segment[0], split[1]), {})
+                sketches.setdefault((split[0], segment[0], split[1]), LogHistogram()).merge(sketch)
+    out: list[Series] = []
+    counters = [c for c in COUNTERS if c.family == "ticket"]
+    for (storefront, category), fields in sorted(counts.items()):
+        labels = {"storefront": storefront, BREAKDOWN: category, "window": window}
+        for counter in counters:
+            out.append(({"__name__": counter.window_category_name, **labels},
+                        [(float(fields.get(counter.field, 0)), ts)]))
+    for (name, storefront, category), sketch in sorted(sketches.items()):
+        hist = HISTOGRAMS_BY_FIELD.get(("ticket", name))
+        if hist is not None:
+            out.extend(_summary(hist.window_category_name,
+                                {"storefront": storefront, BREAKDOWN: category, "window": window}, sketch, ts))
     return out
 
 

@@ -155,7 +155,8 @@ def test_nps_interval_holds_a_shrunk_estimate_within_the_scale(p: int, d: int, n
 
 
 # ------------------------------------------------------- the PromQL rules agree
-SEGMENT = {"channel": "web", "device": "mobile", "currency": "EUR", "support_channel": "email", "reason": "shipping"}
+SEGMENT = {"channel": "web", "device": "mobile", "currency": "EUR", "support_channel": "email", "reason": "shipping",
+           "product_category": "footwear"}
 WEEK_MINUTES = 7 * 24 * 60
 # Two promtool runs, because promtool's storage is not deterministic over long spans: once its data
 # spans more than 36 hours it compacts in the background while the rules evaluate, and now and then
@@ -190,13 +191,17 @@ def _expected(kpi, numerators: tuple[int, ...], denominator: int) -> tuple[float
 
 def _window_series(metric: str) -> list[tuple[str, tuple[str, ...]]]:
     """The remote-written window series of a counter or of a duration's count (streams/catalog.py), with
-    their labels: a duration's count comes per support channel and per contact reason."""
+    their labels: a duration's count comes per support channel and per contact reason; a ticket's also per
+    product category (docs/metrics.md, rule 17)."""
+    by_category = ("storefront", "product_category")
     for counter in COUNTERS:
         if counter.name == metric:
-            return [(counter.window_name, counter.labels)]
+            extra = [(counter.window_category_name, by_category)] if counter.family == "ticket" else []
+            return [(counter.window_name, counter.labels), *extra]
     hist = next(h for h in HISTOGRAMS if h.name + "_count" == metric)
     return [(hist.window_count_name, hist.window_labels),
-            (hist.window_reason_name + "_count", ("storefront", "reason"))]
+            (hist.window_reason_name + "_count", ("storefront", "reason")),
+            (hist.window_category_name + "_count", by_category)]
 
 
 def _check(expr: str, labels: dict[str, str], expected: float) -> dict:

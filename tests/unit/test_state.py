@@ -46,6 +46,8 @@ def ticket_events(rng: random.Random, n: int) -> list[bytes]:
             body["support_channel"] = rng.choice(["email", "chat"])
         if rng.random() < 0.5:
             body["reason"] = rng.choice(["shipping", "payment", "returns_refunds"])
+        if rng.random() < 0.5:
+            body["product_category"] = rng.choice(["footwear", "bags", "home"])
         if kind == "ticket.replied":
             body["author"] = rng.choice(["agent", "agent", "bot", "customer"])
             body["public"] = rng.random() < 0.8

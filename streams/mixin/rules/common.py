@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from streams.catalog import COUNTERS, HISTOGRAMS, KPIS, Kpi
+from streams.catalog import BREAKDOWN_LABELS, COUNTERS, HISTOGRAMS, KPIS, Kpi
 from streams.config import parse_duration_ms
 
 # The scrape job of the workers: `cxpulse` in deploy/prometheus and deploy/compose;
@@ -62,9 +62,10 @@ def base(metric: str) -> str:
 # histogram's counts and quantiles exist per support channel and per reason (the summaries): its segment
 # labels. The cumulative histogram carries ``h.labels`` only (no reason): a query over it (the weekly
 # report's) must not ask for a level with reason (tests/unit/test_report_reasons.py checks it does not).
-_LABELS = {c.name: c.labels for c in COUNTERS}
-_LABELS.update({h.name + "_count": h.segment_labels for h in HISTOGRAMS})
-_LABELS.update({h.name + "_bucket": h.segment_labels for h in HISTOGRAMS})
+# A ticket component also exists per storefront and product category (``BREAKDOWN_LABELS``: window series only).
+_LABELS = {c.name: (*c.labels, *BREAKDOWN_LABELS.get(c.family, ())) for c in COUNTERS}
+_LABELS.update({h.name + "_count": (*h.segment_labels, *BREAKDOWN_LABELS.get(h.family, ())) for h in HISTOGRAMS})
+_LABELS.update({h.name + "_bucket": (*h.segment_labels, *BREAKDOWN_LABELS.get(h.family, ())) for h in HISTOGRAMS})
 
 
 def kpi_components(kpi: Kpi) -> tuple[str, ...]:
@@ -76,10 +77,11 @@ def kpi_components(kpi: Kpi) -> tuple[str, ...]:
 
 def kpi_levels(kpi: Kpi) -> tuple[Level, ...]:
     """Storefront (plus currency for money), the segment every component carries, and the contact
-    reason wherever every numerator carries it (tickets by reason / all orders of the storefront).
+    reason and the product category wherever every numerator carries them (tickets by reason / all
+    orders of the storefront).
 
-        >>> kpi_levels(_kpi("ticket_to_order")), kpi_levels(_kpi("first_response_p90"))[1:]
-        ((('storefront',), ('storefront', 'reason')), (('storefront', 'support_channel'), ('storefront', 'reason')))
+        >>> kpi_levels(_kpi("ticket_to_order"))[1:], kpi_levels(_kpi("first_response_p90"))[1]
+        ((('storefront', 'reason'), ('storefront', 'product_category')), ('storefront', 'support_channel'))
     """
     first: Level = tuple(kpi.by)
     levels = [first]
@@ -87,8 +89,9 @@ def kpi_levels(kpi: Kpi) -> tuple[Level, ...]:
         if all(segment in _LABELS[m] for m in kpi_components(kpi)):
             levels.append((*first[:1], segment, *first[1:]))
     numerators = kpi_components(kpi)[:1] if kpi.shape == "quantile" else kpi.numerator
-    if all("reason" in _LABELS[m] for m in numerators):
-        levels.append((*first[:1], "reason", *first[1:]))
+    for breakdown in ("reason", "product_category"):
+        if all(breakdown in _LABELS[m] for m in numerators):
+            levels.append((*first[:1], breakdown, *first[1:]))
     return tuple(levels)
 
 

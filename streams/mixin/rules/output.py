@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from streams.catalog import (COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, PIPELINE, WINDOW_COMPLETE,
-                             WINDOW_STOREFRONT_VISITORS, WINDOW_VISITORS)
+from streams.catalog import (BREAKDOWN_LABELS, COUNTERS, CUSTOMER, CUSTOMER_PIPELINE, HISTOGRAMS, INITIATIVE, PIPELINE,
+                             WINDOW_COMPLETE, WINDOW_STOREFRONT_VISITORS, WINDOW_VISITORS)
 from streams.mixin.rules.alerts import alert_groups
 from streams.mixin.rules.links import Links
 from streams.mixin.rules.recording import recording_groups
@@ -46,9 +46,13 @@ def catalog_series() -> set[str]:
     """Every series name cxpulse exports (scraped) or writes (event-time windows), as Prometheus sees it."""
     names = {c.name for c in COUNTERS} | {c.window_name for c in COUNTERS} | set(PIPELINE) | {WINDOW_COMPLETE}
     names |= {WINDOW_VISITORS, WINDOW_STOREFRONT_VISITORS}
+    names |= {c.window_category_name for c in COUNTERS if c.family in BREAKDOWN_LABELS}
     for h in HISTOGRAMS:
         names |= {h.name + s for s in ("_bucket", "_count", "_sum")}
-        for summary in (h.window_name, h.window_storefront_name, h.window_reason_name):
+        summaries = [h.window_name, h.window_storefront_name, h.window_reason_name]
+        if h.family in BREAKDOWN_LABELS:
+            summaries.append(h.window_category_name)
+        for summary in summaries:
             names |= {summary, summary + "_count", summary + "_sum"}
     names |= {"cxpulse_event_freshness_seconds" + s for s in ("_bucket", "_count", "_sum")}
     names |= {name for name, _, _ in CUSTOMER.values()} | set(CUSTOMER_PIPELINE) | set(INITIATIVE)

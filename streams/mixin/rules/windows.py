@@ -63,10 +63,14 @@ def window_component(metric: str, level: Level, window: str, offset: str = "") -
     minute is complete: windows complete in order, so the minutes before it are complete too, and
     a minute without a sample had no such event."""
     off = f" offset {offset}" if offset else ""
-    name = next((c.window_name for c in COUNTERS if c.name == metric), None)
-    if name is None:  # a histogram's count: its per-channel summary's _count, or its per-reason one's
+    by_category = "product_category" in level
+    counter = next((c for c in COUNTERS if c.name == metric), None)
+    if counter is not None:
+        name = counter.window_category_name if by_category else counter.window_name
+    else:  # a histogram's count: its per-channel summary's _count, or its per-reason or per-category one's
         hist = next(h for h in HISTOGRAMS if h.name + "_count" == metric)
-        name = hist.window_reason_name + "_count" if "reason" in level else hist.window_count_name
+        name = (hist.window_category_name if by_category else hist.window_reason_name if "reason" in level
+                else hist.window_name) + "_count"
     if window not in LONG_WINDOWS:  # a view (or a dashboard's $window)
         return f'sum by ({", ".join(level)}) (last_over_time({name}{{window="{window}"}}[{WINDOW_RANGE}]{off}))'
     minutes = parse_duration_ms(window) // 60_000
@@ -128,6 +132,8 @@ def window_kpi_expr(kpi: Kpi, level: Level, window: str, offset: str = "") -> st
         name = hist.window_storefront_name if tuple(level) == ("storefront",) else hist.window_name
         if "reason" in level:
             name = hist.window_reason_name
+        elif "product_category" in level:
+            name = hist.window_category_name
         return (f'max by ({", ".join(level)}) (last_over_time({name}{{window="{window}", '
                 f'quantile="{kpi.quantile}"}}[{WINDOW_RANGE}]{off}))')
 
