@@ -164,6 +164,7 @@ class _Ticket:
     created_ms: int | None = None
     channel: str | None = None
     reason: str | None = None
+    category: str | None = None
     agent_replies: int = 0
     earliest_reply_ms: int | None = None
     first_response_done: bool = False
@@ -190,6 +191,9 @@ class Reference:
     business: BusinessHours = BusinessHours("")
     # rule 16: (window_start_ms, (storefront, channel, device), visitor_id) of every counted session.started
     visits: list[tuple[int, tuple[str, str, str], str]] = field(default_factory=list)
+    # rule 17: (window_start_ms, storefront, product_category, field) -> count, and -> [seconds, ...]
+    category_counts: dict[tuple[int, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    category_samples: dict[tuple[int, str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
     # ------------------------------------------------------------------ computing
     @classmethod
@@ -299,37 +303,48 @@ class Reference:
             ticket.created_ms = ts
             ticket.channel = event["support_channel"]
             ticket.reason = event.get("reason") or ticket.reason  # rule 13: the creation's reason, if it has one
+            ticket.category = event.get("product_category") or ticket.category  # rule 17: the same for the category
         else:
             if ticket.channel is None and event.get("support_channel"):
                 ticket.channel = event["support_channel"]  # until the creation says otherwise
             if ticket.reason is None and event.get("reason"):
                 ticket.reason = event["reason"]  # the first reason any of its events gave
+            if ticket.category is None and event.get("product_category"):
+                ticket.category = event["product_category"]
         seg = {"storefront": event["storefront"], "support_channel": ticket.channel or "unknown",
                "reason": ticket.reason or "unknown"}
+        category = ticket.category  # rule 17: what the ticket has been about since this event, if anything
 
         def observe(field: str, at_ms: int, seconds: float) -> None:
             key = ("ticket", partition, self._window(at_ms),
                    tuple((label, seg[label]) for label in SEGMENT_LABELS["ticket"]), field)
             self.samples[key].append(seconds)
+            if category is not None:
+                self.category_samples[self._window(at_ms), seg["storefront"], category, field].append(seconds)
+
+        def count(field: str) -> None:
+            self._add("ticket", partition, ts, seg, field)
+            if category is not None:
+                self.category_counts[self._window(ts), seg["storefront"], category, field] += 1
 
         if kind == "ticket.created":
-            self._add("ticket", partition, ts, seg, "tickets_created")
+            count("tickets_created")
         elif kind == "ticket.replied" and event["author"] == "agent" and event["public"]:
             ticket.agent_replies += 1
             if ticket.earliest_reply_ms is None or ts < ticket.earliest_reply_ms:
                 ticket.earliest_reply_ms = ts
         elif kind == "ticket.resolved":
             if ticket.created_ms is None:
-                self._add("ticket", partition, ts, seg, "resolved_unmatched")
+                count("resolved_unmatched")
             else:
                 observe("resolution", ts, (ts - ticket.created_ms) / 1000)
                 if self.business.has(event["storefront"]):  # the same wait, in the storefront's opening hours
                     observe("resolution_business", ts, self.business.seconds(event["storefront"], ticket.created_ms, ts))
                 if ticket.agent_replies <= 1 and not ticket.reopened:
-                    self._add("ticket", partition, ts, seg, "tickets_resolved_one_touch")
+                    count("tickets_resolved_one_touch")
         elif kind == "ticket.reopened":
             ticket.reopened = True
-            self._add("ticket", partition, ts, seg, "tickets_reopened")
+            count("tickets_reopened")
         if (not ticket.first_response_done and ticket.created_ms is not None
                 and ticket.earliest_reply_ms is not None):
             ticket.first_response_done = True
@@ -447,10 +462,13 @@ class Reference:
         Money is exact (``Decimal``); quantiles are the exact rank quantile (rule 9).
 
         ``by="reason"``: the ticket KPIs per storefront and reason (rule 13), the ticket-to-order
-        rate as the reason's tickets / all orders of the storefront.
+        rate as the reason's tickets / all orders of the storefront; ``by="product_category"`` the same per
+        storefront and product category (rule 17), of the tickets with one.
         """
         if by == "reason":
             return self._reason_kpis(end_ms, view_ms)
+        if by == "product_category":
+            return self._category_kpis(end_ms, view_ms)
         start = end_ms - view_ms
         sums: dict[tuple[str, str, tuple], int] = defaultdict(int)  # (field, family, group) -> total
         currencies: dict[tuple, set[str]] = defaultdict(set)
@@ -544,6 +562,33 @@ class Reference:
                 samples[name, (labels["storefront"], labels["reason"])].extend(values)
         out: dict[tuple[str, tuple], Any] = {}
         # a reason with any ticket event in the window has its series (0 tickets created, say)
+        for group in {group for _, group in tickets} | {group for _, group in samples}:
+            if orders.get(group[0]):
+                out["ticket_to_order", group] = tickets.get(("tickets_created", group), 0) / orders[group[0]]
+        for (name, group), values in samples.items():
+            out[f"{name}_p50", group] = exact_quantile(values, 0.5)
+            out[f"{name}_p90", group] = exact_quantile(values, 0.9)
+            if name == "resolution":
+                one_touch = tickets.get(("tickets_resolved_one_touch", group), 0)
+                out["first_contact_resolution", group] = one_touch / len(values)
+        return out
+
+    def _category_kpis(self, end_ms: int, view_ms: int) -> dict[tuple[str, tuple], Any]:
+        """Rule 17: the ticket KPIs of the tickets about each (storefront, product category) in the window."""
+        start = end_ms - view_ms
+        tickets: dict[tuple[str, tuple], int] = defaultdict(int)
+        samples: dict[tuple[str, tuple], list[float]] = defaultdict(list)
+        for (window, storefront, category, name), value in self.category_counts.items():
+            if start <= window < end_ms:
+                tickets[name, (storefront, category)] += value
+        for (window, storefront, category, name), values in self.category_samples.items():
+            if start <= window < end_ms:
+                samples[name, (storefront, category)].extend(values)
+        orders: dict[str, int] = defaultdict(int)
+        for (family, _, window, seg, name), value in self.components.items():
+            if family == "order" and name == "orders_placed" and start <= window < end_ms:
+                orders[dict(seg)["storefront"]] += value
+        out: dict[tuple[str, tuple], Any] = {}
         for group in {group for _, group in tickets} | {group for _, group in samples}:
             if orders.get(group[0]):
                 out["ticket_to_order", group] = tickets.get(("tickets_created", group), 0) / orders[group[0]]

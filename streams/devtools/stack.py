@@ -286,9 +286,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="simulated events per second (default 200)")
     parser.add_argument("--scenario", default="none",
                         choices=["none", "checkout-broken", "support-understaffed", "survey-fatigue",
-                                 "shipping-delay"],
+                                 "shipping-delay", "product-defect"],
                         help="replay an incident so an alert fires (or, survey-fatigue, a response rate falls; "
-                             "shipping-delay, shipping contacts surge) within minutes")
+                             "shipping-delay, shipping contacts surge; product-defect, returns about one product "
+                             "category surge) within minutes")
     parser.add_argument("--incident-after", type=float, default=180, metavar="SECONDS",
                         help="when the --scenario incident starts (default 180)")
     parser.add_argument("--seed", type=int, default=1)
@@ -372,6 +373,12 @@ def run(args: argparse.Namespace) -> int:
             say(f"incident    {args.scenario} in {args.incident_after:g} s: a carrier's delay sends 4x the shipping "
                 f"tickets after orders; watch {prometheus.url}/graph?g0.expr={urllib.parse.quote(rate)} rise while "
                 "the other reasons hold (the Support dashboard's reason row)")
+        elif args.scenario == "product-defect" and prometheus:
+            rate = ('storefront_product_category:cxpulse_ticket_to_order:ratio_window5m'
+                    '{product_category="electronics"}')
+            say(f"incident    {args.scenario} in {args.incident_after:g} s: a faulty batch sends 5x the returns "
+                f"tickets about electronics; watch {prometheus.url}/graph?g0.expr={urllib.parse.quote(rate)} rise "
+                "while the other categories hold (the Support dashboard's category row)")
         elif args.scenario != "none" and prometheus:
             alert = {"checkout-broken": "CxpulseConversionCollapse",
                      "support-understaffed": "CxpulseFirstResponseSlow"}[args.scenario]

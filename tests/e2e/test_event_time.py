@@ -173,19 +173,21 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
 
         reference = Reference.compute((e for _, e in traffic), Params.of(settings))
         first_end = start_ms + MINUTE
-        checked = mismatches = 0
+        checked = mismatches = by_category = 0
         problems: list[str] = []
         for view_ms, view in ((MINUTE, "1m"), (5 * MINUTE, "5m")):
             ends = list(range(first_end + view_ms - MINUTE, until + 1, MINUTE))
             expected = {end: (reference.window_kpis(end, view_ms), reference.window_kpis(end, view_ms, "channel"),
-                              reference.window_kpis(end, view_ms, "reason"))
+                              reference.window_kpis(end, view_ms, "reason"),
+                              reference.window_kpis(end, view_ms, "product_category"))
                         for end in ends}
             for kpi in KPIS:
                 for level in rules.kpi_levels(kpi):
                     answer = _query_range(prometheus, rules.window_kpi_expr(kpi, level, view),
                                           ends[0] / 1000, ends[-1] / 1000)
                     by_channel = len(level) > 1 and level[1] in ("channel", "support_channel")
-                    which = 2 if len(level) > 1 and level[1] == "reason" else 1 if by_channel else 0
+                    breakdown = level[1] if len(level) > 1 else None
+                    which = {"reason": 2, "product_category": 3}.get(breakdown, 1 if by_channel else 0)
                     got: dict[tuple[int, tuple], float] = {}
                     for labels, values in answer.items():
                         names = dict(labels)
@@ -198,6 +200,7 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
                         have = {group: value for (t, group), value in got.items() if t == end}
                         for group in set(want) | set(have):
                             checked += 1
+                            by_category += breakdown == "product_category" and group in want
                             if group not in have or group not in want or not _same(kpi.key, have[group], want[group]):
                                 mismatches += 1
                                 if len(problems) < 30:
@@ -252,6 +255,7 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
         # and the check covered the run: most of its minutes, thousands of values
         assert until - start_ms >= 11 * MINUTE, f"windows complete only {(until - start_ms) / MINUTE:.1f} minutes in"
         assert checked > 3000, f"only {checked} values checked: the run did not produce what it should"
+        assert by_category > 300, f"only {by_category} values by product category: rule 17 was not tested"
         print(f"{checked} window values equal the reference ({(until - start_ms) // MINUTE} minutes of event time)")
     finally:
         for worker in workers:

@@ -677,3 +677,30 @@ def test_support_shows_every_ticket_kpi_by_contact_reason_with_its_sample_size()
         for name in series:
             assert name in exprs, (title, name)
         assert "event time" in panel["description"], title
+
+
+def test_support_shows_the_ticket_kpis_by_product_category_with_their_sample_size():
+    doc = _load(dashboards.DASHBOARD_DIR / "support.json")
+    variable = next(v for v in doc["templating"]["list"] if v["name"] == "product_category")
+    assert "cxpulse_window_category_tickets_created" in json.dumps(variable["query"])
+    by_title = {panel["title"]: panel for panel in _panels(doc)}
+    wanted = {
+        "Tickets created per $window window by product category": ["cxpulse_window_category_tickets_created"],
+        "Ticket-to-order rate by product category": ["cxpulse_window_category_tickets_created",
+                                                     "cxpulse_window_orders_placed"],
+        "First-response time p90 by product category": ["cxpulse_window_category_ticket_first_response_seconds{"],
+        "Resolution time p90 by product category": ["cxpulse_window_category_ticket_resolution_seconds{"],
+        "FCR by product category": ["cxpulse_window_category_tickets_resolved_one_touch",
+                                    "cxpulse_window_category_ticket_resolution_seconds_count"],
+        "Sample size by product category: tickets, first responses and resolutions per $window window": [
+            "cxpulse_window_category_tickets_created", "cxpulse_window_category_ticket_first_response_seconds_count",
+            "cxpulse_window_category_ticket_resolution_seconds_count"],
+    }
+    for title, series in wanted.items():
+        panel = by_title[title]
+        exprs = " ".join(target["expr"] for target in panel["targets"])
+        assert "by (storefront, product_category)" in exprs, title
+        assert 'product_category=~"$product_category"' in exprs, title
+        for name in series:
+            assert name in exprs, (title, name)
+        assert "event time" in panel["description"], title

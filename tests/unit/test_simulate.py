@@ -388,12 +388,69 @@ def test_shipping_delay_surges_shipping_tickets_per_order_and_no_other_reason():
         _within(ratio, factor, se, f"{what} tickets per order, after / before")
 
 
+def test_ticket_categories_follow_the_mix_and_some_are_tagged_on_the_first_agent_reply():
+    cfg = SimConfig(seed=23, start_ms=START_MS, rate_per_s=RATE, ticket_after_order_share=0.5,
+                    standalone_ticket_weight=0.1, support_time_scale=0.2)
+    events = [e for _, e in _unique(_run(cfg, 150_000))]
+    created = {e["ticket_id"]: e for e in events if e["type"] == "ticket.created"}
+    tagged: dict[str, str] = {}  # ticket -> the category a later event gave it
+    for e in events:
+        if e["type"] != "ticket.created" and "product_category" in e:
+            assert e["type"] == "ticket.replied" and e["author"] == "agent" and e["public"], e
+            assert e["ticket_id"] not in tagged and "product_category" not in created.get(e["ticket_id"], {}), e
+            tagged[e["ticket_id"]] = e["product_category"]
+    n = len(created)
+    assert n > 800, n
+    on_creation = {t: e["product_category"] for t, e in created.items() if "product_category" in e}
+    with_category = len(on_creation) + sum(1 for t in tagged if t in created)
+    share = cfg.category_share
+    _within(with_category / n, share, math.sqrt(share * (1 - share) / n), "tickets with a category")
+    later = cfg.category_on_reply_share
+    _within(len(tagged) / with_category, later, math.sqrt(later * (1 - later) / with_category),
+            "categories tagged on the first agent reply")
+    given = Counter([*on_creation.values(), *tagged.values()])
+    total, weights = sum(given.values()), sum(w for _, w in cfg.category_mix)
+    for category, weight in cfg.category_mix:
+        want = weight / weights
+        _within(given[category] / total, want, math.sqrt(want * (1 - want) / total), f"{category} share")
+
+
+def test_product_defect_surges_returns_tickets_about_its_category_and_nothing_else():
+    incident = SPAN_INCIDENT_MS // 3
+    cfg = SimConfig(seed=29, start_ms=START_MS, rate_per_s=RATE, scenario="product-defect",
+                    incident_after_ms=incident, support_time_scale=0.2, ticket_after_order_share=0.3,
+                    category_on_reply_share=0.0)
+    placed: dict[str, int] = {}
+    tickets: dict[str, list[tuple[str, str]]] = defaultdict(list)  # order_id -> (reason, category) of its tickets
+    for ts, e in _unique(_run(cfg, N_INCIDENT)):
+        if e["type"] == "order.placed":
+            placed[e["order_id"]] = ts - START_MS
+        elif e["type"] == "ticket.created" and "order_id" in e:
+            tickets[e["order_id"]].append((e.get("reason", "unknown"), e.get("product_category", "-")))
+    margin = 40 * MIN
+    before = [o for o, t in placed.items() if t < incident]
+    after = [o for o, t in placed.items() if incident <= t < SPAN_INCIDENT_MS - margin]
+
+    def count(orders: list[str], wanted) -> int:
+        return sum(1 for o in orders for pair in tickets.get(o, ()) if wanted(pair))
+
+    defect = ("returns_refunds", cfg.defect_category)
+    for what, wanted, factor in (("defect returns", lambda pair: pair == defect, cfg.defect_surge_factor),
+                                 ("other tickets", lambda pair: pair != defect, 1.0)):
+        ratio, se = _ratio_and_se(count(after, wanted), len(after), count(before, wanted), len(before))
+        _within(ratio, factor, se, f"{what} per order, after / before")
+
+
 def test_without_the_scenario_no_draw_changes_the_traffic():
     base = SimConfig(seed=5, start_ms=START_MS, rate_per_s=RATE, incident_after_ms=0, ticket_after_order_share=0.3)
     plain = _run(base, 20_000)
-    assert plain == _run(replace(base, shipping_surge_factor=9.0), 20_000)
+    assert plain == _run(replace(base, shipping_surge_factor=9.0, defect_surge_factor=9.0), 20_000)
     surged = _run(replace(base, scenario="shipping-delay"), 20_000)
     assert plain != surged
+    assert plain != _run(replace(base, scenario="product-defect"), 20_000)
+    # the categories come from a generator of their own: without them, every other draw is the same
+    bare = _run(replace(base, category_share=0.0), 20_000)
+    assert [{k: v for k, v in e.items() if k != "product_category"} for e in plain] == bare
 
 
 @pytest.mark.parametrize("knob, value", [

@@ -48,6 +48,7 @@ class _Simulation:
         self.customers: list[list[str]] = [[] for _ in cfg.storefronts]
         self.visitors: list[list[str]] = [[] for _ in cfg.storefronts]  # returning visitors per store
         self.visitor_rng = random.Random(f"visitors:{cfg.seed}")  # apart: the other draws stay the same
+        self.category_rng = random.Random(f"categories:{cfg.seed}")  # the same: categories change no other draw
         self.clock_ms = cfg.start_ms
         self._ts_second = -1
         self._ts_prefix = ""
@@ -63,6 +64,14 @@ class _Simulation:
         # shipping-delay: the extra share of orders that get a shipping ticket from the incident on
         shipping = dict(cfg.reason_mix_after_order).get("shipping", 0.0) / sum(w for _, w in cfg.reason_mix_after_order)
         self._shipping_surge = cfg.ticket_after_order_share * shipping * (cfg.shipping_surge_factor - 1)
+        self._categories = ([c for c, _ in cfg.category_mix],
+                            list(itertools.accumulate(w for _, w in cfg.category_mix)))
+        # product-defect: the extra share of orders that get a returns ticket about the defect category
+        after_order = dict(cfg.reason_mix_after_order)
+        returns = after_order.get("returns_refunds", 0.0) / sum(after_order.values())
+        share = dict(cfg.category_mix)[cfg.defect_category] / sum(w for _, w in cfg.category_mix)
+        self._defect_surge = (cfg.ticket_after_order_share * returns * cfg.category_share * share
+                              * (cfg.defect_surge_factor - 1))
         self._devices = {c: ([d for d, _ in p.devices], list(itertools.accumulate(w for _, w in p.devices)))
                          for c, p in cfg.channels.items()}
         self._sources = ([name for name, _ in SOURCES], list(itertools.accumulate(w for _, w in SOURCES)))
@@ -256,6 +265,11 @@ class _Simulation:
               and u < cfg.ticket_after_order_share + self._shipping_surge):
             due = now + self._lognormal_ms(cfg.ticket_delay_median_ms * cfg.support_time_scale, 0.7)
             self._at(due, store, lambda at: self._ticket_created(at, store, customer, order_id, "shipping"))
+        elif (cfg.scenario == "product-defect" and now >= cfg.incident_at_ms
+              and u < cfg.ticket_after_order_share + self._defect_surge):
+            due = now + self._lognormal_ms(cfg.ticket_delay_median_ms * cfg.support_time_scale, 0.7)
+            self._at(due, store, lambda at: self._ticket_created(at, store, customer, order_id, "returns_refunds",
+                                                                 cfg.defect_category))
         if rng.random() < cfg.nps_after_order_share:
             due = now + self._lognormal_ms(30 * _MIN, 0.6)
             self._at(due, store, lambda at: self._survey_sent(
@@ -268,22 +282,26 @@ class _Simulation:
     # -- support tickets -------------------------------------------------------------
 
     def _ticket_created(self, now: int, store: int, customer: str | None, order_id: str | None,
-                        reason: str | None = None) -> dict[str, Any]:
+                        reason: str | None = None, category: str | None = None) -> dict[str, Any]:
         cfg, rng = self.cfg, self.rng
         support = self._support_names[_pick_index(rng, self._support_weights)]
         if reason is None and rng.random() >= cfg.no_reason_share:
             names, weights = self._reasons["order" if order_id else "standalone"]
             reason = names[_pick_index(rng, weights)]
+        crng = self.category_rng  # its own generator: every other draw stays as without categories
+        if category is None and crng.random() < cfg.category_share:
+            category = self._categories[0][_pick_index(crng, self._categories[1])]
+        tagged_on_reply = category if category is not None and crng.random() < cfg.category_on_reply_share else None
         ticket_id = self._id("t")
         scale = cfg.support_time_scale
         if cfg.scenario == "support-understaffed" and now >= cfg.incident_at_ms:
             scale *= cfg.understaffed_factor
         frt_median = cfg.frt_median_min[support] * _MIN * scale
 
-        def reply(t: int, author: str, public: bool = True) -> None:
+        def reply(t: int, author: str, public: bool = True, **tag: str) -> None:
             self._at(t, store, lambda at: self._envelope(
                 "ticket.replied", at, store, ticket_id=ticket_id, author=author, public=public,
-                support_channel=support))
+                support_channel=support, **tag))
 
         def status(t: int, type_name: str) -> None:
             self._at(t, store, lambda at: self._envelope(
@@ -301,7 +319,7 @@ class _Simulation:
             reply(now + int((first - now) * rng.uniform(0.2, 0.9)), "agent", public=False)
         if rng.random() < cfg.customer_chase_share:
             reply(now + int((first - now) * rng.uniform(0.3, 0.95)), "customer")
-        reply(first, "agent")
+        reply(first, "agent", **({"product_category": tagged_on_reply} if tagged_on_reply else {}))
         t = first
         while rng.random() < cfg.extra_round_share:
             t += self._lognormal_ms(5 * _MIN * cfg.support_time_scale, 0.8)
@@ -323,6 +341,8 @@ class _Simulation:
         body: dict[str, Any] = {"ticket_id": ticket_id, "support_channel": support}
         if reason:
             body["reason"] = reason
+        if category and not tagged_on_reply:
+            body["product_category"] = category
         if customer:
             body["customer_id"] = customer
         if order_id:

@@ -14,9 +14,10 @@ from typing import Callable, Literal
 from streams.business_hours import NONE as NO_CALENDARS, Calendars
 from streams.errors import ConfigError
 
-Scenario = Literal["none", "checkout-broken", "support-understaffed", "survey-fatigue", "shipping-delay"]
+Scenario = Literal["none", "checkout-broken", "support-understaffed", "survey-fatigue", "shipping-delay",
+                   "product-defect"]
 SCENARIOS: tuple[Scenario, ...] = ("none", "checkout-broken", "support-understaffed", "survey-fatigue",
-                                   "shipping-delay")
+                                   "shipping-delay", "product-defect")
 Channel = Literal["web", "app", "social", "marketplace"]
 Device = Literal["desktop", "mobile", "tablet"]
 SupportChannel = Literal["email", "chat", "sms", "phone", "social"]
@@ -95,6 +96,11 @@ REASON_MIX_STANDALONE: tuple[tuple[str, float], ...] = (
     ("product_question", 0.34), ("account", 0.24), ("technical", 0.16), ("payment", 0.10), ("other", 0.10),
     ("order_status", 0.06),
 )
+# What the tickets are about (their product_category): a shop's catalog, by share of the tickets with one.
+CATEGORY_MIX: tuple[tuple[str, float], ...] = (
+    ("apparel", 0.28), ("footwear", 0.18), ("electronics", 0.16), ("home", 0.14), ("beauty", 0.12),
+    ("toys", 0.07), ("sports", 0.05),
+)
 # Median first public agent reply, minutes (lognormal around it).
 FRT_MEDIAN_MIN: dict[SupportChannel, float] = {
     "email": 35.0, "chat": 2.0, "phone": 1.0, "social": 20.0, "sms": 12.0,
@@ -154,6 +160,10 @@ class SimConfig:
     reason_mix_after_order: tuple[tuple[str, float], ...] = REASON_MIX_AFTER_ORDER
     reason_mix_standalone: tuple[tuple[str, float], ...] = REASON_MIX_STANDALONE
     no_reason_share: float = 0.05  # tickets created without a reason (an older form): `unknown`
+    category_mix: tuple[tuple[str, float], ...] = CATEGORY_MIX
+    category_share: float = 0.85  # tickets about a product category (the rest: accounts, payments, ...)
+    # Of those, the share the agent tags on the first public reply instead of the contact form at creation.
+    category_on_reply_share: float = 0.15
     # Surveys: each is sent (survey.sent), then answered (survey.answered, same response_id) by a
     # share of its customers, the response rate, after a delay; the shares below are of surveys sent.
     nps_mix: tuple[float, float, float] = (0.50, 0.30, 0.20)  # promoter, passive, detractor
@@ -188,6 +198,9 @@ class SimConfig:
     understaffed_factor: float = 5.0  # agent reply delays multiply by this
     fatigue_factor: float = 0.3  # survey-fatigue: response rates multiply by this, scores unchanged
     shipping_surge_factor: float = 4.0  # shipping-delay: "where is my parcel" tickets after orders x this
+    # product-defect: a faulty batch; returns & refunds tickets about this category after orders, x the factor.
+    defect_category: str = "electronics"
+    defect_surge_factor: float = 5.0
 
     @property
     def incident_at_ms(self) -> int:
@@ -206,7 +219,8 @@ class SimConfig:
                      "refund_share",
                      "return_share", "ticket_after_order_share", "reopen_share", "resolve_share",
                      "checkout_broken_drop", "nps_after_order_share", "csat_after_ticket_share",
-                     "ces_after_ticket_share", "fatigue_factor", "no_reason_share"):
+                     "ces_after_ticket_share", "fatigue_factor", "no_reason_share", "category_share",
+                     "category_on_reply_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 fail(name, "a share between 0 and 1")
         if self.csat_after_ticket_share + self.ces_after_ticket_share > 1.0:
@@ -225,6 +239,14 @@ class SimConfig:
                 fail(name, f"(reason, weight) pairs of {', '.join(REASONS)} with weights >= 0, not all 0")
         if not self.shipping_surge_factor >= 1.0:
             fail("shipping_surge_factor", "a factor of 1 or more")
+        if not self.defect_surge_factor >= 1.0:
+            fail("defect_surge_factor", "a factor of 1 or more")
+        weights = [w for _, w in self.category_mix]
+        if not weights or min(weights) < 0 or sum(weights) <= 0:
+            fail("category_mix", "(category, weight) pairs with weights >= 0, not all 0")
+        mix = dict(self.category_mix)
+        if self.defect_category not in mix or mix[self.defect_category] <= 0:
+            fail("defect_category", "a category of category_mix with a weight above 0")
         if self.ooo_share + self.late_share > 1.0:
             fail("late_share", "a share with ooo_share + late_share <= 1")
         if self.scenario not in SCENARIOS:

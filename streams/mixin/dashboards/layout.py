@@ -45,6 +45,13 @@ def _variables(*names: str) -> list[Any]:
                 "Contact reason (issue type) of the ticket: order_status, shipping, returns_refunds, product_question, "
                 "payment, account, technical, other; unknown when the ticket.created had none. Filters the reason "
                 "panels only."))
+        elif name == "product_category":
+            out.append(_query_variable(
+                "product_category",
+                f'label_values(cxpulse_window_category_tickets_created{{{SF}, window="1m"}}, product_category)',
+                "Product category the tickets are about (ticket.created's product_category, your catalog's names; "
+                "`other` beyond the label cap or the allow-list). Filters the category panels only; tickets "
+                "without a category are in none."))
         elif name == "currency":
             out.append(_query_variable(
                 "currency", f"label_values(cxpulse_order_revenue_total{{{SF}}}, currency)",

@@ -31,6 +31,7 @@ TEST_VARIABLES: dict[str, str] = {
     "channel": ".*",
     "support_channel": ".*",
     "reason": ".*",
+    "product_category": ".*",
     "currency": ".*",
     "family": ".*",
     "initiative": ".*",

@@ -28,6 +28,8 @@ def _window_labels(name: str) -> tuple[str, ...]:
     for counter in COUNTERS:
         if name == counter.window_name:
             return counter.labels
+        if name == counter.window_category_name:
+            return ("storefront", "product_category")
     for hist in HISTOGRAMS:
         if name in (hist.window_name, hist.window_count_name, hist.window_name + "_sum"):
             return hist.window_labels
@@ -35,6 +37,8 @@ def _window_labels(name: str) -> tuple[str, ...]:
             return ("storefront",)
         if name.startswith(hist.window_reason_name):
             return ("storefront", "reason")
+        if name.startswith(hist.window_category_name):
+            return ("storefront", "product_category")
     if name == WINDOW_COMPLETE:
         return ("storefront", "family")
     if name == WINDOW_VISITORS:

@@ -1,6 +1,6 @@
 """The Support dashboard (``support``): first-response and resolution times, first-contact
 resolution, reopen and ticket-to-order rates, by support channel, and why customers contact
-support: the same KPIs by contact reason (``reasons``).
+support: the same KPIs by contact reason (``reasons``) and by product category (``categories``).
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ def support() -> dm.Dashboard:
         "support", "Support",
         "Support desk speed and quality by event-time window: first-response and resolution times (median and p90, "
         "in calendar time and in business hours), "
-        "first-contact resolution, reopen and ticket-to-order rates, by support channel and by contact reason.",
-        _variables("storefront", "support_channel", "reason", "window"),
+        "first-contact resolution, reopen and ticket-to-order rates, by support channel, by contact reason and by "
+        "product category.",
+        _variables("storefront", "support_channel", "reason", "product_category", "window"),
         [
             (f"Last complete $window window of event time (ended ~{DELAY_TEXT} ago), selection pooled", headline),
             ("Response and resolution times per $window window", times),
@@ -109,6 +110,8 @@ def support() -> dm.Dashboard:
             ("Volume and quality per $window window", volume),
             ("Why customers contact support: by contact reason, per $window window (all support channels)",
              reasons()),
+            ("What the tickets are about: by product category, per $window window (tickets with a category)",
+             categories()),
             ("FCR per $window window with its 95% interval (all support channels): $storefront",
              [_band("first_contact_resolution", span=24)], "storefront"),
             ("Live, by arrival time (not windowed)", [_series(
@@ -161,5 +164,46 @@ def reasons() -> list:
                     (created, f"{by} created"),
                     (window_count("cxpulse_ticket_first_response_seconds_count", level, rf), f"{by} first responses"),
                     (window_count("cxpulse_ticket_resolution_seconds_count", level, rf), f"{by} resolved")),
+                clock=EVENT_GRAPH, span=24),
+    ]
+
+
+def categories() -> list:
+    """The support KPIs by product category (docs/metrics.md rule 17), over every support channel and reason:
+    which products customers get in touch about, how often per order, and how fast and well each is served."""
+    cf = {"storefront": "$storefront", "product_category": "$product_category"}
+    level = ("storefront", "product_category")
+    by = "{{storefront}} {{product_category}}"
+    note = (" Per storefront and product category over every support channel and reason; only tickets whose events "
+            "named a category (from the event that named it on), so the categories add up to the tickets with one.")
+    created = window_count("cxpulse_tickets_created_total", level, cf)
+    return [
+        _series("Tickets created per $window window by product category", _help("cxpulse_tickets_created_total") +
+                note + " A surge in one category (a faulty batch) with the others flat points at the product.",
+                "short", _targets((created, by)), clock=EVENT_GRAPH, span=12, bars=True, stacked=True),
+        _series("Ticket-to-order rate by product category", f"{_about('ticket_to_order')} Here the category's "
+                "tickets / every order of the storefront (orders carry no category); only where the window is "
+                "complete in both the ticket and the order family." + note,
+                "percentunit", _targets((window_kpi("ticket_to_order", level, cf), by)), clock=EVENT_GRAPH, span=12),
+        _series("First-response time p90 by product category",
+                f"{_help('cxpulse_ticket_first_response_seconds')} 90th percentile of each window per category, from "
+                "the merge stage's sketch (within 1%)." + note, "s",
+                _targets((window_kpi("first_response_p90", level, cf), f"{by} p90")),
+                thresholds=_steps((None, "transparent"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
+                clock=EVENT_GRAPH, span=8),
+        _series("Resolution time p90 by product category",
+                f"{_help('cxpulse_ticket_resolution_seconds')} 90th percentile of each window per category." + note,
+                "s", _targets((window_kpi("resolution_p90", level, cf), f"{by} p90")),
+                thresholds=_steps((None, "transparent"), (rules.RESOLUTION_P90_FLOOR_S, "red")),
+                clock=EVENT_GRAPH, span=8),
+        _series("FCR by product category", _about("first_contact_resolution") + note, "percentunit",
+                _targets((window_kpi("first_contact_resolution", level, cf), by)), clock=EVENT_GRAPH, span=8),
+        _series("Sample size by product category: tickets, first responses and resolutions per $window window",
+                "The n behind each category's figures in the same window: tickets created (ticket-to-order), first "
+                "responses (FRT) and resolutions of tickets whose creation cxpulse saw (TTR, and FCR's "
+                "denominator)." + note, "short", _targets(
+                    (created, f"{by} created"),
+                    (window_count("cxpulse_ticket_first_response_seconds_count", level, cf), f"{by} first responses"),
+                    (window_count("cxpulse_ticket_resolution_seconds_count", level, cf), f"{by} resolved")),
                 clock=EVENT_GRAPH, span=24),
     ]
