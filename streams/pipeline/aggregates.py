@@ -138,7 +138,11 @@ class Cell:
         if other.sets:
             sets = self.sets if self.sets is not None else {}
             for name, members in other.sets.items():
-                sets[name] = sets.get(name, set()) | members
+                mine = sets.get(name)
+                if mine is None:
+                    sets[name] = set(members)  # a set of its own: never one of ``other``'s
+                else:
+                    mine |= members  # in place: this cell owns its sets (``copy`` and the line above)
             self.sets = sets
 
     def copy(self) -> "Cell":

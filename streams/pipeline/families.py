@@ -12,6 +12,7 @@ record between their events (``Ticket``) to pair creation, first reply and resol
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -164,8 +165,11 @@ def on_session(state: Any, body: Any, ts_ms: int, offset: int, touched: set[str]
     kind = body.TYPE
     session_id = body.session_id
     funnel = state.funnels.get(session_id)
-    if funnel is None or funnel[1] < state.meta.watermark_ms - state.session_timeout_ms:
+    if funnel is None:
         funnel = state.funnels[session_id] = [0, ts_ms]
+        heapq.heappush(state.funnel_expiry, (ts_ms, session_id))  # eviction's entry (``_evict_sessions``)
+    elif funnel[1] < state.meta.watermark_ms - state.session_timeout_ms:
+        funnel = state.funnels[session_id] = [0, ts_ms]  # its entry stays, behind the timeout already
     elif ts_ms > funnel[1]:
         funnel[1] = ts_ms
     touched.add(session_id)

@@ -85,6 +85,10 @@ class MergeState(ExactlyOnce):
         self.exported: dict[str, int] = {}  # family -> end of the last window the TSDB acknowledged
         self.progress_through = 0  # `through` of the sources/complete record
         self._through: dict[tuple[str, int, str], int] = {}  # `through` of each window record
+        # (family, window start, storefront) -> its partials summed over the source partitions, built once
+        # for the views that hold the window (``windows_between``); dropped when a partial of it changes.
+        # Never persisted, never handed out (exports get copies); only windows within the longest view.
+        self._summed: dict[tuple[str, int, str], dict[Segment, Cell]] = {}
         self._prefix = f"merge|{partition}|".encode()
 
     # ----------------------------------------------------------------- apply
@@ -113,6 +117,7 @@ class MergeState(ExactlyOnce):
                     continue  # this window's record already holds it
                 self.partials.setdefault(key, {})[source] = {widen(family, seg): Cell.from_json(cell)
                                                              for seg, cell in item[5]}
+                self._summed.pop(key, None)
                 touched.add(key)
         if last_offset is None:
             return Applied([], parked)
@@ -156,15 +161,30 @@ class MergeState(ExactlyOnce):
         storefronts = sorted({storefront for _, _, storefront in self.partials})
         out: list[WindowExport] = []
         end = after_ms - after_ms % window_ms + window_ms
+        summed = self._sum_sources
         while end <= until_ms:
             for view in self.views_ms:  # every view ends at every base window's end (trailing)
                 for storefront in storefronts:
-                    cells = merge_cells(cells
-                                        for start in range(end - view, end, window_ms)
-                                        for cells in self.partials.get((family, start, storefront), {}).values())
+                    # the base windows' sums over the sources, summed (exact: integer counts and
+                    # histogram buckets add, sets unite, in any grouping); new cells, inputs untouched
+                    cells = merge_cells(summed((family, start, storefront))
+                                        for start in range(end - view, end, window_ms))
                     out.append(WindowExport(family, storefront, view, end, cells))
             end += window_ms
+        oldest = until_ms - max(self.views_ms)  # no later view holds an older window
+        for key in [k for k in self._summed if k[0] == family and k[1] < oldest]:
+            del self._summed[key]
         return out
+
+    def _sum_sources(self, key: tuple[str, int, str]) -> dict[Segment, Cell]:
+        """One base window's partials summed over the source partitions (kept in ``_summed``)."""
+        found = self._summed.get(key)
+        if found is None:
+            sources = self.partials.get(key)
+            if sources is None:
+                return {}
+            found = self._summed[key] = merge_cells(sources.values())
+        return found
 
     def pending_exports(self) -> list[WindowExport]:
         """Complete windows the TSDB has not acknowledged (after a recovery: send them again;
@@ -192,6 +212,7 @@ class MergeState(ExactlyOnce):
         for key in gone:
             del self.partials[key]
             self._through.pop(key, None)
+            self._summed.pop(key, None)
         return [(self._window_key(key), None) for key in gone]
 
     # --------------------------------------------------------------- records
@@ -217,6 +238,7 @@ class MergeState(ExactlyOnce):
             if kind == b"w":
                 family, start, storefront = orjson.loads(ident)
                 window = (family, start, storefront)
+                self._summed.pop(window, None)
                 if value is None:
                     self.partials.pop(window, None)
                     through.pop(window, None)

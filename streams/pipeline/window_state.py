@@ -28,6 +28,7 @@ Exactness under at-least-once delivery rests on three rules:
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -104,6 +105,10 @@ class PartitionState(ExactlyOnce):
         # Session family: the funnel steps each session has reached ([mask, last event time], families.on_session),
         # persisted per batch in chunks keyed by the batch's end and a chunk number -> the newest event time in it.
         self.funnels: dict[str, list[int]] = {}
+        # (last event time when last checked, session id): one entry per session in ``funnels``, pushed when
+        # ``on_session`` adds it; eviction pops the entries behind the timeout and drops the sessions really
+        # over, pushing the others back with their newer last event time (no scan of every session).
+        self.funnel_expiry: list[tuple[int, str]] = []
         self.funnel_records: dict[str, int] = {}
         self.session_timeout_ms = settings.session_timeout_ms
         # Session family: the distinct visitors of each open base window per (bounded) segment, handed to
@@ -358,8 +363,7 @@ class PartitionState(ExactlyOnce):
             del self.tickets[ticket_id]
             tombstones.append((self.key(b"t", ticket_id), None))
         over = watermark - self.session_timeout_ms  # sessions over: a later event starts a new one anyway
-        if self.funnels:
-            self.funnels = {sid: f for sid, f in self.funnels.items() if f[1] >= over}
+        self._evict_sessions(over)
         for ident in [i for i, newest in self.funnel_records.items() if newest < over]:
             del self.funnel_records[ident]
             tombstones.append((self.key(b"f", ident), None))
@@ -369,6 +373,25 @@ class PartitionState(ExactlyOnce):
                 del self.visitor_records[ident]
                 tombstones.append((self.key(b"v", ident), None))
         return tombstones
+
+    def _evict_sessions(self, over: int) -> None:
+        """Drop the sessions whose last event is older than ``over``: exactly those, as a scan of
+        ``funnels`` would, by popping only the expiry entries behind ``over``.
+
+        Why it is exact: every session in ``funnels`` has one entry, whose time is at most its last
+        event time, or (a session that ``on_session`` restarted after a timeout keeps its old entry)
+        older than an earlier ``over``, so older than this one. Each entry behind ``over`` is popped
+        and checked against the session's last event time now."""
+        expiry, funnels = self.funnel_expiry, self.funnels
+        while expiry and expiry[0][0] < over:
+            _, session_id = heapq.heappop(expiry)
+            funnel = funnels.get(session_id)
+            if funnel is None:
+                continue
+            if funnel[1] < over:
+                del funnels[session_id]
+            else:  # active since: check again once its last event falls behind
+                heapq.heappush(expiry, (funnel[1], session_id))
 
     # --------------------------------------------------------------- restore
     def restore(self, records: Iterable[tuple[bytes, bytes | None]]) -> int:
@@ -445,6 +468,8 @@ class PartitionState(ExactlyOnce):
             self.seen = {i: v for i, v in self.seen.items() if v[0] >= horizon}
             over = self.meta.watermark_ms - self.session_timeout_ms
             self.funnels = {sid: f for sid, f in self.funnels.items() if f[1] >= over}
+        self.funnel_expiry = [(f[1], sid) for sid, f in self.funnels.items()]
+        heapq.heapify(self.funnel_expiry)
         if self.meta.closed_ms is not None:  # windows closed (and handed on) before the crash
             closed = self.meta.closed_ms
             self.visitors = {s: v for s, v in self.visitors.items() if s + self.window_ms > closed}

@@ -386,3 +386,42 @@ def test_the_funnel_counts_each_session_once_per_step_and_a_timed_out_session_an
                for start, slot in state.windows.items()}
         assert {m: n for m, n in got.items() if n} == minutes, field
     assert sorted(state.funnels) == ["s1", "s3"]  # s2 timed out (its last event 40 minutes back)
+
+
+class _KeepingSessions(PartitionState):
+    """A window state that never drops a session: what eviction must not change, and what it drops from."""
+
+    def _evict_sessions(self, over: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_session_eviction_drops_exactly_the_timed_out_sessions_also_after_a_restore(seed: int) -> None:
+    """At every new minute eviction drops exactly the sessions whose last event is a timeout behind the
+    watermark (those ``on_session`` would start anew), never one still going, and changes no count; a state
+    restored from the changelog mid-run holds the same sessions and goes on evicting the same way."""
+    rng = random.Random(seed)
+    messages = decode_all("session", session_order_events(rng, 600, "session"))
+    state, keeping, changelog = PartitionState("session", 0, SETTINGS), _KeepingSessions("session", 0, SETTINGS), []
+    position = evictions = dropped = restores = 0
+    while position < len(messages):
+        batch = messages[position:position + rng.randint(1, 9)]
+        position += len(batch)
+        evicted_below = state._evicted_below
+        changelog.extend(state.apply(batch).records)
+        keeping.apply(batch)
+        assert fingerprint(state) == fingerprint(keeping)
+        assert sorted(sid for _, sid in state.funnel_expiry) == sorted(state.funnels)  # one entry each
+        over = state.meta.watermark_ms - SETTINGS.session_timeout_ms
+        if state._evicted_below != evicted_below:  # a new minute of event time: eviction ran at this watermark
+            evictions += 1
+            assert state.funnels == {sid: f for sid, f in keeping.funnels.items() if f[1] >= over}
+            dropped += len(keeping.funnels) - len(state.funnels)
+        if rng.random() < 0.1:  # a restart: everything written so far comes back from the changelog
+            restores += 1
+            restored = PartitionState("session", 0, SETTINGS)
+            restored.restore(changelog)
+            assert fingerprint(restored) == fingerprint(state)
+            assert restored.funnels == {sid: f for sid, f in state.funnels.items() if f[1] >= over}
+            state = restored
+    assert evictions > 5 and dropped > 0 and restores > 0
