@@ -156,6 +156,33 @@ def openmetrics(ref: Reference, start_ms: int, end_ms: int, step_ms: int, instan
     return [counters(), histograms()]
 
 
+def window_series(ref: Reference, start_ms: int, end_ms: int) -> Iterator[str]:
+    """OpenMetrics text of the 1-minute event-time window series the weekly report reads, as the merge stage
+    remote-writes them (no job or instance label, one sample per window stamped at its end, for windows that
+    ended in [start, end]): orders placed per order segment, and tickets created per storefront and product
+    category (rule 17: a category's series exists in a window where any of its tickets' fields counted)."""
+    window_ms = ref.params.window_ms
+    series: dict[str, dict[tuple, dict[int, int]]] = {"cxpulse_window_orders_placed": defaultdict(dict),
+                                                      "cxpulse_window_category_tickets_created": defaultdict(dict)}
+    for (family, _, window, seg, name), value in ref.components.items():
+        if family == "order" and name == "orders_placed" and start_ms <= window + window_ms <= end_ms:
+            found = series["cxpulse_window_orders_placed"][(*seg, ("window", "1m"))]
+            found[window] = found.get(window, 0) + value
+    counted = [*ref.category_counts.items(), *((key, 0) for key in ref.category_samples)]
+    for (window, storefront, category, name), value in counted:
+        if start_ms <= window + window_ms <= end_ms:
+            pairs = (("product_category", category), ("storefront", storefront), ("window", "1m"))
+            found = series["cxpulse_window_category_tickets_created"][pairs]
+            found[window] = found.get(window, 0) + (value if name == "tickets_created" else 0)
+    for name, by_labels in series.items():
+        yield f"# TYPE {name} gauge\n"
+        for pairs, values in sorted(by_labels.items()):
+            prefix = f"{name}{{{_labels(list(pairs))}}} "
+            yield "".join(f"{prefix}{value} {(window + window_ms) // 1000}\n"
+                          for window, value in sorted(values.items()))
+    yield "# EOF\n"
+
+
 @dataclass(frozen=True)
 class Gauge:
     """One exported gauge series: ``steps`` maps a time (ms) to the value exported from then on

@@ -18,13 +18,14 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from streams.catalog import KPIS, Kpi
+from streams.catalog import COUNTERS_BY_FIELD, KPIS, Kpi
 from streams.errors import ReportError
 from streams.initiatives.rules import ROI_QUERIES, ROI_RULES, inline
 from streams.mixin.intervals import Z95, nps_interval, wilson
 from streams.mixin.rules import FAMILY_ARRIVALS, JOB, PROPORTION_KPIS, component_level, kpi_expr
 from streams.contract import NO_CURRENCY
-from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, CheckoutWeek, CohortLtv, Customers,
+from streams.report.figures import (MIN_SEGMENT_COUNT, MIN_SEGMENT_SHARE, CategoryMover, CheckoutWeek, CohortLtv,
+                                    Customers,
                                     CustomerShare, Figure, Initiative, Initiatives, Mover, NpsLtv, Report,
                                     ReasonMover, Retention, SupportRevenue, VolumeMover)
 from streams.report.prometheus import Prometheus
@@ -33,8 +34,12 @@ from streams.report.queries import (ARM_KPI_RULES, COHORT_CUSTOMERS_RULE, COHORT
                                     CUSTOMER_SHARES, NPS_CUSTOMERS_RULE, NPS_LTV_RULE,
                                     RETENTION_CUSTOMERS_RULE, RETENTION_RULE, SUPPORT_ORDERS_RULE,
                                     SUPPORT_REVENUE_RULE, counted, customer_query, headline_level, sample_metric,
-                                    selector)
+                                    selector, week_of_windows, window_selector)
 from streams.report.weeks import DAY_S, WEEK_S, Week
+
+# The window series the product-category table reads (event time, the merge stage's 1-minute windows).
+TICKETS_BY_CATEGORY = COUNTERS_BY_FIELD["ticket", "tickets_created"].window_category_name
+ORDERS_WINDOW = COUNTERS_BY_FIELD["order", "orders_placed"].window_name
 
 
 # Movers: a KPI by one segment label, ranked by volume-weighted change (see ``Mover``). Only labels every
@@ -193,6 +198,24 @@ def reason_movers(prom: Prometheus, week: Week, sel: str) -> list[ReasonMover]:
         count, previous = now.get(key, 0.0), before.get(key, 0.0)
         if max(count, previous) >= MIN_SEGMENT_COUNT:
             found.append(ReasonMover(key[0][1], count, previous, orders_now.get((), 0.0), orders_before.get((), 0.0)))
+    return sorted(found, key=lambda m: (-abs(m.change), m.reason))
+
+
+def category_movers(prom: Prometheus, week: Week, storefront: str | None) -> list[CategoryMover]:
+    """Tickets created per product category this week and last, with the orders of each week, both counted
+    in the week's event-time windows (the category breakdown exists only as window series, docs/metrics.md
+    rule 17), largest change in tickets first. Categories under ``MIN_SEGMENT_COUNT`` tickets in both weeks
+    are left out."""
+    sel, level = window_selector(storefront), ("product_category",)
+    now, before = _two_weeks(prom, week_of_windows(TICKETS_BY_CATEGORY, sel, "product_category"), level,
+                             week.end_s)
+    orders_now, orders_before = _two_weeks(prom, week_of_windows(ORDERS_WINDOW, sel, ""), (), week.end_s)
+    found = []
+    for key in set(now) | set(before):
+        count, previous = now.get(key, 0.0), before.get(key, 0.0)
+        if max(count, previous) >= MIN_SEGMENT_COUNT:
+            found.append(CategoryMover(key[0][1], count, previous, orders_now.get((), 0.0),
+                                       orders_before.get((), 0.0)))
     return sorted(found, key=lambda m: (-abs(m.change), m.reason))
 
 
@@ -425,12 +448,14 @@ def build(prom: Prometheus, week: Week, storefront: str | None = None,
     notes = check_data(prom, week, sel, storefront)
     progress(f"headline KPIs: {len(KPIS)} KPIs, {week.label} and {week.previous().label}, daily values")
     figures = headline(prom, week, sel)
-    progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS) + ", contact reasons")
+    progress("movers: " + ", ".join(f"{k} by {d}" for k, d in MOVER_KPIS + VOLUME_MOVERS)
+             + ", contact reasons, product categories")
     moved, volumes, reasons = movers(prom, week, sel), volume_movers(prom, week, sel), reason_movers(prom, week, sel)
+    categories = category_movers(prom, week, storefront)
     progress("customers: repeat customers, post-support conversion and revenue, cohort LTV, LTV by NPS category "
              "and CSAT band, retention, cart abandonment per session")
     customers = customers_section(prom, week, storefront)
     progress("initiatives")
     initiatives = initiatives_section(prom, week)
     return Report(week, storefront, prom.url, now or datetime.now(timezone.utc), figures, moved, volumes,
-                  initiatives, customers, notes, reasons=reasons)
+                  initiatives, customers, notes, reasons=reasons, categories=categories)

@@ -142,6 +142,11 @@ def tables(report: Report) -> list[tuple[str, str, list[str], list[list[str]], s
         tables.append(("movers-reasons", "Contact reasons that moved most",
                        ["reason", f"tickets {p}", f"tickets {w}", "change", "relative", f"per 100 orders {p}",
                         f"per 100 orders {w}"], reason_rows(report.reasons), REASONS_CAPTION))
+    if report.categories:
+        tables.append(("movers-categories", "Product categories that moved most",
+                       ["product category", f"tickets {p}", f"tickets {w}", "change", "relative",
+                        f"per 100 orders {p}", f"per 100 orders {w}"], reason_rows(report.categories),
+                       CATEGORIES_CAPTION))
     return tables
 
 
@@ -151,8 +156,14 @@ REASONS_CAPTION = (
     "Ranked by the change in tickets.")
 
 
+CATEGORIES_CAPTION = (
+    "By event time: tickets created per product category (ticket.created's product_category, or the first event "
+    "of the ticket that named one) and per 100 orders, both counted in the week's one-minute event-time windows; "
+    "tickets without a category count in none. Ranked by the change in tickets.")
+
+
 def reason_rows(reasons: list[ReasonMover]) -> list[list[str]]:
-    """The rows of the contact-reasons table, the largest changes first.
+    """The rows of the contact-reasons (or product-categories) table, the largest changes first.
 
         >>> reason_rows([ReasonMover("shipping", 120, 60, 4000, 4000), ReasonMover("account", 35, 0, 4000, 4000)])
         [['shipping', '60', '120', '+60', '+100%', '1.50', '3.00'], ['account', '0', '35', '+35', 'new', '0.00', '0.88']]

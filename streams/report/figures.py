@@ -177,6 +177,20 @@ class ReasonMover:
         return self.previous / self.orders_previous if self.orders_previous else None
 
 
+@dataclass
+class CategoryMover(ReasonMover):
+    """The same for a product category (docs/metrics.md, rule 17; ``reason`` holds the category): tickets
+    created with it and the storefronts' orders, both counted in the week's event-time windows.
+
+        >>> CategoryMover("electronics", 90, 30, 3000, 3000).category
+        'electronics'
+    """
+
+    @property
+    def category(self) -> str:
+        return self.reason
+
+
 Verdict = Literal["pays off", "does not pay off", "not enough evidence yet", "no data yet"]
 
 
@@ -385,6 +399,7 @@ class Report:
     notes: list[str]
     charts: dict[str, Path] = field(default_factory=dict)
     reasons: list[ReasonMover] = field(default_factory=list)  # contact reasons that moved, largest change first
+    categories: list[CategoryMover] = field(default_factory=list)  # product categories, the same (event time)
 
 
 def figures_json(report: Report) -> dict[str, Any]:
@@ -409,6 +424,8 @@ def figures_json(report: Report) -> dict[str, Any]:
                            "previous": m.previous} for m in report.volume_movers],
         "reasons": [{"reason": m.reason, "count": m.count, "previous": m.previous, "orders": m.orders,
                      "orders_previous": m.orders_previous} for m in report.reasons],
+        "categories": [{"category": m.category, "count": m.count, "previous": m.previous, "orders": m.orders,
+                        "orders_previous": m.orders_previous} for m in report.categories],
         "customers": {
             "shares": [{"key": c.key, "storefront": c.storefront, "value": c.value, "previous": c.previous,
                         "change": c.change, "n": c.n, "n_previous": c.n_previous, "interval": c.interval,

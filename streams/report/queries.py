@@ -22,16 +22,36 @@ from typing import Callable
 
 from streams.catalog import Kpi
 from streams.errors import ReportError
-from streams.mixin.rules import JOB, Level, component_level, customer_expr
+from streams.mixin.rules import JOB, Level, component_level, customer_expr, window_range
 
 
 def selector(storefront: str | None) -> str:
     """Label matchers of every series the report reads: the workers' job, and the storefront if chosen."""
-    matchers = [JOB]
-    if storefront:
-        escaped = storefront.replace("\\", "\\\\").replace('"', '\\"')
-        matchers.append(f'storefront="{escaped}"')
-    return ", ".join(matchers)
+    return ", ".join([JOB, *_storefront(storefront)])
+
+
+def window_selector(storefront: str | None) -> str:
+    """The same for the event-time window series, which the merge stage writes (no job label): the 1-minute
+    windows, of the storefront if chosen.
+
+        >>> window_selector('shop "a"')
+        'window="1m", storefront="shop \\\\"a\\\\""'
+    """
+    return ", ".join(['window="1m"', *_storefront(storefront)])
+
+
+def _storefront(storefront: str | None) -> list[str]:
+    if not storefront:
+        return []
+    escaped = storefront.replace("\\", "\\\\").replace('"', '\\"')
+    return [f'storefront="{escaped}"']
+
+
+def week_of_windows(name: str, sel: str, by: str) -> str:
+    """A window series summed over the 1-minute windows that ended in the week before the evaluation time:
+    event time, exact (each window's sample sits at its end; the range is a millisecond short of a week,
+    so it holds 10,080 windows in Prometheus 2 and 3 alike, ``rules.window_range``)."""
+    return f"sum by ({by}) (sum_over_time({name}{{{sel}}}[{window_range(7 * 24 * 60)}]))"
 
 
 def counted(sel: str, span: str) -> Callable[[str, Level], str]:

@@ -256,7 +256,8 @@ def test_every_window_prometheus_returns_equals_the_reference(make_settings, tmp
         assert until - start_ms >= 11 * MINUTE, f"windows complete only {(until - start_ms) / MINUTE:.1f} minutes in"
         assert checked > 3000, f"only {checked} values checked: the run did not produce what it should"
         assert by_category > 300, f"only {by_category} values by product category: rule 17 was not tested"
-        print(f"{checked} window values equal the reference ({(until - start_ms) // MINUTE} minutes of event time)")
+        print(f"{checked} window values equal the reference ({by_category} by product category; "
+              f"{(until - start_ms) // MINUTE} minutes of event time)")
     finally:
         for worker in workers:
             worker.stop()

@@ -45,7 +45,7 @@ from streams.mixin.intervals import nps_interval, wilson
 from streams.report.weeks import Week
 from streams.devtools.simulate import CHANNELS, STOREFRONTS, SimConfig, generate
 from streams.devtools.stack import ROOT, http_get
-from tests.backfill import BackfilledPrometheus, Gauge, gauges, openmetrics
+from tests.backfill import BackfilledPrometheus, Gauge, gauges, openmetrics, window_series
 from tests.helpers import free_port
 from tests.reference import BUCKETS_S, Params, Reference, major
 
@@ -365,6 +365,7 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory):
     tallies = Tallies(ref)
     documents = openmetrics(ref, FIRST_MS, WEEK_END_MS, STEP_MS, instance_of)
     documents.append(gauges(gauge_series(), FIRST_MS, WEEK_END_MS, GAUGE_STEP_MS))
+    documents.append(window_series(ref, FIRST_MS, WEEK_END_MS))
     prometheus = BackfilledPrometheus.build(documents, workdir)
     yield tallies, prometheus
     prometheus.stop()
@@ -404,6 +405,9 @@ class Tallies:
             self.components[field].append((window, dict(seg), value))
         for (_, _, window, seg, field), values in ref.samples.items():
             self.samples[field].append((window, dict(seg), values))
+        # rule 17: tickets created per (window, product category), over every storefront
+        self.category_tickets = [(window, category, value) for (window, _, category, name), value
+                                 in ref.category_counts.items() if name == "tickets_created"]
 
 
 def _keeps(labels: dict[str, str], keep: dict[str, str] | None) -> bool:
@@ -646,6 +650,27 @@ def test_movers_equal_the_events_and_are_ranked_by_weighted_change(backfilled, r
         assert m["weighted"] == pytest.approx((m["value"] - m["previous"]) * m["n"] / total, rel=REL)
     weights = [abs(m["weighted"]) for m in movers]
     assert weights == sorted(weights, reverse=True)
+
+
+def test_product_categories_equal_the_events_of_each_week(backfilled, reported) -> None:
+    """The product-category table (event time): each category's tickets created in the week's windows and
+    the week's orders, equal to the reference's counts of the simulated events; the largest change first."""
+    tallies, _ = backfilled
+    found = reported["json"]["categories"]
+    assert found, "no product category in the report"
+    weeks = {"count": (WEEK_END_MS - 7 * DAY_MS, WEEK_END_MS), "previous": (WEEK_END_MS - 14 * DAY_MS,
+                                                                           WEEK_END_MS - 7 * DAY_MS)}
+    for row in found:
+        for key, (start, end) in weeks.items():
+            want = sum(v for window, category, v in tallies.category_tickets
+                       if category == row["category"] and start <= window < end)
+            assert row[key] == want, (row, key)
+        orders = sum(v for window, _, v in tallies.components["orders_placed"] if weeks["count"][0] <= window
+                     < weeks["count"][1])
+        assert row["orders"] == orders
+    changes = [abs(row["count"] - row["previous"]) for row in found]
+    assert changes == sorted(changes, reverse=True)
+    assert "### Product categories that moved most" in (reported["md"] / "report.md").read_text()
 
 
 # ------------------------------------------------------------ initiatives and customers

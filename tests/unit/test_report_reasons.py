@@ -7,7 +7,7 @@ import re
 
 from streams.catalog import COUNTERS, HISTOGRAMS, KPIS
 from streams.mixin.rules import component_level, kpi_components
-from streams.report.build import MOVER_KPIS, reason_movers
+from streams.report.build import MOVER_KPIS, category_movers, reason_movers
 from streams.report.document import tables
 from streams.report.figures import Customers, Initiatives, Report
 from streams.report.markdown import markdown
@@ -90,3 +90,44 @@ def test_every_level_the_report_reads_is_a_label_of_the_cumulative_series() -> N
 
 def test_support_times_and_fcr_do_not_move_by_reason() -> None:
     assert not {key for key, dimension in MOVER_KPIS if dimension == "reason"}
+
+
+# tickets created per product category and orders, summed over the event-time windows of this week, last week
+CATEGORY_TICKETS = {"electronics": (300, 60), "apparel": (80, 90), "toys": (10, 12)}
+WINDOW_ORDERS = (9_000, 7_500)
+
+
+class FakeWindows:
+    """Answers the report's week-of-windows queries (``sum_over_time`` of the 1-minute window series)."""
+
+    url = "http://prometheus.test"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def instant(self, expr: str, at_s: float) -> list[tuple[dict[str, str], float]]:
+        self.asked.append(expr)
+        ago = round((WEEK.end_s - at_s) / WEEK_S)
+        if "cxpulse_window_category_tickets_created" in expr and "sum by (product_category)" in expr:
+            return [({"product_category": c}, values[ago]) for c, values in CATEGORY_TICKETS.items()]
+        if "cxpulse_window_orders_placed" in expr:
+            return [({}, WINDOW_ORDERS[ago])]
+        return []
+
+
+def test_product_categories_that_moved_come_from_the_weeks_event_time_windows() -> None:
+    prom = FakeWindows()
+    found = category_movers(prom, WEEK, "north")
+    assert [(m.category, m.count, m.previous) for m in found] == [("electronics", 300, 60), ("apparel", 80, 90)]
+    assert (found[0].per_order, found[0].per_order_previous) == (300 / 9_000, 60 / 7_500)
+    # one week of 1-minute windows of the chosen storefront, read at the week's end and a week earlier
+    assert all('window="1m", storefront="north"' in e and "[10079m59s999ms]" in e for e in prom.asked)
+    assert not any("job=" in e or "offset" in e for e in prom.asked)  # remote-written: no job label
+    report = Report(WEEK, "north", "http://prometheus.test", WEEK.end, [], {}, [], Initiatives([]),
+                    Customers([], [], []), [], categories=found)
+    (table,) = [t for t in tables(report) if t[0] == "movers-categories"]
+    _, title, header, rows, caption = table
+    assert title == "Product categories that moved most" and header[0] == "product category"
+    assert rows[0] == ["electronics", "60", "300", "+240", "+400%", "0.80", "3.33"]
+    assert "event time" in caption.lower()
+    assert "### Product categories that moved most" in markdown(report)
