@@ -544,34 +544,19 @@ class Reference:
         return out
 
     def _reason_kpis(self, end_ms: int, view_ms: int) -> dict[tuple[str, tuple], Any]:
+        """Rule 13: the ticket KPIs per (storefront, reason) in the window."""
         start = end_ms - view_ms
         tickets: dict[tuple[str, tuple], int] = defaultdict(int)  # (field, (storefront, reason)) -> total
-        orders: dict[str, int] = defaultdict(int)  # storefront -> orders placed
         for (family, _, window, seg, name), value in self.components.items():
-            if not start <= window < end_ms:
-                continue
-            labels = dict(seg)
-            if family == "ticket":
+            if family == "ticket" and start <= window < end_ms:
+                labels = dict(seg)
                 tickets[name, (labels["storefront"], labels["reason"])] += value
-            elif family == "order" and name == "orders_placed":
-                orders[labels["storefront"]] += value
         samples: dict[tuple[str, tuple], list[float]] = defaultdict(list)
         for (family, _, window, seg, name), values in self.samples.items():
             if start <= window < end_ms:
                 labels = dict(seg)
                 samples[name, (labels["storefront"], labels["reason"])].extend(values)
-        out: dict[tuple[str, tuple], Any] = {}
-        # a reason with any ticket event in the window has its series (0 tickets created, say)
-        for group in {group for _, group in tickets} | {group for _, group in samples}:
-            if orders.get(group[0]):
-                out["ticket_to_order", group] = tickets.get(("tickets_created", group), 0) / orders[group[0]]
-        for (name, group), values in samples.items():
-            out[f"{name}_p50", group] = exact_quantile(values, 0.5)
-            out[f"{name}_p90", group] = exact_quantile(values, 0.9)
-            if name == "resolution":
-                one_touch = tickets.get(("tickets_resolved_one_touch", group), 0)
-                out["first_contact_resolution", group] = one_touch / len(values)
-        return out
+        return self._ticket_group_kpis(tickets, samples, start, end_ms)
 
     def _category_kpis(self, end_ms: int, view_ms: int) -> dict[tuple[str, tuple], Any]:
         """Rule 17: the ticket KPIs of the tickets about each (storefront, product category) in the window."""
@@ -584,11 +569,18 @@ class Reference:
         for (window, storefront, category, name), values in self.category_samples.items():
             if start <= window < end_ms:
                 samples[name, (storefront, category)].extend(values)
-        orders: dict[str, int] = defaultdict(int)
+        return self._ticket_group_kpis(tickets, samples, start, end_ms)
+
+    def _ticket_group_kpis(self, tickets: dict[tuple[str, tuple], int], samples: dict[tuple[str, tuple], list[float]],
+                           start: int, end_ms: int) -> dict[tuple[str, tuple], Any]:
+        """The ticket KPIs of groups (storefront, reason or category) from their counts and times in the window:
+        ticket-to-order over every order of the storefront, the quantiles, FCR."""
+        orders: dict[str, int] = defaultdict(int)  # storefront -> orders placed
         for (family, _, window, seg, name), value in self.components.items():
             if family == "order" and name == "orders_placed" and start <= window < end_ms:
                 orders[dict(seg)["storefront"]] += value
         out: dict[tuple[str, tuple], Any] = {}
+        # a group with any ticket event in the window has its series (0 tickets created, say)
         for group in {group for _, group in tickets} | {group for _, group in samples}:
             if orders.get(group[0]):
                 out["ticket_to_order", group] = tickets.get(("tickets_created", group), 0) / orders[group[0]]

@@ -28,10 +28,8 @@ def kpi_promql(kpi: Kpi, by: tuple[str, ...] | None = None, window: str = "5m") 
 def reasons_doc() -> list[str]:
     """The "Contact reasons" section: why customers contact support, the ticket KPIs by ``reason``."""
     from streams.contract import REASONS
-    from streams.mixin import rules
 
     level = ("storefront", "reason")
-    keys = [k.key for k in KPIS if level in rules.kpi_levels(k)]
     reasons = len(REASONS) + 1  # and unknown
     per_histogram = len(LE_SECONDS) + 3  # the le buckets, +Inf, _count and _sum
     counters = [c for c in COUNTERS if c.family == "ticket"]
@@ -81,23 +79,12 @@ def reasons_doc() -> list[str]:
         "| KPI by reason | recording rule (1h) | sample size | PromQL (the 5m window ending at the evaluation time) |",
         "|---|---|---|---|",
     ]
-    for key in keys:
-        kpi = next(k for k in KPIS if k.key == key)
-        if kpi.shape == "quantile":
-            sample = rules.rule_name(level, rules.base(kpi.histogram + "_count"), "window1h")
-        else:
-            sample = rules.window_denominator_rule(kpi, level, "1h")
-        lines.append(f"| {kpi.title} | `{rules.window_rule(kpi, level, '1h')}` | `{sample}` | "
-                     f"`{kpi_promql(kpi, level)}` |")
-    return lines + [""]
+    return lines + _breakdown_rows(level) + [""]
 
 
 def categories_doc() -> list[str]:
     """The "Product categories" section: the ticket KPIs per storefront and ``product_category``."""
-    from streams.mixin import rules
-
     level = ("storefront", "product_category")
-    keys = [k.key for k in KPIS if level in rules.kpi_levels(k)]
     counters = [c for c in COUNTERS if c.family == "ticket"]
     histograms = [h for h in HISTOGRAMS if h.family == "ticket"]
     lines = [
@@ -134,15 +121,25 @@ def categories_doc() -> list[str]:
         "| KPI by category | recording rule (1h) | sample size | PromQL (the 5m window ending at the evaluation time) |",
         "|---|---|---|---|",
     ]
-    for key in keys:
-        kpi = next(k for k in KPIS if k.key == key)
+    return lines + _breakdown_rows(level) + [""]
+
+
+def _breakdown_rows(level: tuple[str, ...]) -> list[str]:
+    """Table rows of every KPI recorded at ``level`` (storefront and reason, or product category): the 1h
+    rule, its sample size and the PromQL of a 5m window."""
+    from streams.mixin import rules
+
+    lines = []
+    for kpi in KPIS:
+        if level not in rules.kpi_levels(kpi):
+            continue
         if kpi.shape == "quantile":
             sample = rules.rule_name(level, rules.base(kpi.histogram + "_count"), "window1h")
         else:
             sample = rules.window_denominator_rule(kpi, level, "1h")
         lines.append(f"| {kpi.title} | `{rules.window_rule(kpi, level, '1h')}` | `{sample}` | "
                      f"`{kpi_promql(kpi, level)}` |")
-    return lines + [""]
+    return lines
 
 
 def uncertainty_doc() -> list[str]:

@@ -654,53 +654,33 @@ def test_window_bands_are_the_recorded_intervals(promtool: str, tmp_path: Path):
                                         "promql_expr_test": tests}, rule_files=[str(rules.RULES_PATH)])
 
 
-def test_support_shows_every_ticket_kpi_by_contact_reason_with_its_sample_size():
+@pytest.mark.parametrize("label, noun, summary", [("reason", "reason", "reason"),
+                                                  ("product_category", "product category", "category")])
+def test_support_shows_every_ticket_kpi_by_reason_and_by_product_category_with_its_sample_size(label, noun, summary):
     doc = _load(dashboards.DASHBOARD_DIR / "support.json")
-    assert "reason" in {v["name"] for v in doc["templating"]["list"]}
     by_title = {panel["title"]: panel for panel in _panels(doc)}
+    # the tickets: per reason, the segment's own counter; per category, its breakdown series (rule 17)
+    created = "cxpulse_window_tickets_created" if label == "reason" else "cxpulse_window_category_tickets_created"
+    variable = next(v for v in doc["templating"]["list"] if v["name"] == label)
+    values_of = "cxpulse_tickets_created_total" if label == "reason" else created
+    assert values_of in json.dumps(variable["query"]), variable["query"]
+    one_touch = created.replace("tickets_created", "tickets_resolved_one_touch")
     wanted = {
-        "Tickets created per $window window by reason": ["cxpulse_window_tickets_created"],
-        "Ticket-to-order rate by reason": ["cxpulse_window_tickets_created", "cxpulse_window_orders_placed"],
-        "First-response time p90 by reason": ["cxpulse_window_reason_ticket_first_response_seconds{"],
-        "Resolution time p90 by reason": ["cxpulse_window_reason_ticket_resolution_seconds{"],
-        "FCR by reason": ["cxpulse_window_tickets_resolved_one_touch",
-                          "cxpulse_window_reason_ticket_resolution_seconds_count"],
-        "Sample size by reason: tickets, first responses and resolutions per $window window": [
-            "cxpulse_window_tickets_created", "cxpulse_window_reason_ticket_first_response_seconds_count",
-            "cxpulse_window_reason_ticket_resolution_seconds_count"],
+        f"Tickets created per $window window by {noun}": [created],
+        f"Ticket-to-order rate by {noun}": [created, "cxpulse_window_orders_placed"],
+        f"First-response time p90 by {noun}": [f"cxpulse_window_{summary}_ticket_first_response_seconds{{"],
+        f"Resolution time p90 by {noun}": [f"cxpulse_window_{summary}_ticket_resolution_seconds{{"],
+        f"FCR by {noun}": [one_touch, f"cxpulse_window_{summary}_ticket_resolution_seconds_count"],
+        f"Sample size by {noun}: tickets, first responses and resolutions per $window window": [
+            created, f"cxpulse_window_{summary}_ticket_first_response_seconds_count",
+            f"cxpulse_window_{summary}_ticket_resolution_seconds_count"],
     }
     for title, series in wanted.items():
         panel = by_title[title]
         exprs = " ".join(target["expr"] for target in panel["targets"])
-        assert "by (storefront, reason)" in exprs, title
-        assert 'reason=~"$reason"' in exprs, title
+        assert f"by (storefront, {label})" in exprs, title
+        assert f'{label}=~"${label}"' in exprs, title
         for name in series:
             assert name in exprs, (title, name)
         assert "event time" in panel["description"], title
 
-
-def test_support_shows_the_ticket_kpis_by_product_category_with_their_sample_size():
-    doc = _load(dashboards.DASHBOARD_DIR / "support.json")
-    variable = next(v for v in doc["templating"]["list"] if v["name"] == "product_category")
-    assert "cxpulse_window_category_tickets_created" in json.dumps(variable["query"])
-    by_title = {panel["title"]: panel for panel in _panels(doc)}
-    wanted = {
-        "Tickets created per $window window by product category": ["cxpulse_window_category_tickets_created"],
-        "Ticket-to-order rate by product category": ["cxpulse_window_category_tickets_created",
-                                                     "cxpulse_window_orders_placed"],
-        "First-response time p90 by product category": ["cxpulse_window_category_ticket_first_response_seconds{"],
-        "Resolution time p90 by product category": ["cxpulse_window_category_ticket_resolution_seconds{"],
-        "FCR by product category": ["cxpulse_window_category_tickets_resolved_one_touch",
-                                    "cxpulse_window_category_ticket_resolution_seconds_count"],
-        "Sample size by product category: tickets, first responses and resolutions per $window window": [
-            "cxpulse_window_category_tickets_created", "cxpulse_window_category_ticket_first_response_seconds_count",
-            "cxpulse_window_category_ticket_resolution_seconds_count"],
-    }
-    for title, series in wanted.items():
-        panel = by_title[title]
-        exprs = " ".join(target["expr"] for target in panel["targets"])
-        assert "by (storefront, product_category)" in exprs, title
-        assert 'product_category=~"$product_category"' in exprs, title
-        for name in series:
-            assert name in exprs, (title, name)
-        assert "event time" in panel["description"], title

@@ -130,80 +130,60 @@ def support() -> dm.Dashboard:
 def reasons() -> list:
     """The support KPIs by contact reason (docs/metrics.md rule 13), over every support channel: what
     customers get in touch about, how often per order, and how fast and well each reason is served."""
-    rf = {"storefront": "$storefront", "reason": "$reason"}
-    level = ("storefront", "reason")
-    by = "{{storefront}} {{reason}}"
-    note = (" Per storefront and reason over every support channel; `unknown`: tickets whose ticket.created "
-            "carried no reason.")
-    created = window_count("cxpulse_tickets_created_total", level, rf)
-    return [
-        _series("Tickets created per $window window by reason", _help("cxpulse_tickets_created_total") + note +
-                " A surge of one reason (say shipping) with the others flat points at its cause.",
-                "short", _targets((created, by)), clock=EVENT_GRAPH, span=12, bars=True, stacked=True),
-        _series("Ticket-to-order rate by reason", f"{_about('ticket_to_order')} Here the reason's tickets / every "
-                "order of the storefront (orders carry no reason), so the reasons add up to the storefront's rate; "
-                "only where the window is complete in both the ticket and the order family." + note,
-                "percentunit", _targets((window_kpi("ticket_to_order", level, rf), by)), clock=EVENT_GRAPH, span=12),
-        _series("First-response time p90 by reason",
-                f"{_help('cxpulse_ticket_first_response_seconds')} 90th percentile of each window per reason, from the "
-                "merge stage's sketch over every support channel (within 1%)." + note, "s",
-                _targets((window_kpi("first_response_p90", level, rf), f"{by} p90")),
-                thresholds=_steps((None, "transparent"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
-                clock=EVENT_GRAPH, span=8),
-        _series("Resolution time p90 by reason",
-                f"{_help('cxpulse_ticket_resolution_seconds')} 90th percentile of each window per reason." + note, "s",
-                _targets((window_kpi("resolution_p90", level, rf), f"{by} p90")),
-                thresholds=_steps((None, "transparent"), (rules.RESOLUTION_P90_FLOOR_S, "red")),
-                clock=EVENT_GRAPH, span=8),
-        _series("FCR by reason", _about("first_contact_resolution") + note, "percentunit",
-                _targets((window_kpi("first_contact_resolution", level, rf), by)), clock=EVENT_GRAPH, span=8),
-        _series("Sample size by reason: tickets, first responses and resolutions per $window window",
-                "The n behind each reason's figures in the same window: tickets created (ticket-to-order), first "
-                "responses (FRT) and resolutions of tickets whose creation cxpulse saw (TTR, and FCR's denominator). "
-                "A reason with a handful of tickets swings from window to window." + note, "short", _targets(
-                    (created, f"{by} created"),
-                    (window_count("cxpulse_ticket_first_response_seconds_count", level, rf), f"{by} first responses"),
-                    (window_count("cxpulse_ticket_resolution_seconds_count", level, rf), f"{by} resolved")),
-                clock=EVENT_GRAPH, span=24),
-    ]
+    return _breakdown(
+        "reason", "reason",
+        " Per storefront and reason over every support channel; `unknown`: tickets whose ticket.created carried no "
+        "reason.",
+        " A surge of one reason (say shipping) with the others flat points at its cause.",
+        "orders carry no reason), so the reasons add up to the storefront's rate")
 
 
 def categories() -> list:
     """The support KPIs by product category (docs/metrics.md rule 17), over every support channel and reason:
     which products customers get in touch about, how often per order, and how fast and well each is served."""
-    cf = {"storefront": "$storefront", "product_category": "$product_category"}
-    level = ("storefront", "product_category")
-    by = "{{storefront}} {{product_category}}"
-    note = (" Per storefront and product category over every support channel and reason; only tickets whose events "
-            "named a category (from the event that named it on), so the categories add up to the tickets with one.")
-    created = window_count("cxpulse_tickets_created_total", level, cf)
+    return _breakdown(
+        "product_category", "product category",
+        " Per storefront and product category over every support channel and reason; only tickets whose events "
+        "named a category (from the event that named it on), so the categories add up to the tickets with one.",
+        " A surge in one category (a faulty batch) with the others flat points at the product.",
+        "orders carry no category)")
+
+
+def _breakdown(label: str, noun: str, note: str, surge: str, orders: str) -> list:
+    """The row of the ticket KPIs per storefront and ``label`` (a reason, a product category): tickets created,
+    ticket-to-order, FRT and TTR p90, FCR, and the sample behind each."""
+    filters = {"storefront": "$storefront", label: f"${label}"}
+    level = ("storefront", label)
+    by = f"{{{{storefront}}}} {{{{{label}}}}}"
+    created = window_count("cxpulse_tickets_created_total", level, filters)
     return [
-        _series("Tickets created per $window window by product category", _help("cxpulse_tickets_created_total") +
-                note + " A surge in one category (a faulty batch) with the others flat points at the product.",
+        _series(f"Tickets created per $window window by {noun}", _help("cxpulse_tickets_created_total") + note + surge,
                 "short", _targets((created, by)), clock=EVENT_GRAPH, span=12, bars=True, stacked=True),
-        _series("Ticket-to-order rate by product category", f"{_about('ticket_to_order')} Here the category's "
-                "tickets / every order of the storefront (orders carry no category); only where the window is "
-                "complete in both the ticket and the order family." + note,
-                "percentunit", _targets((window_kpi("ticket_to_order", level, cf), by)), clock=EVENT_GRAPH, span=12),
-        _series("First-response time p90 by product category",
-                f"{_help('cxpulse_ticket_first_response_seconds')} 90th percentile of each window per category, from "
-                "the merge stage's sketch (within 1%)." + note, "s",
-                _targets((window_kpi("first_response_p90", level, cf), f"{by} p90")),
+        _series(f"Ticket-to-order rate by {noun}", f"{_about('ticket_to_order')} Here the {noun}'s tickets / every "
+                f"order of the storefront ({orders}; only where the window is complete in both the ticket and the "
+                "order family." + note,
+                "percentunit", _targets((window_kpi("ticket_to_order", level, filters), by)), clock=EVENT_GRAPH,
+                span=12),
+        _series(f"First-response time p90 by {noun}",
+                f"{_help('cxpulse_ticket_first_response_seconds')} 90th percentile of each window per {noun}, from "
+                "the merge stage's sketch over every support channel (within 1%)." + note, "s",
+                _targets((window_kpi("first_response_p90", level, filters), f"{by} p90")),
                 thresholds=_steps((None, "transparent"), (rules.FIRST_RESPONSE_P90_FLOOR_S, "red")),
                 clock=EVENT_GRAPH, span=8),
-        _series("Resolution time p90 by product category",
-                f"{_help('cxpulse_ticket_resolution_seconds')} 90th percentile of each window per category." + note,
-                "s", _targets((window_kpi("resolution_p90", level, cf), f"{by} p90")),
+        _series(f"Resolution time p90 by {noun}",
+                f"{_help('cxpulse_ticket_resolution_seconds')} 90th percentile of each window per {noun}." + note, "s",
+                _targets((window_kpi("resolution_p90", level, filters), f"{by} p90")),
                 thresholds=_steps((None, "transparent"), (rules.RESOLUTION_P90_FLOOR_S, "red")),
                 clock=EVENT_GRAPH, span=8),
-        _series("FCR by product category", _about("first_contact_resolution") + note, "percentunit",
-                _targets((window_kpi("first_contact_resolution", level, cf), by)), clock=EVENT_GRAPH, span=8),
-        _series("Sample size by product category: tickets, first responses and resolutions per $window window",
-                "The n behind each category's figures in the same window: tickets created (ticket-to-order), first "
-                "responses (FRT) and resolutions of tickets whose creation cxpulse saw (TTR, and FCR's "
-                "denominator)." + note, "short", _targets(
+        _series(f"FCR by {noun}", _about("first_contact_resolution") + note, "percentunit",
+                _targets((window_kpi("first_contact_resolution", level, filters), by)), clock=EVENT_GRAPH, span=8),
+        _series(f"Sample size by {noun}: tickets, first responses and resolutions per $window window",
+                f"The n behind each {noun}'s figures in the same window: tickets created (ticket-to-order), first "
+                "responses (FRT) and resolutions of tickets whose creation cxpulse saw (TTR, and FCR's denominator). "
+                f"A {noun} with a handful of tickets swings from window to window." + note, "short", _targets(
                     (created, f"{by} created"),
-                    (window_count("cxpulse_ticket_first_response_seconds_count", level, cf), f"{by} first responses"),
-                    (window_count("cxpulse_ticket_resolution_seconds_count", level, cf), f"{by} resolved")),
+                    (window_count("cxpulse_ticket_first_response_seconds_count", level, filters),
+                     f"{by} first responses"),
+                    (window_count("cxpulse_ticket_resolution_seconds_count", level, filters), f"{by} resolved")),
                 clock=EVENT_GRAPH, span=24),
     ]
