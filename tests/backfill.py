@@ -169,7 +169,7 @@ def window_series(ref: Reference, start_ms: int, end_ms: int) -> Iterator[str]:
             found = series["cxpulse_window_orders_placed"][(*seg, ("window", "1m"))]
             found[window] = found.get(window, 0) + value
     counted = [*ref.category_counts.items(), *((key, 0) for key in ref.category_samples)]
-    for (window, storefront, category, name), value in counted:
+    for (_, window, storefront, category, name), value in counted:
         if start_ms <= window + window_ms <= end_ms:
             pairs = (("product_category", category), ("storefront", storefront), ("window", "1m"))
             found = series["cxpulse_window_category_tickets_created"][pairs]

@@ -191,9 +191,10 @@ class Reference:
     business: BusinessHours = BusinessHours("")
     # rule 16: (window_start_ms, (storefront, channel, device), visitor_id) of every counted session.started
     visits: list[tuple[int, tuple[str, str, str], str]] = field(default_factory=list)
-    # rule 17: (window_start_ms, storefront, product_category, field) -> count, and -> [seconds, ...]
-    category_counts: dict[tuple[int, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
-    category_samples: dict[tuple[int, str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    # rule 17: (partition, window_start_ms, storefront, product_category, field) -> count, and -> [seconds, ...]
+    category_counts: dict[tuple[int, int, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    category_samples: dict[tuple[int, int, str, str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list))
 
     # ------------------------------------------------------------------ computing
     @classmethod
@@ -320,12 +321,12 @@ class Reference:
                    tuple((label, seg[label]) for label in SEGMENT_LABELS["ticket"]), field)
             self.samples[key].append(seconds)
             if category is not None:
-                self.category_samples[self._window(at_ms), seg["storefront"], category, field].append(seconds)
+                self.category_samples[partition, self._window(at_ms), seg["storefront"], category, field].append(seconds)
 
         def count(field: str) -> None:
             self._add("ticket", partition, ts, seg, field)
             if category is not None:
-                self.category_counts[self._window(ts), seg["storefront"], category, field] += 1
+                self.category_counts[partition, self._window(ts), seg["storefront"], category, field] += 1
 
         if kind == "ticket.created":
             count("tickets_created")
@@ -563,10 +564,10 @@ class Reference:
         start = end_ms - view_ms
         tickets: dict[tuple[str, tuple], int] = defaultdict(int)
         samples: dict[tuple[str, tuple], list[float]] = defaultdict(list)
-        for (window, storefront, category, name), value in self.category_counts.items():
+        for (_, window, storefront, category, name), value in self.category_counts.items():
             if start <= window < end_ms:
                 tickets[name, (storefront, category)] += value
-        for (window, storefront, category, name), values in self.category_samples.items():
+        for (_, window, storefront, category, name), values in self.category_samples.items():
             if start <= window < end_ms:
                 samples[name, (storefront, category)].extend(values)
         return self._ticket_group_kpis(tickets, samples, start, end_ms)

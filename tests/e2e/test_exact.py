@@ -239,7 +239,8 @@ def compare_fleet(scrapes: dict[int, list[Sample]], ref: Reference, rejected: Co
 
 def compare_windows(settings: Settings, ref: Reference) -> list[str]:
     """Every base window of every partition, as a restart would recover it from the state
-    changelog, against the reference: each counter exactly, each duration histogram's count."""
+    changelog, against the reference: each counter exactly, each duration histogram's count, and
+    the tickets' breakdown by product category (rule 17) per storefront and category."""
     problems: list[str] = []
     states = changelog_states(settings)
     got: dict[tuple, float] = defaultdict(float)
@@ -247,15 +248,21 @@ def compare_windows(settings: Settings, ref: Reference) -> list[str]:
         for start, slot in state.windows.items():
             for seg, cell in slot.cells.items():
                 labels = tuple(zip(SEGMENT_LABELS[family], seg))
-                for name, value in cell.counts.items():
-                    got[family, partition, start, labels, name] += value
-                for name, sketch in cell.hists.items():
-                    got[family, partition, start, labels, name] += sketch.count
+                amounts = [*cell.counts.items(), *((name, sketch.count) for name, sketch in cell.hists.items())]
+                for name, value in amounts:
+                    field, _, category = name.partition("|")  # a breakdown field: <field>|<category>
+                    key = (family, partition, start, labels, name) if not category else (
+                        "category", partition, start, (("storefront", seg[0]), ("product_category", category)), field)
+                    got[key] += value
     want: dict[tuple, float] = defaultdict(float)
     for key, value in ref.components.items():
         want[key] += value
     for key, values in ref.samples.items():
         want[key] += len(values)
+    for breakdown in (ref.category_counts, ref.category_samples):
+        for (partition, start, storefront, category, field), value in breakdown.items():
+            key = ("category", partition, start, (("storefront", storefront), ("product_category", category)), field)
+            want[key] += value if isinstance(value, int) else len(value)
     oldest = min((start for (_, _, start, _, _) in got), default=0)  # evicted beyond the retention
     for key in sorted(set(got) | {k for k in want if k[2] >= oldest}, key=str):
         if got.get(key, 0) != want.get(key, 0):

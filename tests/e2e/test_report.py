@@ -406,7 +406,7 @@ class Tallies:
         for (_, _, window, seg, field), values in ref.samples.items():
             self.samples[field].append((window, dict(seg), values))
         # rule 17: tickets created per (window, product category), over every storefront
-        self.category_tickets = [(window, category, value) for (window, _, category, name), value
+        self.category_tickets = [(window, category, value) for (_, window, _, category, name), value
                                  in ref.category_counts.items() if name == "tickets_created"]
 
 
