@@ -83,18 +83,17 @@ class LabelBounds:
         Decided once per counted event, from the event alone, so a replay (which
         may skip the event for some records) admits in the same order.
         """
-        for label in self.admitting:
+        sets = self._admitted_sets
+        for label in self.admitting:  # inline: once per counted event and label (the hot path)
             value = getattr(body, label, None)
-            if value is not None:
-                self._admit_one(label, value, admitted)
-
-    def _admit_one(self, label: str, value: str, admitted: dict[str, list[str]]) -> None:
-        known = self._admitted_sets.get(label)
-        if known is None:
-            known = self._admitted_sets[label] = set(admitted.get(label, ()))
-        if value not in known and len(known) < self.label_cap:
-            known.add(value)
-            admitted.setdefault(label, []).append(value)
+            if value is None:
+                continue
+            known = sets.get(label)
+            if known is None:
+                known = sets[label] = set(admitted.get(label, ()))
+            if value not in known and len(known) < self.label_cap:
+                known.add(value)
+                admitted.setdefault(label, []).append(value)
 
     def count_overflow(self, raw: Segment, bounded: Segment, overflow: dict[str, int]) -> None:
         """Count an event that ``bound`` moved to ``other``: per label, or as a whole segment."""
