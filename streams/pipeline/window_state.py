@@ -217,8 +217,10 @@ class PartitionState(ExactlyOnce):
             visits, self._visits = self._visits, []
             records += self._chunks(b"v", visits, end, self.visitor_records, 0)
         if self.family == "session" and batch.touched:
-            # The sessions this batch touched, as they stand now; later records win on restore.
-            items = [[session_id, *self.funnels[session_id]] for session_id in sorted(batch.touched)]
+            # The sessions this batch touched, as they stand now; later records win on restore (each session
+            # once per record, so their order in it does not matter: no sort).
+            funnels = self.funnels
+            items = [[session_id, *funnels[session_id]] for session_id in batch.touched]
             records += self._chunks(b"f", items, end, self.funnel_records, 2)
         for chunk in _seen_chunks(batch.seen):
             # One record per chunk, cut at message boundaries and keyed by the chunk's
@@ -261,8 +263,13 @@ class PartitionState(ExactlyOnce):
         segment = self.bounds.memo.get(raw_segment)
         if segment is None:
             segment = self.bounds.bound(raw_segment, self.meta.admitted, self.totals.cells)
-        members = self.visitors.setdefault(start, {}).setdefault(segment, set())
-        if visitor_id in members:
+        by_segment = self.visitors.get(start)  # no setdefault: it would build a dict and a set per call
+        if by_segment is None:
+            by_segment = self.visitors[start] = {}
+        members = by_segment.get(segment)
+        if members is None:
+            members = by_segment[segment] = set()
+        elif visitor_id in members:
             return
         where = (start, segment[0])
         kept = self.visitor_counts.get(where, 0)
