@@ -464,7 +464,8 @@ def later_sections(results: dict) -> list[str]:
         "Simulator events handed over at a paced rate and sent as `streams.producer.Producer` batches them "
         "(batched: up to 100 events per message per partition, 50 ms linger; single: one keyed message per "
         "event), built before the clock starts and sent by a confluent-kafka producer at their due times, so "
-        "the bench's own Python does not compete with the worker. /metrics polled every 50 ms. Delay = first "
+        "the bench's own Python does not compete with the worker. /metrics polled every 50 ms (`name[]`: the "
+        "worker's health families), the whole page scraped every 15 s as Prometheus does. Delay = first "
         "poll whose `cxpulse_events_total` covers the event − the moment it was handed over (so it includes "
         "the linger and the poll interval). *Visible/s*: events over the time until the last was visible; below "
         "the offered rate, one worker did not keep up. The worker's own `cxpulse_event_freshness_seconds` "
@@ -483,10 +484,10 @@ def later_sections(results: dict) -> list[str]:
     if results.get("cells"):
         out += ["", "### Memory per active cell", "",
                 "| storefronts | events | active cells (window × segment, plus totals) | peak RSS MiB | "
-                "scrape ms |", "|---:|---:|---:|---:|---:|"]
+                "whole-page scrape ms (all cells held) |", "|---:|---:|---:|---:|---:|"]
         for r in results["cells"]:
             out.append(f"| {r['storefronts']} | {r['events']:,} | {r['cells']:,} | {r['rss_peak'] / 2**20:,.0f} | "
-                       f"{r['scrape_ms']:,.0f} |")
+                       f"{fmt(r['scrape_ms'])} |")
         a, b = results["cells"][0], results["cells"][-1]
         if b["cells"] != a["cells"]:
             per = (b["rss_peak"] - a["rss_peak"]) / (b["cells"] - a["cells"])

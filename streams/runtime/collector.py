@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Iterator
+from typing import Iterator, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry  # noqa: F401  (doctest)
@@ -59,19 +59,43 @@ STAGES = (*FAMILIES, "customer", "merge")
 FRESHNESS = "cxpulse_event_freshness_seconds"  # the one histogram of PIPELINE
 
 
+# The merge stage's progress gauges: PIPELINE families that the KPI part serves (they read the merge
+# state), not the worker's health part.
+MERGE_PROGRESS = ("cxpulse_window_complete_until_timestamp_seconds", "cxpulse_window_exported_until_timestamp_seconds")
+Part = Literal["all", "health", "kpis"]
+
+
 class CxCollector(Collector):
-    def __init__(self, publisher: Publisher, settings: Settings, initiatives=None) -> None:
+    """Every family (``part="all"``), or one of the two parts the worker registers apart:
+    ``health``, the worker's own families (PIPELINE: events counted, lag, watermarks, state
+    sizes, freshness; one series per partition, cheap to build), and ``kpis``, everything else
+    (the segments' counters and histograms, customers, initiatives, the merge stage's progress;
+    thousands of series). Registered apart, a scrape that asks only for health families
+    (``/metrics?name[]=cxpulse_events_total&name[]=cxpulse_worker_ready``) builds no KPI family:
+    client_python's ``name[]`` filter asks only the collectors whose names it wants.
+
+        >>> registry = CollectorRegistry()
+        >>> for part in ("health", "kpis"):
+        ...     registry.register(CxCollector(Publisher(), Settings(), part=part))
+        >>> [m.name for m in registry.restricted_registry(["cxpulse_worker_ready"]).collect()]
+        ['cxpulse_worker_ready']
+    """
+
+    def __init__(self, publisher: Publisher, settings: Settings, initiatives=None, part: Part = "all") -> None:
         self.publisher = publisher
         self.settings = settings
         self.initiatives = initiatives  # an initiatives.Registry, or None
+        self.part = part
 
     def describe(self) -> Iterator[Metric]:
         """The families this collector exports, typed as ``collect`` types them (no samples):
         the registry's duplicate check reads the sample names a type implies (a counter's
         ``_total`` and ``_created``, a histogram's ``_bucket``, ``_sum``, ``_count``)."""
         histograms = {h.name for h in HISTOGRAMS} | {FRESHNESS}
-        names = [*PIPELINE, *(c.name for c in COUNTERS), *histograms,
-                 *(name for name, _, _ in CUSTOMER.values()), *CUSTOMER_PIPELINE, *INITIATIVE]
+        health = [name for name in PIPELINE if name not in MERGE_PROGRESS]
+        kpis = [*MERGE_PROGRESS, *(c.name for c in COUNTERS), *(h.name for h in HISTOGRAMS),
+                *(name for name, _, _ in CUSTOMER.values()), *CUSTOMER_PIPELINE, *INITIATIVE]
+        names = {"all": [*health, *kpis], "health": health, "kpis": kpis}[self.part]
         for name in dict.fromkeys(names):
             if name in histograms:
                 yield HistogramMetricFamily(name, "")
@@ -82,7 +106,10 @@ class CxCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         view = self.publisher.current
-        yield from self._pipeline(view)
+        if self.part != "kpis":
+            yield from self._pipeline(view)
+        if self.part == "health":
+            return
         try:
             metrics = list(self._cumulative_all(view))
             metrics += self._merge(view)

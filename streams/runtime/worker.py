@@ -169,7 +169,10 @@ def serve_metrics(settings: Settings, publisher: Publisher, initiatives=None) ->
     ``scheme: https``, ``tls_config`` and ``basic_auth``); the probes stay open.
     """
     registry = CollectorRegistry()
-    registry.register(CxCollector(publisher, settings, initiatives))
+    # Two parts: a probe or a progress check that asks for health families only (``name[]``)
+    # does not pay for the thousands of KPI series (CxCollector's docstring).
+    for part in ("health", "kpis"):
+        registry.register(CxCollector(publisher, settings, initiatives, part=part))  # type: ignore[arg-type]
     metrics = OnePageAtATime(make_wsgi_app(registry))
     expected = None
     if settings.metrics_basic_auth_username:

@@ -298,3 +298,29 @@ def test_a_broken_snapshot_still_leaves_the_pipeline_health_families() -> None:
     published = Published(snapshots={("session", 0): object()}, recovered=True)
     registry = scrape(published)
     assert registry.get_sample_value("cxpulse_worker_ready") == 1.0
+
+
+def test_the_health_and_kpi_parts_together_are_the_whole_page_and_a_health_scrape_builds_no_kpi() -> None:
+    """The worker registers the two parts apart: together they serve every family the whole
+    collector serves, with the same samples, and a ``name[]`` scrape of health families (a
+    progress check, a probe) never asks the KPI part to build its thousands of series."""
+    publisher = Publisher()
+    publisher.current = counted(events(random.Random(5), 100))
+
+    def samples(metrics) -> dict:  # the lag gauges read the clock: their series, not values
+        return {(s.name, tuple(sorted(s.labels.items()))): None if "lag_seconds" in s.name else s.value
+                for m in metrics for s in m.samples}
+
+    whole = samples(CxCollector(publisher, SETTINGS).collect())
+    registry = CollectorRegistry()
+    health, kpis = (CxCollector(publisher, SETTINGS, part=part) for part in ("health", "kpis"))
+    for part in (health, kpis):
+        registry.register(part)  # raises if the parts' described names overlapped
+    assert samples(registry.collect()) == whole
+    assert any(name == "cxpulse_orders_placed_total" for name, _ in whole)
+    built = []
+    kpis.collect = lambda: built.append(1) or iter(())  # type: ignore[method-assign]
+    asked = registry.restricted_registry(["cxpulse_events_total", "cxpulse_worker_ready"])
+    names = {s.name for m in asked.collect() for s in m.samples}
+    assert names == {"cxpulse_events_total", "cxpulse_worker_ready"}
+    assert built == []
