@@ -6,8 +6,9 @@ acknowledged before the next batch -> snapshot for the scrape.
 A floor for what the window stage costs per event with no engine around it. One
 ``cxpulse worker`` adds the rest of the product: one transaction per partition and
 batch (fenced, offsets in it), the customer and merge stages and their topics,
-publishing, scrapes and remote write. Run as a child process by ``bench.run``;
-prints one JSON line.
+publishing, scrapes and remote write. The garbage collector is set as the worker sets it
+(``streams.runtime.worker.tune_gc``). Run as a child process by ``bench.run``; prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from streams.config import Settings
 from streams.decode import decode_message
 from streams.pipeline.records import Message, state_partition
 from streams.pipeline.window_state import PartitionState
+from streams.runtime.worker import tune_gc
 
 
 def main() -> None:
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--cap", type=float, default=30.0)
     p.add_argument("--no-changelog", action="store_true")
     a = p.parse_args()
+    tune_gc()
     settings = replace(Settings(), **json.loads(a.settings))
     family_of = {topic: family for family, topic in settings.topics.items()}
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.app_id,

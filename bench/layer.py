@@ -12,6 +12,7 @@ with ``time.process_time``:
   their records (``plan_us`` the window stage, ``rekeyed_us`` the two re-keyed stages,
   both per source event).
 
+The garbage collector runs at the worker's thresholds (``streams.runtime.worker.GC_THRESHOLD``).
 What a worker adds on top is the engine's I/O: consuming, one transaction per partition
 and batch (``streams/runtime/sink.py``), publishing snapshots, scrapes and remote write.
 ``python -m bench.layer`` prints one JSON line per layout; ``bench.run`` calls ``measure``.
@@ -19,6 +20,7 @@ and batch (``streams/runtime/sink.py``), publishing snapshots, scrapes and remot
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections import defaultdict
@@ -28,6 +30,7 @@ from streams.decode import decode_message
 from streams.pipeline.plan import Pipeline
 from streams.pipeline.records import Message, Record
 from streams.pipeline.window_state import PartitionState
+from streams.runtime.worker import GC_THRESHOLD
 
 from bench.workload import Workload, messages
 
@@ -35,6 +38,16 @@ NOW_MS = 2 ** 61  # far after every event of the workload: none is refused as fr
 
 
 def measure(layout: str, events: int, batch_max: int) -> dict:
+    """One layout's costs, with the garbage collector set as a worker sets it."""
+    previous = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
+    try:
+        return _measure(layout, events, batch_max)
+    finally:
+        gc.set_threshold(*previous)
+
+
+def _measure(layout: str, events: int, batch_max: int) -> dict:
     settings = Settings()
     family = {t: f for f, t in settings.topics.items()}
     values = messages(Workload(layout, events), settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import gc
 import hmac
 import logging
 import os
@@ -30,6 +31,22 @@ from streams.config import Settings
 from streams.errors import ConfigError
 
 log = logging.getLogger("cxpulse.worker")
+
+# CPython's cyclic garbage collector, set for a process whose heap is mostly long-lived window
+# state. At the default (a young collection every 700 container allocations; the whole heap
+# whenever a quarter more objects have survived), the pipeline in process traversed its whole
+# state 25 times in 500k batched events: 5.5 s of 14 s CPU. At 10,000: twice, 0.35 s, at the same
+# peak RSS (docs/benchmarks.md). The state makes no reference cycles; reference counting frees it as
+# before, and cycles are still collected, less often.
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Once the engine's modules are loaded: what exists now (modules, settings, clients) moves
+    to the permanent generation, never traversed again (``gc.freeze``), and the thresholds above."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -325,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
         if settings.engine == "faust":
             from streams.runtime.faust_engine import run_faust  # Faust is heavy to import: only for it
 
+            tune_gc()
             start_over = run_faust(settings, publisher, args.log_level)
         else:
             _run_batch_engine(settings, publisher)
@@ -352,6 +370,7 @@ def _run_batch_engine(settings: Settings, publisher: Publisher) -> None:
     source = KafkaSource(settings, {topic: engine.pipeline.stage_of(topic) for topic in engine.pipeline.topics()},
                          engine.on_assigned, engine.on_revoked)
     watch = BrokerWatch(publisher, settings).start()
+    tune_gc()
     try:
         run_loop(engine, source, stop)
     except Exception:
