@@ -36,8 +36,8 @@ log = logging.getLogger("cxpulse.worker")
 # state. At the default (a young collection every 700 container allocations; the whole heap
 # whenever a quarter more objects have survived), the pipeline in process traversed its whole
 # state 25 times in 500k batched events: 5.5 s of 14 s CPU. At 10,000: twice, 0.35 s, at the same
-# peak RSS (docs/benchmarks.md). The state makes no reference cycles; reference counting frees it as
-# before, and cycles are still collected, less often.
+# peak RSS (docs/benchmarks.md). Reference counting frees the state as before (what a batch drops
+# is freed at once); only reference cycles wait longer for a collection.
 GC_THRESHOLD = (10_000, 10, 10)
 
 
