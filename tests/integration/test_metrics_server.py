@@ -138,3 +138,32 @@ def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if "configuration error" in line]
     assert len(lines) == 1 and "CXPULSE_METRICS_PORT" in lines[0] and str(port) in lines[0], done.stderr
+
+
+def test_a_health_only_scrape_serves_health_and_builds_no_kpi_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``name[]`` asking for health families (a progress check, a lag panel) gets them, and the worker
+    builds none of its KPI series for it; the whole page still has both (docs/operations.md)."""
+    import random
+
+    from streams.runtime.collector import CxCollector
+    from tests.unit.test_collector import counted, events
+
+    built: list[int] = []
+    whole = CxCollector._cumulative_all
+    monkeypatch.setattr(CxCollector, "_cumulative_all",
+                        lambda self, view: built.append(1) or whole(self, view))
+    publisher = Publisher()
+    publisher.current = counted(events(random.Random(5), 100))
+    settings = Settings(metrics_port=free_port())
+    server = serve_metrics(settings, publisher)
+    base = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    try:
+        status, body = _get(f"{base}?name[]=cxpulse_events_total&name[]=cxpulse_worker_ready")
+        names = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line and line[0] != "#"}
+        assert status == 200 and names == {"cxpulse_events_total", "cxpulse_worker_ready"}
+        assert built == []
+        status, body = _get(base)
+        assert status == 200 and "cxpulse_orders_placed_total{" in body and "cxpulse_events_total{" in body
+        assert built == [1]
+    finally:
+        server.shutdown()
